@@ -1,0 +1,55 @@
+// mproc/error.hpp — the one exception hierarchy of mproc.
+//
+// Contract: every error the library reports is an mproc::Error (a std::runtime_error). Errors that come
+// from a system call are SystemError and keep errno in code(). Conditions that Python's multiprocessing
+// reports as exceptions have named subclasses here with the same meaning; conditions Python reports as a
+// False return value (a timed-out acquire, join or wait) are return values in mproc, never exceptions.
+// Messages name the object, the operation and the cause: "shared memory 'jobs': header version 3, expected 2".
+// Cost: only on error paths; nothing here is touched by a fast path.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace mproc {
+
+class Error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// A failed system call; code() is the errno it failed with.
+class SystemError : public Error {
+public:
+    SystemError(const std::string& what, int error_number);
+    int code() const noexcept { return error_number_; }
+
+private:
+    int error_number_;
+};
+
+// A call made in a state that does not allow it (Process::start twice, join before start): Python raises
+// AssertionError or ValueError for these.
+class StateError : public Error {
+public:
+    using Error::Error;
+};
+
+// An argument outside what the call accepts (an invalid segment name, a zero size, a negative timeout).
+class ValueError : public Error {
+public:
+    using Error::Error;
+};
+
+// A shared-memory object failed validation when opened or attached: missing, truncated, wrong magic,
+// another layout version, another kind, sizes that disagree, or never published by its creator.
+class InvalidObject : public Error {
+public:
+    using Error::Error;
+};
+
+// Throws SystemError for `what`, with the current errno.
+[[noreturn]] void throw_system_error(const std::string& what);
+[[noreturn]] void throw_system_error(const std::string& what, int error_number);
+
+}  // namespace mproc

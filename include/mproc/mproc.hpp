@@ -1,0 +1,7 @@
+// mproc/mproc.hpp — the umbrella header: every public concept of mproc.
+#pragma once
+
+#include "mproc/error.hpp"
+#include "mproc/object_header.hpp"
+#include "mproc/process.hpp"
+#include "mproc/shared_memory.hpp"

@@ -1,0 +1,249 @@
+#include "harness.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace mproc::test {
+namespace {
+
+constexpr int kChildSkippedStatus = 77;
+
+int open_pidfd(pid_t pid) {
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (fd < 0) CPPUNIT_FAIL(std::string("pidfd_open: ") + std::strerror(errno));
+    return fd;
+}
+
+std::int64_t now_ms() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return std::int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// Runs body in the current (child) process and never returns: exit 0 on success, 77 on skip, 1 on failure
+// with the message written to report_fd.
+[[noreturn]] void run_child_body(const std::function<void()>& body, int report_fd) {
+    std::string message;
+    int status = 0;
+    try {
+        body();
+    } catch (const Skipped& skipped) {
+        message = skipped.reason;
+        status = kChildSkippedStatus;
+    } catch (const CppUnit::Exception& failure) {
+        message = failure.what();
+        if (failure.sourceLine().isValid())
+            message += " (" + failure.sourceLine().fileName() + ":" +
+                       std::to_string(failure.sourceLine().lineNumber()) + ")";
+        status = 1;
+    } catch (const std::exception& error) {
+        message = std::string("uncaught exception: ") + error.what();
+        status = 1;
+    } catch (...) {
+        message = "uncaught exception of unknown type";
+        status = 1;
+    }
+    if (report_fd >= 0 && !message.empty()) {
+        ssize_t ignored = ::write(report_fd, message.data(), message.size());
+        (void)ignored;
+    }
+    std::fflush(nullptr);
+    ::_exit(status);
+}
+
+std::string describe_status(int status) {
+    if (WIFSIGNALED(status))
+        return std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+               strsignal(WTERMSIG(status)) + ")";
+    if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+    return "ended with wait status " + std::to_string(status);
+}
+
+std::string drain(int fd) {
+    std::string text;
+    char buffer[4096];
+    for (;;) {
+        ssize_t got = ::read(fd, buffer, sizeof buffer);
+        if (got > 0) {
+            text.append(buffer, static_cast<size_t>(got));
+            continue;
+        }
+        if (got < 0 && errno == EINTR) continue;
+        return text;
+    }
+}
+
+}  // namespace
+
+void run_in_processes(int count, const std::function<void(int index)>& body, std::chrono::milliseconds deadline) {
+    struct Child {
+        pid_t pid = -1;
+        int pidfd = -1;
+        int report_fd = -1;
+        int status = 0;
+        bool done = false;
+    };
+    std::vector<Child> children(static_cast<size_t>(count));
+    std::fflush(nullptr);
+    for (int index = 0; index < count; ++index) {
+        int report[2];
+        if (::pipe2(report, O_CLOEXEC) != 0) CPPUNIT_FAIL(std::string("pipe2: ") + std::strerror(errno));
+        pid_t pid = ::fork();
+        if (pid < 0) CPPUNIT_FAIL(std::string("fork: ") + std::strerror(errno));
+        if (pid == 0) {
+            ::close(report[0]);
+            run_child_body([&] { body(index); }, report[1]);
+        }
+        ::close(report[1]);
+        Child& child = children[static_cast<size_t>(index)];
+        child.pid = pid;
+        child.pidfd = open_pidfd(pid);
+        child.report_fd = report[0];
+    }
+
+    const std::int64_t give_up_at = now_ms() + deadline.count();
+    int remaining = count;
+    bool timed_out = false;
+    while (remaining > 0) {
+        std::vector<pollfd> fds;
+        std::vector<size_t> which;
+        for (size_t i = 0; i < children.size(); ++i)
+            if (!children[i].done) {
+                fds.push_back({children[i].pidfd, POLLIN, 0});
+                which.push_back(i);
+            }
+        std::int64_t left = give_up_at - now_ms();
+        if (left <= 0) {
+            timed_out = true;
+            break;
+        }
+        int ready = ::poll(fds.data(), fds.size(), static_cast<int>(left));
+        if (ready < 0 && errno == EINTR) continue;
+        for (size_t k = 0; k < fds.size(); ++k)
+            if (fds[k].revents & (POLLIN | POLLHUP)) {
+                Child& child = children[which[k]];
+                while (::waitpid(child.pid, &child.status, 0) < 0 && errno == EINTR) {
+                }
+                child.done = true;
+                --remaining;
+            }
+    }
+
+    std::string failures;
+    bool skipped = false;
+    std::string skip_reason;
+    for (size_t i = 0; i < children.size(); ++i) {
+        Child& child = children[i];
+        if (!child.done) {
+            ::kill(child.pid, SIGKILL);
+            while (::waitpid(child.pid, &child.status, 0) < 0 && errno == EINTR) {
+            }
+            failures += "child " + std::to_string(i) + " did not finish within " +
+                        std::to_string(deadline.count()) + " ms; ";
+        }
+        std::string message = drain(child.report_fd);
+        ::close(child.report_fd);
+        ::close(child.pidfd);
+        if (!child.done) continue;
+        if (WIFEXITED(child.status) && WEXITSTATUS(child.status) == 0) continue;
+        if (WIFEXITED(child.status) && WEXITSTATUS(child.status) == kChildSkippedStatus) {
+            skipped = true;
+            skip_reason = message;
+            continue;
+        }
+        failures += "child " + std::to_string(i) + " " + describe_status(child.status);
+        if (!message.empty()) failures += ": " + message;
+        failures += "; ";
+    }
+    (void)timed_out;
+    if (!failures.empty()) CPPUNIT_FAIL(failures);
+    if (skipped) throw Skipped{skip_reason};
+}
+
+void run_in_threads(int count, const std::function<void(int index)>& body) {
+    std::vector<std::thread> threads;
+    std::mutex first_error_mutex;
+    std::exception_ptr first_error;
+    threads.reserve(static_cast<size_t>(count));
+    for (int index = 0; index < count; ++index)
+        threads.emplace_back([&, index] {
+            try {
+                body(index);
+            } catch (...) {
+                std::lock_guard guard(first_error_mutex);
+                if (!first_error) first_error = std::current_exception();
+            }
+        });
+    for (auto& thread : threads) thread.join();
+    if (first_error) std::rethrow_exception(first_error);
+}
+
+ForkedChild::ForkedChild(const std::function<void()>& body) {
+    std::fflush(nullptr);
+    pid_ = ::fork();
+    if (pid_ < 0) CPPUNIT_FAIL(std::string("fork: ") + std::strerror(errno));
+    if (pid_ == 0) run_child_body(body, -1);
+    pidfd_ = open_pidfd(pid_);
+}
+
+ForkedChild::~ForkedChild() {
+    if (!reaped_ && pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        int status;
+        while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+        }
+    }
+    if (pidfd_ >= 0) ::close(pidfd_);
+}
+
+void ForkedChild::kill(int signal_number) {
+    if (!reaped_) ::kill(pid_, signal_number);
+}
+
+int ForkedChild::wait(std::chrono::milliseconds deadline) {
+    CPPUNIT_ASSERT_MESSAGE("ForkedChild::wait called twice", !reaped_);
+    pollfd fd{pidfd_, POLLIN, 0};
+    const std::int64_t give_up_at = now_ms() + deadline.count();
+    for (;;) {
+        std::int64_t left = give_up_at - now_ms();
+        if (left <= 0) {
+            ::kill(pid_, SIGKILL);
+            int status;
+            ::waitpid(pid_, &status, 0);
+            reaped_ = true;
+            CPPUNIT_FAIL("forked child " + std::to_string(pid_) + " did not finish within " +
+                         std::to_string(deadline.count()) + " ms");
+        }
+        int ready = ::poll(&fd, 1, static_cast<int>(left));
+        if (ready > 0) break;
+        if (ready < 0 && errno != EINTR) CPPUNIT_FAIL(std::string("poll: ") + std::strerror(errno));
+    }
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    reaped_ = true;
+    return status;
+}
+
+std::string unique_name(const std::string& tag) {
+    static std::atomic<unsigned> counter{0};
+    // relaxed: only uniqueness within this process matters, no other memory is published through it.
+    unsigned n = counter.fetch_add(1, std::memory_order_relaxed);
+    return "/mproc-test-" + std::to_string(::getpid()) + "-" + std::to_string(n) + "-" + tag;
+}
+
+}  // namespace mproc::test
