@@ -1,0 +1,68 @@
+// src/futex.hpp (private) — the two futex operations every mproc primitive blocks and wakes with.
+//
+// Always the shared (non-FUTEX_PRIVATE_FLAG) variants: the word lives in a MAP_SHARED mapping that other
+// processes map at other addresses, and the kernel keys a shared futex on the backing file and offset, not on
+// the virtual address. The kernel compares *word with `expected` under its own lock before it sleeps, so a
+// waker that changes the word and then wakes cannot slip between the caller's check and its sleep (no lost
+// wake-up). Callers loop: every result below, including `woken`, only means "look at the word again".
+// Cost: one system call each; futex_wake with no waiter is still a system call, so callers that can know
+// nobody waits should skip it.
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace mproc::detail {
+
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+                  std::atomic<std::uint32_t>::is_always_lock_free,
+              "a futex word must be a plain, lock-free 32-bit word that another process can map");
+
+enum class FutexWaitResult {
+    woken,           // a wake-up arrived (possibly spurious)
+    value_differed,  // *word != expected when the kernel checked: no sleep happened
+    timed_out,
+    interrupted,     // a signal handler ran
+};
+
+// Sleeps while *word == expected, at most `relative_timeout` (nullptr: no bound).
+inline FutexWaitResult futex_wait(const std::uint32_t* word, std::uint32_t expected,
+                                  const timespec* relative_timeout) noexcept {
+    const long result = ::syscall(SYS_futex, word, FUTEX_WAIT, expected, relative_timeout, nullptr, 0);
+    if (result == 0) return FutexWaitResult::woken;
+    switch (errno) {
+    case EAGAIN: return FutexWaitResult::value_differed;
+    case ETIMEDOUT: return FutexWaitResult::timed_out;
+    case EINTR: return FutexWaitResult::interrupted;
+    default:
+        // EFAULT/EINVAL mean a word outside any mapping or misaligned: a bug in the caller, and returning
+        // `woken` makes it re-check its word rather than sleep on garbage.
+        return FutexWaitResult::woken;
+    }
+}
+
+inline FutexWaitResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                                  const timespec* relative_timeout) noexcept {
+    return futex_wait(reinterpret_cast<const std::uint32_t*>(&word), expected, relative_timeout);
+}
+
+inline constexpr int kFutexWakeAll = INT_MAX;
+
+// Wakes up to `count` waiters on word; returns how many were woken.
+inline int futex_wake(const std::uint32_t* word, int count) noexcept {
+    const long result = ::syscall(SYS_futex, word, FUTEX_WAKE, count, nullptr, nullptr, 0);
+    return result < 0 ? 0 : static_cast<int>(result);
+}
+
+inline int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept {
+    return futex_wake(reinterpret_cast<const std::uint32_t*>(&word), count);
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Installs the build into a throwaway prefix (DESTDIR), then compiles and runs a small program from outside
+# the source tree with `c++ $(pkg-config --cflags --libs mproc)`, once against the shared and once against
+# the static library.
+# usage: install_test.sh BUILD_DIR EXAMPLE_SOURCE
+set -eu
+build_dir=$1
+example=$2
+work=$(mktemp -d /tmp/mproc-install.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+meson install -C "$build_dir" --destdir "$work/root" --no-rebuild --quiet >"$work/install.log" 2>&1 || {
+    cat "$work/install.log"; echo "meson install failed"; exit 1; }
+pcfile=$(find "$work/root" -name mproc.pc | head -n 1)
+[ -n "$pcfile" ] || { echo "mproc.pc was not installed"; exit 1; }
+export PKG_CONFIG_PATH="$(dirname "$pcfile")"
+export PKG_CONFIG_SYSROOT_DIR="$work/root"
+libdir=$(pkg-config --variable=libdir mproc)
+cp "$example" "$work/example.cpp"
+cd "$work"
+
+# shellcheck disable=SC2046 # word splitting of pkg-config's output is intended
+c++ -std=c++20 -o example-shared example.cpp $(pkg-config --cflags --libs mproc)
+LD_LIBRARY_PATH="$work/root$libdir" ./example-shared
+
+# shellcheck disable=SC2046
+c++ -std=c++20 -o example-static example.cpp $(pkg-config --static --cflags mproc) \
+    "$work/root$libdir/libmproc.a" -pthread
+./example-static
+if ldd ./example-static | grep -q libmproc; then echo "static example still links libmproc.so"; exit 1; fi
+echo "install test: shared and static builds from pkg-config work"
