@@ -1,0 +1,244 @@
+// bench/bench_support.hpp — what every mproc benchmark whose participants are separate processes builds on.
+//
+// - Peer: a forked peer process (an mproc::Process, daemon) started before the timed loop and stopped
+//   after it, so fork, the peer's first scheduling and reaping never fall inside the measurement. It is
+//   killed by PR_SET_PDEATHSIG if the benchmark process dies, and killed and reaped by ~Peer when a
+//   benchmark ends early; join() reports a peer that failed (its exception text) or did not stop.
+// - SharedBlock<T>: one T in a shared anonymous mapping created before the fork, for the control words
+//   and rings the two processes share. Page-aligned, so alignas(128) members keep their alignment.
+// - LatencySampler: per-iteration round-trip times on CLOCK_MONOTONIC, one clock read per iteration,
+//   reported as the counters p50_ns, p99_ns and p99.9_ns next to items_per_second.
+// - Spinner: the pause of a spin-wait; it yields the CPU after tens of microseconds (the other side may
+//   need this CPU) and gives up (throws BenchFailure) after kStallLimit, so a dead peer or a protocol
+//   bug ends the benchmark with an error instead of hanging it.
+// - fail()/skip(): end a benchmark with an error. A failure also makes main() (bench_main.cpp) exit 1,
+//   so the Meson 'bench' suite catches a benchmark that stopped measuring what it claims; a skip (a
+//   missing python3) does not.
+// - Pinning: nothing is pinned by default (the reference machine is a noisy 2-vCPU guest where pinning
+//   onto a busy CPU hurts more than it helps). MPROC_BENCH_PIN="P,Q" pins the benchmark process to CPU P
+//   and every peer to CPU Q for the lifetime of the Peer.
+//
+// Register every benchmark with a peer with UseRealTime(): the benchmark process sleeps in futex_wait or
+// read() while the peer works, and Google Benchmark computes rates from CPU time otherwise.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <sched.h>
+#include <sys/mman.h>
+
+#include <benchmark/benchmark.h>
+
+#include "deadline.hpp"  // src/ (private): Deadline::monotonic_now_ns, the clock every sample is read on
+#include "mproc/process.hpp"
+
+namespace mproc::bench {
+
+using namespace std::chrono_literals;
+
+// How long one wait (for a peer's reply, for a peer to exit) may take before the benchmark reports the
+// peer as stalled. Generous: a busy 2-vCPU guest can deschedule a process for hundreds of milliseconds.
+inline constexpr std::chrono::seconds kStallLimit = 10s;
+
+// A broken protocol, a wrong value received, a peer that died or stalled.
+class BenchFailure : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Ends the benchmark with `what` and marks the run failed (main() exits 1). Call, then return.
+void fail(benchmark::State& state, const std::string& what);
+// Ends the benchmark with `reason` without failing the run: for a peer that is missing on this machine.
+void skip(benchmark::State& state, const std::string& reason);
+// Whether any benchmark called fail() (read by main()).
+bool any_benchmark_failed() noexcept;
+
+// Runs body(); a BenchFailure or mproc::Error it throws becomes fail(state, what). Google Benchmark does
+// not catch exceptions, and SkipWithError stops the timer, so leaving the timed loop by a throw is safe.
+template <class Body>
+void run_guarded(benchmark::State& state, Body&& body) {
+    try {
+        body();
+    } catch (const std::exception& error) {
+        fail(state, error.what());
+    }
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
+inline std::int64_t monotonic_now_ns() noexcept { return mproc::detail::Deadline::monotonic_now_ns(); }
+
+// Returns a zero-filled shared anonymous mapping of `size` bytes; throws SystemError when mmap fails.
+void* map_shared_anonymous(std::size_t size);
+
+// One T in a MAP_SHARED | MAP_ANONYMOUS mapping: the parent creates it before the peer forks, both see
+// the same bytes afterwards. T must be usable by two processes at once: no pointers, lock-free atomics.
+template <class T>
+class SharedBlock {
+    static_assert(std::is_standard_layout_v<T>, "a block two processes share must be standard layout");
+    static_assert(std::is_trivially_destructible_v<T>,
+                  "the block is unmapped, never destroyed: whichever process exits last must not need to");
+    static_assert(alignof(T) <= 4096, "the mapping is only page aligned");
+
+public:
+    SharedBlock() : mapping_(map_shared_anonymous(sizeof(T))) { object_ = ::new (mapping_) T{}; }
+    SharedBlock(const SharedBlock&) = delete;
+    SharedBlock& operator=(const SharedBlock&) = delete;
+    ~SharedBlock() { ::munmap(mapping_, sizeof(T)); }
+
+    T& operator*() const noexcept { return *object_; }
+    T* operator->() const noexcept { return object_; }
+
+private:
+    void* mapping_;
+    T* object_;
+};
+
+// An owned file descriptor, closed on destruction (in the process that runs the destructor: a forked
+// peer leaves by _exit and closes what it must close by hand).
+class UniqueFd {
+public:
+    UniqueFd() noexcept = default;
+    explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+    UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    UniqueFd& operator=(UniqueFd&& other) noexcept {
+        if (this != &other) {
+            close();
+            fd_ = std::exchange(other.fd_, -1);
+        }
+        return *this;
+    }
+    ~UniqueFd() { close(); }
+
+    int get() const noexcept { return fd_; }
+    void close() noexcept;
+
+private:
+    int fd_ = -1;
+};
+
+struct Pipe {
+    UniqueFd read_end;
+    UniqueFd write_end;
+};
+
+// pipe2(O_CLOEXEC); throws SystemError naming `what`.
+Pipe make_pipe(const std::string& what);
+
+// write() until all `size` bytes are written, retrying EINTR; throws SystemError naming `what`.
+void write_all(int fd, const void* bytes, std::size_t size, const char* what);
+
+// read() of up to `size` bytes, retrying EINTR; 0 at end of file; throws SystemError naming `what`.
+std::size_t read_some(int fd, void* bytes, std::size_t size, const char* what);
+
+// A peer process running body while the benchmark runs. The constructor returns once the peer runs (so
+// the first timed iteration does not wait for the peer to be scheduled for the first time). Tell it to stop
+// through shared memory or a pipe after the loop, then join(). When the Peer is destroyed without a
+// successful join (the benchmark failed), the peer is killed and reaped.
+class Peer {
+public:
+    Peer(std::string name, std::function<void()> body);
+    Peer(const Peer&) = delete;
+    Peer& operator=(const Peer&) = delete;
+    ~Peer();
+
+    // Waits up to kStallLimit for the peer to exit; throws BenchFailure naming the peer when it does not,
+    // or when it ended other than by returning from body (its exception text is in the message).
+    void join();
+
+    // Throws BenchFailure when the peer has ended although it was not told to stop (with its exception
+    // text when it failed). One waitid() system call.
+    void throw_if_ended();
+
+private:
+    struct PinPlan {
+        int benchmark_cpu;
+        int peer_cpu;
+    };
+    static std::optional<PinPlan> pin_plan_from_environment();
+    Peer(std::string name, std::function<void()> body, std::optional<PinPlan> plan);
+
+    std::string name_;
+    std::optional<cpu_set_t> restore_affinity_;  // set when MPROC_BENCH_PIN pinned this process
+    mproc::Process process_;
+};
+
+// The pause inside a spin-wait. Every 1024 pauses (tens of microseconds, far above any hand-off between
+// two running CPUs) it yields the CPU — on an oversubscribed 2-vCPU guest the other side may be waiting
+// for this very CPU, and spinning through a whole time slice would measure the scheduler, not the
+// hand-off — and checks that the peer still runs. The clock is read once per 65536 pauses. All of it is
+// off the path that matters: a wait that ends within microseconds.
+class Spinner {
+public:
+    // peer: the process whose move is awaited, checked at every yield so that its death (and the reason
+    // for it) is reported at once; nullptr in a peer waiting for the benchmark process, whose death
+    // kills the peer anyway.
+    explicit Spinner(const char* waiting_for, Peer* peer = nullptr) noexcept
+        : waiting_for_(waiting_for), peer_(peer) {}
+
+    void pause() {
+        cpu_relax();
+        if ((++spins_ & 0x3FF) == 0) yield_and_check();
+    }
+
+private:
+    void yield_and_check();
+
+    const char* waiting_for_;
+    Peer* peer_;
+    std::uint64_t spins_ = 0;
+    std::int64_t first_check_ns_ = 0;
+};
+
+// Per-iteration latency of a round-trip benchmark. Call start() just before the timed loop and lap() once
+// at the end of every iteration: a sample is the time since the previous lap (or start), which includes
+// the loop's own overhead — one clock read per iteration instead of two. The sample buffer is allocated
+// and touched before the loop, so no page fault lands inside a sample; past its capacity the oldest
+// samples are overwritten (percentiles then describe the last kCapacity iterations).
+class LatencySampler {
+public:
+    static constexpr std::size_t kCapacity = std::size_t{1} << 22;  // 16 MiB of samples
+    static constexpr std::uint32_t kSaturated = UINT32_MAX;         // ~4.3 s: longer samples read as this
+
+    explicit LatencySampler(const benchmark::State& state);
+
+    void start() noexcept { previous_ns_ = monotonic_now_ns(); }
+
+    void lap() noexcept {
+        const std::int64_t now_ns = monotonic_now_ns();
+        const std::int64_t elapsed_ns = now_ns - previous_ns_;
+        samples_[next_] = elapsed_ns < kSaturated ? static_cast<std::uint32_t>(elapsed_ns) : kSaturated;
+        previous_ns_ = now_ns;
+        if (++next_ == samples_.size()) {
+            next_ = 0;
+            wrapped_ = true;
+        }
+    }
+
+    // Sets p50_ns, p99_ns, p99.9_ns (nearest rank) and items_per_second (one item per iteration).
+    void report(benchmark::State& state);
+
+private:
+    std::vector<std::uint32_t> samples_;  // nanoseconds
+    std::size_t next_ = 0;
+    bool wrapped_ = false;
+    std::int64_t previous_ns_ = 0;
+};
+
+}  // namespace mproc::bench
