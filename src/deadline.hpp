@@ -22,8 +22,11 @@ public:
         const std::int64_t now = monotonic_now_ns();
         const std::int64_t span = timeout.count() < 0 ? 0 : timeout.count();
         const std::int64_t latest = std::numeric_limits<std::int64_t>::max();
-        return Deadline(span > latest - now ? latest : now + span);
+        return Deadline(span > latest - now ? latest : now + span, std::chrono::nanoseconds(span));
     }
+
+    // The timeout this deadline was made from, for messages ("not published within 2000 ms").
+    std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
 
     bool passed() const noexcept { return monotonic_now_ns() >= at_ns_; }
 
@@ -51,9 +54,10 @@ public:
     }
 
 private:
-    explicit Deadline(std::int64_t at_ns) noexcept : at_ns_(at_ns) {}
+    Deadline(std::int64_t at_ns, std::chrono::nanoseconds timeout) noexcept : at_ns_(at_ns), timeout_(timeout) {}
 
     std::int64_t at_ns_;  // CLOCK_MONOTONIC nanoseconds
+    std::chrono::nanoseconds timeout_;
 };
 
 }  // namespace mproc::detail

@@ -15,17 +15,18 @@ pcfile=$(find "$work/root" -name mproc.pc | head -n 1)
 [ -n "$pcfile" ] || { echo "mproc.pc was not installed"; exit 1; }
 export PKG_CONFIG_PATH="$(dirname "$pcfile")"
 export PKG_CONFIG_SYSROOT_DIR="$work/root"
+# pkgconf prefixes the sysroot to variables too, so libdir is already inside the throwaway root.
 libdir=$(pkg-config --variable=libdir mproc)
 cp "$example" "$work/example.cpp"
 cd "$work"
 
 # shellcheck disable=SC2046 # word splitting of pkg-config's output is intended
 c++ -std=c++20 -o example-shared example.cpp $(pkg-config --cflags --libs mproc)
-LD_LIBRARY_PATH="$work/root$libdir" ./example-shared
+LD_LIBRARY_PATH="$libdir" ./example-shared
 
 # shellcheck disable=SC2046
 c++ -std=c++20 -o example-static example.cpp $(pkg-config --static --cflags mproc) \
-    "$work/root$libdir/libmproc.a" -pthread
+    "$libdir/libmproc.a" -pthread
 ./example-static
 if ldd ./example-static | grep -q libmproc; then echo "static example still links libmproc.so"; exit 1; fi
 echo "install test: shared and static builds from pkg-config work"

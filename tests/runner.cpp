@@ -90,16 +90,14 @@ int main(int argc, char** argv) {
     else collect_matching(all, filter, runner);
 
     SkipLedger ledger;
-    SkipProtector skip_protector(ledger);
     CppUnit::TestResult controller;
-    controller.pushProtector(&skip_protector);
+    controller.pushProtector(new SkipProtector(ledger));  // the protector chain owns and deletes it
     CppUnit::TestResultCollector collector;
     ProgressListener progress(ledger);
     controller.addListener(&collector);
     controller.addListener(&progress);
     runner.run(controller);
     CppUnit::CompilerOutputter(&collector, std::cerr).write();
-    controller.popProtector();  // the protector lives on this stack frame
 
     if (!collector.wasSuccessful()) return 1;
     if (progress.ran() == 0) {

@@ -48,6 +48,31 @@ public:
     using Error::Error;
 };
 
+// The previous owner of a robust lock (Lock, RLock) died while holding it. Thrown by the blocking
+// acquire calls *after* the lock was acquired: the catcher owns the lock, must repair the data it guards,
+// call make_consistent(), then unlock(). Unlocking without make_consistent() makes the lock unrecoverable.
+// Python has no counterpart (its locks are not robust); pthread reports it as EOWNERDEAD.
+class OwnerDied : public Error {
+public:
+    using Error::Error;
+};
+
+// A robust lock whose previous owner died and that was then released without make_consistent(): it can
+// never be acquired again, and every acquire attempt reports this. pthread reports it as ENOTRECOVERABLE.
+class NotRecoverable : public Error {
+public:
+    using Error::Error;
+};
+
+// A Barrier that is broken (Python's threading.BrokenBarrierError): abort() was called, a participant
+// timed out or died inside wait(), the action threw, or reset() ended the generation a waiter was in.
+// Thrown by Barrier::wait() to every participant of the broken generation and to every later caller
+// until reset().
+class BrokenBarrier : public Error {
+public:
+    using Error::Error;
+};
+
 // Throws SystemError for `what`, with the current errno.
 [[noreturn]] void throw_system_error(const std::string& what);
 [[noreturn]] void throw_system_error(const std::string& what, int error_number);

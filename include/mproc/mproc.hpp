@@ -2,6 +2,8 @@
 #pragma once
 
 #include "mproc/error.hpp"
+#include "mproc/lock.hpp"
 #include "mproc/object_header.hpp"
 #include "mproc/process.hpp"
+#include "mproc/rlock.hpp"
 #include "mproc/shared_memory.hpp"

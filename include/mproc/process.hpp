@@ -1,28 +1,66 @@
 // mproc/process.hpp — Python's multiprocessing.Process for C++: run a callable in a forked child.
 //
+// Defines: ProcessOptions, Process, CurrentProcess, current_process().
+//
 // Guarantees
-// - start() flushes stdio, then fork()s; the child runs fn(args...) and leaves with _exit(): the parent's
-//   atexit handlers and static destructors never run twice. Exit status 0 when fn returns, 1 when an
-//   exception escapes it (its what() is readable in the parent through error()).
+// - The callable and its arguments are copied (decayed, as std::thread does; std::ref passes a reference)
+//   when the Process is constructed; the child calls fn(args...) on its copies.
+// - start() flushes stdio (and std::cout/cerr/clog), then fork()s; the child runs fn(args...), flushes its
+//   own stdio and leaves with _exit(): the parent's atexit handlers and static destructors never run twice,
+//   and output the parent had buffered is never written twice. Exit status 0 when fn returns, 1 when an
+//   exception escapes it: error() then gives its what() (at most the first 4096 bytes; a thrown object
+//   that is not a std::exception gives kNonStandardExceptionText). fn may call _exit(n) or exit(n) itself.
 // - exitcode() follows Python's rule: empty while the child runs (or before start), its exit status once
 //   it ended, -N when signal N killed it.
-// - join() and join(timeout) block on a pidfd with poll(): no polling loop, no SIGCHLD handler. A timeout
-//   is measured on CLOCK_MONOTONIC; EINTR is retried with the time that remains.
+// - join() and join(timeout) block on a pidfd with ppoll(): no polling loop, no SIGCHLD handler. A timeout
+//   is measured on CLOCK_MONOTONIC; EINTR is retried with the time that remains, so a signal never
+//   shortens it. A timeout of zero or less checks without blocking. Where pidfd_open() is missing
+//   (Linux < 5.3; valgrind 3.19 runs us that way) a detached thread per child blocks in waitid(WNOWAIT)
+//   and makes an eventfd readable instead: the same behaviour, one thread more per running child.
+// - terminate()/kill() signal through the pidfd, so they can never hit another process that reused the
+//   pid; on a child that already ended they do nothing.
 // - sentinel() is a pollable fd that becomes readable when the child ends (valid until destruction).
-// - A daemon child is killed (SIGKILL) when the process that started it dies: PR_SET_PDEATHSIG, with the
-//   fork/prctl race closed by re-checking the parent after prctl.
-// Costs: start() is one fork() plus a pidfd and a pipe for the error text; join() one poll() and waitid().
-// Misuse: start() twice, join()/terminate()/kill() before start(), or changing name/daemon after start()
-// throws StateError, as Python raises. Destroying a started Process that has not been joined: a daemon is
-// killed and reaped; a non-daemon is joined (Python joins non-daemonic children at exit).
-// The child is not a Python "spawn" child: it shares the parent's memory image at the fork.
+// - A daemon child is killed (SIGKILL) when the thread that started it dies: PR_SET_PDEATHSIG. Both
+//   fork/prctl races are closed: start() returns only once the child has armed the signal (so the
+//   starting thread cannot end unnoticed in between), and the child re-checks getppid() after prctl (a
+//   child whose parent process died in between SIGKILLs itself). Note the kernel's rule: the death signal
+//   fires when the parent *thread* exits, not the parent process, so a daemon started from a std::thread
+//   dies when that thread ends. Start daemons from a thread that lives as long as they should. A
+//   non-daemon child outlives its parent and is re-parented (to init or the nearest subreaper).
+// - Every child this Process started is reaped by it: a Process never leaves a zombie behind.
+//
+// Costs: start() is one fork() plus a pidfd and a pipe for the error text; for a daemon it also waits for
+// the child to be scheduled and arm its death signal (one pipe round trip); join() one ppoll() and one
+// waitid(); exitcode()/is_alive() one waitid(WNOHANG) until the child has been reaped, nothing after.
+//
+// Misuse: start() twice, join()/terminate()/kill()/sentinel() before start(), start() on a moved-from
+// Process, or changing name/daemon after start() throws StateError, as Python raises. start(), join() and
+// is_alive() are only for the process that created the Process (a copy inherited by a forked child throws
+// StateError there, as Python's "can only join a child process"). Destroying a started Process that has
+// not been joined: a daemon is killed and reaped; a non-daemon is joined (Python joins non-daemonic
+// children at exit), which blocks until it ends. The destructor never throws. A moved-from Process is
+// inert: its destructor does nothing. One Process object must not be used from several threads at once
+// without external synchronisation (as with any standard-library object).
+//
+// Requirements on the program: SIGCHLD must not be set to SIG_IGN and nothing else may reap the child
+// (waitpid(-1, ...)): either takes the exit status away, and join() then throws SystemError (ECHILD).
+//
+// Forking a multi-threaded parent: only the thread that called start() exists in the child. The child
+// runs nothing but fn and _exit (mproc itself does no allocation and takes no lock there), but a lock that
+// another parent thread held at the fork stays held forever in the child, so only async-signal-safe work
+// is strictly safe in fn then, as with any fork(). glibc keeps malloc and stdio usable across fork().
+//
+// The child is not a Python "spawn" child: it shares the parent's memory image at the fork, including
+// every open fd (pipes, sockets) that is not closed explicitly.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include <sys/types.h>
@@ -36,19 +74,30 @@ struct ProcessOptions {
 
 class Process {
 public:
+    // error() of a child whose fn threw an object not derived from std::exception.
+    static constexpr const char* kNonStandardExceptionText = "exception not derived from std::exception";
+    // error() keeps at most this many bytes of what(): one atomic pipe write that can never block the child.
+    static constexpr std::size_t kErrorTextLimit = 4096;
+
     template <class Fn, class... Args>
+        requires(!std::is_same_v<std::remove_cvref_t<Fn>, ProcessOptions> &&
+                 !std::is_same_v<std::remove_cvref_t<Fn>, Process> &&
+                 std::is_invocable_v<std::decay_t<Fn>&, std::unwrap_ref_decay_t<Args>&...>)
     explicit Process(Fn&& fn, Args&&... args)
         : Process(ProcessOptions{}, std::forward<Fn>(fn), std::forward<Args>(args)...) {}
 
     template <class Fn, class... Args>
+        requires std::is_invocable_v<std::decay_t<Fn>&, std::unwrap_ref_decay_t<Args>&...>
     Process(ProcessOptions options, Fn&& fn, Args&&... args)
         : Process(std::move(options), std::function<void()>(
               [fn = std::forward<Fn>(fn), bound = std::make_tuple(std::forward<Args>(args)...)]() mutable {
                   std::apply(fn, bound);
               })) {}
 
+    // Throws ValueError when target is empty.
     Process(ProcessOptions options, std::function<void()> target);
     Process(Process&& other) noexcept;
+    // A running child held by *this is first handled as the destructor would handle it.
     Process& operator=(Process&& other) noexcept;
     Process(const Process&) = delete;
     Process& operator=(const Process&) = delete;
@@ -67,7 +116,7 @@ public:
     void terminate();  // SIGTERM
     void kill();       // SIGKILL
 
-    pid_t pid() const noexcept { return pid_; }  // 0 before start()
+    pid_t pid() const noexcept { return pid_; }  // 0 before start(); kept after the child ended
     int sentinel() const;                        // throws StateError before start()
     const std::string& name() const noexcept { return name_; }
     void set_name(std::string name);
@@ -75,15 +124,27 @@ public:
     void set_daemon(bool daemon);
 
 private:
-    void reap_if_ended(bool block);
+    // Reaps the child if it ended (waiting for that when block), recording exitcode_ and error_.
+    // Returns whether the child has been reaped.
+    bool reap_if_ended(bool block);
+    void signal_child(int signal_number, const char* operation);
+    void require_owner(const char* operation) const;
+    void require_started(const char* operation) const;
+    void read_error_text() noexcept;
+    void wait_until_daemon_armed() noexcept;
+    void take_from(Process& other) noexcept;  // leaves other inert
+    void release_child() noexcept;  // the destructor's rule for a running child
     void close_fds() noexcept;
+    std::string describe() const;
 
-    std::function<void()> target_;
+    std::function<void()> target_;  // released in the parent once the child has its copy
     std::string name_;
     bool daemon_ = false;
+    pid_t owner_pid_ = 0;  // the process that created this object: only it may start, join and reap
     pid_t pid_ = 0;
-    int pidfd_ = -1;
-    int error_fd_ = -1;  // read end of the child's error pipe (O_CLOEXEC)
+    int pidfd_ = -1;  // the sentinel: a pidfd, or an eventfd where pidfd_open() is missing
+    bool pidfd_is_process_fd_ = false;
+    int error_fd_ = -1;  // read end of the child's error pipe (O_CLOEXEC | O_NONBLOCK)
     std::optional<int> exitcode_;
     std::string error_;
 };
@@ -93,6 +154,7 @@ struct CurrentProcess {
     pid_t pid;
 };
 
+// The running process: in a child started by a Process, that Process's name.
 CurrentProcess current_process();
 
 }  // namespace mproc

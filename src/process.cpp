@@ -1,0 +1,462 @@
+// src/process.cpp — mproc::Process: fork, pidfd, waitid. The contract is in include/mproc/process.hpp.
+//
+// Invariants
+// - pid_ != 0 exactly when start() succeeded in this object (or the object it was moved from); pidfd_ is
+//   then open until destruction, so sentinel() stays valid and stays readable once the child ended.
+// - exitcode_ is set exactly when this object reaped the child. Until then the pid cannot be reused, so
+//   the only process that pid_ can name is our child.
+// - The child's side (run_child) allocates nothing and takes no lock of mproc before fn runs, so a fork in
+//   a multi-threaded parent adds no hazard of its own.
+#include "mproc/process.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <system_error>
+#include <thread>
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "deadline.hpp"
+#include "mproc/error.hpp"
+#include "mproc_config.h"
+
+// The system-call numbers are the same on every architecture since the unified table (Linux 5.1/5.3);
+// old libc headers may lack the names, the running kernel decides whether the calls exist.
+#if !MPROC_HAVE_PIDFD_OPEN
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+namespace mproc {
+namespace {
+
+static_assert(Process::kErrorTextLimit <= PIPE_BUF,
+              "the child's error text must fit one atomic pipe write, so an empty pipe always takes it whole");
+
+// Counts the Processes this process created, for the default names. Reset to 0 in each child, so a child
+// numbers its own children from 1, as Python's fork child restarts its counter.
+std::atomic<unsigned long> created_process_count{0};
+
+// The name current_process() reports; null means "MainProcess". Written only in a freshly forked child
+// before fn runs, when the child has a single thread: any thread fn creates is ordered after the write.
+const std::string* current_process_name = nullptr;
+
+// Where pidfd_open() is missing (Linux < 5.3, or valgrind 3.19 running us), the same promise from a
+// detached thread: it blocks in waitid(WNOWAIT), which leaves the child for reap_if_ended() to reap, then
+// makes an eventfd readable. Returns the eventfd, or -1 with errno set.
+int open_exit_eventfd(pid_t child) {
+    const int sentinel = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (sentinel < 0) return -1;
+    const int watcher_copy = ::fcntl(sentinel, F_DUPFD_CLOEXEC, 0);  // closing the sentinel must not
+    if (watcher_copy < 0) {                                           // pull the fd from under the thread
+        int dup_errno = errno;
+        ::close(sentinel);
+        errno = dup_errno;
+        return -1;
+    }
+    try {
+        std::thread([child, watcher_copy] {
+            siginfo_t info{};
+            // ECHILD (reaped elsewhere) ends the wait too: join() then reports it from its own waitid().
+            while (::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+            }
+            const std::uint64_t ended = 1;
+            ssize_t ignored = ::write(watcher_copy, &ended, sizeof ended);
+            (void)ignored;
+            ::close(watcher_copy);
+        }).detach();
+    } catch (const std::system_error& failure) {
+        ::close(watcher_copy);
+        ::close(sentinel);
+        errno = failure.code().value();
+        return -1;
+    }
+    return sentinel;
+}
+
+// A pollable fd that becomes readable when the child ends: its pidfd, or the fallback above.
+// Returns -1 with errno set on failure.
+int open_exit_sentinel(pid_t child, bool& is_pidfd) {
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, child, 0));
+    is_pidfd = pidfd >= 0;
+    if (pidfd >= 0 || errno != ENOSYS) return pidfd;
+    return open_exit_eventfd(child);
+}
+
+// Blocks until the pidfd is readable (the child ended) or the deadline (if any) passed; EINTR is retried
+// with the time that remains. Returns 1 when readable, 0 at the deadline, -errno on failure.
+int wait_for_pidfd(int pidfd, const detail::Deadline* deadline) noexcept {
+    for (;;) {
+        pollfd pidfd_poll{pidfd, POLLIN, 0};
+        timespec remaining{};
+        if (deadline) remaining = deadline->remaining_timespec();
+        int ready = ::ppoll(&pidfd_poll, 1, deadline ? &remaining : nullptr, nullptr);
+        if (ready > 0) return 1;
+        if (ready == 0) return 0;  // ppoll waits at least the time asked, so the deadline has passed
+        if (errno != EINTR) return -errno;
+    }
+}
+
+// Writes out everything buffered for output, so that neither side of a fork writes the other's bytes.
+// std::cout and friends write through stdio unless the program turned sync_with_stdio off; flushing them
+// covers that case too.
+void flush_all_output() noexcept {
+    std::fflush(nullptr);
+    try {
+        std::cout.flush();
+        std::cerr.flush();
+        std::clog.flush();
+    } catch (...) {
+        // A stream set to throw on failure: the bytes are lost either way, and neither start() nor the
+        // child's exit may fail because of it.
+    }
+}
+
+// A daemon child's first byte on the error pipe: its death signal is armed (or arming failed, and error
+// text follows). start() waits for it and consumes it, so the error text later finds the pipe empty.
+constexpr char kDaemonSetupDoneByte = '\0';
+
+// One write of at most kErrorTextLimit bytes into the empty, non-blocking error pipe: it goes in whole or
+// fails, and can never block the child.
+void report_error_text(int error_fd, const char* text) noexcept {
+    std::size_t length = ::strnlen(text, Process::kErrorTextLimit);
+    while (::write(error_fd, text, length) < 0 && errno == EINTR) {
+    }
+}
+
+// The child's whole life after fork(): never returns, never throws.
+[[noreturn]] void run_child(std::function<void()>& target, const std::string& name, bool daemon,
+                            pid_t parent_pid, int error_read_fd, int error_write_fd) noexcept {
+    ::close(error_read_fd);
+    if (daemon) {
+        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+            ssize_t ignored = ::write(error_write_fd, &kDaemonSetupDoneByte, 1);
+            (void)ignored;
+            report_error_text(error_write_fd, "daemon child: prctl(PR_SET_PDEATHSIG) failed");
+            ::_exit(1);
+        }
+        // The parent may have died between fork() and prctl(), before the death signal was armed: then we
+        // have been re-parented already. End the way the death signal would have ended us.
+        if (::getppid() != parent_pid) {
+            ::raise(SIGKILL);
+            ::_exit(1);  // not reached: SIGKILL cannot be caught, blocked or ignored
+        }
+        // Tell start() the signal is armed. Until then the parent *thread* waits in start(): had it
+        // returned and exited at once, the child would have been handed to a sibling thread before prctl()
+        // with getppid() unchanged, and no death signal would ever come.
+        while (::write(error_write_fd, &kDaemonSetupDoneByte, 1) < 0 && errno == EINTR) {
+        }
+    }
+    current_process_name = &name;
+    // relaxed: the child has one thread here; threads that fn starts are ordered after this store.
+    created_process_count.store(0, std::memory_order_relaxed);
+
+    int status = 0;
+    try {
+        target();
+    } catch (const std::exception& escaped) {
+        report_error_text(error_write_fd, escaped.what());
+        status = 1;
+    } catch (...) {
+        report_error_text(error_write_fd, Process::kNonStandardExceptionText);
+        status = 1;
+    }
+    flush_all_output();
+    ::_exit(status);
+}
+
+}  // namespace
+
+Process::Process(ProcessOptions options, std::function<void()> target)
+    : target_(std::move(target)), name_(std::move(options.name)), daemon_(options.daemon),
+      owner_pid_(::getpid()) {
+    // relaxed: only the count matters, no other memory is published through it.
+    unsigned long number = created_process_count.fetch_add(1, std::memory_order_relaxed) + 1;
+    // Python numbers every Process it creates, named or not; only unnamed ones show the number.
+    if (name_.empty()) name_ = "Process-" + std::to_string(number);
+    if (!target_) throw ValueError(describe() + ": construct: the target is an empty std::function");
+}
+
+Process::Process(Process&& other) noexcept { take_from(other); }
+
+Process& Process::operator=(Process&& other) noexcept {
+    if (this == &other) return *this;
+    release_child();
+    close_fds();
+    take_from(other);
+    return *this;
+}
+
+void Process::take_from(Process& other) noexcept {
+    target_ = std::move(other.target_);
+    name_ = std::move(other.name_);
+    daemon_ = other.daemon_;
+    owner_pid_ = other.owner_pid_;
+    pid_ = other.pid_;
+    pidfd_ = other.pidfd_;
+    pidfd_is_process_fd_ = other.pidfd_is_process_fd_;
+    error_fd_ = other.error_fd_;
+    exitcode_ = other.exitcode_;
+    error_ = std::move(other.error_);
+    // Inert from here on: no child, no fd, no target, so its destructor and start() do nothing harmful.
+    other.target_ = nullptr;
+    other.name_.clear();
+    other.pid_ = 0;
+    other.pidfd_ = -1;
+    other.error_fd_ = -1;
+    other.exitcode_.reset();
+    other.error_.clear();
+}
+
+Process::~Process() {
+    release_child();
+    close_fds();
+}
+
+void Process::release_child() noexcept {
+    // Only the creator can reap; a copy inherited through a later fork leaves the child to its parent.
+    if (pid_ == 0 || exitcode_ || ::getpid() != owner_pid_) return;
+    try {
+        if (daemon_) signal_child(SIGKILL, "destroy");
+        reap_if_ended(true);
+    } catch (...) {
+        // Only an error of the program (SIGCHLD ignored, the child reaped elsewhere) gets here: there is
+        // nothing left to reap, and a destructor must not throw.
+    }
+}
+
+void Process::close_fds() noexcept {
+    if (pidfd_ >= 0) ::close(pidfd_);
+    if (error_fd_ >= 0) ::close(error_fd_);
+    pidfd_ = -1;
+    error_fd_ = -1;
+}
+
+std::string Process::describe() const {
+    std::string text = "process '" + name_ + "'";
+    if (pid_ != 0) text += " (pid " + std::to_string(pid_) + ")";
+    return text;
+}
+
+void Process::require_owner(const char* operation) const {
+    if (::getpid() != owner_pid_)
+        throw StateError(describe() + ": " + operation + ": only the process that created it (pid " +
+                         std::to_string(owner_pid_) + ") may do this, not pid " + std::to_string(::getpid()));
+}
+
+void Process::require_started(const char* operation) const {
+    if (pid_ == 0) throw StateError(describe() + ": " + operation + " before start()");
+}
+
+void Process::start() {
+    if (pid_ != 0) throw StateError(describe() + ": start() called twice");
+    if (!target_) throw StateError("process: start() on a moved-from Process");
+    require_owner("start");
+
+    int error_pipe[2];
+    if (::pipe2(error_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        int pipe_errno = errno;
+        throw_system_error(describe() + ": start: pipe2", pipe_errno);
+    }
+    // Made before the fork so that the child allocates nothing; start() never returns in the child, so
+    // this stays alive for as long as current_process() can be asked.
+    const std::string child_name = name_;
+    const pid_t parent_pid = ::getpid();
+
+    flush_all_output();
+    const pid_t child = ::fork();
+    if (child < 0) {
+        int fork_errno = errno;
+        ::close(error_pipe[0]);
+        ::close(error_pipe[1]);
+        throw_system_error(describe() + ": start: fork", fork_errno);
+    }
+    if (child == 0) run_child(target_, child_name, daemon_, parent_pid, error_pipe[0], error_pipe[1]);
+
+    ::close(error_pipe[1]);
+    bool is_pidfd = false;
+    const int sentinel = open_exit_sentinel(child, is_pidfd);
+    if (sentinel < 0) {
+        int open_errno = errno;
+        ::close(error_pipe[0]);
+        if (open_errno == ESRCH)
+            throw_system_error(describe() + ": start: pidfd_open on pid " + std::to_string(child) +
+                                   ": the child was reaped elsewhere (SIGCHLD ignored, or waitpid(-1) in the "
+                                   "program)",
+                               open_errno);
+        // Still our unreaped child, so the pid is safe to signal: do not leave it running or a zombie.
+        ::kill(child, SIGKILL);
+        while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        throw_system_error(describe() + ": start: opening the exit sentinel of pid " + std::to_string(child),
+                           open_errno);
+    }
+    pid_ = child;
+    pidfd_ = sentinel;
+    pidfd_is_process_fd_ = is_pidfd;
+    error_fd_ = error_pipe[0];
+    if (daemon_) wait_until_daemon_armed();
+    // Python drops target and arguments once the child has them; the parent's copies would only hold
+    // resources.
+    target_ = nullptr;
+}
+
+void Process::wait_until_daemon_armed() noexcept {
+    // Either the armed byte arrives, or the child ends first (killed before prctl(), or prctl() failed and
+    // its error text follows); in both cases start() has nothing more to wait for.
+    pollfd either[2] = {{error_fd_, POLLIN, 0}, {pidfd_, POLLIN, 0}};
+    while (::poll(either, 2, -1) < 0 && errno == EINTR) {
+    }
+    char first;
+    ssize_t got;
+    while ((got = ::read(error_fd_, &first, 1)) < 0 && errno == EINTR) {
+    }
+    // The daemon child writes the byte before anything else, so a byte that is not it cannot come first;
+    // were it to, it belongs to the error text and is kept.
+    if (got == 1 && first != kDaemonSetupDoneByte) error_.push_back(first);
+}
+
+bool Process::reap_if_ended(bool block) {
+    if (exitcode_) return true;
+    siginfo_t info{};
+    while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | (block ? 0 : WNOHANG)) != 0) {
+        int wait_errno = errno;
+        if (wait_errno == EINTR) continue;
+        throw_system_error(describe() + ": waitid" +
+                               (wait_errno == ECHILD ? " (the child was reaped elsewhere: SIGCHLD ignored, or "
+                                                       "waitpid(-1) in the program?)"
+                                                     : ""),
+                           wait_errno);
+    }
+    if (info.si_pid == 0) return false;  // WNOHANG and still running
+    exitcode_ = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+    read_error_text();
+    return true;
+}
+
+void Process::read_error_text() noexcept {
+    if (error_fd_ < 0) return;
+    // The child has ended, so its one write is complete. Read until empty, not until EOF: a process forked
+    // from the child (or from a sibling started concurrently) may still hold a copy of the write end.
+    char buffer[kErrorTextLimit];
+    for (;;) {
+        ssize_t got = ::read(error_fd_, buffer, sizeof buffer);
+        if (got > 0) {
+            std::size_t room = kErrorTextLimit - std::min(error_.size(), kErrorTextLimit);
+            try {
+                error_.append(buffer, std::min(static_cast<std::size_t>(got), room));
+            } catch (...) {
+                break;  // out of memory: keep what was read
+            }
+            continue;
+        }
+        if (got < 0 && errno == EINTR) continue;
+        break;  // EOF, EAGAIN (empty) or an error: nothing more will come
+    }
+    ::close(error_fd_);
+    error_fd_ = -1;
+}
+
+void Process::join() {
+    require_started("join()");
+    require_owner("join");
+    if (exitcode_) return;
+    int waited = wait_for_pidfd(pidfd_, nullptr);
+    if (waited < 0) throw_system_error(describe() + ": join: ppoll on the pidfd", -waited);
+    reap_if_ended(true);
+}
+
+bool Process::join(std::chrono::nanoseconds timeout) {
+    // Taken first, so that the checks below count against the caller's timeout.
+    const detail::Deadline deadline = detail::Deadline::after(timeout);
+    require_started("join(timeout)");
+    require_owner("join");
+    if (exitcode_) return true;
+    int waited = wait_for_pidfd(pidfd_, &deadline);
+    if (waited < 0) throw_system_error(describe() + ": join: ppoll on the pidfd", -waited);
+    if (waited == 0) return false;
+    // The pidfd is readable: the child is a zombie now, so this waitid returns at once.
+    return reap_if_ended(true);
+}
+
+bool Process::is_alive() {
+    if (pid_ == 0) return false;
+    require_owner("is_alive");
+    return !reap_if_ended(false);
+}
+
+std::optional<int> Process::exitcode() {
+    if (pid_ != 0 && ::getpid() == owner_pid_) reap_if_ended(false);
+    return exitcode_;
+}
+
+std::string Process::error() {
+    if (pid_ != 0 && ::getpid() == owner_pid_) reap_if_ended(false);
+    return error_;
+}
+
+void Process::signal_child(int signal_number, const char* operation) {
+    if (exitcode_) return;  // reaped: nothing to signal, and the pid may belong to another process now
+    int sent = -1;
+    if (pidfd_is_process_fd_) {
+        sent = static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd_, signal_number, nullptr, 0));
+        if (sent != 0 && errno == ESRCH) return;  // ended and reaped by someone else: Python ignores this too
+    }
+    // No pidfd (or a kernel/valgrind without pidfd_send_signal): kill() is equally exact while the child
+    // is unreaped, which exitcode_ being empty says.
+    if (!pidfd_is_process_fd_ || (sent != 0 && errno == ENOSYS)) sent = ::kill(pid_, signal_number);
+    if (sent == 0) return;
+    int signal_errno = errno;
+    if (signal_errno == ESRCH) return;
+    throw_system_error(describe() + ": " + operation + ": sending SIG" + sigabbrev_np(signal_number),
+                       signal_errno);
+}
+
+void Process::terminate() {
+    require_started("terminate()");
+    signal_child(SIGTERM, "terminate");
+}
+
+void Process::kill() {
+    require_started("kill()");
+    signal_child(SIGKILL, "kill");
+}
+
+int Process::sentinel() const {
+    require_started("sentinel()");
+    return pidfd_;
+}
+
+void Process::set_name(std::string name) {
+    if (pid_ != 0) throw StateError(describe() + ": set_name after start()");
+    name_ = std::move(name);
+}
+
+void Process::set_daemon(bool daemon) {
+    if (pid_ != 0) throw StateError(describe() + ": set_daemon after start()");
+    daemon_ = daemon;
+}
+
+CurrentProcess current_process() {
+    return CurrentProcess{current_process_name ? *current_process_name : std::string("MainProcess"),
+                          ::getpid()};
+}
+
+}  // namespace mproc

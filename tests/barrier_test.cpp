@@ -1,0 +1,372 @@
+// tests/barrier_test.cpp — mproc::Barrier and mproc::RawBarrier: arrival indices, the action, timeouts,
+// abort/reset, many generations across processes and threads, and participants killed inside wait().
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "harness.hpp"
+#include "mproc/barrier.hpp"
+#include "mproc/error.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using mproc::Barrier;
+using mproc::RawBarrier;
+using mproc::test::ForkedChild;
+using Clock = std::chrono::steady_clock;
+
+template <class T>
+class Shared {
+public:
+    Shared() {
+        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
+        value_ = new (memory) T();
+    }
+    Shared(const Shared&) = delete;
+    Shared& operator=(const Shared&) = delete;
+    ~Shared() { ::munmap(value_, sizeof(T)); }
+    T* operator->() const { return value_; }
+    T& operator*() const { return *value_; }
+
+private:
+    T* value_;
+};
+
+constexpr int kMaxGenerations = 2000;
+constexpr int kMaxParties = 8;
+
+struct Record {
+    // seen[g][i]: how many participants got arrival index i in generation g.
+    std::atomic<int> seen[kMaxGenerations][kMaxParties];
+    std::atomic<int> actions[kMaxGenerations];
+    std::atomic<int> generation{0};  // advanced by the action
+    std::atomic<int> broken{0};
+    std::atomic<int> entered{0};
+};
+
+void require_futex_waitv() {
+    // futex_waitv with no waiters: EINVAL when the system call exists, ENOSYS when not.
+    if (::syscall(449, nullptr, 0, 0, nullptr, 0) != 0 && errno == ENOSYS)
+        MPROC_SKIP("futex_waitv (Linux 5.16) is missing: deaths are detected by 20 ms polling instead");
+}
+
+void wait_for_value(const std::atomic<int>& value, int expected, std::chrono::milliseconds limit = 10s) {
+    const auto give_up = Clock::now() + limit;
+    while (value.load() < expected) {
+        if (Clock::now() > give_up)
+            CPPUNIT_FAIL("expected " + std::to_string(expected) + ", still " + std::to_string(value.load()));
+        std::this_thread::sleep_for(200us);
+    }
+}
+
+// parties participants run `generations` rounds; each round's action advances the generation number, which
+// every participant reads after wait() returns (the action ran before anyone was released).
+void run_generations(Barrier& barrier, Record& record, int parties, int generations, bool threads) {
+    const auto body = [&](int) {
+        for (int g = 0; g < generations; ++g) {
+            const std::uint32_t index = barrier.wait(30s);
+            CPPUNIT_ASSERT(index < std::uint32_t(parties));
+            CPPUNIT_ASSERT_EQUAL(g + 1, record.generation.load());
+            record.seen[g][index].fetch_add(1);
+        }
+    };
+    if (threads)
+        mproc::test::run_in_threads(parties, body);
+    else
+        mproc::test::run_in_processes(parties, body, 120s);
+}
+
+void check_generations(Record& record, int parties, int generations) {
+    for (int g = 0; g < generations; ++g) {
+        CPPUNIT_ASSERT_EQUAL(1, record.actions[g].load());
+        for (int i = 0; i < parties; ++i) CPPUNIT_ASSERT_EQUAL(1, record.seen[g][i].load());
+    }
+}
+
+Barrier::Action advancing_action(Record& record) {
+    return [&record] {
+        const int g = record.generation.fetch_add(1);
+        record.actions[g].fetch_add(1);
+    };
+}
+
+class BarrierUnitTest : public CppUnit::TestFixture {
+    CPPUNIT_TEST_SUITE(BarrierUnitTest);
+    CPPUNIT_TEST(testIndicesAndActionAcrossProcesses);
+    CPPUNIT_TEST(testSinglePartyReturnsAtOnce);
+    CPPUNIT_TEST(testTimeoutBreaksBarrier);
+    CPPUNIT_TEST(testAbortBreaksWaitersAndLaterCalls);
+    CPPUNIT_TEST(testResetWakesWaitersWithBrokenAndRestores);
+    CPPUNIT_TEST(testThrowingActionBreaksBarrier);
+    CPPUNIT_TEST(testNWaitingCountsFillingParticipants);
+    CPPUNIT_TEST(testNamedBarrierIsSharedByName);
+    CPPUNIT_TEST(testRawBarrierRejectsBadBytes);
+    CPPUNIT_TEST_SUITE_END();
+
+public:
+    void testIndicesAndActionAcrossProcesses() {
+        Shared<Record> record;
+        Barrier barrier(4, advancing_action(*record));
+        run_generations(barrier, *record, 4, 20, false);
+        check_generations(*record, 4, 20);
+    }
+
+    void testSinglePartyReturnsAtOnce() {
+        int actions = 0;
+        Barrier barrier(1, [&] { ++actions; });
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), barrier.wait());
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), barrier.wait());
+        CPPUNIT_ASSERT_EQUAL(2, actions);
+        CPPUNIT_ASSERT_THROW(Barrier(0), mproc::ValueError);
+        CPPUNIT_ASSERT_THROW(Barrier(RawBarrier::kMaxParties + 1), mproc::ValueError);
+    }
+
+    void testTimeoutBreaksBarrier() {
+        Barrier barrier(3);
+        Shared<Record> record;
+        ForkedChild other([&] {
+            try {
+                barrier.wait(10s);
+            } catch (const mproc::BrokenBarrier&) {
+                record->broken.fetch_add(1);
+            }
+        });
+        const auto started = Clock::now();
+        CPPUNIT_ASSERT_THROW(barrier.wait(100ms), mproc::BrokenBarrier);
+        CPPUNIT_ASSERT(Clock::now() - started >= 100ms);
+        CPPUNIT_ASSERT_EQUAL(0, other.wait());
+        CPPUNIT_ASSERT_EQUAL(1, record->broken.load());
+        CPPUNIT_ASSERT(barrier.broken());
+        CPPUNIT_ASSERT_THROW(barrier.wait(10s), mproc::BrokenBarrier);
+    }
+
+    void testAbortBreaksWaitersAndLaterCalls() {
+        Barrier barrier(3);
+        Shared<Record> record;
+        std::vector<ForkedChild*> children;
+        for (int i = 0; i < 2; ++i)
+            children.push_back(new ForkedChild([&] {
+                record->entered.fetch_add(1);
+                CPPUNIT_ASSERT_THROW(barrier.wait(10s), mproc::BrokenBarrier);
+            }));
+        wait_for_value(record->entered, 2);
+        while (barrier.n_waiting() < 2) std::this_thread::sleep_for(1ms);
+        barrier.abort();
+        for (ForkedChild* child : children) {
+            CPPUNIT_ASSERT_EQUAL(0, child->wait());
+            delete child;
+        }
+        CPPUNIT_ASSERT(barrier.broken());
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), barrier.n_waiting());
+        CPPUNIT_ASSERT_THROW(barrier.wait(), mproc::BrokenBarrier);
+    }
+
+    void testResetWakesWaitersWithBrokenAndRestores() {
+        Barrier barrier(2);
+        ForkedChild child([&] { CPPUNIT_ASSERT_THROW(barrier.wait(10s), mproc::BrokenBarrier); });
+        while (barrier.n_waiting() < 1) std::this_thread::sleep_for(1ms);
+        barrier.reset();
+        CPPUNIT_ASSERT_EQUAL(0, child.wait());
+        CPPUNIT_ASSERT(!barrier.broken());
+        ForkedChild partner([&] { CPPUNIT_ASSERT(barrier.wait(10s) < 2); });
+        CPPUNIT_ASSERT(barrier.wait(10s) < 2);
+        CPPUNIT_ASSERT_EQUAL(0, partner.wait());
+        barrier.abort();
+        barrier.reset();
+        CPPUNIT_ASSERT(!barrier.broken());
+    }
+
+    void testThrowingActionBreaksBarrier() {
+        Barrier barrier(2, [] { throw std::runtime_error("action failed"); });
+        ForkedChild child([&] { CPPUNIT_ASSERT_THROW(barrier.wait(10s), mproc::BrokenBarrier); });
+        while (barrier.n_waiting() < 1) std::this_thread::sleep_for(1ms);
+        CPPUNIT_ASSERT_THROW(barrier.wait(10s), std::runtime_error);
+        CPPUNIT_ASSERT_EQUAL(0, child.wait());
+        CPPUNIT_ASSERT(barrier.broken());
+    }
+
+    void testNWaitingCountsFillingParticipants() {
+        Barrier barrier(3);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(3), barrier.parties());
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), barrier.n_waiting());
+        ForkedChild child([&] { barrier.wait(10s); });
+        while (barrier.n_waiting() < 1) std::this_thread::sleep_for(1ms);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(1), barrier.n_waiting());
+        ForkedChild second([&] { barrier.wait(10s); });
+        while (barrier.n_waiting() < 2) std::this_thread::sleep_for(1ms);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(2), barrier.wait(10s));
+        CPPUNIT_ASSERT_EQUAL(0, child.wait());
+        CPPUNIT_ASSERT_EQUAL(0, second.wait());
+    }
+
+    void testNamedBarrierIsSharedByName() {
+        const std::string name = mproc::test::unique_name("barrier");
+        Barrier creator = Barrier::create(name, 2);
+        ForkedChild child([&] {
+            Barrier opened = Barrier::open(name);
+            CPPUNIT_ASSERT_EQUAL(std::uint32_t(2), opened.parties());
+            CPPUNIT_ASSERT(opened.wait(10s) < 2);
+        });
+        CPPUNIT_ASSERT(creator.wait(10s) < 2);
+        CPPUNIT_ASSERT_EQUAL(0, child.wait());
+        creator.unlink();
+    }
+
+    void testRawBarrierRejectsBadBytes() {
+        alignas(64) unsigned char bytes[4096] = {};
+        CPPUNIT_ASSERT_THROW(RawBarrier::attach(bytes, sizeof bytes), mproc::InvalidObject);
+        RawBarrier::init(bytes, sizeof bytes, 3);
+        RawBarrier& barrier = RawBarrier::attach(bytes, sizeof bytes);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(3), barrier.parties());
+        CPPUNIT_ASSERT_THROW(RawBarrier::attach(bytes, RawBarrier::size_for(3) - 1), mproc::InvalidObject);
+        CPPUNIT_ASSERT_THROW(RawBarrier::init(bytes + 1, sizeof bytes - 1, 3), mproc::ValueError);
+        CPPUNIT_ASSERT_THROW(barrier.wait(1ms), mproc::BrokenBarrier);  // nobody else arrives
+    }
+};
+
+class BarrierStressTest : public CppUnit::TestFixture {
+    CPPUNIT_TEST_SUITE(BarrierStressTest);
+    CPPUNIT_TEST(testManyGenerationsAcrossProcesses);
+    CPPUNIT_TEST(testManyGenerationsThreads);
+    CPPUNIT_TEST(testMoreThreadsThanPartiesFormFullGenerations);
+    CPPUNIT_TEST_SUITE_END();
+
+public:
+    void testManyGenerationsAcrossProcesses() {
+        Shared<Record> record;
+        Barrier barrier(5, advancing_action(*record));
+        run_generations(barrier, *record, 5, kMaxGenerations, false);
+        check_generations(*record, 5, kMaxGenerations);
+    }
+
+    void testManyGenerationsThreads() {
+        Shared<Record> record;
+        Barrier barrier(4, advancing_action(*record));
+        run_generations(barrier, *record, 4, 500, true);
+        check_generations(*record, 4, 500);
+    }
+
+    // 6 processes, parties 3: participants mix across generations; every generation released exactly one
+    // participant with each index 0, 1, 2. The first to see generation 300 aborts the barrier to end the run.
+    void testMoreThreadsThanPartiesFormFullGenerations() {
+        Shared<Record> record;
+        Barrier barrier(3, advancing_action(*record));
+        mproc::test::run_in_processes(6, [&](int) {
+            for (;;) {
+                std::uint32_t index = 0;
+                try {
+                    index = barrier.wait(30s);
+                } catch (const mproc::BrokenBarrier&) {
+                    CPPUNIT_ASSERT(record->generation.load() >= 300);
+                    return;
+                }
+                CPPUNIT_ASSERT(index < 3);
+                record->seen[0][index].fetch_add(1);
+                if (record->generation.load() >= 300) barrier.abort();
+            }
+        }, 120s);
+        const int generations = record->generation.load();
+        CPPUNIT_ASSERT(generations >= 300);
+        for (int g = 0; g < generations; ++g) CPPUNIT_ASSERT_EQUAL(1, record->actions[g].load());
+        for (int i = 0; i < 3; ++i) CPPUNIT_ASSERT_EQUAL(generations, record->seen[0][i].load());
+    }
+};
+
+class BarrierCrashTest : public CppUnit::TestFixture {
+    CPPUNIT_TEST_SUITE(BarrierCrashTest);
+    CPPUNIT_TEST(testKilledParticipantBreaksBarrierPromptly);
+    CPPUNIT_TEST(testKilledParticipantBreaksBarrierPromptlyThreads);
+    CPPUNIT_TEST(testKilledActionRunnerBreaksBarrier);
+    CPPUNIT_TEST_SUITE_END();
+
+public:
+    void testKilledParticipantBreaksBarrierPromptly() {
+        require_futex_waitv();
+        Barrier barrier(4);
+        Shared<Record> record;
+        std::vector<ForkedChild*> waiters;
+        for (int i = 0; i < 2; ++i)
+            waiters.push_back(new ForkedChild([&] {
+                const auto started = Clock::now();
+                try {
+                    barrier.wait(60s);
+                } catch (const mproc::BrokenBarrier&) {
+                    if (Clock::now() - started < 30s) record->broken.fetch_add(1);
+                }
+            }));
+        ForkedChild victim([&] { barrier.wait(60s); });
+        while (barrier.n_waiting() < 3) std::this_thread::sleep_for(1ms);
+        const auto killed_at = Clock::now();
+        victim.kill(9);
+        for (ForkedChild* waiter : waiters) {
+            CPPUNIT_ASSERT_EQUAL(0, waiter->wait(60s));
+            delete waiter;
+        }
+        CPPUNIT_ASSERT(Clock::now() - killed_at < 2s);  // far below the 60 s timeout
+        CPPUNIT_ASSERT_EQUAL(2, record->broken.load());
+        CPPUNIT_ASSERT(barrier.broken());
+        barrier.reset();
+        CPPUNIT_ASSERT(!barrier.broken());
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), barrier.n_waiting());
+    }
+
+    // Threads of this process wait while a forked participant is killed.
+    void testKilledParticipantBreaksBarrierPromptlyThreads() {
+        require_futex_waitv();
+        Barrier barrier(3);
+        std::atomic<int> broken{0};
+        std::vector<std::thread> threads;
+        for (int i = 0; i < 1; ++i)
+            threads.emplace_back([&] {
+                try {
+                    barrier.wait(60s);
+                } catch (const mproc::BrokenBarrier&) {
+                    broken.fetch_add(1);
+                }
+            });
+        ForkedChild victim([&] { barrier.wait(60s); });
+        while (barrier.n_waiting() < 2) std::this_thread::sleep_for(1ms);
+        const auto killed_at = Clock::now();
+        victim.kill(9);
+        for (std::thread& thread : threads) thread.join();
+        CPPUNIT_ASSERT(Clock::now() - killed_at < 2s);
+        CPPUNIT_ASSERT_EQUAL(1, broken.load());
+    }
+
+    void testKilledActionRunnerBreaksBarrier() {
+        require_futex_waitv();
+        Shared<Record> record;
+        Barrier barrier(2, [&] {
+            record->entered.store(1);
+            for (;;) std::this_thread::sleep_for(1s);
+        });
+        ForkedChild waiter([&] { CPPUNIT_ASSERT_THROW(barrier.wait(60s), mproc::BrokenBarrier); });
+        while (barrier.n_waiting() < 1) std::this_thread::sleep_for(1ms);
+        ForkedChild runner([&] { barrier.wait(60s); });
+        wait_for_value(record->entered, 1);
+        const auto killed_at = Clock::now();
+        runner.kill(9);
+        CPPUNIT_ASSERT_EQUAL(0, waiter.wait(60s));
+        CPPUNIT_ASSERT(Clock::now() - killed_at < 2s);
+        CPPUNIT_ASSERT(barrier.broken());
+    }
+};
+
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(BarrierUnitTest, "unit");
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(BarrierStressTest, "stress");
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(BarrierCrashTest, "crash");
+
+}  // namespace
