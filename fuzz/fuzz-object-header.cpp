@@ -32,6 +32,12 @@ void require(bool property) {
 
 void check_accepted(const mproc::ObjectHeaderFields& fields, std::span<const std::byte> mapping, mproc::ObjectKind kind,
                     std::uint32_t layout_version) {
+    // Touch the first and last payload byte before anything else: if the validator let a size through that
+    // the mapping does not hold, ASan reports the read here, with the input that caused it.
+    volatile std::byte first = mapping.data()[fields.payload_offset];
+    volatile std::byte last = mapping.data()[fields.total_size - 1];
+    (void)first;
+    (void)last;
     require(fields.kind == kind);
     require(fields.layout_version == layout_version);
     require(fields.payload_offset == mproc::kObjectHeaderSize);
@@ -39,11 +45,6 @@ void check_accepted(const mproc::ObjectHeaderFields& fields, std::span<const std
     require(fields.total_size == fields.payload_offset + fields.payload_size);
     require(fields.total_size <= mapping.size());
     require(fields.creator_pid > 0);
-    // Touch the first and last payload byte: out of bounds, ASan reports it here.
-    volatile std::byte first = mapping[fields.payload_offset];
-    volatile std::byte last = mapping[fields.total_size - 1];
-    (void)first;
-    (void)last;
 }
 
 void fuzz_plain_buffer(const std::uint8_t* data, std::size_t size) {

@@ -1,8 +1,9 @@
 // src/process.cpp — mproc::Process: fork, pidfd, waitid. The contract is in include/mproc/process.hpp.
 //
 // Invariants
-// - pid_ != 0 exactly when start() succeeded in this object (or the object it was moved from); pidfd_ is
-//   then open until destruction, so sentinel() stays valid and stays readable once the child ended.
+// - pid_ != 0 exactly when start() succeeded in this object (or the object it was moved from); pidfd_ (the
+//   pidfd, or the fallback's eventfd) is then open until destruction, so sentinel() stays valid and stays
+//   readable once the child ended.
 // - exitcode_ is set exactly when this object reaped the child. Until then the pid cannot be reused, so
 //   the only process that pid_ can name is our child.
 // - The child's side (run_child) allocates nothing and takes no lock of mproc before fn runs, so a fork in
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <iostream>
@@ -22,7 +24,6 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <stdint.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
@@ -100,14 +101,14 @@ int open_exit_sentinel(pid_t child, bool& is_pidfd) {
     return open_exit_eventfd(child);
 }
 
-// Blocks until the pidfd is readable (the child ended) or the deadline (if any) passed; EINTR is retried
+// Blocks until the sentinel is readable (the child ended) or the deadline (if any) passed; EINTR is retried
 // with the time that remains. Returns 1 when readable, 0 at the deadline, -errno on failure.
-int wait_for_pidfd(int pidfd, const detail::Deadline* deadline) noexcept {
+int wait_for_exit_sentinel(int sentinel, const detail::Deadline* deadline) noexcept {
     for (;;) {
-        pollfd pidfd_poll{pidfd, POLLIN, 0};
+        pollfd sentinel_poll{sentinel, POLLIN, 0};
         timespec remaining{};
         if (deadline) remaining = deadline->remaining_timespec();
-        int ready = ::ppoll(&pidfd_poll, 1, deadline ? &remaining : nullptr, nullptr);
+        int ready = ::ppoll(&sentinel_poll, 1, deadline ? &remaining : nullptr, nullptr);
         if (ready > 0) return 1;
         if (ready == 0) return 0;  // ppoll waits at least the time asked, so the deadline has passed
         if (errno != EINTR) return -errno;
@@ -322,7 +323,8 @@ void Process::wait_until_daemon_armed() noexcept {
     // Either the armed byte arrives, or the child ends first (killed before prctl(), or prctl() failed and
     // its error text follows); in both cases start() has nothing more to wait for.
     pollfd either[2] = {{error_fd_, POLLIN, 0}, {pidfd_, POLLIN, 0}};
-    while (::poll(either, 2, -1) < 0 && errno == EINTR) {
+    while (::poll(either, 2, -1) < 0) {
+        if (errno != EINTR) return;  // cannot wait: read_error_text() skips the byte if it comes later
     }
     char first;
     ssize_t got;
@@ -359,9 +361,12 @@ void Process::read_error_text() noexcept {
     for (;;) {
         ssize_t got = ::read(error_fd_, buffer, sizeof buffer);
         if (got > 0) {
+            // A daemon's setup byte that start() could not take (its poll failed) comes first; error text
+            // never starts with it, since report_error_text() stops at the first '\0'.
+            const std::size_t skip = error_.empty() && buffer[0] == kDaemonSetupDoneByte ? 1 : 0;
             std::size_t room = kErrorTextLimit - std::min(error_.size(), kErrorTextLimit);
             try {
-                error_.append(buffer, std::min(static_cast<std::size_t>(got), room));
+                error_.append(buffer + skip, std::min(static_cast<std::size_t>(got) - skip, room));
             } catch (...) {
                 break;  // out of memory: keep what was read
             }
@@ -378,8 +383,8 @@ void Process::join() {
     require_started("join()");
     require_owner("join");
     if (exitcode_) return;
-    int waited = wait_for_pidfd(pidfd_, nullptr);
-    if (waited < 0) throw_system_error(describe() + ": join: ppoll on the pidfd", -waited);
+    int waited = wait_for_exit_sentinel(pidfd_, nullptr);
+    if (waited < 0) throw_system_error(describe() + ": join: ppoll on the exit sentinel", -waited);
     reap_if_ended(true);
 }
 
@@ -389,8 +394,8 @@ bool Process::join(std::chrono::nanoseconds timeout) {
     require_started("join(timeout)");
     require_owner("join");
     if (exitcode_) return true;
-    int waited = wait_for_pidfd(pidfd_, &deadline);
-    if (waited < 0) throw_system_error(describe() + ": join: ppoll on the pidfd", -waited);
+    int waited = wait_for_exit_sentinel(pidfd_, &deadline);
+    if (waited < 0) throw_system_error(describe() + ": join: ppoll on the exit sentinel", -waited);
     if (waited == 0) return false;
     // The pidfd is readable: the child is a zombie now, so this waitid returns at once.
     return reap_if_ended(true);

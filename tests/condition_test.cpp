@@ -409,13 +409,14 @@ public:
         Shared<Tally> tally;
         mproc::test::run_in_processes(4, [&](int index) {
             if (index == 0) {
-                for (int round = 0; round < 20000; ++round) {
+                for (bool enough = false; !enough;) {
                     condition.acquire();
                     if (tally->waiting > 0) {
                         condition.notify();
                         ++tally->notifies_given;
                         --tally->waiting;  // notify picks one of them
                     }
+                    enough = tally->notifies_given >= 3000;
                     condition.release();
                 }
                 tally->done.store(1);

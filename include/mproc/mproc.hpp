@@ -2,8 +2,10 @@
 #pragma once
 
 #include "mproc/error.hpp"
+#include "mproc/event.hpp"
 #include "mproc/lock.hpp"
 #include "mproc/object_header.hpp"
 #include "mproc/process.hpp"
 #include "mproc/rlock.hpp"
+#include "mproc/semaphore.hpp"
 #include "mproc/shared_memory.hpp"

@@ -9,7 +9,8 @@
 //   own stdio and leaves with _exit(): the parent's atexit handlers and static destructors never run twice,
 //   and output the parent had buffered is never written twice. Exit status 0 when fn returns, 1 when an
 //   exception escapes it: error() then gives its what() (at most the first 4096 bytes; a thrown object
-//   that is not a std::exception gives kNonStandardExceptionText). fn may call _exit(n) or exit(n) itself.
+//   that is not a std::exception gives kNonStandardExceptionText). fn may end the child with _exit(n):
+//   exitcode n (exit(n) would run the parent's atexit handlers in the child).
 // - exitcode() follows Python's rule: empty while the child runs (or before start), its exit status once
 //   it ended, -N when signal N killed it.
 // - join() and join(timeout) block on a pidfd with ppoll(): no polling loop, no SIGCHLD handler. A timeout
@@ -27,7 +28,7 @@
 //   fires when the parent *thread* exits, not the parent process, so a daemon started from a std::thread
 //   dies when that thread ends. Start daemons from a thread that lives as long as they should. A
 //   non-daemon child outlives its parent and is re-parented (to init or the nearest subreaper).
-// - Every child this Process started is reaped by it: a Process never leaves a zombie behind.
+// - Every child a Process started is reaped by it by the time it is destroyed: no zombie is left behind.
 //
 // Costs: start() is one fork() plus a pidfd and a pipe for the error text; for a daemon it also waits for
 // the child to be scheduled and arm its death signal (one pipe round trip); join() one ppoll() and one
@@ -46,9 +47,10 @@
 // (waitpid(-1, ...)): either takes the exit status away, and join() then throws SystemError (ECHILD).
 //
 // Forking a multi-threaded parent: only the thread that called start() exists in the child. The child
-// runs nothing but fn and _exit (mproc itself does no allocation and takes no lock there), but a lock that
-// another parent thread held at the fork stays held forever in the child, so only async-signal-safe work
-// is strictly safe in fn then, as with any fork(). glibc keeps malloc and stdio usable across fork().
+// runs nothing but fn and _exit (mproc itself allocates nothing there and only flushes stdio, which glibc
+// keeps usable across fork(), as it does malloc), but a lock that another parent thread held at the fork
+// stays held forever in the child, so only async-signal-safe work is strictly safe in fn then, as with any
+// fork().
 //
 // The child is not a Python "spawn" child: it shares the parent's memory image at the fork, including
 // every open fd (pipes, sockets) that is not closed explicitly.

@@ -20,7 +20,8 @@
 // - Not fair: a thread that arrives as a permit is released may take it before a woken sleeper.
 //
 // Costs
-// - acquire() while the count is above zero: one compare-and-swap, no system call, no clock read.
+// - acquire() while the count is above zero: one load and one compare-and-swap, no system call, no clock
+//   read.
 // - release(): one compare-and-swap; FUTEX_WAKE only when the word's WAITERS bit says a thread may sleep.
 //   A release that wakes and finds every sleeper already gone clears the bit again, so uncontended use
 //   returns to making no system call.
