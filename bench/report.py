@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Builds the benchmark report (index.md and PNG charts drawn by gnuplot) from Google Benchmark JSON files.
+
+Every figure is read against the ceilings measured in the same run, and every mproc figure is set beside
+its peers: the tables below are declared in CEILINGS and COMPARISONS, so a new primitive adds its
+comparison there; every benchmark also appears in the per-binary tables at the end, declared or not.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+# (label, benchmark name) of the hardware ceilings; each is measured between two processes.
+CEILINGS = [
+    ("cache-line ping-pong round trip (spinning)", "BM_Ceiling_CacheLinePingPong"),
+    ("futex wake ping-pong round trip", "BM_Ceiling_FutexPingPong"),
+    ("pipe ping-pong round trip, 1 byte", "BM_Ceiling_PipePingPong"),
+    ("pipe stream, one write per 64-byte message", "BM_Ceiling_PipeStream64"),
+    ("raw SPSC ring in shared memory, 8-byte messages", "BM_Ceiling_RawSpscRing/8"),
+    ("raw SPSC ring in shared memory, 64-byte messages", "BM_Ceiling_RawSpscRing/64"),
+]
+
+# One table per comparison: the first row is mproc (the reference of the ratio column); metric "time"
+# compares time per operation (lower is better), "rate" compares items per second (higher is better).
+COMPARISONS = [
+    {
+        "title": "Process start + join",
+        "metric": "time",
+        "rows": [
+            ("mproc::Process", "BM_Process_StartJoin"),
+            ("fork() + waitpid() (the floor)", "BM_Process_ForkWaitFloor"),
+            ("Python multiprocessing.Process, fork", "BM_Python_ProcessStartJoin/fork"),
+            ("Python multiprocessing.Process, forkserver", "BM_Python_ProcessStartJoin/forkserver"),
+            ("Python multiprocessing.Process, spawn", "BM_Python_ProcessStartJoin/spawn"),
+        ],
+    },
+]
+
+PERCENTILES = [("p50_ns", "p50"), ("p99_ns", "p99"), ("p99.9_ns", "p99.9")]
+TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+def load_results(raw_dir):
+    """Returns {benchmark name: result} and [(binary, [names in order])] from every JSON file in raw_dir."""
+    results = {}
+    binaries = []
+    for file_name in sorted(os.listdir(raw_dir)):
+        if not file_name.endswith(".json"):
+            continue
+        binary = file_name[: -len(".json")]
+        with open(os.path.join(raw_dir, file_name)) as handle:
+            data = json.load(handle)
+        order = []
+        spreads = {}
+        for entry in data.get("benchmarks", []):
+            name = re.sub(r"/(real|manual)_time$", "", entry.get("run_name", entry["name"]))
+            aggregate = entry.get("aggregate_name")
+            if aggregate == "cv":
+                spreads[name] = entry.get("real_time")
+                continue
+            if entry.get("run_type") == "aggregate" and aggregate != "median":
+                continue
+            if name in results and aggregate != "median":
+                continue  # repetitions without aggregates: keep the first
+            scale = TIME_UNIT_NS.get(entry.get("time_unit", "ns"), 1.0)
+            results[name] = {
+                "binary": binary,
+                "error": entry.get("error_message") if entry.get("error_occurred") else None,
+                "time_ns": entry.get("real_time", 0.0) * scale,
+                "items_per_second": entry.get("items_per_second"),
+                "bytes_per_second": entry.get("bytes_per_second"),
+                "percentiles": {key: entry[key] for key, _ in PERCENTILES if key in entry},
+                "repetitions": entry.get("repetitions", 1),
+            }
+            if name not in order:
+                order.append(name)
+        for name, cv in spreads.items():
+            if name in results:
+                results[name]["cv"] = cv
+        binaries.append((binary, order))
+    return results, binaries
+
+
+def format_time(ns):
+    if ns is None:
+        return "—"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def format_rate(rate, unit=""):
+    if not rate:
+        return "—"
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if rate >= scale:
+            return f"{rate / scale:.3g} {suffix}{unit}/s"
+    return f"{rate:.3g} {unit}/s"
+
+
+def format_spread(result):
+    cv = result.get("cv")
+    return "—" if cv is None else f"±{cv * 100:.1f} %"
+
+
+def machine_facts():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        load = "unknown"
+    return [
+        ("CPU", model),
+        ("cores", str(os.cpu_count())),
+        ("kernel", platform.release()),
+        ("load average at report time", load),
+        ("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+class Charts:
+    """Writes gnuplot data and scripts under charts/ and renders each to PNG."""
+
+    def __init__(self, out_dir):
+        self.dir = os.path.join(out_dir, "charts")
+        os.makedirs(self.dir, exist_ok=True)
+        self.failures = []
+
+    def render(self, name, script, rows):
+        data_path = os.path.join(self.dir, name + ".dat")
+        with open(data_path, "w") as handle:
+            for row in rows:
+                handle.write("\t".join(str(value) for value in row) + "\n")
+        script_path = os.path.join(self.dir, name + ".gp")
+        png = os.path.join(self.dir, name + ".png")
+        header = (
+            f"set terminal pngcairo size 1000,{max(360, 40 * len(rows) + 160)} font 'sans,10'\n"
+            f"set output '{png}'\nset datafile separator '\\t'\nset grid xtics ytics\n"
+        )
+        with open(script_path, "w") as handle:
+            handle.write(header + script.replace("DATA", f"'{data_path}'"))
+        completed = subprocess.run(["gnuplot", script_path], capture_output=True, text=True)
+        if completed.returncode != 0 or not os.path.exists(png):
+            self.failures.append(f"{name}: {completed.stderr.strip()}")
+            return None
+        return f"charts/{name}.png"
+
+    def horizontal_bars(self, name, title, xlabel, labelled_values):
+        rows = [(index, label, value) for index, (label, value) in enumerate(labelled_values) if value]
+        if not rows:
+            return None
+        # A log axis has no zero: bars start a factor of 4 below the smallest value.
+        base = min(value for _, _, value in rows) / 4
+        top = max(value for _, _, value in rows) * 4
+        script = (
+            f"set title '{title}'\nset xlabel '{xlabel}'\nset logscale x\nset style fill solid 0.7\n"
+            f"set xrange [{base}:{top}]\nset yrange [{len(rows) - 0.3}:-0.7]\nunset key\n"
+            # boxxyerrorbars: x, y, xlow, xhigh, ylow, yhigh.
+            f"plot DATA using 3:1:({base}):3:($1-0.35):($1+0.35):yticlabels(2) with boxxyerrorbars "
+            "lc rgb '#3465a4'\n"
+        )
+        return self.render(name, script, rows)
+
+    def percentiles(self, name, title, rows):
+        # rows: (label, p50, p99, p99.9)
+        if not rows:
+            return None
+        script = (
+            f"set title '{title}'\nset ylabel 'round trip (ns, log scale)'\nset logscale y\n"
+            "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8\n"
+            "set xtics rotate by -30 left\nset key top left\n"
+            "plot DATA using 2:xtic(1) title 'p50', '' using 3 title 'p99', '' using 4 title 'p99.9'\n"
+        )
+        return self.render(name, script, rows)
+
+    def throughput_vs_size(self, name, title, series):
+        # series: {family: [(size, items_per_second)]}; one line per family, log-log.
+        rows = []
+        plots = []
+        for index, (family, points) in enumerate(sorted(series.items())):
+            for size, rate in sorted(points):
+                rows.append((index, size, rate))
+            plots.append(
+                f"DATA using (($1=={index})?$2:1/0):3 with linespoints title '{family.replace('_', ' ')}'"
+            )
+        if not rows:
+            return None
+        script = (
+            f"set title '{title}'\nset xlabel 'message size (bytes)'\nset ylabel 'messages per second'\n"
+            "set logscale xy\nset key outside right\nplot " + ", ".join(plots) + "\n"
+        )
+        return self.render(name, script, rows)
+
+
+def slug(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def build_report(results, binaries, out_dir, quick):
+    charts = Charts(out_dir)
+    lines = ["# mproc benchmark report", ""]
+    if quick:
+        lines += ["**Quick run** (`bench/run --quick`): one short repetition each — these figures only show that",
+                  "every benchmark runs; do not quote them.", ""]
+    lines += ["## Machine", "", "| | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in machine_facts()]
+    lines += ["", "Figures are medians of the repetitions; the spread is the coefficient of variation. On a shared",
+              "machine spinning and wake-up figures move between runs: read ratios measured in this run.", ""]
+
+    # Ceilings.
+    lines += ["## Reference ceilings (measured in this run)", "",
+              "| ceiling | time per round trip or message | spread | rate | p50 | p99 | p99.9 |",
+              "|---|---|---|---|---|---|---|"]
+    ceiling_bars = []
+    for label, name in CEILINGS:
+        result = results.get(name)
+        if result is None:
+            lines.append(f"| {label} | not measured | | | | | |")
+            continue
+        if result["error"]:
+            lines.append(f"| {label} | skipped: {result['error']} | | | | | |")
+            continue
+        p = result["percentiles"]
+        lines.append(
+            f"| {label} | {format_time(result['time_ns'])} | {format_spread(result)} | "
+            f"{format_rate(result['items_per_second'])} | "
+            + " | ".join(format_time(p.get(key)) if key in p else "—" for key, _ in PERCENTILES) + " |"
+        )
+        ceiling_bars.append((label, result["time_ns"]))
+    chart = charts.horizontal_bars("ceilings", "Reference ceilings", "ns per round trip or message (log)",
+                                   ceiling_bars)
+    if chart:
+        lines += ["", f"![ceilings]({chart})"]
+    lines.append("")
+
+    # Comparisons.
+    for comparison in COMPARISONS:
+        title = comparison["title"]
+        reference = results.get(comparison["rows"][0][1])
+        lines += [f"## {title}", ""]
+        if comparison["metric"] == "time":
+            lines += ["| system | time per operation | spread | time ÷ mproc's |", "|---|---|---|---|"]
+        else:
+            lines += ["| system | rate | spread | mproc's rate ÷ this |", "|---|---|---|---|"]
+        bars = []
+        for label, name in comparison["rows"]:
+            result = results.get(name)
+            if result is None:
+                lines.append(f"| {label} | not measured | | |")
+                continue
+            if result["error"]:
+                lines.append(f"| {label} | skipped: {result['error']} | | |")
+                continue
+            ratio = "—"
+            usable_reference = reference and not reference["error"]
+            if comparison["metric"] == "time":
+                if usable_reference and reference["time_ns"]:
+                    ratio = f"{result['time_ns'] / reference['time_ns']:.2f}×"
+                lines.append(f"| {label} | {format_time(result['time_ns'])} | {format_spread(result)} | {ratio} |")
+                bars.append((label, result["time_ns"]))
+            else:
+                if usable_reference and result["items_per_second"]:
+                    ratio = f"{reference['items_per_second'] / result['items_per_second']:.2f}×"
+                lines.append(f"| {label} | {format_rate(result['items_per_second'])} | {format_spread(result)} | "
+                             f"{ratio} |")
+                bars.append((label, result["items_per_second"]))
+        axis = "ns per operation (log)" if comparison["metric"] == "time" else "operations per second (log)"
+        chart = charts.horizontal_bars("compare-" + slug(title), title, axis, bars)
+        if chart:
+            lines += ["", f"![{title}]({chart})"]
+        lines.append("")
+
+    # Latency percentiles of every round-trip benchmark.
+    percentile_rows = []
+    for name, result in results.items():
+        p = result["percentiles"]
+        if not result["error"] and all(key in p for key, _ in PERCENTILES):
+            percentile_rows.append((name.replace("BM_", "").replace("_", " "),) + tuple(p[k] for k, _ in PERCENTILES))
+    chart = charts.percentiles("latency-percentiles", "Round-trip latency percentiles", percentile_rows)
+    if chart:
+        lines += ["## Latency percentiles", "", f"![latency percentiles]({chart})", ""]
+
+    # Throughput against message size, for every family measured at several sizes.
+    series = {}
+    for name, result in results.items():
+        match = re.match(r"^(.*)/(\d+)$", name)
+        if match and result["items_per_second"] and not result["error"]:
+            series.setdefault(match.group(1).replace("BM_", ""), []).append(
+                (int(match.group(2)), result["items_per_second"]))
+    series = {family: points for family, points in series.items() if len(points) >= 2}
+    chart = charts.throughput_vs_size("throughput-vs-size", "Throughput against message size", series)
+    if chart:
+        lines += ["## Throughput against message size", "", f"![throughput against size]({chart})", ""]
+
+    # Everything, per binary.
+    lines += ["## Every benchmark", ""]
+    for binary, names in binaries:
+        lines += [f"### {binary}", "", "| benchmark | time | spread | items/s | bytes/s | p50 | p99 | p99.9 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name in names:
+            result = results[name]
+            if result["error"]:
+                lines.append(f"| {name} | error: {result['error']} | | | | | | |")
+                continue
+            p = result["percentiles"]
+            lines.append(
+                f"| {name} | {format_time(result['time_ns'])} | {format_spread(result)} | "
+                f"{format_rate(result['items_per_second'])} | {format_rate(result['bytes_per_second'], 'B')} | "
+                + " | ".join(format_time(p.get(key)) if key in p else "—" for key, _ in PERCENTILES) + " |"
+            )
+        lines.append("")
+
+    lines += ["Reproduce: `bench/run` (or `bench/run --filter REGEX`); raw Google Benchmark JSON is in `raw/`.", ""]
+    with open(os.path.join(out_dir, "index.md"), "w") as handle:
+        handle.write("\n".join(lines))
+    return charts.failures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--raw", required=True, help="directory of Google Benchmark JSON files")
+    parser.add_argument("--out", required=True, help="report directory")
+    parser.add_argument("--quick", action="store_true", help="mark the report as a quick run")
+    arguments = parser.parse_args()
+    results, binaries = load_results(arguments.raw)
+    if not results:
+        print("report.py: no benchmark results found in " + arguments.raw, file=sys.stderr)
+        return 1
+    failures = build_report(results, binaries, arguments.out, arguments.quick)
+    for failure in failures:
+        print("report.py: chart failed: " + failure, file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
