@@ -73,6 +73,25 @@ public:
     using Error::Error;
 };
 
+// Python's queue.Empty: a non-blocking get() found the queue empty, or a blocking one timed out.
+class Empty : public Error {
+public:
+    using Error::Error;
+};
+
+// Python's queue.Full: a non-blocking put() found the queue full, or a blocking one timed out.
+class Full : public Error {
+public:
+    using Error::Error;
+};
+
+// A queue that was close()d: put() refuses (Python raises ValueError), and get() on a closed queue that is
+// drained reports this instead of blocking forever.
+class Closed : public Error {
+public:
+    using Error::Error;
+};
+
 // Throws SystemError for `what`, with the current errno.
 [[noreturn]] void throw_system_error(const std::string& what);
 [[noreturn]] void throw_system_error(const std::string& what, int error_number);

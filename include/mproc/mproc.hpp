@@ -1,6 +1,8 @@
 // mproc/mproc.hpp — the umbrella header: every public concept of mproc.
 #pragma once
 
+#include "mproc/barrier.hpp"
+#include "mproc/condition.hpp"
 #include "mproc/error.hpp"
 #include "mproc/event.hpp"
 #include "mproc/lock.hpp"

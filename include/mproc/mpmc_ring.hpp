@@ -1,0 +1,119 @@
+// mproc/mpmc_ring.hpp — a bounded multi-producer multi-consumer ring of fixed-size slots in shared memory
+// (offsets only) that survives the death of any producer or consumer at any instruction.
+//
+// Defines: detail::MpmcSlotHeader (the 16 bytes before each slot's payload), RawMpmcRing.
+//
+// Algorithm (Vyukov's bounded MPMC queue with per-slot sequence numbers, plus a robust claim per slot):
+// slot i carries `sequence`: == p when it is free for the message at position p (p & mask == i), == p + 1
+// when it holds that message. A producer or consumer first *claims* the slot: it writes its TID into the
+// slot's `claim` word, covered by its robust-futex list (glibc's head, list_op_pending, as mproc's Lock
+// does while it takes a lock), then checks the sequence, advances the shared position, copies, stores the next sequence
+// and releases the claim. If the claimer dies, the kernel sets FUTEX_OWNER_DIED in the claim word and wakes
+// a sleeper on it; whoever claims such a slot next repairs it from the sequence and the positions alone:
+// - a dead producer that had advanced the enqueue position: the slot is marked skipped and published, so
+//   consumers step over it (the message it was putting is lost);
+// - a dead consumer that had advanced the dequeue position: the slot is freed for the next lap (the message
+//   it was getting is lost);
+// - a claimer that had not advanced a position: the claim is simply dropped (nothing is lost).
+// No message is duplicated: a message is handed out only by the consumer that advanced the dequeue
+// position past it under the claim.
+//
+// Guarantees
+// - Each message put is got at most once; it is got exactly once unless its producer or consumer died
+//   inside put/get. Messages of one producer are got in the order it put them (per-producer FIFO); across
+//   producers, the order of the enqueue positions they took.
+// - put/get block (spin, then FUTEX_WAIT) until room/a message, the deadline, or close(); a deadline of
+//   zero or less makes one attempt. A claimer's death wakes the threads waiting on that slot at once (the
+//   kernel's robust-futex walk); none waits on a guess from a PID.
+// - close(): as RawSpscRing.
+// Progress: not lock-free in the strict sense: a thread that claimed a slot and is preempted (not dead)
+// delays the others at that slot until it runs again, as in Vyukov's queue. A dead claimer delays nobody.
+//
+// Costs: uncontended put or get: one CAS on the claim word, one on the position, a memcpy, two stores and a
+// plain stores to the thread's list_op_pending; no system call unless someone sleeps. Each slot carries 16
+// bytes of header; the stride is rounded to 16 bytes.
+// Not async-signal-safe: a signal handler that takes a robust lock while put/get holds a claim replaces
+// list_op_pending, and a death in that window then goes unnoticed (the slot stays claimed).
+// Limits: Linux with glibc (its robust-list layout: futex_offset -32), a TID fits 30 bits. Threads of
+// processes in different PID namespaces must not share a ring (TIDs could collide).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <type_traits>
+
+#include "mproc/spsc_ring.hpp"
+
+namespace mproc {
+
+namespace detail {
+
+// The 16 bytes before each slot's payload. The claim is covered by the claimer's robust list through
+// list_op_pending alone (src/robust_list.hpp): its "node" is the address 32 bytes after the claim word,
+// which the kernel only subtracts futex_offset from and never reads, so the slot needs no link words.
+struct alignas(16) MpmcSlotHeader {
+    std::uint64_t sequence;  // position this slot is free for (p) or holds (p + 1)
+    std::uint32_t claim;     // futex word: claimer TID | FUTEX_WAITERS | FUTEX_OWNER_DIED; 0 when free
+    std::uint32_t length;    // bytes the producer put, | kMpmcSlotSkipped for a slot repaired empty
+};
+
+static_assert(sizeof(MpmcSlotHeader) == 16, "the payload follows the 16-byte slot header");
+static_assert(std::is_standard_layout_v<MpmcSlotHeader> && std::is_trivially_copyable_v<MpmcSlotHeader>,
+              "shared between processes built separately: plain bytes only");
+
+inline constexpr std::uint32_t kMpmcSlotSkipped = 0x80000000u;
+
+}  // namespace detail
+
+class RawMpmcRing {
+public:
+    static constexpr std::size_t kAlignment = 128;
+
+    // As RawSpscRing: capacity a power of two, at least 2; slot_size 1..kMaxRingSlotSize.
+    static std::size_t required_size(std::size_t capacity, std::size_t slot_size);
+    static RawMpmcRing& init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size);
+    // InvalidObject for an SPSC ring, wrong magic or version, sizes that disagree or exceed `size`.
+    static RawMpmcRing& attach(void* memory, std::size_t size);
+
+    std::size_t capacity() const noexcept { return static_cast<std::size_t>(control_.constants.capacity); }
+    std::size_t slot_size() const noexcept { return control_.constants.slot_size; }
+
+    // Copies message (at most slot_size() bytes: ValueError otherwise) into the next slot. timeout nullopt:
+    // wait forever; zero or less: one attempt (full instead of timed_out).
+    RingStatus put(std::span<const std::byte> message,
+                   std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    RingStatus try_put(std::span<const std::byte> message) { return put(message, std::chrono::nanoseconds(0)); }
+    // Copies the next message into out (out.size() >= slot_size(): ValueError otherwise); *length (when
+    // given) receives the byte count the producer put.
+    RingStatus get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
+                   std::size_t* length = nullptr);
+    RingStatus try_get(std::span<std::byte> out, std::size_t* length = nullptr) {
+        return get(out, std::chrono::nanoseconds(0), length);
+    }
+    // Up to count messages of slot_size() bytes each, without blocking; returns how many moved.
+    std::size_t put_many(const void* messages, std::size_t count);
+    std::size_t get_many(void* out, std::size_t count);
+
+    // Messages in the ring now (slots published and not yet got, skipped slots included): exact while
+    // nobody puts or gets.
+    std::size_t size() const noexcept;
+    bool closed() const noexcept;
+    void close() noexcept;
+    // Slots whose claimer died inside put/get and that a survivor repaired so far (a step over a dead
+    // producer's slot, or the freeing of a dead consumer's): for monitoring; wraps at 2^32.
+    std::uint32_t repaired_slots() const noexcept;
+
+    detail::RingControl& control() noexcept { return control_; }
+
+private:
+    RawMpmcRing() = default;
+    detail::RingControl control_;
+};
+
+static_assert(std::is_standard_layout_v<RawMpmcRing> && sizeof(RawMpmcRing) == sizeof(detail::RingControl),
+              "RawMpmcRing is its control block; the slots follow it");
+
+}  // namespace mproc

@@ -1,0 +1,238 @@
+// mproc/queue.hpp — Python's multiprocessing.Queue for C++: a bounded queue of trivially copyable T, or of
+// byte messages up to a configured size, shared between processes and threads through shared memory.
+//
+// Defines: QueueKind, Queue<T>, ByteQueue, and detail::QueueCore (the untyped handle both are built on,
+// also used by SimpleQueue and JoinableQueue).
+//
+// A queue is a ring (RawMpmcRing by default, RawSpscRing when QueueKind::spsc is asked for explicitly) in a
+// SharedMemory segment of ObjectKind::queue — anonymous (inherited by fork()ed children), named
+// (create/open, validated header) — or placed in memory the caller owns (place/attach).
+//
+// Python's interface: put(item, block, timeout), get(block, timeout), put_nowait, get_nowait, qsize(),
+// empty(), full(), close(). As in Python's queue module, a non-blocking put on a full queue and a put whose
+// timeout expires throw Full; a non-blocking get on an empty queue and a get whose timeout expires throw
+// Empty. try_put()/try_get() report the same without an exception. A timeout of zero or less makes one
+// attempt; timeouts are measured on CLOCK_MONOTONIC.
+// close() (a difference from Python, where close() only concerns the calling process): marks the queue
+// closed for every process; later puts throw Closed; gets return what is left, then throw Closed instead
+// of blocking; blocked callers on both sides are woken. A put that overlaps close() may still land.
+// qsize() is exact while nobody puts or gets (unlike Python's, which is approximate), and otherwise a
+// value the queue had during the call.
+//
+// Guarantees, costs and participant death: those of the ring (mpmc_ring.hpp, spsc_ring.hpp). In short: no
+// message is duplicated; a SIGKILL at any instruction loses at most the message the killed process was in
+// the middle of putting or getting; survivors go on, and a slot claimed by a dead process is reclaimed as
+// soon as the kernel reports the death (robust futex), never from a guess about a PID. An SPSC queue
+// needs one producer and one consumer at a time (see spsc_ring.hpp for replacing a dead one).
+// Uncontended put/get make no system call.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "mproc/mpmc_ring.hpp"
+#include "mproc/shared_memory.hpp"
+#include "mproc/spsc_ring.hpp"
+
+namespace mproc {
+
+enum class QueueKind : std::uint32_t {
+    mpmc = 0,  // any number of producers and consumers (the default)
+    spsc = 1,  // one producer and one consumer at a time: faster, chosen explicitly
+};
+
+namespace detail {
+
+// The untyped queue handle: one ring of fixed-size slots, and who owns its memory.
+class QueueCore {
+public:
+    static QueueCore anonymous(QueueKind kind, std::size_t capacity, std::size_t slot_size);
+    static QueueCore create(std::string_view name, QueueKind kind, std::size_t capacity, std::size_t slot_size,
+                            mode_t mode);
+    // Opens a named queue whose slots must be `slot_size` bytes (InvalidObject otherwise).
+    static QueueCore open(std::string_view name, std::size_t slot_size, std::chrono::milliseconds publish_timeout);
+    static std::size_t placed_size(QueueKind kind, std::size_t capacity, std::size_t slot_size);
+    static QueueCore place(void* memory, std::size_t size, QueueKind kind, std::size_t capacity,
+                           std::size_t slot_size);
+    static QueueCore attach(void* memory, std::size_t size, std::size_t slot_size);
+
+    QueueCore(QueueCore&& other) noexcept;
+    QueueCore& operator=(QueueCore&& other) noexcept;
+    QueueCore(const QueueCore&) = delete;
+    QueueCore& operator=(const QueueCore&) = delete;
+    ~QueueCore();
+
+    // Python's put(block, timeout): throws Full (non-blocking and full, or timed out) or Closed.
+    void put(std::span<const std::byte> message, bool block, std::optional<std::chrono::nanoseconds> timeout);
+    // false when full; throws Closed.
+    bool try_put(std::span<const std::byte> message);
+    // Python's get(block, timeout) into out (out.size() >= slot_size()); returns the byte count put.
+    // Throws Empty (non-blocking and empty, or timed out) or Closed (closed and drained).
+    std::size_t get(std::span<std::byte> out, bool block, std::optional<std::chrono::nanoseconds> timeout);
+    // nullopt when empty; throws Closed when closed and drained.
+    std::optional<std::size_t> try_get(std::span<std::byte> out);
+    std::size_t put_many(const void* messages, std::size_t count);
+    std::size_t get_many(void* out, std::size_t count);
+
+    std::size_t qsize() const;
+    bool empty() const { return qsize() == 0; }
+    bool full() const { return qsize() >= capacity(); }
+    void close();
+    bool closed() const;
+    // RawMpmcRing::repaired_slots(); always 0 for an SPSC queue.
+    std::uint32_t repaired_slots() const;
+    std::size_t capacity() const;
+    std::size_t slot_size() const;
+    QueueKind kind() const;
+    const std::string& label() const noexcept { return label_; }
+    const std::string& name() const noexcept;
+    void unlink();
+    RingControl& control() const;
+
+    // JoinableQueue's task count (RingTaskLine): +1 before a put, -1 on task_done (ValueError below zero),
+    // join() waits for zero (false on timeout).
+    void add_unfinished_task();
+    void remove_unfinished_task_after_failed_put();
+    void task_done();
+    bool join(std::optional<std::chrono::nanoseconds> timeout);
+
+private:
+    QueueCore() = default;
+    void adopt(void* memory, std::size_t size, std::size_t expected_slot_size);
+    void check(const char* operation) const;
+
+    std::optional<SharedMemory> segment_;
+    RawSpscRing* spsc_ = nullptr;
+    RawMpmcRing* mpmc_ = nullptr;
+    std::string label_;
+};
+
+}  // namespace detail
+
+template <class T>
+class Queue {
+    static_assert(std::is_trivially_copyable_v<T>, "a queue copies items as bytes between processes");
+    static_assert(!std::is_pointer_v<T>, "a pointer means nothing in another process");
+
+public:
+    static constexpr std::size_t kDefaultCapacity = 1024;
+
+    // An anonymous queue of `capacity` items (a power of two, at least 2: ValueError otherwise).
+    explicit Queue(std::size_t capacity = kDefaultCapacity, QueueKind kind = QueueKind::mpmc)
+        : core_(detail::QueueCore::anonymous(kind, capacity, sizeof(T))) {}
+    // A named queue (ObjectKind::queue), created exclusively: SystemError(EEXIST) when the name exists.
+    static Queue create(std::string_view name, std::size_t capacity = kDefaultCapacity,
+                        QueueKind kind = QueueKind::mpmc, mode_t mode = 0600) {
+        return Queue(detail::QueueCore::create(name, kind, capacity, sizeof(T), mode));
+    }
+    // An existing named queue; InvalidObject when its items are not sizeof(T) bytes or it is not a queue.
+    static Queue open(std::string_view name,
+                      std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout) {
+        return Queue(detail::QueueCore::open(name, sizeof(T), publish_timeout));
+    }
+    // In memory the caller owns and maps in every process (128-byte aligned, placed_size() bytes). The
+    // handle owns nothing; the memory must outlive it.
+    static std::size_t placed_size(std::size_t capacity, QueueKind kind = QueueKind::mpmc) {
+        return detail::QueueCore::placed_size(kind, capacity, sizeof(T));
+    }
+    static Queue place(void* memory, std::size_t size, std::size_t capacity, QueueKind kind = QueueKind::mpmc) {
+        return Queue(detail::QueueCore::place(memory, size, kind, capacity, sizeof(T)));
+    }
+    static Queue attach(void* memory, std::size_t size) {
+        return Queue(detail::QueueCore::attach(memory, size, sizeof(T)));
+    }
+
+    void put(const T& item, bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+        core_.put(std::as_bytes(std::span(&item, 1)), block, timeout);
+    }
+    void put_nowait(const T& item) { put(item, false); }
+    bool try_put(const T& item) { return core_.try_put(std::as_bytes(std::span(&item, 1))); }
+
+    T get(bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+        T item;
+        core_.get(std::as_writable_bytes(std::span(&item, 1)), block, timeout);
+        return item;
+    }
+    T get_nowait() { return get(false); }
+    std::optional<T> try_get() {
+        T item;
+        if (!core_.try_get(std::as_writable_bytes(std::span(&item, 1)))) return std::nullopt;
+        return item;
+    }
+
+    // As many items as fit / are ready, without blocking; returns how many moved. The SPSC queue
+    // publishes a batch with one index store and one wake-up check.
+    std::size_t put_many(std::span<const T> items) { return core_.put_many(items.data(), items.size()); }
+    std::size_t get_many(std::span<T> items) { return core_.get_many(items.data(), items.size()); }
+
+    std::size_t qsize() const { return core_.qsize(); }
+    bool empty() const { return core_.empty(); }
+    bool full() const { return core_.full(); }
+    void close() { core_.close(); }
+    bool closed() const { return core_.closed(); }
+    // Slots repaired after their claimer died inside put/get (see mpmc_ring.hpp); 0 for SPSC.
+    std::uint32_t repaired_slots() const { return core_.repaired_slots(); }
+    std::size_t capacity() const { return core_.capacity(); }
+    QueueKind kind() const { return core_.kind(); }
+    const std::string& name() const noexcept { return core_.name(); }
+    void unlink() { core_.unlink(); }
+    detail::QueueCore& core() noexcept { return core_; }
+
+private:
+    explicit Queue(detail::QueueCore core) : core_(std::move(core)) {}
+    detail::QueueCore core_;
+};
+
+// A queue of byte messages of 0..max_message bytes each. Each slot holds a 4-byte length and the bytes; a
+// reader checks the length against max_message before using it (InvalidObject for a corrupted record,
+// which is then dropped). Costs: a slot of 4 + max_message bytes per message whatever its length; one
+// extra copy per put through a per-thread buffer.
+class ByteQueue {
+public:
+    static constexpr std::size_t kDefaultCapacity = 256;
+
+    ByteQueue(std::size_t max_message, std::size_t capacity = kDefaultCapacity, QueueKind kind = QueueKind::mpmc);
+    static ByteQueue create(std::string_view name, std::size_t max_message, std::size_t capacity = kDefaultCapacity,
+                            QueueKind kind = QueueKind::mpmc, mode_t mode = 0600);
+    static ByteQueue open(std::string_view name,
+                          std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+
+    // ValueError for a message longer than max_message().
+    void put(std::span<const std::byte> message, bool block = true,
+             std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    void put(std::string_view message, bool block = true,
+             std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+        put(std::as_bytes(std::span(message.data(), message.size())), block, timeout);
+    }
+    void put_nowait(std::span<const std::byte> message) { put(message, false); }
+    std::vector<std::byte> get(bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    std::vector<std::byte> get_nowait() { return get(false); }
+
+    std::size_t max_message() const { return core_.slot_size() - kLengthBytes; }
+    std::size_t qsize() const { return core_.qsize(); }
+    bool empty() const { return core_.empty(); }
+    bool full() const { return core_.full(); }
+    void close() { core_.close(); }
+    bool closed() const { return core_.closed(); }
+    std::size_t capacity() const { return core_.capacity(); }
+    const std::string& name() const noexcept { return core_.name(); }
+    void unlink() { core_.unlink(); }
+
+    static constexpr std::size_t kLengthBytes = 4;
+
+private:
+    explicit ByteQueue(detail::QueueCore core) : core_(std::move(core)) {}
+    std::span<const std::byte> frame(std::span<const std::byte> message);
+    detail::QueueCore core_;
+};
+
+}  // namespace mproc

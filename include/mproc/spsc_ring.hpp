@@ -1,0 +1,199 @@
+// mproc/spsc_ring.hpp — a bounded single-producer single-consumer ring of fixed-size slots that lives
+// entirely in shared memory (offsets only), with blocking, timeouts and close().
+//
+// Defines: RingStatus, detail::EventCountLayout and detail::RingControl (the control block every mproc
+// ring starts with, shared with mpmc_ring.hpp), RingRegion, RawSpscRing.
+//
+// Layout: [RingControl: 6 × 128 bytes | capacity slots of slot_stride bytes]. The producer's index and its
+// cached copy of the consumer's index share one 128-byte block, the consumer's the next one, so the two
+// sides never write the same cache line (nor its adjacent-line prefetch partner). Indices are 64-bit and
+// only grow; a slot is index & mask, capacity is a power of two.
+//
+// Contract: at most one producer thread and one consumer thread use the ring at a time; any other usage
+// is invalid (messages may be duplicated or lost, nothing else: every index and length is checked before
+// it is used). Producer and consumer may be in different processes.
+//
+// Guarantees
+// - FIFO, exactly once: every message put is got once, in order.
+// - put/get block (spin, then FUTEX_WAIT through an eventcount) until room/a message, the deadline, or
+//   close(). A deadline of zero or less makes one attempt. close() makes later puts return
+//   RingStatus::closed and gets return the remaining messages and then RingStatus::closed.
+// - Batch calls (put_many/get_many) move as many slots as fit with one index store and one wake-up check.
+// - Zero-copy: reserve() gives the producer slot memory to fill in place, commit() publishes it; peek()
+//   gives the consumer the next slots in place, release() frees them.
+//
+// Costs: an uncontended put or get is a memcpy, a store-release of one index, a fence and one load (the
+// eventcount's waiter count); it reads the other side's index only when its cached copy says full/empty.
+// No system call unless the other side sleeps. A sleeping side costs one FUTEX_WAIT and the other side's
+// next operation one FUTEX_WAKE; operations after it make none until a thread parks again.
+//
+// Participant death (SIGKILL at any instruction)
+// - A producer killed inside put loses the message it was putting (it is never half-visible: the index
+//   store that publishes it is the last write). Another producer may then attach and continue.
+// - A consumer killed inside get: the message it was taking is either still at the head (it had not yet
+//   advanced the index: the next consumer gets it) or gone (it had). A consumer killed between peek() and
+//   release() leaves the messages for the next consumer, which sees them again.
+// - The single-consumer contract after a death: start (or attach) exactly one new consumer, and only once
+//   the old one is known dead (waitpid, a pidfd): two consumers at a time are invalid usage.
+// - A thread killed asleep leaves the eventcount's flag set: the next operation of the other side makes
+//   one FUTEX_WAKE that finds nobody and clears it.
+//
+// Trust: attach() validates the control block (magic, version, sizes that fit the memory); indices are
+// re-checked at use (a consumer never reads past what the producer published, the distance between the
+// indices is checked against the capacity), so corrupted indices give lost or repeated messages, never an
+// access outside the ring.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <type_traits>
+
+namespace mproc {
+
+// What a ring operation did.
+enum class RingStatus : std::uint32_t {
+    ok = 0,
+    empty = 1,      // get: no message now (non-blocking call)
+    full = 2,       // put: no room now (non-blocking call)
+    closed = 3,     // put on a closed ring; get on a closed ring with no message left
+    timed_out = 4,  // a blocking call reached its deadline
+};
+
+namespace detail {
+
+// An eventcount's shared words (operations: src/eventcount.hpp). `epoch` is the futex word.
+struct EventCountLayout {
+    std::uint32_t epoch;    // notifications so far (wraps)
+    std::uint32_t waiters;  // non-zero while a thread may be in, or about to enter, FUTEX_WAIT on epoch
+};
+
+// 128 bytes of one writer.
+struct alignas(128) RingSide {
+    std::uint64_t position;      // next index this side uses; written by its side only
+    std::uint64_t cached_other;  // this side's last-read copy of the other side's position (a lower bound)
+    std::uint8_t padding[112];
+};
+
+// 128 bytes around one eventcount.
+struct alignas(128) RingWaitLine {
+    EventCountLayout event;
+    std::uint8_t padding[120];
+};
+
+// JoinableQueue's counter of tasks put and not yet marked done, and the eventcount join() sleeps on.
+struct alignas(128) RingTaskLine {
+    std::uint64_t unfinished;
+    EventCountLayout all_done;
+    std::uint8_t padding[112];
+};
+
+struct alignas(128) RingConstants {
+    std::uint32_t magic;           // kSpscRingMagic / kMpmcRingMagic
+    std::uint32_t layout_version;  // kRingLayoutVersion
+    std::uint32_t slot_size;       // bytes of payload per slot
+    std::uint32_t slot_stride;     // bytes from one slot to the next
+    std::uint64_t capacity;        // slots; a power of two
+    std::uint64_t total_size;      // bytes of control block and slots
+    std::uint32_t closed;          // 0, then 1 once close() was called; accessed through std::atomic_ref
+    std::uint32_t repaired_slots;  // MPMC: slots repaired after their claimer died (statistics; wraps)
+    std::uint8_t padding[88];
+};
+
+// The control block of every mproc ring.
+struct RingControl {
+    RingConstants constants;   // written by init(), then read-only but for `closed`
+    RingSide producer;         // enqueue position
+    RingSide consumer;         // dequeue position
+    RingWaitLine not_empty;    // consumers sleep here
+    RingWaitLine not_full;     // producers sleep here
+    RingTaskLine tasks;        // JoinableQueue only
+};
+
+static_assert(sizeof(RingSide) == 128 && sizeof(RingWaitLine) == 128 && sizeof(RingTaskLine) == 128 &&
+                  sizeof(RingConstants) == 128,
+              "each writer owns whole 128-byte blocks: no false sharing, nor with the adjacent-line prefetcher");
+static_assert(sizeof(RingControl) == 6 * 128 && alignof(RingControl) == 128, "the slots start 128-aligned");
+static_assert(offsetof(RingControl, consumer) - offsetof(RingControl, producer) == 128,
+              "producer and consumer indices 128 bytes apart");
+static_assert(std::is_standard_layout_v<RingControl> && std::is_trivially_copyable_v<RingControl>,
+              "shared between processes built separately: plain bytes only");
+
+inline constexpr std::uint32_t kSpscRingMagic = 0x53504d52;  // "RMPS"
+inline constexpr std::uint32_t kMpmcRingMagic = 0x4d504d52;  // "RMPM"
+inline constexpr std::uint32_t kRingLayoutVersion = 1;
+// Slots above this size are refused (ValueError): a ring is for messages, not for bulk data.
+inline constexpr std::uint32_t kMaxRingSlotSize = 1u << 24;
+inline constexpr std::uint64_t kMaxRingCapacity = 1ull << 32;
+
+}  // namespace detail
+
+// Slots to fill (reserve) or read (peek) in place: `count` slots of `stride` bytes from `data`, each
+// holding slot_size() bytes of payload. Empty when count == 0.
+struct RingRegion {
+    std::byte* data = nullptr;
+    std::size_t count = 0;
+    std::size_t stride = 0;
+    std::byte* slot(std::size_t index) const noexcept { return data + index * stride; }
+};
+
+class RawSpscRing {
+public:
+    static constexpr std::size_t kAlignment = 128;
+
+    // Bytes a ring of `capacity` slots (a power of two, at least 2) of `slot_size` (1..kMaxRingSlotSize)
+    // bytes occupies. ValueError otherwise.
+    static std::size_t required_size(std::size_t capacity, std::size_t slot_size);
+    // Makes the required_size() bytes at memory an empty ring. memory must be kAlignment-aligned and hold
+    // `size` >= required_size() bytes (ValueError otherwise). Call once, before any other thread uses them.
+    static RawSpscRing& init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size);
+    // A ring made by init(), validated (InvalidObject: too few bytes, wrong magic or version, an MPMC ring,
+    // sizes that disagree; ValueError: misaligned).
+    static RawSpscRing& attach(void* memory, std::size_t size);
+
+    std::size_t capacity() const noexcept { return static_cast<std::size_t>(control_.constants.capacity); }
+    std::size_t slot_size() const noexcept { return control_.constants.slot_size; }
+
+    // Producer. `message` holds at most slot_size() bytes (ValueError otherwise); the rest of the slot is
+    // left as it was. timeout nullopt: wait forever; zero or less: one attempt (full instead of timed_out).
+    RingStatus put(std::span<const std::byte> message,
+                   std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    RingStatus try_put(std::span<const std::byte> message) { return put(message, std::chrono::nanoseconds(0)); }
+    // Copies up to `count` slot_size()-byte messages from `messages` (count * slot_size() bytes) without
+    // blocking; returns how many went in (all of them publish with one index store).
+    std::size_t put_many(const void* messages, std::size_t count);
+    // Up to `count` free slots in a row (fewer at the end of the ring, none when full) to fill in place.
+    RingRegion reserve(std::size_t count = 1);
+    // Publishes the first `count` slots of the last reserve() (count <= its count).
+    void commit(std::size_t count = 1);
+
+    // Consumer. Copies the next message's slot_size() bytes into out (out.size() >= slot_size(),
+    // ValueError otherwise).
+    RingStatus get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    RingStatus try_get(std::span<std::byte> out) { return get(out, std::chrono::nanoseconds(0)); }
+    // Copies up to `count` messages into out (count * slot_size() bytes); returns how many.
+    std::size_t get_many(void* out, std::size_t count);
+    // Up to `count` messages in a row, in place; none when empty.
+    RingRegion peek(std::size_t count = 1);
+    // Frees the first `count` slots of the last peek().
+    void release(std::size_t count = 1);
+
+    // Messages in the ring now: exact while nobody puts or gets, else a value it had during the call.
+    std::size_t size() const noexcept;
+    bool closed() const noexcept;
+    // Marks the ring closed and wakes every sleeper on both sides. Idempotent.
+    void close() noexcept;
+
+    detail::RingControl& control() noexcept { return control_; }
+
+private:
+    RawSpscRing() = default;
+    detail::RingControl control_;
+};
+
+static_assert(std::is_standard_layout_v<RawSpscRing> && sizeof(RawSpscRing) == sizeof(detail::RingControl),
+              "RawSpscRing is its control block; the slots follow it");
+
+}  // namespace mproc

@@ -1,0 +1,466 @@
+// RawMpmcRing: Vyukov's bounded MPMC ring with a robust claim word per slot.
+//
+// Slot i (positions p with p & mask == i): `sequence` == p: free for the message at p; == p + 1: holds it.
+// `claim`: 0, or the TID of the thread working on the slot (| FUTEX_WAITERS while someone sleeps on it),
+// or FUTEX_OWNER_DIED (TID bits cleared by the kernel) after that thread died.
+//
+// put (producer)                                    get (consumer)
+//   A  p = enqueue position (acquire)                 A' p = dequeue position (acquire)
+//   B  s = slot.sequence (acquire)                    B' s = slot.sequence (acquire)
+//      s == p: go on; s < p: full; else retry            s == p + 1: go on; s < p + 1: empty; else retry
+//   K  claim: pending = node; CAS claim 0 -> TID      K' the same
+//      (acquire); OWNER_DIED found: repair, retry
+//   V  s == p again, under the claim, else retry      V' s == p + 1 again, else retry
+//   M  CAS enqueue position p -> p + 1                M' CAS dequeue position p -> p + 1
+//   W  write length and payload                       W' skipped: sequence = p + capacity, retry;
+//                                                        else copy length and payload out
+//   D  sequence = p + 1 (release)                     D' sequence = p + capacity (release)
+//   R  claim = 0 (exchange, release); pending = 0;    R' the same; notify(not_full)
+//      wake claim sleepers if WAITERS; notify(not_empty)
+// Orders: K's acquire pairs with R's release, so a claimer sees everything the previous claimer wrote
+// (sequence, length, payload). D pairs with B/B' of the other side, so that a thread that sees the new
+// sequence at B goes on to claim; V/V' re-read it under the claim, where it cannot change.
+// Why the position moves only under the claim (M after K and V): a sequence == p seen under the claim
+// means nobody advanced the position past p but the claimer itself, so M always succeeds, and a repairer
+// knows from the position alone whether the dead claimer had done M: position > p means it had.
+// Repair of a slot whose claimer died (repair_slot_of_dead_claimer), holding the claim:
+//   s free for position s and enqueue position > s: a producer died between M and D: flag the slot skipped,
+//     sequence = s + 1 (publish it empty); the consumer at s steps over it. The message is lost.
+//   s holds position s - 1 and dequeue position > s - 1: a consumer died between M' and D': sequence =
+//     s - 1 + capacity (free it). The message it was taking is lost.
+//   otherwise the claimer had not moved a position (or had finished D/D'): nothing to undo.
+// Death is observed only through the kernel: list_op_pending points at the slot's "node" (claim + 32)
+// from before K until after R, so a thread that dies holding the claim leaves FUTEX_OWNER_DIED in it and
+// the kernel wakes one sleeper on the word (which sets FUTEX_WAITERS before it sleeps). A thread that dies
+// after R or before K leaves a word that is not its TID: the kernel does not touch it. The dead thread's
+// stores before its death are visible to the repairer: the kernel's exit path is a full barrier, and the
+// repairer's K acquires the word the kernel wrote after it.
+// Sleepers on a claim word also wake every 50 ms to look again: the one sleeper the kernel wakes at a
+// death could itself be killed before passing the wake-up on.
+#include "mproc/mpmc_ring.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include <linux/futex.h>
+
+#include "deadline.hpp"
+#include "eventcount.hpp"
+#include "futex.hpp"
+#include "mproc/error.hpp"
+#include "ring_common.hpp"
+#include "robust_list.hpp"
+
+namespace mproc {
+namespace {
+
+using detail::Deadline;
+using detail::MpmcSlotHeader;
+using detail::RingControl;
+using detail::ThisThreadRobustList;
+using detail::position_of;
+
+constexpr const char* kLabel = "mpmc ring";
+constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
+constexpr std::uint32_t kClaimWaiters = FUTEX_WAITERS;
+constexpr std::uint32_t kClaimOwnerDied = FUTEX_OWNER_DIED;
+constexpr std::chrono::milliseconds kClaimRecheckPeriod{50};
+
+std::size_t mpmc_stride(std::size_t slot_size) noexcept {
+    return detail::round_up(sizeof(MpmcSlotHeader) + slot_size, 16);
+}
+
+struct Slot {
+    MpmcSlotHeader* header;
+    std::byte* payload;
+};
+
+Slot slot_at(RingControl& control, std::uint64_t position) noexcept {
+    std::byte* base = detail::slot_area(control) +
+                      (position & (control.constants.capacity - 1)) * control.constants.slot_stride;
+    return {reinterpret_cast<MpmcSlotHeader*>(base), base + sizeof(MpmcSlotHeader)};
+}
+
+std::atomic_ref<std::uint64_t> sequence_of(const Slot& slot) noexcept { return std::atomic_ref(slot.header->sequence); }
+std::atomic_ref<std::uint32_t> claim_of(const Slot& slot) noexcept { return std::atomic_ref(slot.header->claim); }
+std::atomic_ref<std::uint32_t> length_of(const Slot& slot) noexcept { return std::atomic_ref(slot.header->length); }
+
+// The address whose futex word (node + futex_offset) is the claim word; never dereferenced.
+void* robust_node_of(const Slot& slot) noexcept {
+    return reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(&slot.header->claim) - detail::kRobustFutexOffset);
+}
+
+std::int64_t distance(std::uint64_t from, std::uint64_t to) noexcept { return static_cast<std::int64_t>(to - from); }
+
+enum class ClaimResult { taken, taken_from_dead, busy };
+
+// K: takes the slot's claim for this thread. On success list_op_pending stays set (cleared by R).
+ClaimResult take_claim(const Slot& slot, ThisThreadRobustList& self, std::uint32_t& seen) noexcept {
+    self.set_pending(robust_node_of(slot));
+    // relaxed: a first guess for the CAS, which checks it.
+    std::uint32_t value = claim_of(slot).load(std::memory_order_relaxed);
+    for (;;) {
+        if ((value & kTidMask) != 0) {
+            self.clear_pending();
+            seen = value;
+            return ClaimResult::busy;
+        }
+        // acquire: K, pairs with R's release (or follows the kernel's write at a death): the previous
+        // claimer's sequence, length and payload are visible. WAITERS is kept for the sleepers.
+        if (claim_of(slot).compare_exchange_weak(value, self.tid() | (value & kClaimWaiters), std::memory_order_acquire,
+                                                 std::memory_order_relaxed))
+            return (value & kClaimOwnerDied) != 0 ? ClaimResult::taken_from_dead : ClaimResult::taken;
+    }
+}
+
+// R: releases a claim this thread holds and wakes the sleepers on it.
+void drop_claim(const Slot& slot, ThisThreadRobustList& self) noexcept {
+    // release: R, pairs with K's acquire in the next claimer.
+    const std::uint32_t previous = claim_of(slot).exchange(0, std::memory_order_release);
+    self.clear_pending();
+    if ((previous & kClaimWaiters) != 0) detail::futex_wake(&slot.header->claim, detail::kFutexWakeAll);
+}
+
+// Waits while the claim word still holds `seen` (a live claimer): spins, then sleeps with FUTEX_WAITERS
+// set so that the claimer's release or death wakes us. Returns false when the deadline passed.
+bool wait_for_claim(const Slot& slot, std::uint32_t seen, const Deadline* deadline) noexcept {
+    for (int spin = 0; spin < detail::kQueueSpinLimit; ++spin) {
+        // relaxed: only a hint to stop spinning; the caller starts over with acquire loads.
+        if (claim_of(slot).load(std::memory_order_relaxed) != seen) return true;
+        detail::cpu_relax();
+    }
+    std::uint32_t value = seen;
+    if ((value & kClaimWaiters) == 0) {
+        // relaxed: only sets the bit the kernel and R read; no data is published by it.
+        if (!claim_of(slot).compare_exchange_strong(value, value | kClaimWaiters, std::memory_order_relaxed))
+            return true;
+        value |= kClaimWaiters;
+    }
+    std::chrono::nanoseconds bound = kClaimRecheckPeriod;
+    if (deadline != nullptr) {
+        if (deadline->passed()) return false;
+        bound = std::min<std::chrono::nanoseconds>(bound, deadline->remaining());
+    }
+    const timespec relative = Deadline::to_timespec(bound);
+    detail::futex_wait(&slot.header->claim, value, &relative);
+    return deadline == nullptr || !deadline->passed();
+}
+
+// The repair described at the top, holding the claim of a slot whose previous claimer died; then R.
+void repair_slot_of_dead_claimer(RingControl& control, const Slot& slot, std::uint64_t slot_index,
+                                 ThisThreadRobustList& self) noexcept {
+    const std::uint64_t capacity = control.constants.capacity;
+    const std::uint64_t mask = capacity - 1;
+    // relaxed: under the claim, after K's acquire.
+    const std::uint64_t sequence = sequence_of(slot).load(std::memory_order_relaxed);
+    bool published_skip = false;
+    bool freed = false;
+    if ((sequence & mask) == slot_index) {
+        // acquire: the dead producer's M is visible (it happened before its death, before K).
+        const std::uint64_t enqueued = position_of(control.producer).load(std::memory_order_acquire);
+        if (distance(sequence, enqueued) > 0) {
+            // relaxed: published by the release store of the sequence below.
+            length_of(slot).store(detail::kMpmcSlotSkipped, std::memory_order_relaxed);
+            // release: pairs with B' in get(): the consumer sees the skip flag with the sequence.
+            sequence_of(slot).store(sequence + 1, std::memory_order_release);
+            published_skip = true;
+        }
+    } else if ((sequence & mask) == ((slot_index + 1) & mask)) {
+        // acquire: as above, for the dead consumer's M'.
+        const std::uint64_t dequeued = position_of(control.consumer).load(std::memory_order_acquire);
+        if (distance(sequence - 1, dequeued) > 0) {
+            // release: pairs with B in put(): the slot is free for the next lap.
+            sequence_of(slot).store(sequence - 1 + capacity, std::memory_order_release);
+            freed = true;
+        }
+    }
+    if (published_skip || freed)
+        // relaxed: a statistic; nothing is published through it.
+        std::atomic_ref(control.constants.repaired_slots).fetch_add(1, std::memory_order_relaxed);
+    drop_claim(slot, self);
+    if (published_skip) detail::notify(control.not_empty.event);
+    if (freed) detail::notify(control.not_full.event);
+}
+
+enum class Attempt { done, no_slot, timed_out };
+
+// One put: A..R. `deadline` bounds waits on a live claimer (nullptr: none).
+Attempt attempt_put(RingControl& control, std::span<const std::byte> message, const Deadline* deadline,
+                    bool notify, bool blocking) {
+    ThisThreadRobustList& self = detail::this_thread_robust_list();
+    const std::uint64_t mask = control.constants.capacity - 1;
+    for (;;) {
+        // acquire: A; pairs with M of the previous producer (its slot claim came before).
+        const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
+        const Slot slot = slot_at(control, position);
+        // acquire: B; pairs with D' of the consumer that freed the slot.
+        const std::uint64_t sequence = sequence_of(slot).load(std::memory_order_acquire);
+        const std::int64_t lag = distance(position, sequence);
+        std::uint32_t seen = 0;
+        if (lag == 0) {
+            const ClaimResult claim = take_claim(slot, self, seen);
+            if (claim == ClaimResult::busy) {
+                // relaxed: only decides whether to wait; A is repeated.
+                if (position_of(control.producer).load(std::memory_order_relaxed) != position) continue;
+                if (!wait_for_claim(slot, seen, deadline)) return Attempt::timed_out;
+                continue;
+            }
+            if (claim == ClaimResult::taken_from_dead) {
+                repair_slot_of_dead_claimer(control, slot, position & mask, self);
+                continue;
+            }
+            // relaxed: V, under the claim.
+            if (sequence_of(slot).load(std::memory_order_relaxed) != position) {
+                drop_claim(slot, self);
+                continue;
+            }
+            std::uint64_t expected = position;
+            // relaxed: M; the position carries no data (the slot is published by D), and under the claim
+            // nobody else can move it from `position`.
+            if (!position_of(control.producer).compare_exchange_strong(expected, position + 1,
+                                                                        std::memory_order_relaxed)) {
+                drop_claim(slot, self);
+                continue;
+            }
+            std::memcpy(slot.payload, message.data(), message.size());  // W
+            // relaxed: W; published by D.
+            length_of(slot).store(static_cast<std::uint32_t>(message.size()), std::memory_order_relaxed);
+            // release: D, pairs with B' so that a consumer that sees p + 1 sees length and payload.
+            sequence_of(slot).store(position + 1, std::memory_order_release);
+            drop_claim(slot, self);
+            if (notify) detail::notify(control.not_empty.event);
+            return Attempt::done;
+        }
+        if (lag < 0) {
+            // The slot still holds the message of the previous lap (or waits for a repair).
+            // relaxed: a look at the claimer; acting on it goes through take_claim's CAS.
+            const std::uint32_t claimer = claim_of(slot).load(std::memory_order_relaxed);
+            if (claimer != 0 && (claimer & kTidMask) == 0) {
+                if (take_claim(slot, self, seen) == ClaimResult::taken_from_dead)
+                    repair_slot_of_dead_claimer(control, slot, position & mask, self);
+                else if (seen == 0)
+                    drop_claim(slot, self);
+                continue;
+            }
+            if (claimer != 0 && blocking) {
+                // A live consumer is taking the message: the slot frees soon.
+                if (!wait_for_claim(slot, claimer, deadline)) return Attempt::timed_out;
+                continue;
+            }
+            // relaxed: confirms `position` was not stale.
+            if (position_of(control.producer).load(std::memory_order_relaxed) != position) continue;
+            return Attempt::no_slot;
+        }
+    }
+}
+
+// One get: A'..R'. length receives the producer's byte count.
+Attempt attempt_get(RingControl& control, std::span<std::byte> out, std::size_t* length, const Deadline* deadline,
+                    bool notify, bool blocking) {
+    ThisThreadRobustList& self = detail::this_thread_robust_list();
+    const std::uint64_t capacity = control.constants.capacity;
+    const std::uint64_t mask = capacity - 1;
+    const std::size_t slot_size = control.constants.slot_size;
+    for (;;) {
+        // acquire: A'; pairs with M' of the previous consumer.
+        const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
+        const Slot slot = slot_at(control, position);
+        // acquire: B'; pairs with D of the producer (or the repair's publication of a skipped slot).
+        const std::uint64_t sequence = sequence_of(slot).load(std::memory_order_acquire);
+        const std::int64_t lag = distance(position + 1, sequence);
+        std::uint32_t seen = 0;
+        if (lag == 0) {
+            const ClaimResult claim = take_claim(slot, self, seen);
+            if (claim == ClaimResult::busy) {
+                // relaxed: only decides whether to wait; A' is repeated.
+                if (position_of(control.consumer).load(std::memory_order_relaxed) != position) continue;
+                if (!wait_for_claim(slot, seen, deadline)) return Attempt::timed_out;
+                continue;
+            }
+            if (claim == ClaimResult::taken_from_dead) {
+                repair_slot_of_dead_claimer(control, slot, position & mask, self);
+                continue;
+            }
+            // relaxed: V', under the claim.
+            if (sequence_of(slot).load(std::memory_order_relaxed) != position + 1) {
+                drop_claim(slot, self);
+                continue;
+            }
+            std::uint64_t expected = position;
+            // relaxed: M'; under the claim nobody else can move the position from `position`.
+            if (!position_of(control.consumer).compare_exchange_strong(expected, position + 1,
+                                                                        std::memory_order_relaxed)) {
+                drop_claim(slot, self);
+                continue;
+            }
+            // relaxed: under the claim, published by D before K.
+            const std::uint32_t stored_length = length_of(slot).load(std::memory_order_relaxed);
+            const bool skipped = (stored_length & detail::kMpmcSlotSkipped) != 0;
+            if (!skipped) {
+                // A length is used only once checked against the slot: a corrupted one cannot overrun.
+                const std::size_t checked = std::min<std::size_t>(stored_length, slot_size);
+                std::memcpy(out.data(), slot.payload, slot_size);  // W'
+                if (length != nullptr) *length = checked;
+            }
+            // release: D', pairs with B in put(): the slot was read before it is handed to a producer.
+            sequence_of(slot).store(position + capacity, std::memory_order_release);
+            drop_claim(slot, self);
+            if (notify || skipped) detail::notify(control.not_full.event);
+            if (skipped) continue;
+            return Attempt::done;
+        }
+        if (lag < 0) {
+            // Not yet published: a producer may be writing it, or may have died doing so.
+            // relaxed: a look at the claimer; acting on it goes through take_claim's CAS.
+            const std::uint32_t claimer = claim_of(slot).load(std::memory_order_relaxed);
+            if (claimer != 0 && (claimer & kTidMask) == 0) {
+                if (take_claim(slot, self, seen) == ClaimResult::taken_from_dead)
+                    repair_slot_of_dead_claimer(control, slot, position & mask, self);
+                else if (seen == 0)
+                    drop_claim(slot, self);
+                continue;
+            }
+            if (claimer != 0 && blocking) {
+                if (!wait_for_claim(slot, claimer, deadline)) return Attempt::timed_out;
+                continue;
+            }
+            // relaxed: confirms `position` was not stale.
+            if (position_of(control.consumer).load(std::memory_order_relaxed) != position) continue;
+            return Attempt::no_slot;
+        }
+    }
+}
+
+// Whether a put could make progress now: a free slot, a claim to wait on or repair, or a closed ring.
+bool put_may_proceed(RingControl& control) noexcept {
+    if (detail::ring_closed(control)) return true;
+    // acquire: as A and B in attempt_put.
+    const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
+    const Slot slot = slot_at(control, position);
+    // relaxed (claim): a hint; acquire (sequence): as B.
+    return sequence_of(slot).load(std::memory_order_acquire) == position ||
+           claim_of(slot).load(std::memory_order_relaxed) != 0;
+}
+
+bool get_may_proceed(RingControl& control) noexcept {
+    if (detail::ring_closed(control)) return true;
+    // acquire: as A' and B' in attempt_get.
+    const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
+    const Slot slot = slot_at(control, position);
+    // relaxed (claim): a hint; acquire (sequence): as B'.
+    return sequence_of(slot).load(std::memory_order_acquire) == position + 1 ||
+           claim_of(slot).load(std::memory_order_relaxed) != 0;
+}
+
+std::optional<Deadline> deadline_for(std::optional<std::chrono::nanoseconds> timeout) {
+    if (!timeout) return std::nullopt;
+    return Deadline::after(*timeout);
+}
+
+}  // namespace
+
+std::size_t RawMpmcRing::required_size(std::size_t capacity, std::size_t slot_size) {
+    detail::check_ring_shape(capacity, slot_size, kLabel);
+    return detail::ring_total_size(capacity, mpmc_stride(slot_size));
+}
+
+RawMpmcRing& RawMpmcRing::init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size) {
+    const std::size_t required = required_size(capacity, slot_size);
+    detail::check_placement(memory, size, required, kLabel, "init");
+    const std::size_t stride = mpmc_stride(slot_size);
+    detail::place_ring_control(memory, detail::kMpmcRingMagic, capacity, slot_size, stride);
+    auto& ring = *std::launder(static_cast<RawMpmcRing*>(memory));
+    for (std::uint64_t i = 0; i < capacity; ++i) {
+        MpmcSlotHeader header{};
+        header.sequence = i;  // free for the message at position i
+        std::memcpy(detail::slot_area(ring.control_) + i * stride, &header, sizeof header);
+    }
+    return ring;
+}
+
+RawMpmcRing& RawMpmcRing::attach(void* memory, std::size_t size) {
+    detail::check_placement(memory, size, 0, kLabel, "attach");
+    detail::validate_ring_control(memory, size, detail::kMpmcRingMagic, sizeof(MpmcSlotHeader), kLabel);
+    return *std::launder(static_cast<RawMpmcRing*>(memory));
+}
+
+RingStatus RawMpmcRing::put(std::span<const std::byte> message, std::optional<std::chrono::nanoseconds> timeout) {
+    if (message.size() > slot_size())
+        throw ValueError(std::string(kLabel) + ": put: a message of " + std::to_string(message.size()) +
+                         " bytes does not fit a slot of " + std::to_string(slot_size()));
+    const bool blocking = !timeout || timeout->count() > 0;
+    const std::optional<Deadline> deadline = deadline_for(timeout);
+    const Deadline* bound = deadline ? &*deadline : nullptr;
+    for (;;) {
+        if (detail::ring_closed(control_)) return RingStatus::closed;
+        const Attempt attempt = attempt_put(control_, message, blocking ? bound : nullptr, true, blocking);
+        if (attempt == Attempt::done) return RingStatus::ok;
+        if (attempt == Attempt::timed_out) return RingStatus::timed_out;
+        if (!blocking) return RingStatus::full;
+        if (!detail::await_condition(control_.not_full.event, bound, [&] { return put_may_proceed(control_); }) &&
+            !put_may_proceed(control_))
+            return RingStatus::timed_out;
+    }
+}
+
+RingStatus RawMpmcRing::get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout,
+                            std::size_t* length) {
+    if (out.size() < slot_size())
+        throw ValueError(std::string(kLabel) + ": get: a buffer of " + std::to_string(out.size()) +
+                         " bytes cannot hold a slot of " + std::to_string(slot_size()));
+    const bool blocking = !timeout || timeout->count() > 0;
+    const std::optional<Deadline> deadline = deadline_for(timeout);
+    const Deadline* bound = deadline ? &*deadline : nullptr;
+    for (;;) {
+        const Attempt attempt = attempt_get(control_, out, length, blocking ? bound : nullptr, true, blocking);
+        if (attempt == Attempt::done) return RingStatus::ok;
+        if (attempt == Attempt::timed_out) return RingStatus::timed_out;
+        if (detail::ring_closed(control_)) {
+            // A message put before close() is still delivered; only a drained ring reports closed.
+            if (attempt_get(control_, out, length, nullptr, true, false) == Attempt::done) return RingStatus::ok;
+            return RingStatus::closed;
+        }
+        if (!blocking) return RingStatus::empty;
+        if (!detail::await_condition(control_.not_empty.event, bound, [&] { return get_may_proceed(control_); }) &&
+            !get_may_proceed(control_))
+            return RingStatus::timed_out;
+    }
+}
+
+std::size_t RawMpmcRing::put_many(const void* messages, std::size_t count) {
+    const auto* source = static_cast<const std::byte*>(messages);
+    const std::size_t size = slot_size();
+    std::size_t done = 0;
+    if (detail::ring_closed(control_)) return 0;
+    while (done < count &&
+           attempt_put(control_, {source + done * size, size}, nullptr, false, false) == Attempt::done)
+        ++done;
+    if (done != 0) detail::notify(control_.not_empty.event);
+    return done;
+}
+
+std::size_t RawMpmcRing::get_many(void* out, std::size_t count) {
+    auto* target = static_cast<std::byte*>(out);
+    const std::size_t size = slot_size();
+    std::size_t done = 0;
+    while (done < count &&
+           attempt_get(control_, {target + done * size, size}, nullptr, nullptr, false, false) == Attempt::done)
+        ++done;
+    if (done != 0) detail::notify(control_.not_full.event);
+    return done;
+}
+
+std::size_t RawMpmcRing::size() const noexcept { return detail::ring_size(const_cast<RingControl&>(control_)); }
+
+bool RawMpmcRing::closed() const noexcept { return detail::ring_closed(const_cast<RingControl&>(control_)); }
+
+void RawMpmcRing::close() noexcept { detail::close_ring(control_); }
+
+std::uint32_t RawMpmcRing::repaired_slots() const noexcept {
+    // relaxed: a statistic.
+    return std::atomic_ref(const_cast<std::uint32_t&>(control_.constants.repaired_slots)).load(std::memory_order_relaxed);
+}
+
+}  // namespace mproc

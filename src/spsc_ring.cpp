@@ -1,0 +1,245 @@
+// RawSpscRing: Lamport's ring with cached indices (one writer per index), an eventcount per direction.
+//
+// Producer (one thread at a time)               Consumer (one thread at a time)
+//   P1 pos = producer.position                    C1 pos = consumer.position
+//   P2 free = capacity - (pos - cached_consumer)  C2 ready = cached_producer - pos
+//   P3 if free == 0: cached_consumer =            C3 if ready == 0: cached_producer =
+//        consumer.position (acquire)                   producer.position (acquire)
+//   P4 copy the message into slot pos & mask      C4 copy slot pos & mask out
+//   P5 producer.position = pos + n (release)      C5 consumer.position = pos + n (release)
+//   P6 notify(not_empty)                          C6 notify(not_full)
+// P5 pairs with C3: a consumer that sees the new position sees the slot bytes written in P4. C5 pairs with
+// P3: a producer that sees a slot freed overwrites it only after C4 finished reading it.
+// The cached copies live in each side's own 128-byte block; they are lower bounds of the other side's
+// position (positions only grow), so a stale cache can only make a side look for more, never use a slot it
+// does not own. Distances are clamped to the capacity, so a corrupted position cannot send a copy past the
+// ring.
+// Blocking: a side that finds no slot spins, then sleeps on the other side's eventcount (eventcount.hpp),
+// re-testing "slot available or ring closed". P6/C6 make a system call only while somebody sleeps.
+#include "mproc/spsc_ring.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include "deadline.hpp"
+#include "eventcount.hpp"
+#include "mproc/error.hpp"
+#include "ring_common.hpp"
+
+namespace mproc {
+namespace {
+
+using detail::Deadline;
+using detail::RingControl;
+using detail::cached_of;
+using detail::position_of;
+
+constexpr const char* kLabel = "spsc ring";
+
+std::size_t spsc_stride(std::size_t slot_size) noexcept { return detail::round_up(slot_size, 8); }
+
+struct Window {
+    std::uint64_t position;
+    std::uint64_t count;
+};
+
+// P1..P3: the producer's position and how many slots after it are free (up to `wanted`, 0 when full).
+Window free_slots(RingControl& control, std::uint64_t wanted) noexcept {
+    const std::uint64_t capacity = control.constants.capacity;
+    // acquire: P1; a producer taking over from a dead one sees the last position published.
+    const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
+    // relaxed: the cache is written by this side only; its value is a lower bound whatever its age.
+    std::uint64_t consumer = cached_of(control.producer).load(std::memory_order_relaxed);
+    std::uint64_t used = position - consumer;
+    if (used >= capacity || capacity - used < wanted) {
+        // acquire: P3, pairs with C5 so that the consumer's reads of the freed slots are finished.
+        consumer = position_of(control.consumer).load(std::memory_order_acquire);
+        // relaxed: see above.
+        cached_of(control.producer).store(consumer, std::memory_order_relaxed);
+        used = position - consumer;
+    }
+    const std::uint64_t free = used >= capacity ? 0 : capacity - used;
+    return {position, std::min(free, wanted)};
+}
+
+// C1..C3: the consumer's position and how many messages after it are ready (up to `wanted`).
+Window ready_slots(RingControl& control, std::uint64_t wanted) noexcept {
+    const std::uint64_t capacity = control.constants.capacity;
+    // acquire: C1; a consumer taking over from a dead one sees the last position it released.
+    const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
+    // relaxed: the cache is written by this side only and is a lower bound.
+    std::uint64_t producer = cached_of(control.consumer).load(std::memory_order_relaxed);
+    std::uint64_t ready = producer - position;
+    if (ready == 0 || ready > capacity || ready < wanted) {
+        // acquire: C3, pairs with P5 so that the slots' bytes written in P4 are visible.
+        producer = position_of(control.producer).load(std::memory_order_acquire);
+        // relaxed: see above.
+        cached_of(control.consumer).store(producer, std::memory_order_relaxed);
+        ready = producer - position;
+    }
+    if (ready > capacity) ready = 0;  // a corrupted or misused producer position: nothing is trusted
+    return {position, std::min(ready, wanted)};
+}
+
+std::byte* slot_at(RingControl& control, std::uint64_t position) noexcept {
+    return detail::slot_area(control) + (position & (control.constants.capacity - 1)) * control.constants.slot_stride;
+}
+
+// P5, P6.
+void publish_puts(RingControl& control, std::uint64_t position, std::uint64_t count) noexcept {
+    // release: P5, pairs with C3; the slots' bytes are written before the position that publishes them.
+    position_of(control.producer).store(position + count, std::memory_order_release);
+    detail::notify(control.not_empty.event);
+}
+
+// C5, C6.
+void release_gets(RingControl& control, std::uint64_t position, std::uint64_t count) noexcept {
+    // release: C5, pairs with P3; the slots are read before they are handed back.
+    position_of(control.consumer).store(position + count, std::memory_order_release);
+    detail::notify(control.not_full.event);
+}
+
+std::optional<Deadline> deadline_for(std::optional<std::chrono::nanoseconds> timeout) {
+    if (!timeout) return std::nullopt;
+    return Deadline::after(*timeout);
+}
+
+bool non_blocking(std::optional<std::chrono::nanoseconds> timeout) noexcept {
+    return timeout && timeout->count() <= 0;
+}
+
+}  // namespace
+
+std::size_t RawSpscRing::required_size(std::size_t capacity, std::size_t slot_size) {
+    detail::check_ring_shape(capacity, slot_size, kLabel);
+    return detail::ring_total_size(capacity, spsc_stride(slot_size));
+}
+
+RawSpscRing& RawSpscRing::init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size) {
+    const std::size_t required = required_size(capacity, slot_size);
+    detail::check_placement(memory, size, required, kLabel, "init");
+    detail::place_ring_control(memory, detail::kSpscRingMagic, capacity, slot_size, spsc_stride(slot_size));
+    return *std::launder(static_cast<RawSpscRing*>(memory));
+}
+
+RawSpscRing& RawSpscRing::attach(void* memory, std::size_t size) {
+    detail::check_placement(memory, size, 0, kLabel, "attach");
+    detail::validate_ring_control(memory, size, detail::kSpscRingMagic, 0, kLabel);
+    return *std::launder(static_cast<RawSpscRing*>(memory));
+}
+
+RingStatus RawSpscRing::put(std::span<const std::byte> message, std::optional<std::chrono::nanoseconds> timeout) {
+    if (message.size() > slot_size())
+        throw ValueError(std::string(kLabel) + ": put: a message of " + std::to_string(message.size()) +
+                         " bytes does not fit a slot of " + std::to_string(slot_size()));
+    if (detail::ring_closed(control_)) return RingStatus::closed;
+    Window window = free_slots(control_, 1);
+    if (window.count == 0) {
+        if (non_blocking(timeout)) return RingStatus::full;
+        const std::optional<Deadline> deadline = deadline_for(timeout);
+        const bool ready = detail::await_condition(control_.not_full.event, deadline ? &*deadline : nullptr, [&] {
+            window = free_slots(control_, 1);
+            return window.count != 0 || detail::ring_closed(control_);
+        });
+        if (detail::ring_closed(control_)) return RingStatus::closed;
+        if (!ready) return RingStatus::timed_out;
+    }
+    std::memcpy(slot_at(control_, window.position), message.data(), message.size());  // P4
+    publish_puts(control_, window.position, 1);
+    return RingStatus::ok;
+}
+
+std::size_t RawSpscRing::put_many(const void* messages, std::size_t count) {
+    if (count == 0 || detail::ring_closed(control_)) return 0;
+    const Window window = free_slots(control_, count);
+    const std::size_t size = slot_size();
+    const auto* source = static_cast<const std::byte*>(messages);
+    for (std::uint64_t i = 0; i < window.count; ++i)
+        std::memcpy(slot_at(control_, window.position + i), source + i * size, size);  // P4
+    if (window.count != 0) publish_puts(control_, window.position, window.count);
+    return static_cast<std::size_t>(window.count);
+}
+
+RingRegion RawSpscRing::reserve(std::size_t count) {
+    if (count == 0 || detail::ring_closed(control_)) return {};
+    const Window window = free_slots(control_, count);
+    const std::uint64_t capacity = control_.constants.capacity;
+    const std::uint64_t to_end = capacity - (window.position & (capacity - 1));
+    return {slot_at(control_, window.position), static_cast<std::size_t>(std::min(window.count, to_end)),
+            control_.constants.slot_stride};
+}
+
+void RawSpscRing::commit(std::size_t count) {
+    if (count == 0) return;
+    const Window window = free_slots(control_, count);
+    if (window.count < count)
+        throw StateError(std::string(kLabel) + ": commit: " + std::to_string(count) + " slots, only " +
+                         std::to_string(window.count) + " were free to reserve");
+    publish_puts(control_, window.position, count);
+}
+
+RingStatus RawSpscRing::get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout) {
+    if (out.size() < slot_size())
+        throw ValueError(std::string(kLabel) + ": get: a buffer of " + std::to_string(out.size()) +
+                         " bytes cannot hold a slot of " + std::to_string(slot_size()));
+    Window window = ready_slots(control_, 1);
+    if (window.count == 0) {
+        if (detail::ring_closed(control_)) {
+            window = ready_slots(control_, 1);  // a message put before close() is still delivered
+            if (window.count == 0) return RingStatus::closed;
+        } else if (non_blocking(timeout)) {
+            return RingStatus::empty;
+        } else {
+            const std::optional<Deadline> deadline = deadline_for(timeout);
+            bool closed = false;
+            const bool ready = detail::await_condition(control_.not_empty.event, deadline ? &*deadline : nullptr, [&] {
+                closed = detail::ring_closed(control_);
+                window = ready_slots(control_, 1);
+                return window.count != 0 || closed;
+            });
+            if (window.count == 0) return closed ? RingStatus::closed : (ready ? RingStatus::empty : RingStatus::timed_out);
+        }
+    }
+    std::memcpy(out.data(), slot_at(control_, window.position), slot_size());  // C4
+    release_gets(control_, window.position, 1);
+    return RingStatus::ok;
+}
+
+std::size_t RawSpscRing::get_many(void* out, std::size_t count) {
+    if (count == 0) return 0;
+    const Window window = ready_slots(control_, count);
+    const std::size_t size = slot_size();
+    auto* target = static_cast<std::byte*>(out);
+    for (std::uint64_t i = 0; i < window.count; ++i)
+        std::memcpy(target + i * size, slot_at(control_, window.position + i), size);  // C4
+    if (window.count != 0) release_gets(control_, window.position, window.count);
+    return static_cast<std::size_t>(window.count);
+}
+
+RingRegion RawSpscRing::peek(std::size_t count) {
+    if (count == 0) return {};
+    const Window window = ready_slots(control_, count);
+    const std::uint64_t capacity = control_.constants.capacity;
+    const std::uint64_t to_end = capacity - (window.position & (capacity - 1));
+    return {slot_at(control_, window.position), static_cast<std::size_t>(std::min(window.count, to_end)),
+            control_.constants.slot_stride};
+}
+
+void RawSpscRing::release(std::size_t count) {
+    if (count == 0) return;
+    const Window window = ready_slots(control_, count);
+    if (window.count < count)
+        throw StateError(std::string(kLabel) + ": release: " + std::to_string(count) + " slots, only " +
+                         std::to_string(window.count) + " were ready to peek");
+    release_gets(control_, window.position, count);
+}
+
+std::size_t RawSpscRing::size() const noexcept { return detail::ring_size(const_cast<RingControl&>(control_)); }
+
+bool RawSpscRing::closed() const noexcept { return detail::ring_closed(const_cast<RingControl&>(control_)); }
+
+void RawSpscRing::close() noexcept { detail::close_ring(control_); }
+
+}  // namespace mproc
