@@ -9,7 +9,6 @@
 // items_per_second (messages) and bytes_per_second. Every received value is checked: a ceiling that
 // measured nothing would make every ratio against it meaningless.
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -20,8 +19,6 @@
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
-#include "deadline.hpp"
-#include "futex.hpp"
 
 namespace {
 
@@ -37,146 +34,20 @@ constexpr std::size_t kSeparation = 128;
 
 // ---------------------------------------------------------------------------------------------------------
 // (1) Cache-line ping-pong: the benchmark writes round number k into `ping`, the peer copies it into `pong`.
-// Each line has a single writer, so a round trip is two line transfers and nothing else.
+// Each line has a single writer, so a round trip is two line transfers and nothing else. The code is in
+// bench_support.cpp, so that other binaries measure this ceiling beside their own figures.
 
-struct PingPongLines {
-    alignas(kSeparation) std::atomic<std::uint64_t> ping;  // written by the benchmark process only
-    alignas(kSeparation) std::atomic<std::uint64_t> pong;  // written by the peer only
-};
-static_assert(std::is_standard_layout_v<PingPongLines>);
-static_assert(offsetof(PingPongLines, pong) == kSeparation && sizeof(PingPongLines) == 2 * kSeparation,
-              "ping and pong must sit on lines of their own");
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "the words are shared between processes");
-
-constexpr std::uint64_t kStopPing = UINT64_MAX;
-
-void cache_line_peer(PingPongLines& lines) {
-    std::uint64_t last = 0;
-    for (;;) {
-        std::uint64_t ping = 0;
-        Spinner spinner("the benchmark's next ping");
-        // acquire: pairs with the benchmark's release store of ping. The value is all that is handed over
-        // here, but a real hand-off publishes data with it, and the ceiling must pay what that costs.
-        while ((ping = lines.ping.load(std::memory_order_acquire)) == last) spinner.pause();
-        if (ping == kStopPing) return;
-        if (ping != last + 1) {
-            throw BenchFailure("cache-line peer: ping " + std::to_string(ping) + " after " + std::to_string(last));
-        }
-        // release: pairs with the benchmark's acquire load of pong.
-        lines.pong.store(ping, std::memory_order_release);
-        last = ping;
-    }
-}
-
-void BM_Ceiling_CacheLinePingPong(benchmark::State& state) {
-    mproc::bench::run_guarded(state, [&] {
-        SharedBlock<PingPongLines> lines;
-        Peer peer("cache-line ping-pong", [&] { cache_line_peer(*lines); });
-        LatencySampler sampler(state);
-        std::uint64_t round = 0;
-        sampler.start();
-        for (auto _ : state) {
-            ++round;
-            // release: pairs with the peer's acquire load of ping.
-            lines->ping.store(round, std::memory_order_release);
-            Spinner spinner("the peer's pong", &peer);
-            std::uint64_t pong = 0;
-            // acquire: pairs with the peer's release store of pong.
-            while ((pong = lines->pong.load(std::memory_order_acquire)) != round) {
-                if (pong != round - 1) {
-                    throw BenchFailure("cache-line ping-pong: pong " + std::to_string(pong) + " in round " +
-                                       std::to_string(round));
-                }
-                spinner.pause();
-            }
-            sampler.lap();
-        }
-        // release: the peer's acquire load sees the stop value like any other ping.
-        lines->ping.store(kStopPing, std::memory_order_release);
-        peer.join();
-        sampler.report(state);
-    });
-}
+void BM_Ceiling_CacheLinePingPong(benchmark::State& state) { mproc::bench::measure_cache_line_ping_pong(state); }
 BENCHMARK(BM_Ceiling_CacheLinePingPong)->UseRealTime();
 
 // ---------------------------------------------------------------------------------------------------------
 // (2) Futex ping-pong: one shared word. The benchmark stores the odd value 2k-1 and wakes; the peer, asleep
 // in FUTEX_WAIT, stores 2k and wakes; the benchmark sleeps until it sees 2k. Neither side spins, and each
 // wakes unconditionally (no waiter count), so a round trip is two FUTEX_WAKE calls, two sleeps and two
-// scheduler wake-ups: the kernel wake path every blocking primitive pays when it has to sleep.
+// scheduler wake-ups: the kernel wake path every blocking primitive pays when it has to sleep. The code
+// is in bench_support.cpp, like (1).
 
-struct FutexTurn {
-    alignas(kSeparation) std::atomic<std::uint32_t> word;  // odd: the peer's turn; even: the benchmark's
-    std::atomic<std::uint32_t> stop;                       // set once, before the last odd value
-};
-static_assert(std::is_standard_layout_v<FutexTurn> && sizeof(FutexTurn) == kSeparation);
-
-// Sleeps until word differs from `current` and returns the new value. The sleep is cut in slices so that
-// a peer that died (`peer`: nullptr when the peer itself waits) is reported within one slice; the wait
-// fails after kStallLimit.
-std::uint32_t wait_for_change(std::atomic<std::uint32_t>& word, std::uint32_t current, const char* waiting_for,
-                              Peer* peer) {
-    constexpr std::chrono::milliseconds kSlice{100};
-    const timespec slice = mproc::detail::Deadline::to_timespec(kSlice);
-    for (std::int64_t slept = 0;;) {
-        // acquire: pairs with the other side's release store of word.
-        const std::uint32_t seen = word.load(std::memory_order_acquire);
-        if (seen != current) return seen;
-        if (mproc::detail::futex_wait(word, current, &slice) != mproc::detail::FutexWaitResult::timed_out)
-            continue;
-        if (peer != nullptr) peer->throw_if_ended();
-        if (++slept * kSlice > mproc::bench::kStallLimit) {
-            throw BenchFailure(std::string("futex ping-pong: no wake-up within the stall limit waiting for ") +
-                               waiting_for);
-        }
-    }
-}
-
-void futex_peer(FutexTurn& turn) {
-    std::uint32_t mine = 0;  // the last value this side stored (0: the initial word)
-    for (;;) {
-        const std::uint32_t seen = wait_for_change(turn.word, mine, "the benchmark's turn", nullptr);
-        // relaxed: ordered after the benchmark's store of stop by the acquire load of word above.
-        if (turn.stop.load(std::memory_order_relaxed) != 0) return;
-        if (seen != mine + 1) {
-            throw BenchFailure("futex peer: word " + std::to_string(seen) + " after " + std::to_string(mine));
-        }
-        mine = seen + 1;
-        // release: pairs with the benchmark's acquire load in wait_for_change.
-        turn.word.store(mine, std::memory_order_release);
-        mproc::detail::futex_wake(turn.word, 1);
-    }
-}
-
-void BM_Ceiling_FutexPingPong(benchmark::State& state) {
-    mproc::bench::run_guarded(state, [&] {
-        SharedBlock<FutexTurn> turn;
-        Peer peer("futex ping-pong", [&] { futex_peer(*turn); });
-        LatencySampler sampler(state);
-        std::uint32_t mine = 0;
-        sampler.start();
-        for (auto _ : state) {
-            const std::uint32_t asked = mine + 1;
-            // release: pairs with the peer's acquire load in wait_for_change.
-            turn->word.store(asked, std::memory_order_release);
-            mproc::detail::futex_wake(turn->word, 1);
-            const std::uint32_t seen = wait_for_change(turn->word, asked, "the peer's reply", &peer);
-            if (seen != asked + 1) {
-                throw BenchFailure("futex ping-pong: reply " + std::to_string(seen) + " to " +
-                                   std::to_string(asked));
-            }
-            mine = seen;
-            sampler.lap();
-        }
-        // relaxed: published by the release store of word that follows.
-        turn->stop.store(1, std::memory_order_relaxed);
-        // release: the peer's acquire load of word then sees stop too.
-        turn->word.store(mine + 1, std::memory_order_release);
-        mproc::detail::futex_wake(turn->word, 1);
-        peer.join();
-        sampler.report(state);
-    });
-}
+void BM_Ceiling_FutexPingPong(benchmark::State& state) { mproc::bench::measure_futex_ping_pong(state); }
 BENCHMARK(BM_Ceiling_FutexPingPong)->UseRealTime();
 
 // ---------------------------------------------------------------------------------------------------------

@@ -5,15 +5,20 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <sstream>
 #include <string>
 #include <utility>
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "futex.hpp"
 #include "mproc/error.hpp"
 
 namespace mproc::bench {
@@ -32,7 +37,204 @@ void pin_process(pid_t pid, int cpu, const std::string& who) {
     }
 }
 
+// 128, not 64: the adjacent-line prefetcher of many x86 cores pulls 64-byte lines in pairs.
+constexpr std::size_t kSeparation = 128;
+
+// The cache-line ping-pong ceiling (see measure_cache_line_ping_pong in bench_support.hpp).
+struct PingPongLines {
+    alignas(kSeparation) std::atomic<std::uint64_t> ping;  // written by the benchmark process only
+    alignas(kSeparation) std::atomic<std::uint64_t> pong;  // written by the peer only
+};
+static_assert(std::is_standard_layout_v<PingPongLines>);
+static_assert(offsetof(PingPongLines, pong) == kSeparation && sizeof(PingPongLines) == 2 * kSeparation,
+              "ping and pong must sit on lines of their own");
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free, "the words are shared between processes");
+
+constexpr std::uint64_t kStopPing = UINT64_MAX;
+
+void cache_line_peer(PingPongLines& lines) {
+    std::uint64_t last = 0;
+    for (;;) {
+        std::uint64_t ping = 0;
+        Spinner spinner("the benchmark's next ping");
+        // acquire: pairs with the benchmark's release store of ping. The value is all that is handed over
+        // here, but a real hand-off publishes data with it, and the ceiling must pay what that costs.
+        while ((ping = lines.ping.load(std::memory_order_acquire)) == last) spinner.pause();
+        if (ping == kStopPing) return;
+        if (ping != last + 1) {
+            throw BenchFailure("cache-line peer: ping " + std::to_string(ping) + " after " + std::to_string(last));
+        }
+        // release: pairs with the benchmark's acquire load of pong.
+        lines.pong.store(ping, std::memory_order_release);
+        last = ping;
+    }
+}
+
+// The futex ping-pong ceiling (see measure_futex_ping_pong in bench_support.hpp).
+struct FutexTurn {
+    alignas(kSeparation) std::atomic<std::uint32_t> word;  // odd: the peer's turn; even: the benchmark's
+    std::atomic<std::uint32_t> stop;                       // set once, before the last odd value
+};
+static_assert(std::is_standard_layout_v<FutexTurn> && sizeof(FutexTurn) == kSeparation);
+
+// Sleeps until word differs from `current` and returns the new value. The sleep is cut in slices so that
+// a peer that died (`peer`: nullptr when the peer itself waits) is reported within one slice; the wait
+// fails after kStallLimit.
+std::uint32_t wait_for_change(std::atomic<std::uint32_t>& word, std::uint32_t current, const char* waiting_for,
+                              Peer* peer) {
+    constexpr std::chrono::milliseconds kSlice{100};
+    const timespec slice = mproc::detail::Deadline::to_timespec(kSlice);
+    for (std::int64_t slept = 0;;) {
+        // acquire: pairs with the other side's release store of word.
+        const std::uint32_t seen = word.load(std::memory_order_acquire);
+        if (seen != current) return seen;
+        if (mproc::detail::futex_wait(word, current, &slice) != mproc::detail::FutexWaitResult::timed_out)
+            continue;
+        if (peer != nullptr) peer->throw_if_ended();
+        if (++slept * kSlice > kStallLimit) {
+            throw BenchFailure(std::string("futex ping-pong: no wake-up within the stall limit waiting for ") +
+                               waiting_for);
+        }
+    }
+}
+
+void futex_peer(FutexTurn& turn) {
+    std::uint32_t mine = 0;  // the last value this side stored (0: the initial word)
+    for (;;) {
+        const std::uint32_t seen = wait_for_change(turn.word, mine, "the benchmark's turn", nullptr);
+        // relaxed: ordered after the benchmark's store of stop by the acquire load of word above.
+        if (turn.stop.load(std::memory_order_relaxed) != 0) return;
+        if (seen != mine + 1) {
+            throw BenchFailure("futex peer: word " + std::to_string(seen) + " after " + std::to_string(mine));
+        }
+        mine = seen + 1;
+        // release: pairs with the benchmark's acquire load in wait_for_change.
+        turn.word.store(mine, std::memory_order_release);
+        mproc::detail::futex_wake(turn.word, 1);
+    }
+}
+
+std::string shell_quoted(const std::string& text) {
+    std::string quoted = "'";
+    for (const char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return quoted + "'";
+}
+
 }  // namespace
+
+void measure_cache_line_ping_pong(benchmark::State& state) {
+    run_guarded(state, [&] {
+        SharedBlock<PingPongLines> lines;
+        Peer peer("cache-line ping-pong", [&] { cache_line_peer(*lines); });
+        LatencySampler sampler(state);
+        std::uint64_t round = 0;
+        sampler.start();
+        for (auto _ : state) {
+            ++round;
+            // release: pairs with the peer's acquire load of ping.
+            lines->ping.store(round, std::memory_order_release);
+            Spinner spinner("the peer's pong", &peer);
+            std::uint64_t pong = 0;
+            // acquire: pairs with the peer's release store of pong.
+            while ((pong = lines->pong.load(std::memory_order_acquire)) != round) {
+                if (pong != round - 1) {
+                    throw BenchFailure("cache-line ping-pong: pong " + std::to_string(pong) + " in round " +
+                                       std::to_string(round));
+                }
+                spinner.pause();
+            }
+            sampler.lap();
+        }
+        // release: the peer's acquire load sees the stop value like any other ping.
+        lines->ping.store(kStopPing, std::memory_order_release);
+        peer.join();
+        sampler.report(state);
+    });
+}
+
+void measure_futex_ping_pong(benchmark::State& state) {
+    run_guarded(state, [&] {
+        SharedBlock<FutexTurn> turn;
+        Peer peer("futex ping-pong", [&] { futex_peer(*turn); });
+        LatencySampler sampler(state);
+        std::uint32_t mine = 0;
+        sampler.start();
+        for (auto _ : state) {
+            const std::uint32_t asked = mine + 1;
+            // release: pairs with the peer's acquire load in wait_for_change.
+            turn->word.store(asked, std::memory_order_release);
+            mproc::detail::futex_wake(turn->word, 1);
+            const std::uint32_t seen = wait_for_change(turn->word, asked, "the peer's reply", &peer);
+            if (seen != asked + 1) {
+                throw BenchFailure("futex ping-pong: reply " + std::to_string(seen) + " to " +
+                                   std::to_string(asked));
+            }
+            mine = seen;
+            sampler.lap();
+        }
+        // relaxed: published by the release store of word that follows.
+        turn->stop.store(1, std::memory_order_relaxed);
+        // release: the peer's acquire load of word then sees stop too.
+        turn->word.store(mine + 1, std::memory_order_release);
+        mproc::detail::futex_wake(turn->word, 1);
+        peer.join();
+        sampler.report(state);
+    });
+}
+
+
+std::optional<std::vector<std::int64_t>> run_python_peer(benchmark::State& state, const std::string& script,
+                                                         const std::string& arguments,
+                                                         std::size_t expected_count) {
+    const std::string label = script.substr(script.find_last_of('/') + 1) + " " + arguments;
+    const std::string command = "exec python3 " + shell_quoted(script) + " " + arguments + " 2>&1";
+    FILE* output = ::popen(command.c_str(), "r");
+    if (output == nullptr) throw_system_error(label + ": popen");
+    std::string text;
+    char chunk[512];
+    while (const std::size_t got = std::fread(chunk, 1, sizeof chunk, output)) text.append(chunk, got);
+    const int status = ::pclose(output);
+    if (status == -1) throw_system_error(label + ": pclose");
+    text.erase(text.find_last_not_of(" \n") + 1);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+        skip(state, "python3 is not on PATH, so there is no Python figure: " + text);
+        return std::nullopt;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        throw BenchFailure(label + " failed (wait status " + std::to_string(status) + "): " + text);
+    }
+    std::istringstream words(text);
+    std::vector<std::int64_t> numbers;
+    std::int64_t number = 0;
+    while (words >> number) numbers.push_back(number);
+    if (!words.eof() || numbers.size() != expected_count) {
+        throw BenchFailure(label + ": expected " + std::to_string(expected_count) +
+                           " integers on one line, printed: " + text);
+    }
+    return numbers;
+}
+
+void report_python_time(benchmark::State& state, std::int64_t elapsed_ns) {
+    if (elapsed_ns <= 0) {
+        throw BenchFailure("python peer: elapsed time " + std::to_string(elapsed_ns) + " ns is not positive");
+    }
+    const double seconds_per_item =
+        static_cast<double>(elapsed_ns) * 1e-9 /
+        static_cast<double>(std::max<benchmark::IterationCount>(state.max_iterations, 1));
+    for (auto _ : state) state.SetIterationTime(seconds_per_item);
+    state.SetItemsProcessed(state.iterations());
+}
+
+void report_python_round_trips(benchmark::State& state, const std::vector<std::int64_t>& figures) {
+    if (figures.size() != 4) {
+        throw BenchFailure("python peer: " + std::to_string(figures.size()) +
+                           " figures, expected elapsed_ns p50_ns p99_ns p99.9_ns");
+    }
+    report_python_time(state, figures[0]);
+    state.counters["p50_ns"] = static_cast<double>(figures[1]);
+    state.counters["p99_ns"] = static_cast<double>(figures[2]);
+    state.counters["p99.9_ns"] = static_cast<double>(figures[3]);
+}
 
 void fail(benchmark::State& state, const std::string& what) {
     // relaxed: read by main() after every benchmark returned, on the same thread.

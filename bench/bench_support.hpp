@@ -18,6 +18,12 @@
 //   onto a busy CPU hurts more than it helps). MPROC_BENCH_PIN="P,Q" pins the benchmark process to CPU P
 //   and every peer to CPU Q for the lifetime of the Peer.
 //
+// - measure_cache_line_ping_pong(), measure_futex_ping_pong(): the cache-line and futex ping-pong
+//   ceilings (BM_Ceiling_CacheLinePingPong, BM_Ceiling_FutexPingPong), callable from any binary so that
+//   a primitive's hand-off or wake latency is set beside a ceiling measured in the same run.
+// - run_python_peer(): runs a Python peer script (bench/peers/) whose loop is timed inside Python, and
+//   report_python_time() turns its elapsed time into the benchmark's manual time.
+//
 // Register every benchmark with a peer with UseRealTime(): the benchmark process sleeps in futex_wait or
 // read() while the peer works, and Google Benchmark computes rates from CPU time otherwise.
 #pragma once
@@ -222,9 +228,16 @@ public:
 
     void lap() noexcept {
         const std::int64_t now_ns = monotonic_now_ns();
-        const std::int64_t elapsed_ns = now_ns - previous_ns_;
-        samples_[next_] = elapsed_ns < kSaturated ? static_cast<std::uint32_t>(elapsed_ns) : kSaturated;
+        record(now_ns - previous_ns_);
         previous_ns_ = now_ns;
+    }
+
+    // Records a sample the caller measured instead (with manual time: a sample that leaves out work the
+    // iteration does around what is measured). A benchmark uses either lap() or record(), not both.
+    void record(std::int64_t elapsed_ns) noexcept {
+        samples_[next_] = elapsed_ns <= 0 ? 0
+                          : elapsed_ns < kSaturated ? static_cast<std::uint32_t>(elapsed_ns)
+                                                    : kSaturated;
         if (++next_ == samples_.size()) {
             next_ = 0;
             wrapped_ = true;
@@ -240,5 +253,33 @@ private:
     bool wrapped_ = false;
     std::int64_t previous_ns_ = 0;
 };
+
+// The cache-line ping-pong ceiling: the benchmark writes round k into one cache line, the peer copies it
+// into another, both spinning. A round trip is two cache-line transfers: the floor under any hand-off
+// between two running processes. Reports p50_ns/p99_ns/p99.9_ns and items_per_second (round trips).
+// Register with UseRealTime().
+void measure_cache_line_ping_pong(benchmark::State& state);
+
+// The futex ping-pong ceiling: one shared word, odd values the peer's turn, even the benchmark's; each
+// side sleeps in FUTEX_WAIT until the other stores its value and calls FUTEX_WAKE. A round trip is two
+// wake-ups through the kernel and nothing else: the floor under the wake latency of every blocking
+// primitive. Reports p50_ns/p99_ns/p99.9_ns and items_per_second (round trips). Register with UseRealTime().
+void measure_futex_ping_pong(benchmark::State& state);
+
+// Runs `python3 script arguments` (arguments are passed to the shell as written: numbers and words only)
+// and returns the integers it printed on its one line of output. When python3 is not on PATH, calls
+// skip() and returns nullopt. Throws BenchFailure when the script fails, or prints anything but
+// expected_count integers.
+std::optional<std::vector<std::int64_t>> run_python_peer(benchmark::State& state, const std::string& script,
+                                                         const std::string& arguments,
+                                                         std::size_t expected_count);
+
+// For a benchmark registered with UseManualTime() whose work a Python script did, timed inside Python:
+// runs the benchmark loop, giving every iteration an equal share of elapsed_ns (the script's loop of
+// state.max_iterations items), and sets items_per_second.
+void report_python_time(benchmark::State& state, std::int64_t elapsed_ns);
+// The same for a script that printed "elapsed_ns p50_ns p99_ns p99.9_ns" of round trips timed one by one:
+// also sets the three percentile counters the LatencySampler sets on the C++ side.
+void report_python_round_trips(benchmark::State& state, const std::vector<std::int64_t>& figures);
 
 }  // namespace mproc::bench

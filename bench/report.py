@@ -40,6 +40,37 @@ COMPARISONS = [
     },
 ]
 
+
+
+def family(title, name, metric, members):
+    """A comparison over the members of one benchmark family, BM_X/member; the first member is mproc's."""
+    return {"title": title, "metric": metric, "rows": [(label, f"{name}/{member}") for member, label in members]}
+
+
+LOCK_PEERS = [("mproc", "mproc::Lock"), ("mproc_raw", "mproc::RawLock (no handle)"),
+              ("glibc_robust", "glibc robust process-shared pthread_mutex"),
+              ("boost", "Boost.Interprocess interprocess_mutex"), ("python", "Python multiprocessing.Lock")]
+COMPARISONS += [
+    family("Lock: uncontended lock + unlock", "BM_Lock_Uncontended", "time", LOCK_PEERS),
+    family("Lock: contended hand-off between 2 processes (acquisitions/s)", "BM_Lock_Handoff", "rate",
+           [peer for peer in LOCK_PEERS if peer[0] != "mproc_raw"]),
+    family("Lock: strict ping-pong round trip between 2 processes", "BM_Lock_PingPong", "time",
+           [peer for peer in LOCK_PEERS if peer[0] != "mproc_raw"]
+           + [("cache_line_ceiling", "ceiling: cache-line ping-pong"), ("futex_ceiling", "ceiling: futex ping-pong")]),
+    family("Semaphore: wake round trip (back to back)", "BM_Semaphore_WakeLatency", "time",
+           [("mproc", "mproc::Semaphore"), ("sem_t", "POSIX sem_t"),
+            ("boost", "Boost.Interprocess interprocess_semaphore"), ("python", "Python multiprocessing.Semaphore"),
+            ("futex_ceiling", "ceiling: futex ping-pong")]),
+    family("Semaphore: wake from sleep (both one-way wake-ups)", "BM_Semaphore_WakeFromSleep", "time",
+           [("mproc", "mproc::Semaphore"), ("sem_t", "POSIX sem_t"),
+            ("boost", "Boost.Interprocess interprocess_semaphore"), ("futex_ceiling", "ceiling: bare futex words")]),
+    family("Event: wake round trip (back to back)", "BM_Event_WakeLatency", "time",
+           [("mproc", "mproc::Event"), ("python", "Python multiprocessing.Event"),
+            ("futex_ceiling", "ceiling: futex ping-pong")]),
+    family("Event: wake from sleep (both one-way wake-ups)", "BM_Event_WakeFromSleep", "time",
+           [("mproc", "mproc::Event"), ("futex_ceiling", "ceiling: bare futex words")]),
+]
+
 PERCENTILES = [("p50_ns", "p50"), ("p99_ns", "p99"), ("p99.9_ns", "p99.9")]
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
@@ -252,7 +283,8 @@ def build_report(results, binaries, out_dir, quick):
         reference = results.get(comparison["rows"][0][1])
         lines += [f"## {title}", ""]
         if comparison["metric"] == "time":
-            lines += ["| system | time per operation | spread | time ÷ mproc's |", "|---|---|---|---|"]
+            lines += ["| system | time per operation | spread | time ÷ mproc's | p50 | p50 ÷ mproc's |",
+                      "|---|---|---|---|---|---|"]
         else:
             lines += ["| system | rate | spread | mproc's rate ÷ this |", "|---|---|---|---|"]
         bars = []
@@ -269,7 +301,11 @@ def build_report(results, binaries, out_dir, quick):
             if comparison["metric"] == "time":
                 if usable_reference and reference["time_ns"]:
                     ratio = f"{result['time_ns'] / reference['time_ns']:.2f}×"
-                lines.append(f"| {label} | {format_time(result['time_ns'])} | {format_spread(result)} | {ratio} |")
+                p50 = result["percentiles"].get("p50_ns")
+                reference_p50 = reference["percentiles"].get("p50_ns") if usable_reference else None
+                p50_ratio = f"{p50 / reference_p50:.2f}×" if p50 and reference_p50 else "—"
+                lines.append(f"| {label} | {format_time(result['time_ns'])} | {format_spread(result)} | {ratio} | "
+                             f"{format_time(p50) if p50 else '—'} | {p50_ratio} |")
                 bars.append((label, result["time_ns"]))
             else:
                 if usable_reference and result["items_per_second"]:
