@@ -4,28 +4,30 @@
 //
 // The layout (detail::EventCountLayout, public because rings embed it): `epoch`, the futex word, counts
 // notifications; `waiters` is non-zero while a thread may be in, or about to enter, FUTEX_WAIT on it.
-//   waiter:   key = prepare_wait()    E1 waiters = 1 (seq_cst), E2 fence, E3 key = epoch (acquire)
+//   waiter:   key = prepare_wait()    E1 exchange(waiters, 1) (acq_rel), E3 key = epoch (acquire)
 //             test the condition again; if it holds: done
 //             wait(key, deadline)     E4 FUTEX_WAIT(epoch, key) — returns at once if epoch moved on
 //   notifier: make the condition true (a release store of a ring index)
-//             notify()                N1 fence, N2 read waiters; if non-zero: N2' exchange it to 0,
+//             notify()                N2 exchange(waiters, 0) (acq_rel); if it was non-zero:
 //                                     N3 epoch += 1 (release), N4 FUTEX_WAKE all
-// No lost wake-up: E1/E2 and the notifier's store/N1 are a store-then-load pair on each side, ordered by
-// seq_cst fences, so either the waiter's re-test (after E2) sees the notifier's store, or N2 sees the
-// flag. In the second case N3 happens either before E3 (then the re-test, which follows E3's acquire, sees
-// the store N3 was released after) or after E3 (then the kernel's compare in E4 sees the epoch differ, or
-// the waiter is asleep when N4 wakes it). Every waiter that set the flag before N2' is woken by N4 (all
-// are woken); one that sets it after N2' leaves it set for the next notifier. A woken waiter that must
-// sleep again sets the flag again.
+// No lost wake-up, with read-modify-writes instead of fences (which ThreadSanitizer does not model): E1 and
+// N2 are RMWs of one word, so one of them reads the other's write. If E1 reads N2's 0, E1's acquire
+// synchronises with N2's release, and the waiter's re-test sees the store the notifier made before N2. If
+// N2 reads E1's 1, the notifier wakes: N3 happens either before E3 (then the re-test, after E3's acquire,
+// sees the store N3 was released after) or after E3 (then the kernel's compare in E4 sees the epoch
+// differ, or the waiter is asleep when N4 wakes it). Every waiter whose E1 came before N2 is woken (all
+// are); one whose E1 comes after leaves the flag set for the next notifier. A woken waiter that must sleep
+// again sets the flag again.
 // Why a flag and not a count of sleepers: a count stays non-zero until the woken thread runs and
 // decrements it, and meanwhile every operation of the other side pays a FUTEX_WAKE; with the flag only
 // the first notify after a waiter parks makes the system call (on a loaded machine where producer and
 // consumer share a core this is the difference between one wake per time slice and one per message).
-// Cost: notify() with nobody parked is a fence and a load; a waiter costs a store and one FUTEX_WAIT.
+// Cost: notify() with nobody parked is one locked exchange on a line the notifying side keeps in its own
+// cache; a waiter costs an exchange and one FUTEX_WAIT.
 // Death: a waiter killed asleep leaves the flag set: the next notify() makes one FUTEX_WAKE that finds
-// nobody and clears it. A notifier killed between its store and N4 leaves sleepers asleep until the next
-// notify or their deadline; callers that must not depend on it (queue close, a dead claimer) have their
-// own wake-up (see mpmc_ring.cpp). Wake-ups go to every sleeper: one handed to a chosen sleeper could die
+// nobody and clears it. A notifier killed between N2 and N4 leaves sleepers asleep until the next notify
+// or their deadline; callers that must not depend on it (queue close, a dead claimer) have their own
+// wake-up (see mpmc_ring.cpp). Wake-ups go to every sleeper: one handed to a chosen sleeper could die
 // with it.
 #pragma once
 
@@ -44,12 +46,10 @@ inline std::atomic_ref<std::uint32_t> waiters_of(EventCountLayout& event) noexce
     return std::atomic_ref(event.waiters);
 }
 
-// E1..E3: marks that a thread may sleep and returns the epoch to sleep on.
+// E1, E3: marks that a thread may sleep and returns the epoch to sleep on.
 inline std::uint32_t prepare_wait(EventCountLayout& event) noexcept {
-    // seq_cst: E1, the store half of the waiter's store-then-load pair (pairs with N1/N2 in notify()).
-    waiters_of(event).store(1, std::memory_order_seq_cst);
-    // seq_cst fence: E2, orders E1 before the caller's re-test of the condition.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // acq_rel: E1; an RMW, so either it reads N2's 0 (and acquires the notifier's store) or N2 reads its 1.
+    waiters_of(event).exchange(1, std::memory_order_acq_rel);
     // acquire: E3, pairs with N3's release so that a newer epoch brings the store that caused it.
     return epoch_of(event).load(std::memory_order_acquire);
 }
@@ -66,13 +66,9 @@ inline bool wait_for_notification(EventCountLayout& event, std::uint32_t key, co
     return futex_wait(&event.epoch, key, &remaining) != FutexWaitResult::timed_out || !deadline->passed();
 }
 
-// N1..N4: to be called after the store that made the condition true.
+// N2..N4: to be called after the store that made the condition true.
 inline void notify(EventCountLayout& event) noexcept {
-    // seq_cst fence: N1, orders the caller's store before N2 (pairs with E2 in prepare_wait()).
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    // relaxed: N2, ordered by N1; the exchange below decides.
-    if (waiters_of(event).load(std::memory_order_relaxed) == 0) return;
-    // acq_rel: N2', one notifier takes the flag; the others see 0 and skip the system call.
+    // acq_rel: N2; the release half publishes the caller's store to a waiter whose E1 reads this 0.
     if (waiters_of(event).exchange(0, std::memory_order_acq_rel) == 0) return;
     // release: N3, pairs with E3's acquire.
     epoch_of(event).fetch_add(1, std::memory_order_release);

@@ -8,8 +8,11 @@
 // Cost: only on error paths; nothing here is touched by a fast path.
 #pragma once
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mproc {
 
@@ -90,6 +93,25 @@ public:
 class Closed : public Error {
 public:
     using Error::Error;
+};
+
+// Python's BrokenPipeError on a Connection: a send found the peer's end closed (EPIPE, ECONNRESET). The
+// sender is not killed by SIGPIPE; this is thrown instead. code() is the errno.
+class BrokenPipe : public SystemError {
+public:
+    using SystemError::SystemError;
+};
+
+// Python's multiprocessing.BufferTooShort: recv_bytes_into() received a message longer than the buffer
+// given. The message was consumed from the connection and is handed over whole in message().
+class BufferTooShort : public Error {
+public:
+    BufferTooShort(const std::string& what, std::vector<std::byte> message)
+        : Error(what), message_(std::move(message)) {}
+    const std::vector<std::byte>& message() const noexcept { return message_; }
+
+private:
+    std::vector<std::byte> message_;
 };
 
 // Throws SystemError for `what`, with the current errno.

@@ -1,6 +1,7 @@
 // mproc/mproc.hpp — the umbrella header: every public concept of mproc.
 #pragma once
 
+#include "mproc/array.hpp"
 #include "mproc/barrier.hpp"
 #include "mproc/condition.hpp"
 #include "mproc/error.hpp"
@@ -11,3 +12,4 @@
 #include "mproc/rlock.hpp"
 #include "mproc/semaphore.hpp"
 #include "mproc/shared_memory.hpp"
+#include "mproc/value.hpp"

@@ -22,8 +22,8 @@
 // - Zero-copy: reserve() gives the producer slot memory to fill in place, commit() publishes it; peek()
 //   gives the consumer the next slots in place, release() frees them.
 //
-// Costs: an uncontended put or get is a memcpy, a store-release of one index, a fence and one load (the
-// eventcount's waiter count); it reads the other side's index only when its cached copy says full/empty.
+// Costs: an uncontended put or get is a memcpy, a store-release of one index and one locked exchange (the
+// eventcount's sleeper flag); it reads the other side's index only when its cached copy says full/empty.
 // No system call unless the other side sleeps. A sleeping side costs one FUTEX_WAIT and the other side's
 // next operation one FUTEX_WAKE; operations after it make none until a thread parks again.
 //
