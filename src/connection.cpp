@@ -510,7 +510,7 @@ std::size_t FdConnection::recv_message(const char* operation, std::optional<std:
             if (decoder.header_bytes_seen() == 0) throw Closed(who + ": end of stream: the peer closed its end");
             truncated(std::to_string(decoder.header_bytes_seen()) + " header bytes received");
         }
-        reader.consume(decoder.feed(reader.buffered_bytes()));
+        reader.consume(decoder.feed_header(reader.buffered_bytes()));
     }
     if (decoder.state() == FrameDecoder::State::failed) {
         const bool too_long = decoder.error() == detail::framing::DecodeError::too_long;

@@ -82,7 +82,7 @@ void FrameDecoder::finish_header(const HeaderParse& parsed) {
     state_ = message_size_ == 0 ? State::complete : State::body;
 }
 
-std::size_t FrameDecoder::feed(std::span<const std::byte> input) {
+std::size_t FrameDecoder::feed(std::span<const std::byte> input, bool header_only) {
     std::size_t consumed = 0;
     while (consumed < input.size()) {
         if (state_ == State::header) {
@@ -95,7 +95,7 @@ std::size_t FrameDecoder::feed(std::span<const std::byte> input) {
             consumed += taken;
             parsed = parse_header({header_.data(), header_filled_});
             if (parsed.status != HeaderStatus::incomplete) finish_header(parsed);
-        } else if (state_ == State::body) {
+        } else if (state_ == State::body && !header_only) {
             const std::span<std::byte> space = body_space();
             const std::size_t taken = std::min(space.size(), input.size() - consumed);
             std::memcpy(space.data(), input.data() + consumed, taken);

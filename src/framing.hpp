@@ -83,7 +83,9 @@ public:
 
     // Consumes bytes of the current message from `input` (header, then body) and returns how many: stops at
     // the end of the message, on a failure, or when input runs out. Never consumes bytes of the next message.
-    std::size_t feed(std::span<const std::byte> input);
+    std::size_t feed(std::span<const std::byte> input) { return feed(input, false); }
+    // The same, but stops once the header is complete: the caller may then place the body itself.
+    std::size_t feed_header(std::span<const std::byte> input) { return feed(input, true); }
 
     // In the body state: writable space for the next body bytes, so a caller can read() straight into it
     // (allocates by next_body_capacity()); then commit() what was written.
@@ -103,6 +105,7 @@ public:
     std::vector<std::byte> take_message();
 
 private:
+    std::size_t feed(std::span<const std::byte> input, bool header_only);
     void finish_header(const HeaderParse& parsed);
 
     std::uint64_t maxlength_;

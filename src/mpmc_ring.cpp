@@ -12,8 +12,9 @@
 //      (acquire); OWNER_DIED found: repair, retry
 //   V  s == p again, under the claim, else retry      V' s == p + 1 again, else retry
 //   M  CAS enqueue position p -> p + 1                M' CAS dequeue position p -> p + 1
-//   W  write length and payload                       W' skipped: sequence = p + capacity, retry;
-//                                                        else copy length and payload out
+//   W  write payload and length (the writer: a copy,   W' skipped: sequence = p + capacity, retry;
+//      or the caller's put_in_place callback)            else hand the checked length and payload to
+//                                                        the reader (a copy, or get_in_place's callback)
 //   D  sequence = p + 1 (release)                     D' sequence = p + capacity (release)
 //   R  claim = 0 (exchange, release); pending = 0;    R' the same; notify(not_full)
 //      wake claim sleepers if WAITERS; notify(not_empty)
@@ -187,8 +188,20 @@ void repair_slot_of_dead_claimer(RingControl& control, const Slot& slot, std::ui
 enum class Attempt { done, no_slot, timed_out };
 
 // One put: A..R. `deadline` bounds waits on a live claimer (nullptr: none).
-Attempt attempt_put(RingControl& control, std::span<const std::byte> message, const Deadline* deadline,
-                    bool notify, bool blocking) {
+// Publishes a slot this thread claimed and advanced the position for, but has no message for (the
+// writer threw): flagged skipped, as the repair of a dead producer would, so that the ring moves on.
+void publish_skipped_slot(RingControl& control, const Slot& slot, std::uint64_t position,
+                          ThisThreadRobustList& self) noexcept {
+    // relaxed: published by the release store below.
+    length_of(slot).store(detail::kMpmcSlotSkipped, std::memory_order_relaxed);
+    // release: D for an empty slot, pairs with B'.
+    sequence_of(slot).store(position + 1, std::memory_order_release);
+    drop_claim(slot, self);
+    detail::notify(control.not_empty.event);
+}
+
+Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, const Deadline* deadline, bool notify,
+                    bool blocking) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     const std::uint64_t mask = control.constants.capacity - 1;
     for (;;) {
@@ -224,9 +237,21 @@ Attempt attempt_put(RingControl& control, std::span<const std::byte> message, co
                 drop_claim(slot, self);
                 continue;
             }
-            std::memcpy(slot.payload, message.data(), message.size());  // W
+            const std::size_t slot_size = control.constants.slot_size;
+            std::size_t written = 0;
+            try {
+                written = writer.write(writer.context, {slot.payload, slot_size});  // W
+            } catch (...) {
+                publish_skipped_slot(control, slot, position, self);
+                throw;
+            }
+            if (written > slot_size) {
+                publish_skipped_slot(control, slot, position, self);
+                throw ValueError(std::string(kLabel) + ": put_in_place: the writer reported " + std::to_string(written) +
+                                 " bytes, a slot holds " + std::to_string(slot_size));
+            }
             // relaxed: W; published by D.
-            length_of(slot).store(static_cast<std::uint32_t>(message.size()), std::memory_order_relaxed);
+            length_of(slot).store(static_cast<std::uint32_t>(written), std::memory_order_relaxed);
             // release: D, pairs with B' so that a consumer that sees p + 1 sees length and payload.
             sequence_of(slot).store(position + 1, std::memory_order_release);
             drop_claim(slot, self);
@@ -257,8 +282,8 @@ Attempt attempt_put(RingControl& control, std::span<const std::byte> message, co
 }
 
 // One get: A'..R'. length receives the producer's byte count.
-Attempt attempt_get(RingControl& control, std::span<std::byte> out, std::size_t* length, const Deadline* deadline,
-                    bool notify, bool blocking) {
+Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, const Deadline* deadline, bool notify,
+                    bool blocking) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     const std::uint64_t capacity = control.constants.capacity;
     const std::uint64_t mask = capacity - 1;
@@ -301,8 +326,16 @@ Attempt attempt_get(RingControl& control, std::span<std::byte> out, std::size_t*
             if (!skipped) {
                 // A length is used only once checked against the slot: a corrupted one cannot overrun.
                 const std::size_t checked = std::min<std::size_t>(stored_length, slot_size);
-                std::memcpy(out.data(), slot.payload, slot_size);  // W'
-                if (length != nullptr) *length = checked;
+                try {
+                    reader.read(reader.context, {slot.payload, checked});  // W'
+                } catch (...) {
+                    // The message was handed to the reader: it counts as got. D', R' as below.
+                    // release: D', as below.
+                    sequence_of(slot).store(position + capacity, std::memory_order_release);
+                    drop_claim(slot, self);
+                    detail::notify(control.not_full.event);
+                    throw;
+                }
             }
             // release: D', pairs with B in put(): the slot was read before it is handed to a producer.
             sequence_of(slot).store(position + capacity, std::memory_order_release);
@@ -386,16 +419,44 @@ RawMpmcRing& RawMpmcRing::attach(void* memory, std::size_t size) {
     return *std::launder(static_cast<RawMpmcRing*>(memory));
 }
 
+namespace {
+
+struct CopyIn {
+    std::span<const std::byte> message;
+    static std::size_t write(void* context, std::span<std::byte> payload) noexcept {
+        const auto& self = *static_cast<const CopyIn*>(context);
+        std::memcpy(payload.data(), self.message.data(), self.message.size());
+        return self.message.size();
+    }
+};
+
+struct CopyOut {
+    std::span<std::byte> out;
+    std::size_t* length;
+    static void read(void* context, std::span<const std::byte> message) noexcept {
+        const auto& self = *static_cast<const CopyOut*>(context);
+        std::memcpy(self.out.data(), message.data(), message.size());
+        if (self.length != nullptr) *self.length = message.size();
+    }
+};
+
+}  // namespace
+
 RingStatus RawMpmcRing::put(std::span<const std::byte> message, std::optional<std::chrono::nanoseconds> timeout) {
     if (message.size() > slot_size())
         throw ValueError(std::string(kLabel) + ": put: a message of " + std::to_string(message.size()) +
                          " bytes does not fit a slot of " + std::to_string(slot_size()));
+    CopyIn copy{message};
+    return put_with({&CopyIn::write, &copy}, timeout);
+}
+
+RingStatus RawMpmcRing::put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout) {
     const bool blocking = !timeout || timeout->count() > 0;
     const std::optional<Deadline> deadline = deadline_for(timeout);
     const Deadline* bound = deadline ? &*deadline : nullptr;
     for (;;) {
         if (detail::ring_closed(control_)) return RingStatus::closed;
-        const Attempt attempt = attempt_put(control_, message, blocking ? bound : nullptr, true, blocking);
+        const Attempt attempt = attempt_put(control_, writer, blocking ? bound : nullptr, true, blocking);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (!blocking) return RingStatus::full;
@@ -410,16 +471,21 @@ RingStatus RawMpmcRing::get(std::span<std::byte> out, std::optional<std::chrono:
     if (out.size() < slot_size())
         throw ValueError(std::string(kLabel) + ": get: a buffer of " + std::to_string(out.size()) +
                          " bytes cannot hold a slot of " + std::to_string(slot_size()));
+    CopyOut copy{out, length};
+    return get_with({&CopyOut::read, &copy}, timeout);
+}
+
+RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout) {
     const bool blocking = !timeout || timeout->count() > 0;
     const std::optional<Deadline> deadline = deadline_for(timeout);
     const Deadline* bound = deadline ? &*deadline : nullptr;
     for (;;) {
-        const Attempt attempt = attempt_get(control_, out, length, blocking ? bound : nullptr, true, blocking);
+        const Attempt attempt = attempt_get(control_, reader, blocking ? bound : nullptr, true, blocking);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (detail::ring_closed(control_)) {
             // A message put before close() is still delivered; only a drained ring reports closed.
-            if (attempt_get(control_, out, length, nullptr, true, false) == Attempt::done) return RingStatus::ok;
+            if (attempt_get(control_, reader, nullptr, true, false) == Attempt::done) return RingStatus::ok;
             return RingStatus::closed;
         }
         if (!blocking) return RingStatus::empty;
@@ -434,9 +500,10 @@ std::size_t RawMpmcRing::put_many(const void* messages, std::size_t count) {
     const std::size_t size = slot_size();
     std::size_t done = 0;
     if (detail::ring_closed(control_)) return 0;
-    while (done < count &&
-           attempt_put(control_, {source + done * size, size}, nullptr, false, false) == Attempt::done)
-        ++done;
+    for (; done < count; ++done) {
+        CopyIn copy{{source + done * size, size}};
+        if (attempt_put(control_, {&CopyIn::write, &copy}, nullptr, false, false) != Attempt::done) break;
+    }
     if (done != 0) detail::notify(control_.not_empty.event);
     return done;
 }
@@ -445,9 +512,10 @@ std::size_t RawMpmcRing::get_many(void* out, std::size_t count) {
     auto* target = static_cast<std::byte*>(out);
     const std::size_t size = slot_size();
     std::size_t done = 0;
-    while (done < count &&
-           attempt_get(control_, {target + done * size, size}, nullptr, nullptr, false, false) == Attempt::done)
-        ++done;
+    for (; done < count; ++done) {
+        CopyOut copy{{target + done * size, size}, nullptr};
+        if (attempt_get(control_, {&CopyOut::read, &copy}, nullptr, false, false) != Attempt::done) break;
+    }
     if (done != 0) detail::notify(control_.not_full.event);
     return done;
 }

@@ -325,11 +325,11 @@ public:
     void broken_pipe(Backend backend) {
         for (const bool duplex : {true, false}) {
             for (const std::size_t size : {std::size_t{8}, std::size_t{1} << 20}) {
-                auto [first, second] = make_pair(backend, duplex);
+                make_pair(backend, duplex);  // skips here, in the parent, when io_uring is unavailable
                 ForkedChild child([&] {
                     ::signal(SIGPIPE, SIG_DFL);
-                    FdConnection& reader = first;   // read end of a pipe, or one socket
-                    FdConnection& writer = second;  // write end, or the other socket
+                    // Made in the child: no other process holds the reading end open.
+                    auto [reader, writer] = make_pair(backend, duplex);  // pipe: (read end, write end)
                     reader.close();
                     try {
                         writer.send_bytes(bytes_of(pattern(size)));
@@ -498,6 +498,10 @@ public:
     void testSendManySubmitsBatchInOneEnter() {
         for (const bool duplex : {true, false}) {
             auto [receiver, sender] = make_pair(Backend::io_uring, duplex);
+            // io_uring completes a pipe write that finds the pipe partly full with a short count (which breaks
+            // the link chain and costs a resubmission): a 1 MiB pipe holds the whole batch, as a socket's
+            // MSG_WAITALL send does by itself.
+            if (!duplex) CPPUNIT_ASSERT(::fcntl(sender.fileno(), F_SETPIPE_SZ, 1 << 20) >= (1 << 20));
             std::vector<std::vector<std::byte>> large(32, pattern(8192));
             std::vector<std::vector<std::byte>> small(900, pattern(64));
             std::thread reader([&] {
@@ -525,13 +529,15 @@ public:
         auto [receiver, sender] = make_pair(Backend::read_write, false);
         std::vector<std::vector<std::byte>> large(8, pattern(8192));
         std::vector<std::span<const std::byte>> views(large.begin(), large.end());
+        std::size_t intact = 0;
         std::thread reader([&] {
-            for (std::size_t i = 0; i < large.size(); ++i) CPPUNIT_ASSERT(receiver.recv_bytes() == pattern(8192));
+            for (std::size_t i = 0; i < large.size(); ++i) intact += receiver.recv_bytes() == pattern(8192) ? 1 : 0;
         });
         const auto before = sender.send_stats();
         sender.send_many(views);
         const auto after = sender.send_stats();
         reader.join();
+        CPPUNIT_ASSERT_EQUAL(large.size(), intact);
         CPPUNIT_ASSERT_EQUAL(std::uint64_t{8}, after.system_calls - before.system_calls);
         CPPUNIT_ASSERT_EQUAL(std::uint64_t{0}, after.sqes);
     }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <new>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -207,6 +208,7 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testQsizeIsExactAndFullAndEmptyFollowIt);
     CPPUNIT_TEST(testPutManyAndGetManyMoveBatchesInOrder);
     CPPUNIT_TEST(testSpscReserveCommitPeekReleaseAreZeroCopy);
+    CPPUNIT_TEST(testMpmcPutInPlaceAndGetInPlaceAreZeroCopy);
     CPPUNIT_TEST(testNamedQueueIsSharedByNameAndKeepsItsKind);
     CPPUNIT_TEST(testNamedOpenErrorsAreClear);
     CPPUNIT_TEST(testPlacedQueueInCallerMemoryWorksAcrossFork);
@@ -434,6 +436,48 @@ public:
         CPPUNIT_ASSERT_THROW(ring.release(2), mproc::StateError);
         CPPUNIT_ASSERT(RingStatus::ok == ring.get(std::as_writable_bytes(std::span(&value, 1))));
         CPPUNIT_ASSERT_EQUAL(std::uint64_t{12}, value);
+    }
+
+    void testMpmcPutInPlaceAndGetInPlaceAreZeroCopy() {
+        const std::size_t size = RawMpmcRing::required_size(4, 32);
+        SharedBytes bytes(size);
+        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 32);
+        const std::byte* slot_memory = nullptr;
+        CPPUNIT_ASSERT(RingStatus::ok == ring.put_in_place([&](std::span<std::byte> slot) {
+            CPPUNIT_ASSERT_EQUAL(std::size_t{32}, slot.size());
+            slot_memory = slot.data();
+            std::memcpy(slot.data(), "hello", 5);
+            return std::size_t{5};
+        }));
+        // The writer wrote into the ring's own memory.
+        CPPUNIT_ASSERT(slot_memory > static_cast<std::byte*>(bytes.memory));
+        CPPUNIT_ASSERT(slot_memory < static_cast<std::byte*>(bytes.memory) + size);
+        // A writer that throws leaves no message and does not stall the ring.
+        CPPUNIT_ASSERT_THROW(ring.put_in_place([](std::span<std::byte>) -> std::size_t { throw std::runtime_error("no"); }),
+                             std::runtime_error);
+        CPPUNIT_ASSERT_THROW(ring.put_in_place([](std::span<std::byte>) { return std::size_t{33}; }), mproc::ValueError);
+        const std::uint64_t tail = 99;
+        ring.put(std::as_bytes(std::span(&tail, 1)));
+        ForkedChild consumer([&] {
+            RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+            std::string first;
+            if (same.get_in_place([&](std::span<const std::byte> message) {
+                    first.assign(reinterpret_cast<const char*>(message.data()), message.size());
+                }, 0ms) != RingStatus::ok || first != "hello")
+                std::_Exit(3);
+            std::size_t seen = 0;
+            if (same.get_in_place([&](std::span<const std::byte> message) { seen = message.size(); }, 0ms) !=
+                    RingStatus::ok || seen != sizeof tail)
+                std::_Exit(4);  // the two skipped slots were stepped over
+            std::_Exit(same.size() == 0 ? 0 : 5);
+        });
+        const int status = consumer.wait(10s);
+        CPPUNIT_ASSERT_MESSAGE(std::to_string(status), WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        // A reader that throws consumes its message.
+        ring.put(std::as_bytes(std::span(&tail, 1)));
+        CPPUNIT_ASSERT_THROW(ring.get_in_place([](std::span<const std::byte>) { throw std::runtime_error("no"); }),
+                             std::runtime_error);
+        CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.size());
     }
 
     void testNamedQueueIsSharedByNameAndKeepsItsKind() {

@@ -66,6 +66,16 @@ static_assert(std::is_standard_layout_v<MpmcSlotHeader> && std::is_trivially_cop
 
 inline constexpr std::uint32_t kMpmcSlotSkipped = 0x80000000u;
 
+// What put/get do inside the claim, as a plain function and its context (no allocation, no std::function).
+struct SlotWriter {
+    std::size_t (*write)(void* context, std::span<std::byte> payload);  // returns the bytes written
+    void* context;
+};
+struct SlotReader {
+    void (*read)(void* context, std::span<const std::byte> message);
+    void* context;
+};
+
 }  // namespace detail
 
 class RawMpmcRing {
@@ -93,6 +103,30 @@ public:
     RingStatus try_get(std::span<std::byte> out, std::size_t* length = nullptr) {
         return get(out, std::chrono::nanoseconds(0), length);
     }
+    // Zero-copy: fill(std::span<std::byte> slot) writes the message into the slot in place and returns its
+    // length (at most slot_size(); ValueError otherwise); read(std::span<const std::byte> message) sees the
+    // message in place, its length checked against the slot. Both run while this thread holds the slot's
+    // claim, so they must be short, must not use this ring, and must not lock or unlock an mproc Lock/RLock
+    // or a robust pthread mutex (those share list_op_pending, which covers the claim; a death in that
+    // window would then leave the slot claimed for good). A fill that throws publishes the slot as skipped
+    // and rethrows; a read that throws consumes the message and rethrows.
+    template <class Fill>
+    RingStatus put_in_place(Fill&& fill, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+        using F = std::remove_reference_t<Fill>;
+        return put_with({[](void* context, std::span<std::byte> payload) -> std::size_t {
+                             return (*static_cast<F*>(context))(payload);
+                         },
+                         const_cast<void*>(static_cast<const void*>(&fill))},
+                        timeout);
+    }
+    template <class Read>
+    RingStatus get_in_place(Read&& read, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+        using R = std::remove_reference_t<Read>;
+        return get_with({[](void* context, std::span<const std::byte> message) { (*static_cast<R*>(context))(message); },
+                         const_cast<void*>(static_cast<const void*>(&read))},
+                        timeout);
+    }
+
     // Up to count messages of slot_size() bytes each, without blocking; returns how many moved.
     std::size_t put_many(const void* messages, std::size_t count);
     std::size_t get_many(void* out, std::size_t count);
@@ -110,6 +144,8 @@ public:
 
 private:
     RawMpmcRing() = default;
+    RingStatus put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout);
+    RingStatus get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout);
     detail::RingControl control_;
 };
 
