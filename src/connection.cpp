@@ -161,6 +161,10 @@ struct ConnectionReader {
 
 // Blocks SIGPIPE in the calling thread for its lifetime and discards a SIGPIPE that a write raised meanwhile:
 // a pipe write to a pipe without readers sends SIGPIPE to the writing thread before failing with EPIPE.
+// Verified on Linux 6.18: an io_uring WRITE/WRITEV/WRITE_FIXED on such a pipe, executed inline by
+// io_uring_enter, signals the submitting thread the same way (the process dies without this guard), while
+// io_uring's SEND/SENDMSG never signal (the kernel adds MSG_NOSIGNAL to them; we pass it too). Sockets
+// therefore need no guard on either backend.
 class SigpipeBlocked {
 public:
     SigpipeBlocked() {
@@ -467,12 +471,6 @@ void FdConnection::send_many(std::span<const std::span<const std::byte>> message
     writer_->send(fd_, messages, describe());
 }
 
-namespace {
-
-using detail::framing::FrameDecoder;
-
-}  // namespace
-
 std::vector<std::byte> FdConnection::recv_bytes(std::optional<std::size_t> maxlength) {
     std::vector<std::byte> message;
     recv_message("recv_bytes", maxlength, {}, &message);
@@ -494,6 +492,7 @@ std::size_t FdConnection::recv_message(const char* operation, std::optional<std:
         throw StateError(describe() + ": " + operation +
                          (writer_ != nullptr ? ": the connection is closed for reading" : ": the connection is write-only"));
     const std::string who = describe() + ": " + operation;
+    using detail::framing::FrameDecoder;
     detail::ConnectionReader& reader = *reader_;
     FrameDecoder& decoder = reader.decoder;
     decoder.reset(maxlength ? *maxlength : detail::framing::kNoMaxLength);
@@ -536,11 +535,14 @@ std::size_t FdConnection::recv_message(const char* operation, std::optional<std:
                 filled += taken;
                 continue;
             }
+            // A remainder of at least a read-ahead buffer is read in place (no copy); a smaller one reads
+            // ahead, so the next messages come with it.
             const std::size_t left = size - filled;
-            const std::size_t count = left >= detail::kReadAheadSize ? reader.read_once(fd_, into.subspan(filled, left), false, who)
-                                                                     : (reader.refill(fd_, who) ? reader.buffered() : 0);
+            const bool in_place = left >= detail::kReadAheadSize;
+            const std::size_t count = in_place ? reader.read_once(fd_, into.subspan(filled, left), false, who)
+                                               : (reader.refill(fd_, who) ? reader.buffered() : 0);
             if (count == 0) truncated(std::to_string(filled) + " of " + std::to_string(size) + " body bytes received");
-            if (left >= detail::kReadAheadSize) filled += count;
+            if (in_place) filled += count;
         }
         decoder.reset(detail::framing::kNoMaxLength);
         return static_cast<std::size_t>(size);

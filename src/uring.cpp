@@ -101,8 +101,9 @@ void Uring::submit_and_wait(unsigned completions) {
             sqes_submitted_ += static_cast<unsigned>(result);
             return;
         }
-        // EINTR: liburing re-offers every SQE the kernel has not consumed yet, so retrying neither loses nor
-        // doubles one. EAGAIN/EBUSY: CQ ring overflow backlog or transient memory shortage; retrying waits.
+        // EINTR before anything was submitted: liburing re-offers every SQE the kernel has not consumed yet,
+        // so retrying neither loses nor doubles one. (A signal during the wait after a submission is not an
+        // error: the kernel returns the count submitted, and peek_completion() waits for the rest.) EAGAIN/EBUSY: CQ ring overflow backlog or transient memory shortage; retrying waits.
         if (result != -EINTR && result != -EAGAIN && result != -EBUSY)
             throw_system_error("connection: io_uring_enter", -result);
     }
@@ -110,8 +111,10 @@ void Uring::submit_and_wait(unsigned completions) {
 
 io_uring_cqe* Uring::peek_completion() {
     io_uring_cqe* completion = nullptr;
+    if (io_uring_peek_cqe(&ring_, &completion) == 0) return completion;
     for (;;) {
         const int result = io_uring_wait_cqe(&ring_, &completion);
+        ++enter_calls_;
         if (result == 0) return completion;
         if (result != -EINTR) throw_system_error("connection: io_uring_wait_cqe", -result);
     }

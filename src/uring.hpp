@@ -43,10 +43,13 @@ public:
     bool has_registered_buffers() const noexcept { return registered_; }
 
     // Submits every prepared SQE and waits until `completions` CQEs are ready, in one io_uring_enter
-    // (retried after EINTR). Throws SystemError on any other failure of the call itself.
+    // (retried after EINTR). A signal can end the wait early once the SQEs are submitted, so callers take
+    // each completion with peek_completion(), which waits for one that is not there yet. Throws SystemError
+    // on any other failure of the call itself.
     void submit_and_wait(unsigned completions);
 
-    // The CQE of the oldest unconsumed completion (submit_and_wait made sure it exists); consume() it after.
+    // The CQE of the oldest unconsumed completion, waiting (one more io_uring_enter, counted) when it is
+    // not there yet; consume() it after.
     io_uring_cqe* peek_completion();
     void consume(io_uring_cqe* completion) noexcept { io_uring_cqe_seen(&ring_, completion); }
 

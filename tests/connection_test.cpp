@@ -4,6 +4,7 @@
 // without SIGPIPE, maxlength, truncated and malformed frames, BufferTooShort, poll timeouts, batched
 // submission counted in io_uring_enter calls, and concurrent send/receive threads.
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -128,6 +129,10 @@ class ConnectionTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testRecvBytesIntoShortBufferHandsOverMessageReadWrite);
     CPPUNIT_TEST(testPollTimeoutsIoUring);
     CPPUNIT_TEST(testPollTimeoutsReadWrite);
+    CPPUNIT_TEST(testNonBlockingInheritedFdStillDeliversWholeMessagesIoUring);
+    CPPUNIT_TEST(testNonBlockingInheritedFdStillDeliversWholeMessagesReadWrite);
+    CPPUNIT_TEST(testSignalsDuringBlockedReceiveAreRetriedIoUring);
+    CPPUNIT_TEST(testSignalsDuringBlockedReceiveAreRetriedReadWrite);
     CPPUNIT_TEST(testSendManySubmitsBatchInOneEnter);
     CPPUNIT_TEST(testReadWriteBackendMakesOneCallPerLargeMessage);
     CPPUNIT_TEST(testTrivialValuesAndOffsets);
@@ -174,7 +179,9 @@ public:
 
     // Parent sends each size, the child echoes it; the parent checks every byte of what comes back.
     void duplex_exchange(Backend backend) {
-        auto [parent_end, child_end] = make_pair(backend, true);
+        auto parent_end_pair = make_pair(backend, true);
+        FdConnection& parent_end = parent_end_pair.first;
+        FdConnection& child_end = parent_end_pair.second;
         ForkedChild child([&] {
             parent_end.close();
             for (;;) {
@@ -199,7 +206,7 @@ public:
         std::vector<std::vector<std::byte>> batch;
         for (const std::size_t size : kExchangeSizes) batch.push_back(pattern(size));
         std::vector<std::span<const std::byte>> views(batch.begin(), batch.end());
-        std::thread sender([&] { parent_end.send_many(views); });
+        std::jthread sender([&] { parent_end.send_many(views); });
         for (const auto& sent : batch) CPPUNIT_ASSERT(parent_end.recv_bytes() == sent);
         sender.join();
         parent_end.close();
@@ -210,8 +217,12 @@ public:
 
     // Two pipes: the parent writes sizes into one, the child checks them and writes them back in the other.
     void one_way_pipes(Backend backend) {
-        auto [down_read, down_write] = make_pair(backend, false);
-        auto [up_read, up_write] = make_pair(backend, false);
+        auto down_read_pair = make_pair(backend, false);
+        FdConnection& down_read = down_read_pair.first;
+        FdConnection& down_write = down_read_pair.second;
+        auto up_read_pair = make_pair(backend, false);
+        FdConnection& up_read = up_read_pair.first;
+        FdConnection& up_write = up_read_pair.second;
         CPPUNIT_ASSERT(down_read.readable() && !down_read.writable());
         CPPUNIT_ASSERT(!down_write.readable() && down_write.writable());
         ForkedChild child([&] {
@@ -257,7 +268,9 @@ public:
     }
 
     void python_echo(Backend backend) {
-        auto [parent_end, child_end] = make_pair(backend, true);
+        auto parent_end_pair = make_pair(backend, true);
+        FdConnection& parent_end = parent_end_pair.first;
+        FdConnection& child_end = parent_end_pair.second;
         ForkedChild python = start_python_peer(parent_end, child_end, "echo");
         child_end.close();
         for (const std::size_t size : {0, 1, 16384, 16385, 65536, 70000, 1 << 20}) {
@@ -273,7 +286,9 @@ public:
 
     void python_patterns(Backend backend) {
         static const std::size_t sizes[] = {0, 1, 7, 16384, 16385, 65536, 65537 + 4096, 1 << 20};
-        auto [parent_end, child_end] = make_pair(backend, true);
+        auto parent_end_pair = make_pair(backend, true);
+        FdConnection& parent_end = parent_end_pair.first;
+        FdConnection& child_end = parent_end_pair.second;
         ForkedChild python = start_python_peer(parent_end, child_end, "patterns");
         child_end.close();
         for (const std::size_t size : sizes)
@@ -289,7 +304,9 @@ public:
     void testPythonPeerPatternsBothWaysReadWrite() { python_patterns(Backend::read_write); }
 
     void peer_close(Backend backend) {
-        auto [a, b] = make_pair(backend, true);
+        auto a_pair = make_pair(backend, true);
+        FdConnection& a = a_pair.first;
+        FdConnection& b = a_pair.second;
         b.send_bytes(bytes_of(pattern(10)));
         b.close();
         CPPUNIT_ASSERT(a.poll(0ns));
@@ -304,7 +321,9 @@ public:
     void testPeerCloseIsClosedReadWrite() { peer_close(Backend::read_write); }
 
     void peer_death(Backend backend) {
-        auto [parent_end, child_end] = make_pair(backend, true);
+        auto parent_end_pair = make_pair(backend, true);
+        FdConnection& parent_end = parent_end_pair.first;
+        FdConnection& child_end = parent_end_pair.second;
         ForkedChild child([&] {
             parent_end.close();
             child_end.send_bytes(bytes_of(pattern(3)));
@@ -329,7 +348,9 @@ public:
                 ForkedChild child([&] {
                     ::signal(SIGPIPE, SIG_DFL);
                     // Made in the child: no other process holds the reading end open.
-                    auto [reader, writer] = make_pair(backend, duplex);  // pipe: (read end, write end)
+                    auto reader_pair = make_pair(backend, duplex);
+                    FdConnection& reader = reader_pair.first;
+                    FdConnection& writer = reader_pair.second;
                     reader.close();
                     try {
                         writer.send_bytes(bytes_of(pattern(size)));
@@ -364,7 +385,9 @@ public:
 
     void maxlength_exceeded(Backend backend) {
         {
-            auto [a, b] = make_pair(backend, true);
+            auto a_pair = make_pair(backend, true);
+            FdConnection& a = a_pair.first;
+            FdConnection& b = a_pair.second;
             a.send_bytes(bytes_of(pattern(100)));
             expect_system_error(EMSGSIZE, [&] { b.recv_bytes(99); }, "duplex recv_bytes(99) of 100 bytes");
             CPPUNIT_ASSERT(!b.readable());
@@ -374,7 +397,9 @@ public:
             CPPUNIT_ASSERT(a.recv_bytes() == pattern(5));
         }
         {
-            auto [r, w] = make_pair(backend, false);
+            auto r_pair = make_pair(backend, false);
+            FdConnection& r = r_pair.first;
+            FdConnection& w = r_pair.second;
             w.send_bytes(bytes_of(pattern(100)));
             w.send_bytes(bytes_of(pattern(100)));
             CPPUNIT_ASSERT(r.recv_bytes(100) == pattern(100));  // exactly maxlength is fine
@@ -391,14 +416,18 @@ public:
     void testHugeAnnouncedLengthAllocatesNothingUpfront() {
         const unsigned char huge[] = {0xff, 0xff, 0xff, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0};
         {
-            auto [r, w] = make_pair(Backend::read_write, false);
+            auto r_pair = make_pair(Backend::read_write, false);
+            FdConnection& r = r_pair.first;
+            FdConnection& w = r_pair.second;
             write_raw(w.fileno(), huge, sizeof huge);
             write_raw(w.fileno(), pattern(100).data(), 100);
             w.close();
             expect_system_error(EPROTO, [&] { r.recv_bytes(); }, "2^62 announced, 100 sent");
         }
         {
-            auto [r, w] = make_pair(Backend::read_write, false);
+            auto r_pair = make_pair(Backend::read_write, false);
+            FdConnection& r = r_pair.first;
+            FdConnection& w = r_pair.second;
             write_raw(w.fileno(), huge, sizeof huge);
             expect_system_error(EMSGSIZE, [&] { r.recv_bytes(1 << 20); }, "2^62 announced, maxlength 1 MiB");
         }
@@ -406,7 +435,9 @@ public:
 
     void truncated(Backend backend) {
         {  // inside the body
-            auto [r, w] = make_pair(backend, false);
+            auto r_pair = make_pair(backend, false);
+            FdConnection& r = r_pair.first;
+            FdConnection& w = r_pair.second;
             const unsigned char header[] = {0, 0, 0, 100};
             write_raw(w.fileno(), header, sizeof header);
             write_raw(w.fileno(), pattern(10).data(), 10);
@@ -415,7 +446,9 @@ public:
             CPPUNIT_ASSERT(r.closed());
         }
         {  // inside the header, duplex: closed for reading, still writable
-            auto [a, b] = make_pair(backend, true);
+            auto a_pair = make_pair(backend, true);
+            FdConnection& a = a_pair.first;
+            FdConnection& b = a_pair.second;
             const unsigned char half_header[] = {0, 0};
             write_raw(a.fileno(), half_header, sizeof half_header);
             ::shutdown(a.fileno(), SHUT_WR);
@@ -424,9 +457,11 @@ public:
             CPPUNIT_ASSERT(!b.readable() && b.writable());
         }
         {  // a large body cut short, read straight into the caller's buffer
-            auto [r, w] = make_pair(backend, false);
+            auto r_pair = make_pair(backend, false);
+            FdConnection& r = r_pair.first;
+            FdConnection& w = r_pair.second;
             const auto header = framing::encode_header(1 << 20);
-            std::thread writer([&] {
+            std::jthread writer([&] {
                 write_raw(w.fileno(), header.bytes.data(), header.size);
                 write_raw(w.fileno(), pattern(300000).data(), 300000);
                 w.close();
@@ -436,7 +471,9 @@ public:
             writer.join();
         }
         {  // a malformed header
-            auto [r, w] = make_pair(backend, false);
+            auto r_pair = make_pair(backend, false);
+            FdConnection& r = r_pair.first;
+            FdConnection& w = r_pair.second;
             const unsigned char minus_two[] = {0xff, 0xff, 0xff, 0xfe};
             write_raw(w.fileno(), minus_two, sizeof minus_two);
             expect_system_error(EPROTO, [&] { r.recv_bytes(); }, "header -2");
@@ -447,7 +484,9 @@ public:
     void testTruncatedFrameIsProtocolErrorReadWrite() { truncated(Backend::read_write); }
 
     void short_buffer(Backend backend) {
-        auto [a, b] = make_pair(backend, true);
+        auto a_pair = make_pair(backend, true);
+        FdConnection& a = a_pair.first;
+        FdConnection& b = a_pair.second;
         a.send_bytes(bytes_of(pattern(100)));
         a.send_bytes(bytes_of(pattern(10)));
         a.send_bytes(bytes_of(pattern(200000)));
@@ -473,13 +512,15 @@ public:
     void testRecvBytesIntoShortBufferHandsOverMessageReadWrite() { short_buffer(Backend::read_write); }
 
     void poll_timeouts(Backend backend) {
-        auto [a, b] = make_pair(backend, true);
+        auto a_pair = make_pair(backend, true);
+        FdConnection& a = a_pair.first;
+        FdConnection& b = a_pair.second;
         CPPUNIT_ASSERT(!b.poll(0ns));
         CPPUNIT_ASSERT(!b.poll(-5ms));
         const auto started = std::chrono::steady_clock::now();
         CPPUNIT_ASSERT(!b.poll(50ms));
         CPPUNIT_ASSERT(std::chrono::steady_clock::now() - started >= 50ms);
-        std::thread late_sender([&] {
+        std::jthread late_sender([&] {
             std::this_thread::sleep_for(30ms);
             a.send_bytes(bytes_of(pattern(1)));
             a.send_bytes(bytes_of(pattern(2)));
@@ -494,17 +535,72 @@ public:
     void testPollTimeoutsIoUring() { poll_timeouts(Backend::io_uring); }
     void testPollTimeoutsReadWrite() { poll_timeouts(Backend::read_write); }
 
+    // An fd inherited in O_NONBLOCK mode (EAGAIN from read/write and from io_uring) still gives blocking,
+    // whole-message semantics: 4 MiB through a 64 KiB pipe.
+    void non_blocking_fd(Backend backend) {
+        auto ends = make_pair(backend, false);
+        FdConnection& reader = ends.first;
+        FdConnection& writer = ends.second;
+        for (const int fd : {reader.fileno(), writer.fileno()})
+            CPPUNIT_ASSERT_EQUAL(0, ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK));
+        const auto big = pattern(4 << 20);
+        std::jthread sender([&] {
+            writer.send_bytes(bytes_of(big));
+            writer.send_bytes(bytes_of(pattern(5)));
+        });
+        std::this_thread::sleep_for(20ms);  // let the pipe fill: the writer meets EAGAIN
+        CPPUNIT_ASSERT(reader.recv_bytes() == big);
+        CPPUNIT_ASSERT(reader.recv_bytes() == pattern(5));
+        sender.join();
+    }
+    void testNonBlockingInheritedFdStillDeliversWholeMessagesIoUring() { non_blocking_fd(Backend::io_uring); }
+    void testNonBlockingInheritedFdStillDeliversWholeMessagesReadWrite() { non_blocking_fd(Backend::read_write); }
+
+    // A handler installed without SA_RESTART interrupts the blocked receive many times (EINTR from read and
+    // from io_uring_enter); the receive resumes and returns the message, once.
+    void signals_during_receive(Backend backend) {
+        auto ends = make_pair(backend, true);
+        FdConnection& a = ends.first;
+        FdConnection& b = ends.second;
+        static std::atomic<int> handled{0};
+        struct sigaction action {};
+        action.sa_handler = [](int) { handled.fetch_add(1, std::memory_order_relaxed); };  // relaxed: a counter
+        sigemptyset(&action.sa_mask);
+        struct sigaction previous {};
+        CPPUNIT_ASSERT_EQUAL(0, ::sigaction(SIGUSR1, &action, &previous));
+        handled.store(0, std::memory_order_relaxed);  // relaxed: read only after join()
+        const pthread_t receiver_thread = ::pthread_self();
+        std::jthread interrupter([&] {
+            for (int i = 0; i < 20; ++i) {
+                std::this_thread::sleep_for(2ms);
+                ::pthread_kill(receiver_thread, SIGUSR1);
+            }
+            std::this_thread::sleep_for(5ms);
+            a.send_bytes(bytes_of(pattern(70000)));
+        });
+        const auto received = b.recv_bytes();
+        interrupter.join();
+        ::sigaction(SIGUSR1, &previous, nullptr);
+        CPPUNIT_ASSERT(received == pattern(70000));
+        CPPUNIT_ASSERT(handled.load(std::memory_order_relaxed) >= 1);
+        CPPUNIT_ASSERT(!b.poll(0ns));
+    }
+    void testSignalsDuringBlockedReceiveAreRetriedIoUring() { signals_during_receive(Backend::io_uring); }
+    void testSignalsDuringBlockedReceiveAreRetriedReadWrite() { signals_during_receive(Backend::read_write); }
+
     // 32 messages of 8 KiB (one SQE each) and 900 of 64 B (staged into one SQE) each go in one io_uring_enter.
     void testSendManySubmitsBatchInOneEnter() {
         for (const bool duplex : {true, false}) {
-            auto [receiver, sender] = make_pair(Backend::io_uring, duplex);
+            auto receiver_pair = make_pair(Backend::io_uring, duplex);
+            FdConnection& receiver = receiver_pair.first;
+            FdConnection& sender = receiver_pair.second;
             // io_uring completes a pipe write that finds the pipe partly full with a short count (which breaks
             // the link chain and costs a resubmission): a 1 MiB pipe holds the whole batch, as a socket's
             // MSG_WAITALL send does by itself.
             if (!duplex) CPPUNIT_ASSERT(::fcntl(sender.fileno(), F_SETPIPE_SZ, 1 << 20) >= (1 << 20));
             std::vector<std::vector<std::byte>> large(32, pattern(8192));
             std::vector<std::vector<std::byte>> small(900, pattern(64));
-            std::thread reader([&] {
+            std::jthread reader([&] {
                 for (std::size_t i = 0; i < large.size() + small.size(); ++i) receiver.recv_bytes();
             });
             const auto before = sender.send_stats();
@@ -526,11 +622,13 @@ public:
     }
 
     void testReadWriteBackendMakesOneCallPerLargeMessage() {
-        auto [receiver, sender] = make_pair(Backend::read_write, false);
+        auto receiver_pair = make_pair(Backend::read_write, false);
+        FdConnection& receiver = receiver_pair.first;
+        FdConnection& sender = receiver_pair.second;
         std::vector<std::vector<std::byte>> large(8, pattern(8192));
         std::vector<std::span<const std::byte>> views(large.begin(), large.end());
         std::size_t intact = 0;
-        std::thread reader([&] {
+        std::jthread reader([&] {
             for (std::size_t i = 0; i < large.size(); ++i) intact += receiver.recv_bytes() == pattern(8192) ? 1 : 0;
         });
         const auto before = sender.send_stats();
@@ -547,7 +645,9 @@ public:
             std::int32_t x;
             double y;
         };
-        auto [a, b] = mproc::fd_pipe();
+        auto a_pair = mproc::fd_pipe();
+        FdConnection& a = a_pair.first;
+        FdConnection& b = a_pair.second;
         a.send(Point{7, 2.5});
         const Point got = b.recv<Point>();
         CPPUNIT_ASSERT_EQUAL(7, got.x);
@@ -567,7 +667,9 @@ public:
     }
 
     void testClosedAndOneWayEndsRefuse() {
-        auto [r, w] = mproc::fd_pipe(false);
+        auto r_pair = mproc::fd_pipe(false);
+        FdConnection& r = r_pair.first;
+        FdConnection& w = r_pair.second;
         CPPUNIT_ASSERT_THROW(r.send_bytes(bytes_of(pattern(1))), mproc::StateError);
         CPPUNIT_ASSERT_THROW(w.recv_bytes(), mproc::StateError);
         CPPUNIT_ASSERT_THROW(w.poll(0ns), mproc::StateError);
@@ -603,7 +705,9 @@ class ConnectionThreadsTest : public CppUnit::TestFixture {
 
 public:
     void concurrent(Backend backend) {
-        auto [a, b] = make_pair(backend, true);
+        auto a_pair = make_pair(backend, true);
+        FdConnection& a = a_pair.first;
+        FdConnection& b = a_pair.second;
         constexpr int kMessages = 400;
         const auto size_of = [](int i) { return static_cast<std::size_t>((i * 977) % 70000); };
         mproc::test::run_in_threads(4, [&](int index) {
@@ -638,7 +742,9 @@ class ConnectionStressTest : public CppUnit::TestFixture {
 public:
     void random_batches(Backend backend) {
         for (const bool duplex : {true, false}) {
-            auto [receiver, sender] = make_pair(backend, duplex);
+            auto receiver_pair = make_pair(backend, duplex);
+            FdConnection& receiver = receiver_pair.first;
+            FdConnection& sender = receiver_pair.second;
             constexpr unsigned kSeed = 12345;
             constexpr int kRounds = 300;
             const auto sizes_of_round = [](std::mt19937& random) {

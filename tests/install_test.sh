@@ -24,9 +24,10 @@ cd "$work"
 c++ -std=c++20 -o example-shared example.cpp $(pkg-config --cflags --libs mproc)
 LD_LIBRARY_PATH="$libdir" ./example-shared
 
-# shellcheck disable=SC2046
-c++ -std=c++20 -o example-static example.cpp $(pkg-config --static --cflags mproc) \
-    "$libdir/libmproc.a" -pthread
+# The static library, with its private requirements (liburing) from `pkg-config --static`.
+static_libs=$(pkg-config --static --libs mproc | sed 's/-lmproc\b/-Wl,-Bstatic -lmproc -Wl,-Bdynamic/')
+# shellcheck disable=SC2046,SC2086
+c++ -std=c++20 -o example-static example.cpp $(pkg-config --cflags mproc) $static_libs
 ./example-static
 if ldd ./example-static | grep -q libmproc; then echo "static example still links libmproc.so"; exit 1; fi
 echo "install test: shared and static builds from pkg-config work"

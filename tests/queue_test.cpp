@@ -170,8 +170,9 @@ void check_tally(Tally& tally, int producers, std::uint64_t per_producer) {
     }
 }
 
-void run_many_to_many(QueueKind kind, int producers, int consumers, std::uint64_t per_producer, bool threads) {
-    Queue<Message> queue(256, kind);
+void run_many_to_many(QueueKind kind, int producers, int consumers, std::uint64_t per_producer, bool threads,
+                      std::size_t capacity = 256) {
+    Queue<Message> queue(capacity, kind);
     Shared<Tally> tally;
     const auto body = [&](int index) {
         if (index < producers) {
@@ -197,6 +198,7 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testSpscMillionMessagesAcrossProcessesArriveOnceInOrder);
     CPPUNIT_TEST(testMpmcTwoProducersTwoConsumersKeepPerProducerOrder);
     CPPUNIT_TEST(testMpmcFourProducersFourConsumersKeepPerProducerOrder);
+    CPPUNIT_TEST(testMpmcManyConsumersOnATinyRingGetEachMessageOnce);
     CPPUNIT_TEST(testSpscThreadsDeliverEveryMessageInOrder);
     CPPUNIT_TEST(testMpmcThreadsDeliverEveryMessageOnce);
     CPPUNIT_TEST(testGetNowaitOnEmptyThrowsEmptyAndPutNowaitOnFullThrowsFull);
@@ -253,6 +255,12 @@ public:
 
     void testMpmcFourProducersFourConsumersKeepPerProducerOrder() {
         run_many_to_many(QueueKind::mpmc, 4, 4, kSanitized ? 10'000 : 50'000, false);
+    }
+
+    // Two slots and six consumers: every slot is contended by consumers that read a position, lose the race
+    // for it, and must notice under the claim that the slot moved on (a stale consumer must never copy it).
+    void testMpmcManyConsumersOnATinyRingGetEachMessageOnce() {
+        run_many_to_many(QueueKind::mpmc, 2, 6, kSanitized ? 10'000 : 100'000, false, 2);
     }
 
     void testSpscThreadsDeliverEveryMessageInOrder() {

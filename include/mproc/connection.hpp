@@ -35,7 +35,10 @@
 // - send_bytes(): one io_uring_enter. send_many(n messages): frames of up to 4 KiB are copied back to back
 //   into a 64 KiB registered staging buffer and written by one SQE per buffer-full; larger messages get one
 //   SQE each (header + body, no copy); all SQEs of a batch (up to 64) go in one io_uring_enter, linked so
-//   they complete in order. Pipes add two sigprocmask calls per batch (SIGPIPE blocking).
+//   they complete in order. Pipes add two sigprocmask calls per batch (SIGPIPE blocking), so a lone
+//   send_bytes() on a pipe costs three system calls (one on a socket). io_uring completes a pipe write that
+//   finds the pipe partly full with a short count; the rest of the batch is then resubmitted, one more
+//   io_uring_enter each time the reader makes room (a socket send waits for all of it: MSG_WAITALL).
 // - Receiving reads ahead into a 64 KiB registered buffer: a run of small messages costs one io_uring_enter
 //   per 64 KiB; a large body is read straight into its destination.
 // - poll(): one ppoll when nothing is buffered, none when something is.

@@ -29,9 +29,11 @@
 // Progress: not lock-free in the strict sense: a thread that claimed a slot and is preempted (not dead)
 // delays the others at that slot until it runs again, as in Vyukov's queue. A dead claimer delays nobody.
 //
-// Costs: uncontended put or get: one CAS on the claim word, one on the position, a memcpy, two stores and a
-// plain stores to the thread's list_op_pending; no system call unless someone sleeps. Each slot carries 16
-// bytes of header; the stride is rounded to 16 bytes.
+// Costs: uncontended put or get: a CAS on the claim word and one on the position, a memcpy, a store of the
+// sequence, an exchange releasing the claim, one on the eventcount's sleeper flag, and two plain stores to
+// the thread's list_op_pending; no system call unless someone sleeps. Each slot carries 16 bytes of header;
+// the stride is rounded to 16 bytes. Producers (and consumers) contending for the same position serialise
+// on that slot's claim word; put_many/get_many are a loop of single claims with one wake-up check.
 // Not async-signal-safe: a signal handler that takes a robust lock while put/get holds a claim replaces
 // list_op_pending, and a death in that window then goes unnoticed (the slot stays claimed).
 // Limits: Linux with glibc (its robust-list layout: futex_offset -32), a TID fits 30 bits. Threads of

@@ -27,6 +27,8 @@
 // Uncontended put/get make no system call.
 #pragma once
 
+#include <array>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -158,15 +160,15 @@ public:
     bool try_put(const T& item) { return core_.try_put(std::as_bytes(std::span(&item, 1))); }
 
     T get(bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
-        T item;
-        core_.get(std::as_writable_bytes(std::span(&item, 1)), block, timeout);
-        return item;
+        std::array<std::byte, sizeof(T)> bytes;  // T need not be default-constructible
+        core_.get(bytes, block, timeout);
+        return std::bit_cast<T>(bytes);
     }
     T get_nowait() { return get(false); }
     std::optional<T> try_get() {
-        T item;
-        if (!core_.try_get(std::as_writable_bytes(std::span(&item, 1)))) return std::nullopt;
-        return item;
+        std::array<std::byte, sizeof(T)> bytes;
+        if (!core_.try_get(bytes)) return std::nullopt;
+        return std::bit_cast<T>(bytes);
     }
 
     // As many items as fit / are ready, without blocking; returns how many moved. The SPSC queue
