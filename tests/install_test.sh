@@ -2,10 +2,13 @@
 # Installs the build into a throwaway prefix (DESTDIR), then compiles and runs a small program from outside
 # the source tree with `c++ $(pkg-config --cflags --libs mproc)`, once against the shared and once against
 # the static library.
-# usage: install_test.sh BUILD_DIR EXAMPLE_SOURCE
+# Then the README's example, taken from README.md as it stands, is built and run the same way, so the
+# README cannot drift from the API.
+# usage: install_test.sh BUILD_DIR EXAMPLE_SOURCE README
 set -eu
 build_dir=$1
 example=$2
+readme=$3
 work=$(mktemp -d /tmp/mproc-install.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
@@ -30,4 +33,12 @@ static_libs=$(pkg-config --static --libs mproc | sed 's/-lmproc\b/-Wl,-Bstatic -
 c++ -std=c++20 -o example-static example.cpp $(pkg-config --cflags mproc) $static_libs
 ./example-static
 if ldd ./example-static | grep -q libmproc; then echo "static example still links libmproc.so"; exit 1; fi
-echo "install test: shared and static builds from pkg-config work"
+
+# The first C++ block of the README.
+awk '/^```cpp$/ {inside = 1; next} /^```$/ && inside {exit} inside {print}' "$readme" >readme_example.cpp
+[ -s readme_example.cpp ] || { echo "README.md has no C++ example"; exit 1; }
+# shellcheck disable=SC2046
+c++ -std=c++20 -o readme-example readme_example.cpp $(pkg-config --cflags --libs mproc)
+LD_LIBRARY_PATH="$libdir" ./readme-example >readme-example.out
+grep -q "got 9" readme-example.out || { echo "the README example did not print what it promises"; exit 1; }
+echo "install test: shared and static builds from pkg-config work, and so does the README's example"
