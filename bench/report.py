@@ -71,6 +71,34 @@ COMPARISONS += [
            [("mproc", "mproc::Event"), ("futex_ceiling", "ceiling: bare futex words")]),
 ]
 
+# Queue streams: BM_Queue1P1C_<system>/<bytes> (one family per system, so that each is one series of the
+# throughput-by-size chart); the raw SPSC ring ceiling comes from bench_ceilings in the same run.
+QUEUE_STREAM_PEERS = [("mproc_mpmc", "mproc::Queue, MPMC"), ("pipe", "pipe, one write per message"),
+                      ("seqpacket", "AF_UNIX SOCK_SEQPACKET socketpair"), ("posix_mq", "POSIX message queue"),
+                      ("boost", "Boost.Interprocess message_queue"), ("python", "Python multiprocessing.Queue")]
+COMPARISONS += [
+    {
+        "title": "Queue: 64-byte messages, 1 producer → 1 consumer (messages/s)",
+        "metric": "rate",
+        "rows": [("mproc::Queue, SPSC", "BM_Queue1P1C_mproc_spsc/64"),
+                 ("ceiling: raw SPSC ring", "BM_Ceiling_RawSpscRing/64")]
+                + [(label, f"BM_Queue1P1C_{system}/64") for system, label in QUEUE_STREAM_PEERS],
+    },
+    {
+        "title": "Queue: 64-byte messages, 2 producers → 2 consumers (messages/s)",
+        "metric": "rate",
+        "rows": [("mproc::Queue, MPMC", "BM_Queue2P2C_mproc_mpmc/64"),
+                 ("Boost.Interprocess message_queue", "BM_Queue2P2C_boost/64")],
+    },
+    family("Queue: blocking round trip, 64-byte message", "BM_QueueRoundTrip_blocking", "time",
+           [("mproc_spsc", "mproc::Queue, SPSC, get()"), ("mproc_mpmc", "mproc::Queue, MPMC, get()"),
+            ("pipe", "pipe"), ("futex_ceiling", "ceiling: futex ping-pong")]),
+    family("Queue: spinning round trip, 64-byte message", "BM_QueueRoundTrip_spin", "time",
+           [("mproc_spsc", "mproc::Queue, SPSC, try_get() polling"),
+            ("mproc_mpmc", "mproc::Queue, MPMC, try_get() polling"),
+            ("cache_line_ceiling", "ceiling: cache-line ping-pong")]),
+]
+
 PERCENTILES = [("p50_ns", "p50"), ("p99_ns", "p99"), ("p99.9_ns", "p99.9")]
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 

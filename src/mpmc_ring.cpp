@@ -44,6 +44,8 @@
 #include <atomic>
 #include <cstring>
 #include <new>
+#include <optional>
+#include <string>
 
 #include <linux/futex.h>
 
@@ -200,10 +202,33 @@ void publish_skipped_slot(RingControl& control, const Slot& slot, std::uint64_t 
     detail::notify(control.not_empty.event);
 }
 
+// How long a non-blocking call waits for another thread's claim on the slot it needs before it reports
+// no_slot: a live claimer holds a claim for a few stores (longer only when it is preempted), while a claim
+// word that names a thread which never releases it (a hostile or corrupted segment) must not hang a call
+// that promised not to block.
+constexpr std::chrono::milliseconds kNonBlockingClaimWait{1};
+
+// The bound wait_for_claim() gets: the caller's deadline when blocking, a short one made on first use when not.
+const Deadline* claim_wait_bound(bool blocking, const Deadline* deadline, std::optional<Deadline>& nonblocking) {
+    if (blocking) return deadline;
+    if (!nonblocking) nonblocking = Deadline::after(kNonBlockingClaimWait);
+    return &*nonblocking;
+}
+
+// A slot whose sequence is a lap ahead of a position that, re-read after the sequence, has not moved: in a
+// correct ring the position is advanced (M) before the slot is published (D), and the re-read happens after
+// the acquire load that saw D, so it must see M. Only corrupted bytes get here; spinning would never end.
+[[noreturn]] void throw_sequence_ahead(const char* side, std::uint64_t position, std::uint64_t sequence) {
+    throw InvalidObject(std::string(kLabel) + ": " + side + " position " + std::to_string(position) +
+                        " meets a slot whose sequence " + std::to_string(sequence) +
+                        " is ahead of it: the ring's bytes are corrupted");
+}
+
 Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, const Deadline* deadline, bool notify,
                     bool blocking) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     const std::uint64_t mask = control.constants.capacity - 1;
+    std::optional<Deadline> nonblocking_bound;
     for (;;) {
         // acquire: A; pairs with M of the previous producer (its slot claim came before).
         const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
@@ -217,7 +242,8 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
             if (claim == ClaimResult::busy) {
                 // relaxed: only decides whether to wait; A is repeated.
                 if (position_of(control.producer).load(std::memory_order_relaxed) != position) continue;
-                if (!wait_for_claim(slot, seen, deadline)) return Attempt::timed_out;
+                if (!wait_for_claim(slot, seen, claim_wait_bound(blocking, deadline, nonblocking_bound)))
+                    return blocking ? Attempt::timed_out : Attempt::no_slot;
                 continue;
             }
             if (claim == ClaimResult::taken_from_dead) {
@@ -278,6 +304,10 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
             if (position_of(control.producer).load(std::memory_order_relaxed) != position) continue;
             return Attempt::no_slot;
         }
+        // lag > 0: `position` is stale, or the bytes are corrupted.
+        // relaxed: after B's acquire, which saw D and so orders M before this load (see throw_sequence_ahead).
+        if (position_of(control.producer).load(std::memory_order_relaxed) != position) continue;
+        throw_sequence_ahead("enqueue", position, sequence);
     }
 }
 
@@ -288,6 +318,7 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
     const std::uint64_t capacity = control.constants.capacity;
     const std::uint64_t mask = capacity - 1;
     const std::size_t slot_size = control.constants.slot_size;
+    std::optional<Deadline> nonblocking_bound;
     for (;;) {
         // acquire: A'; pairs with M' of the previous consumer.
         const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
@@ -301,7 +332,8 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
             if (claim == ClaimResult::busy) {
                 // relaxed: only decides whether to wait; A' is repeated.
                 if (position_of(control.consumer).load(std::memory_order_relaxed) != position) continue;
-                if (!wait_for_claim(slot, seen, deadline)) return Attempt::timed_out;
+                if (!wait_for_claim(slot, seen, claim_wait_bound(blocking, deadline, nonblocking_bound)))
+                    return blocking ? Attempt::timed_out : Attempt::no_slot;
                 continue;
             }
             if (claim == ClaimResult::taken_from_dead) {
@@ -363,6 +395,10 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
             if (position_of(control.consumer).load(std::memory_order_relaxed) != position) continue;
             return Attempt::no_slot;
         }
+        // lag > 0: `position` is stale, or the bytes are corrupted.
+        // relaxed: after the acquire load B', which saw D' and so orders M' before this load.
+        if (position_of(control.consumer).load(std::memory_order_relaxed) != position) continue;
+        throw_sequence_ahead("dequeue", position, sequence);
     }
 }
 

@@ -28,6 +28,11 @@
 // - close(): as RawSpscRing.
 // Progress: not lock-free in the strict sense: a thread that claimed a slot and is preempted (not dead)
 // delays the others at that slot until it runs again, as in Vyukov's queue. A dead claimer delays nobody.
+// A non-blocking call (try_*, a zero timeout) waits at most 1 ms for another thread's claim on the slot it
+// needs, then reports no slot (Full / Empty): so a claimer preempted for longer can make a put on a queue
+// that is not full report Full, and a claim word naming a thread that never releases it (a hostile or
+// corrupted segment) cannot hang it. A slot sequence ahead of a position that has not moved can only come
+// from corrupted bytes and is reported as InvalidObject rather than spun on.
 //
 // Costs: uncontended put or get: a CAS on the claim word and one on the position, a memcpy, a store of the
 // sequence, an exchange releasing the claim, one on the eventcount's sleeper flag, and two plain stores to

@@ -1,0 +1,707 @@
+// bench/bench_queue.cpp — mproc::Queue between processes, beside the other ways Linux offers to move a
+// message from one process to another, each measured here between this process and forked peers:
+//   BM_Queue1P1C_<system>/<bytes>   one producer peer streams messages of <bytes> bytes to this process
+//       mproc_spsc, mproc_mpmc  mproc::Queue<Message> (blocking put/get)
+//       pipe                    one write() per message, read() of exactly one message
+//       seqpacket               an AF_UNIX SOCK_SEQPACKET socketpair, one send/recv per message
+//       posix_mq                a POSIX message queue (mq_send/mq_receive); sizes above
+//                               /proc/sys/fs/mqueue/msgsize_max are skipped, with the reason
+//       boost                   boost::interprocess::message_queue (when Boost is found)
+//       python                  multiprocessing.Queue, timed inside python3 (bench/peers/python_queue.py)
+//   BM_Queue2P2C_<system>/<bytes>   two producer peers, two consumers (this process and a peer): mproc_mpmc,
+//                                   boost; items_per_second counts what both consumers got
+//   BM_QueueRoundTrip_spin/<system>      a 64-byte message to a peer and back, both sides polling with
+//                                        try_get (mproc_spsc, mproc_mpmc) — beside the cache-line ceiling
+//   BM_QueueRoundTrip_blocking/<system>  the same with blocking get (mproc_spsc, mproc_mpmc, pipe) — beside
+//                                        the futex ping-pong ceiling
+// Every message carries its sequence number in its first and last 8-byte words and every receiver checks
+// them (per producer in 2P2C, where two consumers each see an increasing subsequence of each producer's
+// messages). Peers are forked, and queues created, before the timed loop. The raw SPSC ring ceiling these
+// streams are compared with is BM_Ceiling_RawSpscRing/N in bench_ceilings, measured in the same run.
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <mqueue.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <benchmark/benchmark.h>
+
+#include "bench_support.hpp"
+#include "mproc/error.hpp"
+#include "mproc/queue.hpp"
+
+#ifdef MPROC_BENCH_HAVE_BOOST
+#include <boost/date_time/posix_time/posix_time_types.hpp>
+#include <boost/interprocess/ipc/message_queue.hpp>
+#endif
+
+namespace {
+
+using namespace std::chrono_literals;
+using mproc::bench::BenchFailure;
+using mproc::bench::LatencySampler;
+using mproc::bench::Peer;
+using mproc::bench::SharedBlock;
+using mproc::bench::Spinner;
+
+const std::string kPythonQueueScript = std::string(MPROC_BENCH_PEERS_DIR) + "/python_queue.py";
+
+// A queue holds at most this many bytes of messages (and at most kMaxSlots messages), so that a stream of
+// 64 KiB messages does not spend its set-up faulting in a 64 MiB segment.
+constexpr std::size_t kQueueBytes = std::size_t{4} << 20;
+constexpr std::size_t kMaxSlots = 1024;
+constexpr std::size_t queue_capacity(std::size_t bytes) {
+    return std::clamp(kQueueBytes / bytes, std::size_t{2}, kMaxSlots);
+}
+
+// kBytes of 8-byte words: the producer's id in the top 8 bits of the first and last words, its sequence
+// number below; the receiver looks at both ends to tell a lost, repeated or torn message.
+template <std::size_t kBytes>
+struct Message {
+    static_assert(kBytes % sizeof(std::uint64_t) == 0);
+    static constexpr std::size_t kWords = kBytes / sizeof(std::uint64_t);
+    std::array<std::uint64_t, kWords> words;
+
+    static std::uint64_t tag(std::uint64_t producer, std::uint64_t sequence) noexcept {
+        return producer << 56 | sequence;
+    }
+    void fill(std::uint64_t producer, std::uint64_t sequence) noexcept {
+        words[0] = words[kWords - 1] = tag(producer, sequence);
+    }
+    std::uint64_t producer() const noexcept { return words[0] >> 56; }
+    std::uint64_t sequence() const noexcept { return words[0] & ((std::uint64_t{1} << 56) - 1); }
+    bool whole() const noexcept { return words[0] == words[kWords - 1]; }
+};
+
+// The receiver's check: per producer, sequence numbers strictly increase (1P1C: by exactly one).
+class SequenceCheck {
+public:
+    SequenceCheck(const char* stream, bool consecutive) : stream_(stream), consecutive_(consecutive) {}
+
+    template <std::size_t kBytes>
+    void check(const Message<kBytes>& message) {
+        const std::uint64_t producer = message.producer();
+        if (!message.whole() || producer >= next_.size())
+            throw BenchFailure(std::string(stream_) + ": a torn or foreign message (first word " +
+                               std::to_string(message.words[0]) + ", last " +
+                               std::to_string(message.words[Message<kBytes>::kWords - 1]) + ")");
+        const std::uint64_t sequence = message.sequence();
+        if (consecutive_ ? sequence != next_[producer] : sequence < next_[producer])
+            throw BenchFailure(std::string(stream_) + ": from producer " + std::to_string(producer) + " expected " +
+                               (consecutive_ ? "" : "at least ") + "message " + std::to_string(next_[producer]) +
+                               ", received " + std::to_string(sequence));
+        next_[producer] = sequence + 1;
+    }
+
+private:
+    const char* stream_;
+    bool consecutive_;
+    std::array<std::uint64_t, 2> next_{};
+};
+
+struct StopFlag {
+    alignas(128) std::atomic<std::uint32_t> stop;  // set once by the benchmark process
+};
+
+// relaxed (both): the flag only asks a peer to end soon; no data is published with it.
+bool stop_requested(const StopFlag& flag) noexcept { return flag.stop.load(std::memory_order_relaxed) != 0; }
+void request_stop(StopFlag& flag) noexcept { flag.stop.store(1, std::memory_order_relaxed); }
+
+// A peer that fails closes the mproc queues it uses on its way out, so that the benchmark process, blocked
+// in get() (which has no stall limit, unlike the Spinner), wakes with Closed and reports the peer's reason.
+template <class Queue>
+class CloseOnFailure {
+public:
+    explicit CloseOnFailure(Queue& queue) noexcept : queue_(queue), exceptions_(std::uncaught_exceptions()) {}
+    CloseOnFailure(const CloseOnFailure&) = delete;
+    CloseOnFailure& operator=(const CloseOnFailure&) = delete;
+    ~CloseOnFailure() {
+        if (std::uncaught_exceptions() > exceptions_) queue_.close();
+    }
+
+private:
+    Queue& queue_;
+    int exceptions_;
+};
+
+// get() in the benchmark process: a queue closed while the benchmark still runs means a peer failed.
+template <class M>
+M get_from_peer(mproc::Queue<M>& queue, Peer& peer, const char* stream) {
+    try {
+        return queue.get();
+    } catch (const mproc::Closed&) {
+        peer.join();  // throws with the peer's reason
+        throw BenchFailure(std::string(stream) + ": the queue was closed while the benchmark ran");
+    }
+}
+
+void count_stream(benchmark::State& state, std::int64_t items, std::size_t bytes) {
+    state.SetItemsProcessed(items);
+    state.SetBytesProcessed(items * static_cast<std::int64_t>(bytes));
+}
+
+timespec deadline_after(std::chrono::nanoseconds wait) {
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);  // mq_timedsend and mq_timedreceive take CLOCK_REALTIME
+    const std::int64_t total = now.tv_nsec + wait.count();
+    now.tv_sec += static_cast<time_t>(total / 1'000'000'000);
+    now.tv_nsec = static_cast<long>(total % 1'000'000'000);
+    return now;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// mproc::Queue, one producer peer. Closing the queue after the loop ends the producer (its put throws
+// Closed); the messages left in the queue are simply dropped with it.
+
+template <std::size_t kBytes>
+void mproc_stream(benchmark::State& state, mproc::QueueKind kind) {
+    using M = Message<kBytes>;
+    mproc::Queue<M> queue(std::bit_ceil(queue_capacity(kBytes)), kind);
+    Peer producer("mproc queue producer", [&] {
+        const CloseOnFailure close_on_failure(queue);
+        M message{};
+        for (std::uint64_t sequence = 0;; ++sequence) {
+            message.fill(0, sequence);
+            try {
+                queue.put(message);
+            } catch (const mproc::Closed&) {
+                return;
+            }
+        }
+    });
+    SequenceCheck check("mproc queue stream", true);
+    for (auto _ : state) check.check(get_from_peer(queue, producer, "mproc queue stream"));
+    queue.close();
+    producer.join();
+    count_stream(state, state.iterations(), kBytes);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A pipe: the producer writes each message with one write() (above PIPE_BUF a write may be split, which
+// only one writer makes harmless); the consumer reads exactly one message. After the loop the consumer
+// asks the producer to stop and reads until end of file, so a producer blocked on a full pipe returns.
+
+void read_exactly(int fd, void* bytes, std::size_t size, const char* what, Peer& peer) {
+    auto* target = static_cast<std::byte*>(bytes);
+    for (std::size_t done = 0; done < size;) {
+        const std::size_t got = mproc::bench::read_some(fd, target + done, size - done, what);
+        if (got == 0) {
+            peer.join();  // throws with the producer's reason when it failed
+            throw BenchFailure(std::string(what) + ": the producer closed its end");
+        }
+        done += got;
+    }
+}
+
+template <std::size_t kBytes>
+void pipe_stream(benchmark::State& state) {
+    using M = Message<kBytes>;
+    SharedBlock<StopFlag> control;
+    mproc::bench::Pipe pipe = mproc::bench::make_pipe("pipe stream");
+    Peer producer("pipe producer", [&] {
+        pipe.read_end.close();
+        auto message = std::make_unique<M>();
+        for (std::uint64_t sequence = 0; !stop_requested(*control); ++sequence) {
+            message->fill(0, sequence);
+            mproc::bench::write_all(pipe.write_end.get(), message.get(), kBytes, "pipe producer");
+        }
+    });
+    pipe.write_end.close();
+    auto message = std::make_unique<M>();
+    SequenceCheck check("pipe stream", true);
+    for (auto _ : state) {
+        read_exactly(pipe.read_end.get(), message.get(), kBytes, "pipe stream", producer);
+        check.check(*message);
+    }
+    request_stop(*control);
+    std::vector<std::byte> drain(64 * 1024);
+    while (mproc::bench::read_some(pipe.read_end.get(), drain.data(), drain.size(), "pipe drain") != 0) {
+    }
+    producer.join();
+    count_stream(state, state.iterations(), kBytes);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// An AF_UNIX SOCK_SEQPACKET socketpair: message boundaries kept by the kernel, one send() and one recv()
+// per message. Stopped as the pipe.
+
+template <std::size_t kBytes>
+void seqpacket_stream(benchmark::State& state) {
+    using M = Message<kBytes>;
+    int ends[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0)
+        throw mproc::SystemError("seqpacket stream: socketpair", errno);
+    mproc::bench::UniqueFd consumer_end(ends[0]);
+    mproc::bench::UniqueFd producer_end(ends[1]);
+    // The default send buffer (about 208 KiB) holds three 64 KiB messages; let it hold a few more.
+    const int buffer_bytes = 1 << 20;
+    ::setsockopt(producer_end.get(), SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+    SharedBlock<StopFlag> control;
+    Peer producer("seqpacket producer", [&] {
+        consumer_end.close();
+        auto message = std::make_unique<M>();
+        for (std::uint64_t sequence = 0; !stop_requested(*control); ++sequence) {
+            message->fill(0, sequence);
+            ssize_t sent;
+            do sent = ::send(producer_end.get(), message.get(), kBytes, MSG_NOSIGNAL);
+            while (sent < 0 && errno == EINTR);
+            if (sent != static_cast<ssize_t>(kBytes)) throw mproc::SystemError("seqpacket producer: send", errno);
+        }
+    });
+    producer_end.close();
+    auto message = std::make_unique<M>();
+    SequenceCheck check("seqpacket stream", true);
+    const auto receive = [&] {
+        ssize_t got;
+        do got = ::recv(consumer_end.get(), message.get(), kBytes, 0);
+        while (got < 0 && errno == EINTR);
+        if (got < 0) throw mproc::SystemError("seqpacket stream: recv", errno);
+        return static_cast<std::size_t>(got);
+    };
+    for (auto _ : state) {
+        const std::size_t got = receive();
+        if (got != kBytes) {
+            if (got == 0) producer.join();
+            throw BenchFailure("seqpacket stream: a message of " + std::to_string(got) + " bytes, expected " +
+                               std::to_string(kBytes));
+        }
+        check.check(*message);
+    }
+    request_stop(*control);
+    while (receive() != 0) {
+    }
+    producer.join();
+    count_stream(state, state.iterations(), kBytes);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A POSIX message queue, opened and unlinked before the fork (the descriptor is inherited). The producer
+// sends with a 10 ms deadline so that it notices the stop flag while the queue is full.
+
+std::optional<long> read_proc_number(const char* path) {
+    std::ifstream file(path);
+    long value = 0;
+    if (!(file >> value)) return std::nullopt;
+    return value;
+}
+
+template <std::size_t kBytes>
+void posix_mq_stream(benchmark::State& state) {
+    using M = Message<kBytes>;
+    const std::optional<long> size_limit = read_proc_number("/proc/sys/fs/mqueue/msgsize_max");
+    if (size_limit && static_cast<long>(kBytes) > *size_limit) {
+        mproc::bench::skip(state, "POSIX mq: messages of " + std::to_string(kBytes) +
+                                      " bytes exceed /proc/sys/fs/mqueue/msgsize_max (" +
+                                      std::to_string(*size_limit) + ")");
+        return;
+    }
+    mq_attr attributes{};
+    attributes.mq_maxmsg = std::min<long>(read_proc_number("/proc/sys/fs/mqueue/msg_max").value_or(10), 64);
+    attributes.mq_msgsize = static_cast<long>(kBytes);
+    const std::string name = "/mproc-bench-queue-" + std::to_string(::getpid());
+    const mqd_t queue = ::mq_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &attributes);
+    if (queue == static_cast<mqd_t>(-1)) {
+        mproc::bench::skip(state, "POSIX mq: mq_open failed: " + std::string(std::strerror(errno)));
+        return;
+    }
+    ::mq_unlink(name.c_str());
+    struct Closer {
+        mqd_t queue;
+        ~Closer() { ::mq_close(queue); }
+    } closer{queue};
+    SharedBlock<StopFlag> control;
+    Peer producer("POSIX mq producer", [&] {
+        auto message = std::make_unique<M>();
+        for (std::uint64_t sequence = 0; !stop_requested(*control);) {
+            message->fill(0, sequence);
+            const timespec deadline = deadline_after(10ms);
+            if (::mq_timedsend(queue, reinterpret_cast<const char*>(message.get()), kBytes, 0, &deadline) == 0)
+                ++sequence;
+            else if (errno != ETIMEDOUT && errno != EINTR)
+                throw mproc::SystemError("POSIX mq producer: mq_timedsend", errno);
+        }
+    });
+    auto message = std::make_unique<M>();
+    SequenceCheck check("POSIX mq stream", true);
+    for (auto _ : state) {
+        ssize_t got;
+        do got = ::mq_receive(queue, reinterpret_cast<char*>(message.get()), kBytes, nullptr);
+        while (got < 0 && errno == EINTR);
+        if (got < 0) throw mproc::SystemError("POSIX mq stream: mq_receive", errno);
+        if (got != static_cast<ssize_t>(kBytes))
+            throw BenchFailure("POSIX mq stream: a message of " + std::to_string(got) + " bytes, expected " +
+                               std::to_string(kBytes));
+        check.check(*message);
+    }
+    request_stop(*control);
+    producer.join();
+    count_stream(state, state.iterations(), kBytes);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// boost::interprocess::message_queue (a named segment, removed at the end), created before the fork.
+// Producers send and the consumer peer receives with 10 ms deadlines, to notice the stop flag.
+
+#ifdef MPROC_BENCH_HAVE_BOOST
+namespace bip = boost::interprocess;
+
+class BoostQueue {
+public:
+    BoostQueue(std::size_t capacity, std::size_t bytes)
+        : name_("mproc-bench-queue-boost-" + std::to_string(::getpid())),
+          queue_((bip::message_queue::remove(name_.c_str()),
+                  std::make_unique<bip::message_queue>(bip::create_only, name_.c_str(), capacity, bytes))) {}
+    BoostQueue(const BoostQueue&) = delete;
+    BoostQueue& operator=(const BoostQueue&) = delete;
+    ~BoostQueue() { bip::message_queue::remove(name_.c_str()); }
+
+    bip::message_queue& operator*() { return *queue_; }
+
+private:
+    std::string name_;
+    std::unique_ptr<bip::message_queue> queue_;
+};
+
+boost::posix_time::ptime boost_deadline_after(std::chrono::milliseconds wait) {
+    return boost::posix_time::microsec_clock::universal_time() + boost::posix_time::milliseconds(wait.count());
+}
+
+template <std::size_t kBytes>
+void boost_produce(bip::message_queue& queue, const StopFlag& control, std::uint64_t producer_id) {
+    auto message = std::make_unique<Message<kBytes>>();
+    for (std::uint64_t sequence = 0; !stop_requested(control);) {
+        message->fill(producer_id, sequence);
+        if (queue.timed_send(message.get(), kBytes, 0, boost_deadline_after(10ms))) ++sequence;
+    }
+}
+
+template <std::size_t kBytes>
+bool boost_receive(bip::message_queue& queue, Message<kBytes>& message, std::chrono::milliseconds wait) {
+    bip::message_queue::size_type got = 0;
+    unsigned int priority = 0;
+    if (!queue.timed_receive(&message, kBytes, got, priority, boost_deadline_after(wait))) return false;
+    if (got != kBytes)
+        throw BenchFailure("Boost message_queue: a message of " + std::to_string(got) + " bytes, expected " +
+                           std::to_string(kBytes));
+    return true;
+}
+
+template <std::size_t kBytes>
+void boost_stream(benchmark::State& state) {
+    BoostQueue queue(queue_capacity(kBytes), kBytes);
+    SharedBlock<StopFlag> control;
+    Peer producer("Boost message_queue producer", [&] { boost_produce<kBytes>(*queue, *control, 0); });
+    auto message = std::make_unique<Message<kBytes>>();
+    SequenceCheck check("Boost message_queue stream", true);
+    for (auto _ : state) {
+        while (!boost_receive(*queue, *message, 1000ms)) producer.throw_if_ended();
+        check.check(*message);
+    }
+    request_stop(*control);
+    producer.join();
+    count_stream(state, state.iterations(), kBytes);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------
+// Python's multiprocessing.Queue, one producer process and the consumer, timed inside python3.
+
+void python_stream(benchmark::State& state, std::size_t bytes) {
+    const auto figures = mproc::bench::run_python_peer(
+        state, kPythonQueueScript,
+        "stream " + std::to_string(bytes) + " " + std::to_string(state.max_iterations), 1);
+    if (!figures) return;
+    mproc::bench::report_python_time(state, (*figures)[0]);
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// 2P2C: two producer peers, the benchmark process and a consumer peer as consumers. The consumer peer
+// counts what it got in `consumed`; the benchmark reads the count before and after its loop.
+
+struct TwoConsumers {
+    alignas(128) std::atomic<std::uint64_t> consumed;  // written by the consumer peer only
+    alignas(128) std::atomic<std::uint32_t> stop;      // set once by the benchmark process (Boost only)
+};
+
+// relaxed: a count read for the report; the messages themselves travel through the queue.
+std::uint64_t consumed_by_peer(const TwoConsumers& shared) { return shared.consumed.load(std::memory_order_relaxed); }
+
+template <std::size_t kBytes>
+void mproc_two_by_two(benchmark::State& state) {
+    using M = Message<kBytes>;
+    mproc::Queue<M> queue(std::bit_ceil(queue_capacity(kBytes)), mproc::QueueKind::mpmc);
+    SharedBlock<TwoConsumers> shared;
+    const auto produce = [&](std::uint64_t producer_id) {
+        const CloseOnFailure close_on_failure(queue);
+        M message{};
+        for (std::uint64_t sequence = 0;; ++sequence) {
+            message.fill(producer_id, sequence);
+            try {
+                queue.put(message);
+            } catch (const mproc::Closed&) {
+                return;
+            }
+        }
+    };
+    Peer producer0("mproc 2P2C producer 0", [&] { produce(0); });
+    Peer producer1("mproc 2P2C producer 1", [&] { produce(1); });
+    Peer consumer("mproc 2P2C consumer", [&] {
+        const CloseOnFailure close_on_failure(queue);
+        SequenceCheck check("mproc 2P2C consumer peer", false);
+        for (;;) {
+            try {
+                check.check(queue.get());
+            } catch (const mproc::Closed&) {
+                return;
+            }
+            // relaxed: see consumed_by_peer().
+            shared->consumed.fetch_add(1, std::memory_order_relaxed);
+        }
+    });
+    SequenceCheck check("mproc 2P2C stream", false);
+    const std::uint64_t peer_before = consumed_by_peer(*shared);
+    for (auto _ : state) check.check(get_from_peer(queue, consumer, "mproc 2P2C stream"));
+    const std::uint64_t peer_after = consumed_by_peer(*shared);
+    queue.close();
+    producer0.join();
+    producer1.join();
+    consumer.join();
+    count_stream(state, state.iterations() + static_cast<std::int64_t>(peer_after - peer_before), kBytes);
+}
+
+#ifdef MPROC_BENCH_HAVE_BOOST
+template <std::size_t kBytes>
+void boost_two_by_two(benchmark::State& state) {
+    BoostQueue queue(queue_capacity(kBytes), kBytes);
+    SharedBlock<StopFlag> control;
+    SharedBlock<TwoConsumers> shared;
+    Peer producer0("Boost 2P2C producer 0", [&] { boost_produce<kBytes>(*queue, *control, 0); });
+    Peer producer1("Boost 2P2C producer 1", [&] { boost_produce<kBytes>(*queue, *control, 1); });
+    Peer consumer("Boost 2P2C consumer", [&] {
+        auto message = std::make_unique<Message<kBytes>>();
+        SequenceCheck check("Boost 2P2C consumer peer", false);
+        while (!stop_requested(*control)) {
+            if (!boost_receive(*queue, *message, 10ms)) continue;
+            check.check(*message);
+            // relaxed: see consumed_by_peer().
+            shared->consumed.fetch_add(1, std::memory_order_relaxed);
+        }
+    });
+    auto message = std::make_unique<Message<kBytes>>();
+    SequenceCheck check("Boost 2P2C stream", false);
+    const std::uint64_t peer_before = consumed_by_peer(*shared);
+    for (auto _ : state) {
+        while (!boost_receive(*queue, *message, 1000ms)) producer0.throw_if_ended();
+        check.check(*message);
+    }
+    const std::uint64_t peer_after = consumed_by_peer(*shared);
+    request_stop(*control);
+    producer0.join();
+    producer1.join();
+    consumer.join();
+    count_stream(state, state.iterations() + static_cast<std::int64_t>(peer_after - peer_before), kBytes);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------
+// Round trips of a 64-byte message: the benchmark puts sequence k on one queue, the peer answers k + 1 on
+// another. Spinning: both sides poll try_get (with the Spinner's occasional yield); blocking: get().
+
+constexpr std::size_t kRoundTripBytes = 64;
+using RoundTripMessage = Message<kRoundTripBytes>;
+
+void mproc_round_trip(benchmark::State& state, mproc::QueueKind kind, bool spin) {
+    mproc::Queue<RoundTripMessage> to_peer(16, kind);
+    mproc::Queue<RoundTripMessage> from_peer(16, kind);
+    const auto receive = [spin](mproc::Queue<RoundTripMessage>& queue, Peer* peer) {
+        if (!spin) return peer == nullptr ? queue.get() : get_from_peer(queue, *peer, "mproc queue round trip");
+        Spinner spinner("a round-trip message", peer);
+        for (;;) {
+            try {
+                if (const std::optional<RoundTripMessage> message = queue.try_get()) return *message;
+            } catch (const mproc::Closed&) {
+                if (peer == nullptr) throw;  // the benchmark's close(): the peer's signal to stop
+                peer->join();
+                throw BenchFailure("mproc queue round trip: the queue was closed while the benchmark ran");
+            }
+            spinner.pause();
+        }
+    };
+    Peer peer("mproc queue round-trip peer", [&] {
+        const CloseOnFailure close_on_failure(from_peer);
+        for (;;) {
+            RoundTripMessage message;
+            try {
+                message = receive(to_peer, nullptr);
+            } catch (const mproc::Closed&) {
+                return;
+            }
+            message.fill(0, message.sequence() + 1);
+            from_peer.put(message);
+        }
+    });
+    LatencySampler sampler(state);
+    RoundTripMessage message{};
+    std::uint64_t sequence = 0;
+    sampler.start();
+    for (auto _ : state) {
+        message.fill(0, sequence);
+        to_peer.put(message);
+        const RoundTripMessage reply = receive(from_peer, &peer);
+        if (!reply.whole() || reply.sequence() != sequence + 1)
+            throw BenchFailure("mproc queue round trip: reply " + std::to_string(reply.sequence()) + " to " +
+                               std::to_string(sequence));
+        sequence += 2;
+        sampler.lap();
+    }
+    to_peer.close();
+    peer.join();
+    sampler.report(state);
+}
+
+void pipe_round_trip(benchmark::State& state) {
+    mproc::bench::Pipe to_peer = mproc::bench::make_pipe("pipe round trip: to the peer");
+    mproc::bench::Pipe from_peer = mproc::bench::make_pipe("pipe round trip: from the peer");
+    Peer peer("pipe round-trip peer", [&] {
+        to_peer.write_end.close();
+        from_peer.read_end.close();
+        RoundTripMessage message;
+        for (;;) {
+            std::size_t done = 0;
+            while (done < kRoundTripBytes) {
+                const std::size_t got =
+                    mproc::bench::read_some(to_peer.read_end.get(), reinterpret_cast<std::byte*>(&message) + done,
+                                            kRoundTripBytes - done, "pipe round-trip peer");
+                if (got == 0) return;
+                done += got;
+            }
+            message.fill(0, message.sequence() + 1);
+            mproc::bench::write_all(from_peer.write_end.get(), &message, kRoundTripBytes, "pipe round-trip peer");
+        }
+    });
+    to_peer.read_end.close();
+    from_peer.write_end.close();
+    LatencySampler sampler(state);
+    RoundTripMessage message{};
+    std::uint64_t sequence = 0;
+    sampler.start();
+    for (auto _ : state) {
+        message.fill(0, sequence);
+        mproc::bench::write_all(to_peer.write_end.get(), &message, kRoundTripBytes, "pipe round trip");
+        read_exactly(from_peer.read_end.get(), &message, kRoundTripBytes, "pipe round trip", peer);
+        if (!message.whole() || message.sequence() != sequence + 1)
+            throw BenchFailure("pipe round trip: reply " + std::to_string(message.sequence()) + " to " +
+                               std::to_string(sequence));
+        sequence += 2;
+        sampler.lap();
+    }
+    to_peer.write_end.close();
+    peer.join();
+    sampler.report(state);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Registration: one family per system, the message size as the argument, so that each system is one
+// series in report.py's throughput-by-size chart.
+
+constexpr std::int64_t kSizes[] = {8, 64, 512, 4096, 65536};
+
+// Calls body.template operator()<N>() for the N that state.range(0) names.
+template <class Body>
+void with_size(benchmark::State& state, Body&& body) {
+    mproc::bench::run_guarded(state, [&] {
+        switch (state.range(0)) {
+        case 8: body.template operator()<8>(); break;
+        case 64: body.template operator()<64>(); break;
+        case 512: body.template operator()<512>(); break;
+        case 4096: body.template operator()<4096>(); break;
+        case 65536: body.template operator()<65536>(); break;
+        default: throw BenchFailure("queue stream: no message type of " + std::to_string(state.range(0)) + " bytes");
+        }
+    });
+}
+
+void BM_Queue1P1C_mproc_spsc(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { mproc_stream<N>(state, mproc::QueueKind::spsc); });
+}
+void BM_Queue1P1C_mproc_mpmc(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { mproc_stream<N>(state, mproc::QueueKind::mpmc); });
+}
+void BM_Queue1P1C_pipe(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { pipe_stream<N>(state); });
+}
+void BM_Queue1P1C_seqpacket(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { seqpacket_stream<N>(state); });
+}
+void BM_Queue1P1C_posix_mq(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { posix_mq_stream<N>(state); });
+}
+void BM_Queue1P1C_python(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] { python_stream(state, static_cast<std::size_t>(state.range(0))); });
+}
+void BM_Queue2P2C_mproc_mpmc(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { mproc_two_by_two<N>(state); });
+}
+#ifdef MPROC_BENCH_HAVE_BOOST
+void BM_Queue1P1C_boost(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { boost_stream<N>(state); });
+}
+void BM_Queue2P2C_boost(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { boost_two_by_two<N>(state); });
+}
+#endif
+
+void register_sizes(benchmark::internal::Benchmark* benchmark) {
+    for (const std::int64_t size : kSizes) benchmark->Arg(size);
+}
+
+BENCHMARK(BM_Queue1P1C_mproc_spsc)->Apply(register_sizes)->UseRealTime();
+BENCHMARK(BM_Queue1P1C_mproc_mpmc)->Apply(register_sizes)->UseRealTime();
+BENCHMARK(BM_Queue1P1C_pipe)->Apply(register_sizes)->UseRealTime();
+BENCHMARK(BM_Queue1P1C_seqpacket)->Apply(register_sizes)->UseRealTime();
+BENCHMARK(BM_Queue1P1C_posix_mq)->Apply(register_sizes)->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_BOOST
+BENCHMARK(BM_Queue1P1C_boost)->Apply(register_sizes)->UseRealTime();
+#endif
+BENCHMARK(BM_Queue1P1C_python)->Apply(register_sizes)->UseManualTime();
+BENCHMARK(BM_Queue2P2C_mproc_mpmc)->Apply(register_sizes)->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_BOOST
+BENCHMARK(BM_Queue2P2C_boost)->Apply(register_sizes)->UseRealTime();
+#endif
+
+void round_trip_entry(benchmark::State& state, mproc::QueueKind kind, bool spin) {
+    mproc::bench::run_guarded(state, [&] { mproc_round_trip(state, kind, spin); });
+}
+BENCHMARK_CAPTURE(round_trip_entry, spsc_spin, mproc::QueueKind::spsc, true)
+    ->Name("BM_QueueRoundTrip_spin/mproc_spsc")->UseRealTime();
+BENCHMARK_CAPTURE(round_trip_entry, mpmc_spin, mproc::QueueKind::mpmc, true)
+    ->Name("BM_QueueRoundTrip_spin/mproc_mpmc")->UseRealTime();
+BENCHMARK(mproc::bench::measure_cache_line_ping_pong)->Name("BM_QueueRoundTrip_spin/cache_line_ceiling")->UseRealTime();
+BENCHMARK_CAPTURE(round_trip_entry, spsc_blocking, mproc::QueueKind::spsc, false)
+    ->Name("BM_QueueRoundTrip_blocking/mproc_spsc")->UseRealTime();
+BENCHMARK_CAPTURE(round_trip_entry, mpmc_blocking, mproc::QueueKind::mpmc, false)
+    ->Name("BM_QueueRoundTrip_blocking/mproc_mpmc")->UseRealTime();
+void BM_QueueRoundTripPipe(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] { pipe_round_trip(state); });
+}
+BENCHMARK(BM_QueueRoundTripPipe)->Name("BM_QueueRoundTrip_blocking/pipe")->UseRealTime();
+BENCHMARK(mproc::bench::measure_futex_ping_pong)->Name("BM_QueueRoundTrip_blocking/futex_ceiling")->UseRealTime();
+
+}  // namespace

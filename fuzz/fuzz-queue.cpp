@@ -1,0 +1,447 @@
+// fuzz/fuzz-queue.cpp — the bytes as a program of queue operations, every result checked against a
+// std::deque that models the queue.
+//
+// Input: byte 0 chooses the queue — bit 0 SPSC or MPMC, bit 1 Queue<std::uint64_t> or ByteQueue, bits 2..3
+// the capacity (2, 4, 8 or 16); byte 1 is a ByteQueue's max_message (0..15). Then pairs of bytes (operation,
+// argument) until the input ends. A typed queue lives in a heap buffer of exactly placed_size() bytes (so
+// AddressSanitizer sees any access past the ring); the raw ring attached to the same bytes serves the
+// zero-copy calls (reserve/commit and peek/release for SPSC, put_in_place/get_in_place for MPMC). A
+// ByteQueue is anonymous (its constructor is the only way to make one). One thread does everything, so
+// every outcome is exact: the values and their order, the counts of put_many/get_many/reserve/peek,
+// qsize(), and which of Full, Empty, Closed, ValueError or StateError each call reports.
+// Model: `items` holds what the queue holds, oldest first; an empty optional is an MPMC slot published as
+// skipped (a fill that threw): it counts in qsize() and a get steps over it.
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <new>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "mproc/error.hpp"
+#include "mproc/mpmc_ring.hpp"
+#include "mproc/queue.hpp"
+#include "mproc/spsc_ring.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// A failed property is a finding: abort so that libFuzzer (and the replay test) report the input.
+void require(bool property) {
+    if (!property) std::abort();
+}
+
+// Runs call and requires that it throws exactly E (nothing else, not nothing).
+template <class E, class Call>
+void require_throws(Call&& call) {
+    bool thrown = false;
+    try {
+        call();
+    } catch (const E&) {
+        thrown = true;
+    }
+    require(thrown);
+}
+
+struct FillFailed {};
+struct ReadFailed {};
+
+class Program {
+public:
+    Program(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
+    bool next(std::uint8_t& operation, std::uint8_t& argument) {
+        if (offset_ + 2 > size_) return false;
+        operation = data_[offset_];
+        argument = data_[offset_ + 1];
+        offset_ += 2;
+        return true;
+    }
+
+private:
+    const std::uint8_t* data_;
+    std::size_t size_;
+    std::size_t offset_ = 2;
+};
+
+using Message = std::vector<std::byte>;
+
+// What the queue must hold.
+struct Model {
+    std::deque<std::optional<Message>> items;
+    std::size_t capacity = 0;
+    bool closed = false;
+    std::uint64_t produced = 0;  // slots taken by puts: the producer position
+    std::uint64_t consumed = 0;  // slots freed by gets: the consumer position
+
+    std::size_t size() const { return items.size(); }
+    std::size_t room() const { return capacity - items.size(); }
+    void push(std::optional<Message> message) {
+        items.push_back(std::move(message));
+        ++produced;
+    }
+    // The next real message, stepping over skipped slots; nullopt when none is left.
+    std::optional<Message> pop() {
+        while (!items.empty()) {
+            const bool skipped = !items.front().has_value();
+            Message front = skipped ? Message{} : std::move(*items.front());
+            items.pop_front();
+            ++consumed;
+            if (!skipped) return front;
+        }
+        return std::nullopt;
+    }
+    bool has_message() const {
+        return std::any_of(items.begin(), items.end(), [](const auto& item) { return item.has_value(); });
+    }
+};
+
+Message bytes_of(std::uint64_t value) {
+    Message message(sizeof value);
+    std::memcpy(message.data(), &value, sizeof value);
+    return message;
+}
+
+std::uint64_t value_of(std::span<const std::byte> bytes) {
+    require(bytes.size() == sizeof(std::uint64_t));
+    std::uint64_t value;
+    std::memcpy(&value, bytes.data(), sizeof value);
+    return value;
+}
+
+// Queue<std::uint64_t>, SPSC or MPMC, with the raw ring's zero-copy calls.
+class TypedScenario {
+public:
+    TypedScenario(mproc::QueueKind kind, std::size_t capacity)
+        : kind_(kind),
+          size_(mproc::Queue<std::uint64_t>::placed_size(capacity, kind)),
+          memory_(static_cast<std::byte*>(::operator new(size_, kAlignment))),
+          queue_(mproc::Queue<std::uint64_t>::place(memory_, size_, capacity, kind)) {
+        model_.capacity = capacity;
+        require(queue_.capacity() == capacity && queue_.kind() == kind);
+    }
+    ~TypedScenario() { ::operator delete(memory_, kAlignment); }
+    TypedScenario(const TypedScenario&) = delete;
+    TypedScenario& operator=(const TypedScenario&) = delete;
+
+    void run(std::uint8_t operation, std::uint8_t argument) {
+        switch (operation % 16) {
+        case 0: put(argument); break;
+        case 1: try_put(); break;
+        case 2: get(argument); break;
+        case 3: try_get(); break;
+        case 4: put_many(argument % 20); break;
+        case 5: get_many(argument % 20); break;
+        case 6: check_sizes(); break;
+        case 7:
+            if (argument % 4 == 0) close();
+            break;
+        case 8: kind_ == mproc::QueueKind::spsc ? reserve_commit(argument) : put_in_place(argument); break;
+        case 9: kind_ == mproc::QueueKind::spsc ? peek_release(argument) : get_in_place(argument); break;
+        case 10: reattach(); break;
+        default: check_sizes(); break;
+        }
+        check_sizes();
+    }
+
+    // Drains what is left, in order: the queue must hold exactly the model's messages.
+    void finish() {
+        std::vector<std::uint64_t> rest(model_.capacity + 1);
+        const std::size_t got = queue_.get_many(rest);
+        std::size_t expected = 0;
+        while (std::optional<Message> message = model_.pop()) {
+            require(expected < got && rest[expected] == value_of(*message));
+            ++expected;
+        }
+        require(got == expected && queue_.qsize() == 0);
+    }
+
+private:
+    static constexpr std::align_val_t kAlignment{mproc::RawSpscRing::kAlignment};
+
+    std::uint64_t fresh_value() { return ++counter_ * 0x9e3779b97f4a7c15ull; }
+
+    void put(std::uint8_t argument) {
+        const std::uint64_t value = fresh_value();
+        // Blocking with a zero timeout makes one attempt, as non-blocking does.
+        auto call = [&] { argument & 1 ? queue_.put(value, true, 0ns) : queue_.put_nowait(value); };
+        if (model_.closed)
+            return require_throws<mproc::Closed>(call);
+        if (model_.room() == 0)
+            return require_throws<mproc::Full>(call);
+        call();
+        model_.push(bytes_of(value));
+    }
+
+    void try_put() {
+        const std::uint64_t value = fresh_value();
+        if (model_.closed)
+            return require_throws<mproc::Closed>([&] { queue_.try_put(value); });
+        const bool expected = model_.room() != 0;
+        require(queue_.try_put(value) == expected);
+        if (expected) model_.push(bytes_of(value));
+    }
+
+    void get(std::uint8_t argument) {
+        auto call = [&] { return argument & 1 ? queue_.get(true, 0ns) : queue_.get_nowait(); };
+        if (!model_.has_message()) {
+            // A skipped slot is consumed on the way to finding the queue empty.
+            const bool closed = model_.closed;
+            while (model_.pop()) {
+            }
+            if (closed)
+                return require_throws<mproc::Closed>(call);
+            return require_throws<mproc::Empty>(call);
+        }
+        require(call() == value_of(*model_.pop()));
+    }
+
+    void try_get() {
+        if (!model_.has_message()) {
+            const bool closed = model_.closed;
+            while (model_.pop()) {
+            }
+            if (closed)
+                return require_throws<mproc::Closed>([&] { queue_.try_get(); });
+            require(!queue_.try_get());
+            return;
+        }
+        const std::optional<std::uint64_t> got = queue_.try_get();
+        require(got && *got == value_of(*model_.pop()));
+    }
+
+    void put_many(std::size_t count) {
+        std::vector<std::uint64_t> values(count);
+        for (auto& value : values) value = fresh_value();
+        const std::size_t expected = model_.closed ? 0 : std::min(count, model_.room());
+        require(queue_.put_many(values) == expected);
+        for (std::size_t i = 0; i < expected; ++i) model_.push(bytes_of(values[i]));
+    }
+
+    void get_many(std::size_t count) {
+        std::vector<std::uint64_t> values(count);
+        const std::size_t got = queue_.get_many(values);
+        std::size_t expected = 0;
+        while (expected < count) {
+            std::optional<Message> message = model_.pop();
+            if (!message) break;
+            require(expected < got && values[expected] == value_of(*message));
+            ++expected;
+        }
+        require(got == expected);
+    }
+
+    void check_sizes() {
+        require(queue_.qsize() == model_.size());
+        require(queue_.empty() == (model_.size() == 0));
+        require(queue_.full() == (model_.room() == 0));
+        require(queue_.closed() == model_.closed);
+        require(queue_.repaired_slots() == 0);
+    }
+
+    void close() {
+        queue_.close();
+        model_.closed = true;
+    }
+
+    // SPSC zero-copy put: reserve up to `want` slots (as many as are free and in a row to the end of the
+    // ring), fill some, commit them; then a commit of more than is free must be refused.
+    void reserve_commit(std::uint8_t argument) {
+        mproc::RawSpscRing& ring = mproc::RawSpscRing::attach(memory_, size_);
+        const std::size_t want = argument % 8;
+        const mproc::RingRegion region = ring.reserve(want);
+        const std::size_t to_end = model_.capacity - (model_.produced % model_.capacity);
+        const std::size_t expected = model_.closed || want == 0 ? 0 : std::min({want, model_.room(), to_end});
+        require(region.count == expected);
+        const std::size_t commit = expected == 0 ? 0 : (argument >> 3) % (expected + 1);
+        for (std::size_t i = 0; i < commit; ++i) {
+            const std::uint64_t value = fresh_value();
+            std::memcpy(region.slot(i), &value, sizeof value);
+            model_.push(bytes_of(value));
+        }
+        ring.commit(commit);
+        if (argument & 0x80)
+            require_throws<mproc::StateError>([&] { ring.commit(model_.room() + 1); });
+    }
+
+    // SPSC zero-copy get: peek up to `want` messages in place, check them, release some; then a release of
+    // more than is ready must be refused.
+    void peek_release(std::uint8_t argument) {
+        mproc::RawSpscRing& ring = mproc::RawSpscRing::attach(memory_, size_);
+        const std::size_t want = argument % 8;
+        const mproc::RingRegion region = ring.peek(want);
+        const std::size_t to_end = model_.capacity - (model_.consumed % model_.capacity);
+        const std::size_t expected = want == 0 ? 0 : std::min({want, model_.size(), to_end});
+        require(region.count == expected);
+        for (std::size_t i = 0; i < expected; ++i) require(value_of({region.slot(i), 8}) == value_of(*model_.items[i]));
+        const std::size_t release = expected == 0 ? 0 : (argument >> 3) % (expected + 1);
+        ring.release(release);
+        for (std::size_t i = 0; i < release; ++i) model_.pop();
+        if (argument & 0x80)
+            require_throws<mproc::StateError>([&] { ring.release(model_.size() + 1); });
+    }
+
+    // MPMC zero-copy put: the fill writes in place; a fill that throws publishes a skipped slot; a fill
+    // that claims more than a slot holds is refused (ValueError) and publishes a skipped slot too.
+    void put_in_place(std::uint8_t argument) {
+        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        const std::uint64_t value = fresh_value();
+        const int behaviour = argument % 4;  // 0, 1: fill; 2: throw; 3: report too many bytes
+        auto fill = [&](std::span<std::byte> slot) -> std::size_t {
+            require(slot.size() == sizeof value);
+            std::memcpy(slot.data(), &value, sizeof value);
+            if (behaviour == 2) throw FillFailed{};
+            return behaviour == 3 ? slot.size() + 1 : slot.size();
+        };
+        if (model_.closed) {
+            require(ring.put_in_place(fill, 0ns) == mproc::RingStatus::closed);
+            return;
+        }
+        if (model_.room() == 0) {
+            require(ring.put_in_place(fill, 0ns) == mproc::RingStatus::full);
+            return;
+        }
+        if (behaviour == 2) {
+            require_throws<FillFailed>([&] { ring.put_in_place(fill, 0ns); });
+            model_.push(std::nullopt);
+        } else if (behaviour == 3) {
+            require_throws<mproc::ValueError>([&] { ring.put_in_place(fill, 0ns); });
+            model_.push(std::nullopt);
+        } else {
+            require(ring.put_in_place(fill, 0ns) == mproc::RingStatus::ok);
+            model_.push(bytes_of(value));
+        }
+    }
+
+    // MPMC zero-copy get: the read sees the message in place; a read that throws consumes it.
+    void get_in_place(std::uint8_t argument) {
+        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        const bool read_throws = argument & 1;
+        std::optional<std::uint64_t> seen;
+        auto read = [&](std::span<const std::byte> message) {
+            seen = value_of(message);
+            if (read_throws) throw ReadFailed{};
+        };
+        if (!model_.has_message()) {
+            const bool closed = model_.closed;
+            while (model_.pop()) {
+            }
+            require(ring.get_in_place(read, 0ns) == (closed ? mproc::RingStatus::closed : mproc::RingStatus::empty));
+            require(!seen);
+            return;
+        }
+        const std::uint64_t expected = value_of(*model_.pop());
+        if (read_throws)
+            require_throws<ReadFailed>([&] { ring.get_in_place(read, 0ns); });
+        else
+            require(ring.get_in_place(read, 0ns) == mproc::RingStatus::ok);
+        require(seen && *seen == expected);
+    }
+
+    // A second handle attached to the same bytes sees the same queue.
+    void reattach() {
+        mproc::Queue<std::uint64_t> other = mproc::Queue<std::uint64_t>::attach(memory_, size_);
+        require(other.kind() == kind_ && other.capacity() == model_.capacity && other.qsize() == model_.size());
+        queue_ = std::move(other);
+    }
+
+    mproc::QueueKind kind_;
+    std::size_t size_;
+    std::byte* memory_;
+    mproc::Queue<std::uint64_t> queue_;
+    Model model_;
+    std::uint64_t counter_ = 0;
+};
+
+// ByteQueue, SPSC or MPMC: messages of 0..max_message bytes, longer ones refused.
+class ByteScenario {
+public:
+    ByteScenario(mproc::QueueKind kind, std::size_t capacity, std::size_t max_message)
+        : queue_(max_message, capacity, kind) {
+        model_.capacity = capacity;
+        require(queue_.capacity() == capacity && queue_.max_message() == max_message);
+    }
+
+    void run(std::uint8_t operation, std::uint8_t argument) {
+        switch (operation % 8) {
+        case 0:
+        case 1: put(argument); break;
+        case 2:
+        case 3: get(argument); break;
+        case 4:
+            if (argument % 4 == 0) {
+                queue_.close();
+                model_.closed = true;
+            }
+            break;
+        default: break;
+        }
+        require(queue_.qsize() == model_.size() && queue_.empty() == (model_.size() == 0) &&
+                queue_.full() == (model_.room() == 0) && queue_.closed() == model_.closed);
+    }
+
+    void finish() {
+        while (std::optional<Message> message = model_.pop()) require(queue_.get_nowait() == *message);
+        if (model_.closed)
+            require_throws<mproc::Closed>([&] { queue_.get_nowait(); });
+        else
+            require_throws<mproc::Empty>([&] { queue_.get_nowait(); });
+    }
+
+private:
+    void put(std::uint8_t argument) {
+        // Lengths up to two past the limit, so that the refusal of a long message is exercised too.
+        const std::size_t length = argument % (queue_.max_message() + 3);
+        Message message(length);
+        for (std::size_t i = 0; i < length; ++i) message[i] = static_cast<std::byte>(++counter_ * 131 + i);
+        auto call = [&] { argument & 0x80 ? queue_.put(message, true, 0ns) : queue_.put_nowait(message); };
+        if (length > queue_.max_message())
+            return require_throws<mproc::ValueError>(call);
+        if (model_.closed)
+            return require_throws<mproc::Closed>(call);
+        if (model_.room() == 0)
+            return require_throws<mproc::Full>(call);
+        call();
+        model_.push(std::move(message));
+    }
+
+    void get(std::uint8_t argument) {
+        auto call = [&] { return argument & 1 ? queue_.get(true, 0ns) : queue_.get_nowait(); };
+        if (model_.size() == 0) {
+            if (model_.closed)
+                return require_throws<mproc::Closed>(call);
+            return require_throws<mproc::Empty>(call);
+        }
+        require(call() == *model_.pop());
+    }
+
+    mproc::ByteQueue queue_;
+    Model model_;
+    std::uint64_t counter_ = 0;
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    if (size < 2) return 0;
+    const mproc::QueueKind kind = (data[0] & 1) ? mproc::QueueKind::mpmc : mproc::QueueKind::spsc;
+    const std::size_t capacity = std::size_t{2} << ((data[0] >> 2) & 3);
+    Program program(data, size);
+    std::uint8_t operation = 0;
+    std::uint8_t argument = 0;
+    if ((data[0] & 2) == 0) {
+        TypedScenario scenario(kind, capacity);
+        while (program.next(operation, argument)) scenario.run(operation, argument);
+        scenario.finish();
+    } else {
+        ByteScenario scenario(kind, capacity, data[1] % 16);
+        while (program.next(operation, argument)) scenario.run(operation, argument);
+        scenario.finish();
+    }
+    return 0;
+}
