@@ -785,7 +785,7 @@ public:
 };
 
 CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(ConnectionTest, "unit");
-CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(ConnectionThreadsTest, "unit");
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(ConnectionThreadsTest, "stress");  // the thread variants TSan runs
 CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(ConnectionStressTest, "stress");
 
 }  // namespace
