@@ -70,15 +70,9 @@ std::string describe(std::string_view label, const char* operation, const std::s
     return std::string(label) + ": " + operation + ": " + cause;
 }
 
-// futex_waitv(2), Linux 5.16; defined here because older kernel headers lack it.
-struct FutexWaitv {
-    std::uint64_t val;
-    std::uint64_t uaddr;
-    std::uint32_t flags;
-    std::uint32_t reserved;
-};
-constexpr long kSysFutexWaitv = 449;
-constexpr std::uint32_t kFutex2Size32 = 2;  // FUTEX2_SIZE_U32; shared: no FUTEX2_PRIVATE
+using detail::FutexWaitv;
+using detail::kFutex2Size32;
+using detail::kSysFutexWaitv;
 
 std::atomic<bool> futex_waitv_missing{false};
 

@@ -4,20 +4,23 @@
 //
 // The layout (detail::EventCountLayout, public because rings embed it): `epoch`, the futex word, counts
 // notifications; `waiters` is non-zero while a thread may be in, or about to enter, FUTEX_WAIT on it.
-//   waiter:   key = prepare_wait()    E1 exchange(waiters, 1) (acq_rel), E3 key = epoch (acquire)
+//   waiter:   key = prepare_wait()    E3 key = epoch (acquire), E1 exchange(waiters, 1) (acq_rel)
 //             test the condition again; if it holds: done
-//             wait(key, deadline)     E4 FUTEX_WAIT(epoch, key) — returns at once if epoch moved on
+//             wait(key, deadline)     E4 FUTEX_WAIT(epoch, key) — returns at once if epoch moved on;
+//                                     never longer than kNotificationRecheckPeriod, then test again
 //   notifier: make the condition true (a release store of a ring index)
 //             notify()                N2 exchange(waiters, 0) (acq_rel); if it was non-zero:
 //                                     N3 epoch += 1 (release), N4 FUTEX_WAKE all
 // No lost wake-up, with read-modify-writes instead of fences (which ThreadSanitizer does not model): E1 and
 // N2 are RMWs of one word, so one of them reads the other's write. If E1 reads N2's 0, E1's acquire
 // synchronises with N2's release, and the waiter's re-test sees the store the notifier made before N2. If
-// N2 reads E1's 1, the notifier wakes: N3 happens either before E3 (then the re-test, after E3's acquire,
-// sees the store N3 was released after) or after E3 (then the kernel's compare in E4 sees the epoch
-// differ, or the waiter is asleep when N4 wakes it). Every waiter whose E1 came before N2 is woken (all
-// are); one whose E1 comes after leaves the flag set for the next notifier. A woken waiter that must sleep
-// again sets the flag again.
+// N2 reads E1's 1, E1 (and E3 before it) happen before N2 and so before N3: the key is older than N3's
+// epoch, and E4 either finds the epoch moved on or is asleep when N4 wakes it. The key is read *before*
+// the flag is set (E3 before E1): read after it, a late notify for an earlier condition could take this
+// wait's flag and bump the epoch before the key was read, and the notify that mattered would then find
+// the flag clear — the lost wake-up verify/queue-eventcount found in the first version
+// (bug_key_after_flag). Every waiter whose E1 came before N2 is woken (all are); one whose E1 comes after
+// leaves the flag set for the next notifier. A woken waiter that must sleep again sets the flag again.
 // Why a flag and not a count of sleepers: a count stays non-zero until the woken thread runs and
 // decrements it, and meanwhile every operation of the other side pays a FUTEX_WAKE; with the flag only
 // the first notify after a waiter parks makes the system call (on a loaded machine where producer and
@@ -25,13 +28,15 @@
 // Cost: notify() with nobody parked is one locked exchange on a line the notifying side keeps in its own
 // cache; a waiter costs an exchange and one FUTEX_WAIT.
 // Death: a waiter killed asleep leaves the flag set: the next notify() makes one FUTEX_WAKE that finds
-// nobody and clears it. A notifier killed between N2 and N4 leaves sleepers asleep until the next notify
-// or their deadline; callers that must not depend on it (queue close, a dead claimer) have their own
-// wake-up (see mpmc_ring.cpp). Wake-ups go to every sleeper: one handed to a chosen sleeper could die
-// with it.
+// nobody and clears it. A notifier killed between N2 and N4 has cleared the flag without waking, so later
+// notifies skip the wake too: sleepers therefore re-test their condition every kNotificationRecheckPeriod
+// (the model's bug_unbounded_sleep_* variants strand a sleeper for ever without it). Wake-ups go to every
+// sleeper: one handed to a chosen sleeper could die with it.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 
@@ -46,24 +51,31 @@ inline std::atomic_ref<std::uint32_t> waiters_of(EventCountLayout& event) noexce
     return std::atomic_ref(event.waiters);
 }
 
-// E1, E3: marks that a thread may sleep and returns the epoch to sleep on.
+// E3, E1: returns the epoch to sleep on, then marks that a thread may sleep.
 inline std::uint32_t prepare_wait(EventCountLayout& event) noexcept {
+    // acquire: E3, pairs with N3's release so that a newer epoch brings the store that caused it; read
+    // before E1 (see the top of this file).
+    const std::uint32_t key = epoch_of(event).load(std::memory_order_acquire);
     // acq_rel: E1; an RMW, so either it reads N2's 0 (and acquires the notifier's store) or N2 reads its 1.
     waiters_of(event).exchange(1, std::memory_order_acq_rel);
-    // acquire: E3, pairs with N3's release so that a newer epoch brings the store that caused it.
-    return epoch_of(event).load(std::memory_order_acquire);
+    return key;
 }
+
+// The longest a waiter sleeps before it tests its condition again, whatever the deadline: the only way
+// past a notifier that died between taking the flag (N2) and waking (N4).
+inline constexpr std::chrono::milliseconds kNotificationRecheckPeriod{50};
 
 // E4: sleeps while the epoch is still `key`, until the deadline (none: forever). Returns false when the
 // deadline passed; true means "test the condition again" (a notification, a signal or a spurious wake).
 inline bool wait_for_notification(EventCountLayout& event, std::uint32_t key, const Deadline* deadline) noexcept {
-    if (deadline == nullptr) {
-        futex_wait(&event.epoch, key, nullptr);
-        return true;
+    std::chrono::nanoseconds bound = kNotificationRecheckPeriod;
+    if (deadline != nullptr) {
+        if (deadline->passed()) return false;
+        bound = std::min<std::chrono::nanoseconds>(bound, deadline->remaining());
     }
-    if (deadline->passed()) return false;
-    const timespec remaining = deadline->remaining_timespec();
-    return futex_wait(&event.epoch, key, &remaining) != FutexWaitResult::timed_out || !deadline->passed();
+    const timespec relative = Deadline::to_timespec(bound);
+    futex_wait(&event.epoch, key, &relative);
+    return deadline == nullptr || !deadline->passed();
 }
 
 // N2..N4: to be called after the store that made the condition true.

@@ -65,4 +65,16 @@ inline int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcep
     return futex_wake(reinterpret_cast<const std::uint32_t*>(&word), count);
 }
 
+// futex_waitv(2), Linux 5.16: sleep until any of several futex words differs from its expected value.
+// Defined here because the kernel headers of Debian 12 predate it; callers fall back when it is ENOSYS.
+struct FutexWaitv {
+    std::uint64_t val;
+    std::uint64_t uaddr;
+    std::uint32_t flags;
+    std::uint32_t reserved;
+};
+static_assert(sizeof(FutexWaitv) == 24, "struct futex_waitv of the kernel ABI");
+inline constexpr long kSysFutexWaitv = 449;
+inline constexpr std::uint32_t kFutex2Size32 = 2;  // FUTEX2_SIZE_U32; shared: no FUTEX2_PRIVATE
+
 }  // namespace mproc::detail

@@ -11,6 +11,7 @@
 #include "mproc/lock.hpp"
 #include "mproc/mpmc_ring.hpp"
 #include "mproc/object_header.hpp"
+#include "mproc/pipe.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/rlock.hpp"
@@ -19,3 +20,4 @@
 #include "mproc/simple_queue.hpp"
 #include "mproc/spsc_ring.hpp"
 #include "mproc/value.hpp"
+#include "mproc/wait.hpp"

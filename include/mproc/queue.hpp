@@ -228,6 +228,7 @@ public:
     std::size_t capacity() const { return core_.capacity(); }
     const std::string& name() const noexcept { return core_.name(); }
     void unlink() { core_.unlink(); }
+    detail::QueueCore& core() noexcept { return core_; }
 
     static constexpr std::size_t kLengthBytes = 4;
 

@@ -1,0 +1,78 @@
+// fuzz/fuzz-pipe.cpp — the shared-memory Pipe's receive path over arbitrary ring contents: whatever a
+// hostile or broken peer writes into the slots and the producer index, a receive returns a message that
+// matches the chunks, or throws Closed / SystemError(EPROTO, EMSGSIZE) / BufferTooShort / StateError —
+// never a crash, an access outside the segment (ASan) or a hang.
+//
+// Input: byte 0 = how the reader receives (recv_bytes, with a small maxlength, or recv_bytes_into a
+// small or a large buffer); byte 1 = how many slots the "producer" published (0..kSlots, or more: a
+// corrupted index the ring must refuse); bytes 2..9 = the consumer index to start from (wraps anywhere);
+// the rest fills the slots, one after the other (a short input leaves the rest of a slot zero).
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "mproc/error.hpp"
+#include "mproc/pipe.hpp"
+
+namespace {
+
+constexpr std::size_t kSlots = 8;
+
+// An invariant broke: crash so that the fuzzer (and the corpus replay) reports this input.
+[[noreturn]] void fail(const char* /*why*/) { __builtin_trap(); }
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    if (size < 10) return 0;
+    const std::uint8_t mode = data[0] % 4;
+    const std::uint64_t published = data[1] % 12;  // up to 11: beyond the 8 slots, refused by the ring
+    std::uint64_t consumer = 0;
+    std::memcpy(&consumer, data + 2, sizeof consumer);
+    const std::uint8_t* slot_bytes = data + 10;
+    const std::size_t slot_bytes_size = size - 10;
+
+    auto [reader, writer] = mproc::Pipe(false, kSlots);
+    mproc::RawSpscRing* ring = reader.read_ring();
+    mproc::detail::RingControl& control = ring->control();
+    std::byte* slots = reinterpret_cast<std::byte*>(&control) + sizeof(mproc::detail::RingControl);
+    const std::size_t stride = control.constants.slot_stride;
+    std::memset(slots, 0, kSlots * stride);
+    std::memcpy(slots, slot_bytes, std::min(slot_bytes_size, kSlots * stride));
+    // The positions as a peer could have left them; nobody else touches the ring.
+    std::atomic_ref(control.consumer.position).store(consumer, std::memory_order_relaxed);
+    std::atomic_ref(control.consumer.cached_other).store(consumer, std::memory_order_relaxed);
+    std::atomic_ref(control.producer.position).store(consumer + published, std::memory_order_release);
+    writer.close();  // the peer is gone: every receive ends, none blocks
+
+    std::vector<std::byte> buffer(mode == 2 ? 16 : 1u << 16);
+    std::uint64_t delivered = 0;
+    for (int receive = 0; receive < 16; ++receive) {
+        try {
+            std::size_t got = 0;
+            switch (mode) {
+            case 0: got = reader.recv_bytes().size(); break;
+            case 1: got = reader.recv_bytes(100).size(); break;
+            default: got = reader.recv_bytes_into(buffer); break;
+            }
+            delivered += got;
+        } catch (const mproc::BufferTooShort& error) {
+            delivered += error.message().size();
+        } catch (const mproc::Closed&) {
+            break;
+        } catch (const mproc::SystemError&) {
+            break;  // EPROTO, EMSGSIZE: the end is closed for reading
+        } catch (const mproc::StateError&) {
+            break;
+        }
+        if (mode == 1 && delivered > 100u * 16) fail("maxlength not enforced");
+    }
+    // Every byte delivered came out of a published slot's payload.
+    if (delivered > std::min<std::uint64_t>(published, kSlots) * mproc::detail::kPipeChunkPayload)
+        fail("more bytes delivered than the published slots hold");
+    return 0;
+}

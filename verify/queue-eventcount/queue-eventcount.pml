@@ -1,0 +1,178 @@
+/*
+ * queue-eventcount.pml -- the eventcount the rings block on (src/eventcount.hpp), with the waiter's death.
+ *
+ * Mirrors src/eventcount.hpp:
+ *   prepare_wait          E1 exchange(waiters, 1); E3 key = epoch   (EPOCH_FIRST: E3, then E1)
+ *   wait_for_notification E4 FUTEX_WAIT(epoch, key), no deadline (the rings' blocking put/get)
+ *   notify                N2 exchange(waiters, 0); if it was 1: N3 epoch += 1; N4 FUTEX_WAKE all
+ *   await_condition       test; loop { E1, E3; test; E4; test }  (the spin phase is one more test)
+ * The condition is "the notifier made at least r + 1 items" for the waiter's round r: the notifier's
+ * release store of a ring position in the rings, here the increment of `items`, made before notify().
+ * Each C++ atomic operation is one Promela step; Promela is sequentially consistent, and the orderings
+ * the comments of eventcount.hpp claim (E1/N2 RMWs of one word, N3 release / E3 acquire) are what makes
+ * the C++ behave like this model.  A missing ordering is a seeded bug that moves a step.
+ *
+ * Processes: one notifier (ROUNDS items, each followed by notify()), one waiter role that awaits each
+ * item in turn.  With WAITER_DIES the waiter may be killed at any step, asleep included (the kernel
+ * takes it off the wait queue; the flag it set stays set); a replacement waiter then takes over the
+ * same round, as a restarted consumer would, and must not lose a wake-up to the stale flag.
+ *
+ * The code's order and the fix
+ *   src/eventcount.hpp does E1 then E3, and this model does the same by default: it loses a wake-up
+ *   (check bug_key_after_flag).  The waiter's wait for item 1 sets the flag and finds item 1 before
+ *   the notifier's notify() for it runs.  The waiter's wait for item 2 does E1 (flag 1); the late
+ *   notify() for item 1 now takes that flag (N2) and bumps the epoch (N3) before the waiter's E3, so
+ *   the key already includes the bump; the re-test finds no item 2; N4 wakes nobody.  The notifier
+ *   makes item 2; its N2 reads flag 0 and does not wake; the waiter sleeps on an epoch that no longer
+ *   moves, with item 2 ready.  The eventcount.hpp argument "N3 before E3: the re-test sees the store N3
+ *   was released after" is true, but that store is item 1's, not the one the waiter waits for.
+ *   EPOCH_FIRST models the fix: E3 (acquire) before E1.  A notify() whose N2 reads this wait's flag then
+ *   bumps the epoch after the key was read, so E4 returns at once (or N4 wakes it); one whose N2 comes
+ *   before E1 is read by E1, whose acquire makes the re-test see its store.
+ *
+ * Properties
+ *   (a) progress.ltl, pan -a -f: the notifier finishes and the waiter role receives every round -- no
+ *       lost wake-up, with or without the waiter's death (weak fairness: a runnable process runs).
+ *   (b) assertions: the waiter returns from a wait only when its condition holds.
+ *
+ * Configuration
+ *   EPOCH_FIRST             the fixed order E3, E1 (every good check and every seeded bug use it)
+ *   WAITER_DIES             the waiter may die at any step; a replacement takes over its round
+ *   ROUNDS                  items made and awaited (default 2; the lost wake-up needs 2)
+ *   FUTEX_SPURIOUS_WAKEUPS  futex waits may return early (see ../common/futex.pml)
+ *
+ * Seeded bugs (each must be rejected)
+ *   BUG_FLAG_CHECK_BEFORE_STORE  notify() takes the flag before the store that made the condition true
+ *                                (what a relaxed N2, or a plain load, allows): the waiter sets the flag
+ *                                after the check, re-tests before the store and sleeps; nobody wakes it
+ *                                                                                          -> (a)
+ *   BUG_KEY_AFTER_TEST           the waiter reads the epoch after its re-test (E3 after the test): a
+ *                                notify in between bumps the epoch, and E4 sleeps on the new value -> (a)
+ *   BUG_WAKE_WITHOUT_EPOCH       notify() wakes without bumping the epoch (no N3): a waiter between E3
+ *                                and E4 sleeps on an unchanged epoch after the wake             -> (a)
+ */
+
+#include "../common/futex.pml"
+
+#ifndef ROUNDS
+#define ROUNDS 2
+#endif
+
+int epoch = 0;               /* the futex word */
+bit waiters = 0;             /* the sleeper flag */
+FUTEX_QUEUE(sleepers);
+byte items = 0;              /* the condition's data: made by the notifier before each notify() */
+
+byte rounds_received = 0;    /* rounds the waiter role saw its condition hold */
+bool notifier_done = false;
+byte deaths = 0;
+
+#ifdef WAITER_DIES
+#define may_die  if :: deaths == 0 -> goto died :: skip fi
+#else
+#define may_die  skip
+#endif
+#define ready    (items > round)
+
+inline notify()
+{
+    atomic { flag = waiters; waiters = 0 };                 /* N2 */
+    if
+    :: flag == 1 ->
+#ifndef BUG_WAKE_WITHOUT_EPOCH
+        epoch++;                                            /* N3 */
+#endif
+        futex_wake_all(sleepers)                            /* N4 */
+    :: else -> skip
+    fi;
+    flag = 0
+}
+
+active proctype notifier()
+{
+    bit flag = 0;
+    byte made = 0;
+    do
+    :: made == ROUNDS -> break
+    :: made < ROUNDS ->
+#ifdef BUG_FLAG_CHECK_BEFORE_STORE
+        atomic { flag = waiters; waiters = 0 };             /* N2 before the store */
+        items++;
+        if
+        :: flag == 1 -> epoch++; futex_wake_all(sleepers)
+        :: else -> skip
+        fi;
+        flag = 0;
+#else
+        items++;                                            /* the release store of the condition */
+        notify();
+#endif
+        made++
+    od;
+    notifier_done = true
+}
+
+active proctype waiter()
+{
+    byte round = 0;
+    int key = 0;
+    byte ret = 0;
+
+restart:
+    do
+    :: round == ROUNDS -> break
+    :: round < ROUNDS ->
+        if
+        :: ready -> skip                                    /* the spin phase found it */
+        :: else ->
+            may_die;
+            do
+            :: true ->
+#if defined(EPOCH_FIRST) && !defined(BUG_KEY_AFTER_TEST)
+                key = epoch;                                /* E3, moved before E1 (the fix) */
+                may_die;
+                waiters = 1;                                /* E1 */
+                may_die;
+                if :: ready -> break :: else -> skip fi;
+#elif !defined(BUG_KEY_AFTER_TEST)
+                waiters = 1;                                /* E1 */
+                may_die;
+                key = epoch;                                /* E3 */
+                may_die;
+                if :: ready -> break :: else -> skip fi;
+#else
+                waiters = 1;                                /* E1 */
+                may_die;
+                if :: ready -> break :: else -> skip fi;
+                may_die;
+                key = epoch;                                /* E3 after the re-test */
+#endif
+                may_die;
+                futex_wait(epoch, key, sleepers, FUTEX_UNTIMED, ret);   /* E4 */
+                ret = 0;
+                may_die;
+                if :: ready -> break :: else -> skip fi;
+                may_die
+            od
+        fi;
+        assert(ready);
+        key = 0;
+        rounds_received++;
+        round++
+    od;
+    goto end;
+died:
+    /* SIGKILL: the kernel takes the sleeper off the queue; the flag stays as it was.  A replacement
+     * waiter takes over the round the dead one was waiting for. */
+    atomic {
+        sleepers = sleepers & ~futex_self;
+        deaths++;
+        key = 0;
+        ret = 0
+    };
+    goto restart;
+end:
+    skip
+}
+
+#include "progress.ltl"

@@ -1,0 +1,377 @@
+/*
+ * queue-spsc.pml -- RawSpscRing (src/spsc_ring.cpp) with its two eventcounts, and the death of the
+ * producer or the consumer at any step, after which a replacement process takes over the role.
+ *
+ * Mirrors src/spsc_ring.cpp:
+ *   free_slots   P1 pos = producer.position; P2 cached consumer; P3 if full: reload consumer.position,
+ *                store it in the cache
+ *   put          free_slots; if none: await_condition(not_full, free_slots() || closed); P4 write the
+ *                slot; P5 producer.position = pos + 1 (publish_puts); P6 notify(not_empty)
+ *   ready_slots  C1 pos = consumer.position; C2 cached producer; C3 if nothing (or > capacity): reload
+ *                producer.position, store it in the cache
+ *   get          ready_slots; if none: closed -> look once more, else await_condition(not_empty,
+ *                closed || ready_slots()); C4 read the slot; C5 consumer.position = pos + 1; C6
+ *                notify(not_full)
+ *   close_ring   closed = 1; notify_always(not_empty); notify_always(not_full)
+ * and src/eventcount.hpp (prepare_wait E1/E3, wait E4 without deadline, notify N2..N4, notify_always;
+ * the spin phase of await_condition is its first test).  The caches live in shared memory, as in the
+ * ring, so a replacement inherits the dead process's cache.  One Promela step per C++ atomic operation
+ * (a slot copy is one step: only its order against the positions matters).
+ *
+ * Processes: the producer role puts MESSAGES messages (ids 1..MESSAGES) into a ring of CAPACITY slots,
+ * then closes the ring; the consumer role gets until get() reports closed.  With PRODUCER_DIES or
+ * CONSUMER_DIES that role's process may be killed at any step, asleep included (a victim's futex sleep
+ * is timed, its expiry a possible death); a replacement process then takes over the role: a producer
+ * goes on with the message after the one the dead one was putting, a consumer simply calls get() again.
+ * At most MAX_DEATHS deaths (default 1).
+ *
+ * Properties
+ *   (a) safety, assertions: every get() returns a real message (never a slot not yet written), no
+ *       message twice, in the order put (FIFO, across replacements too); when both roles are done,
+ *       every message was got except one a dying producer was putting or a dying consumer was getting.
+ *   (b) progress.ltl, pan -a -f: both roles finish -- survivors progress, no lost wake-up.
+ *
+ * Two faults of src/eventcount.hpp, and the fixes modelled (the good checks use both)
+ *   EPOCH_FIRST   eventcount.hpp does E1 before E3 and loses a wake-up between two live processes (see
+ *                 ../queue-eventcount/queue-eventcount.pml); the fix reads the epoch (E3) before E1.
+ *                 Check bug_key_after_flag: with CLOSE_WHEN_DELIVERED, a blocking get() sleeps
+ *                 for ever beside a published message.
+ *   WAIT_RECHECK  a process killed between N2 and N4 of notify() took the flag of a sleeper and woke
+ *                 nobody.  eventcount.hpp says the sleeper waits "until the next notify", but the next
+ *                 notify() reads the flag 0 and does not wake either: a blocking get() (put()) with no
+ *                 deadline sleeps for ever beside a published message (a free slot), and the other
+ *                 side can then block for ever too.  The fix modelled: every eventcount sleep is
+ *                 bounded (a periodic re-test, as the MPMC ring's claim waits do every 50 ms).
+ *                 Checks bug_unbounded_sleep_producer_dies and bug_unbounded_sleep_consumer_dies.
+ *
+ * Configuration
+ *   PRODUCER_DIES, CONSUMER_DIES, MAX_DEATHS   who may die, how many times in all
+ *   CLOSE_WHEN_DELIVERED   the producer role closes only once every message was got or lost
+ *   CAPACITY, MESSAGES     ring slots (default 2), messages put (default 3, so the ring fills)
+ *   FUTEX_SPURIOUS_WAKEUPS futex waits may return early (see ../common/futex.pml)
+ *
+ * Seeded bugs (each must be rejected)
+ *   BUG_PUBLISH_BEFORE_WRITE    the producer stores the position (P5) before writing the slot (P4): the
+ *                               consumer reads a slot that does not hold the message yet       -> (a)
+ *   BUG_RELEASE_BEFORE_READ     the consumer stores its position (C5) before reading the slot (C4): the
+ *                               producer overwrites the message before it is read              -> (a)
+ *   BUG_NOTIFY_BEFORE_PUBLISH   the producer notifies (P6) before it stores the position (P5): the
+ *                               consumer's re-test misses the message and nothing wakes it      -> (b)
+ */
+
+#include "../common/futex.pml"
+
+#ifndef CAPACITY
+#define CAPACITY 2
+#endif
+#ifndef MESSAGES
+#define MESSAGES 3
+#endif
+#ifndef MAX_DEATHS
+#define MAX_DEATHS 1
+#endif
+
+#define NOT_EMPTY 0
+#define NOT_FULL  1
+#define PRODUCER  0
+#define CONSUMER  1
+#define ALL_MESSAGES  ((1 << (MESSAGES + 1)) - 2)   /* bits 1..MESSAGES */
+
+/* The ring (RingControl and the slots). */
+byte producer_position = 0;
+byte consumer_position = 0;
+byte producer_cache = 0;      /* producer.cached_other: a lower bound of consumer_position */
+byte consumer_cache = 0;      /* consumer.cached_other: a lower bound of producer_position */
+byte slot[CAPACITY];          /* the id of the message a slot holds; 0: never written */
+bit closed = 0;
+/* The two eventcounts: not_empty (consumers sleep) and not_full (producers sleep). */
+int epoch[2];
+bit waiters[2];
+int sleepers[2];
+
+/* Ghost state for the properties. */
+int received = 0;             /* bit m: message m was got */
+int may_be_lost = 0;          /* bit m: a process died putting or getting message m */
+byte last_received = 0;
+byte deaths = 0;
+bool producer_done = false;
+bool consumer_done = false;
+
+#ifdef PRODUCER_DIES
+#define producer_victim  true
+#else
+#define producer_victim  false
+#endif
+#ifdef CONSUMER_DIES
+#define consumer_victim  true
+#else
+#define consumer_victim  false
+#endif
+#define may_die      if :: victim && deaths < MAX_DEATHS -> goto died :: skip fi
+#ifdef WAIT_RECHECK
+#define sleep_timed  true     /* every eventcount sleep is bounded: a periodic re-test (the fix) */
+#else
+#define sleep_timed  (victim && deaths < MAX_DEATHS)
+#endif
+
+/* N2..N4 of notify(), with a death possible between the steps. */
+inline notify(e)
+{
+    atomic { flag = waiters[e]; waiters[e] = 0 };                 /* N2 */
+    may_die;
+    if
+    :: flag == 1 ->
+        flag = 0;
+        epoch[e]++;                                               /* N3 */
+        may_die;
+        futex_wake_all(sleepers[e])                               /* N4 */
+    :: else -> skip
+    fi;
+    may_die
+}
+
+inline notify_always(e)
+{
+    epoch[e]++;
+    may_die;
+    futex_wake_all(sleepers[e]);
+    may_die
+}
+
+/* E1, E3 (or E3, E1 with EPOCH_FIRST). */
+inline prepare_wait(e)
+{
+#ifdef EPOCH_FIRST
+    key = epoch[e];                                               /* E3 */
+    may_die;
+    waiters[e] = 1;                                               /* E1 */
+#else
+    waiters[e] = 1;                                               /* E1 */
+    may_die;
+    key = epoch[e];                                               /* E3 */
+#endif
+    may_die
+}
+
+inline wait_for_notification(e)
+{
+    futex_wait(epoch[e], key, sleepers[e], sleep_timed, ret);     /* E4, no deadline */
+    ret = 0;
+    may_die
+}
+
+/* P1..P3: free := whether the slot at pos is free. */
+inline free_slots()
+{
+    pos = producer_position;                                      /* P1 */
+    may_die;
+    other = producer_cache;                                       /* P2 */
+    may_die;
+    if
+    :: pos - other >= CAPACITY ->
+        other = consumer_position;                                /* P3 */
+        may_die;
+        producer_cache = other;
+        may_die
+    :: else -> skip
+    fi;
+    free = (pos - other < CAPACITY);
+    other = 0
+}
+
+/* C1..C3: ready := whether the slot at pos holds a message. */
+inline ready_slots()
+{
+    pos = consumer_position;                                      /* C1 */
+    may_die;
+    other = consumer_cache;                                       /* C2 */
+    may_die;
+    if
+    :: other - pos == 0 || other - pos > CAPACITY ->
+        other = producer_position;                                /* C3 */
+        may_die;
+        consumer_cache = other;
+        may_die
+    :: else -> skip
+    fi;
+    ready = (other - pos > 0 && other - pos <= CAPACITY);
+    other = 0
+}
+
+active proctype producer()
+{
+    bool victim = producer_victim;
+    byte next = 1;            /* the message this incarnation puts next */
+    byte pos = 0;
+    byte other = 0;
+    bool free = false;
+    bool is_closed = false;
+    bit flag = 0;
+    int key = 0;
+    byte ret = 0;
+
+start:
+    do
+    :: next > MESSAGES -> break
+    :: next <= MESSAGES ->
+        /* put(next) */
+        is_closed = closed;
+        may_die;
+        assert(!is_closed);
+        free_slots();
+        if
+        :: free -> skip
+        :: else ->
+            /* await_condition(not_full, free_slots() || closed) */
+            do
+            :: true ->
+                prepare_wait(NOT_FULL);
+                free_slots();
+                if :: free -> break :: else -> skip fi;
+                is_closed = closed; may_die;
+                if :: is_closed -> break :: else -> skip fi;
+                wait_for_notification(NOT_FULL);
+                free_slots();
+                if :: free -> break :: else -> skip fi;
+                is_closed = closed; may_die;
+                if :: is_closed -> break :: else -> skip fi
+            od;
+            key = 0;
+            is_closed = closed;
+            may_die;
+            assert(!is_closed)
+        fi;
+#if defined(BUG_PUBLISH_BEFORE_WRITE)
+        producer_position = pos + 1;                              /* P5 first */
+        may_die;
+        slot[pos % CAPACITY] = next;                              /* P4 */
+        may_die;
+        notify(NOT_EMPTY);                                        /* P6 */
+#elif defined(BUG_NOTIFY_BEFORE_PUBLISH)
+        slot[pos % CAPACITY] = next;                              /* P4 */
+        may_die;
+        notify(NOT_EMPTY);                                        /* P6 first */
+        producer_position = pos + 1;                              /* P5 */
+        may_die;
+#else
+        slot[pos % CAPACITY] = next;                              /* P4 */
+        may_die;
+        producer_position = pos + 1;                              /* P5 */
+        may_die;
+        notify(NOT_EMPTY);                                        /* P6 */
+#endif
+        pos = 0; free = false;
+        next++
+    od;
+    /* close(), by an application that first waits for the consumer's acknowledgement of every message
+     * (CLOSE_WHEN_DELIVERED), so that no lost wake-up is hidden by the wake-up of the close. */
+#ifdef CLOSE_WHEN_DELIVERED
+    ((received | may_be_lost) == ALL_MESSAGES);
+#endif
+    closed = 1;
+    may_die;
+    notify_always(NOT_EMPTY);
+    notify_always(NOT_FULL);
+    producer_done = true;
+    goto end;
+died:
+    atomic {
+        sleepers[NOT_FULL] = sleepers[NOT_FULL] & ~futex_self;
+        deaths++;
+        if :: next <= MESSAGES -> may_be_lost = may_be_lost | (1 << next); next++ :: else -> skip fi;
+        pos = 0; other = 0; free = false; is_closed = false; flag = 0; key = 0; ret = 0
+    };
+    goto start;   /* the replacement producer */
+end:
+    skip
+}
+
+active proctype consumer()
+{
+    bool victim = consumer_victim;
+    byte pos = 0;
+    byte other = 0;
+    bool ready = false;
+    bool is_closed = false;
+    byte got = 0;
+    bit flag = 0;
+    int key = 0;
+    byte ret = 0;
+
+start:
+    do
+    :: true ->
+        /* get() */
+        ready_slots();
+        if
+        :: ready -> skip
+        :: else ->
+            is_closed = closed;
+            may_die;
+            if
+            :: is_closed ->
+                ready_slots()                  /* a message put before close() is still delivered */
+            :: else ->
+                /* await_condition(not_empty, closed || ready_slots()) */
+                do
+                :: true ->
+                    prepare_wait(NOT_EMPTY);
+                    is_closed = closed; may_die;
+                    ready_slots();
+                    if :: ready || is_closed -> break :: else -> skip fi;
+                    wait_for_notification(NOT_EMPTY);
+                    is_closed = closed; may_die;
+                    ready_slots();
+                    if :: ready || is_closed -> break :: else -> skip fi
+                od;
+                key = 0
+            fi;
+            if
+            :: !ready -> assert(is_closed); break         /* get() returns closed */
+            :: else -> skip
+            fi
+        fi;
+#ifdef BUG_RELEASE_BEFORE_READ
+        consumer_position = pos + 1;                              /* C5 first */
+        may_die;
+        got = slot[pos % CAPACITY];                               /* C4 */
+        may_die;
+#else
+        got = slot[pos % CAPACITY];                               /* C4 */
+        may_die;
+        consumer_position = pos + 1;                              /* C5 */
+        may_die;
+#endif
+        notify(NOT_FULL);                                         /* C6 */
+        /* get() returns the message */
+        atomic {
+            assert(got != 0);                                     /* a slot that was written */
+            assert((received & (1 << got)) == 0);                 /* not got twice */
+            assert(got > last_received);                          /* FIFO */
+            received = received | (1 << got);
+            last_received = got;
+            got = 0; pos = 0; ready = false; is_closed = false
+        }
+    od;
+    consumer_done = true;
+    goto end;
+died:
+    atomic {
+        sleepers[NOT_EMPTY] = sleepers[NOT_EMPTY] & ~futex_self;
+        deaths++;
+        if :: got != 0 -> may_be_lost = may_be_lost | (1 << got) :: else -> skip fi;
+        pos = 0; other = 0; ready = false; is_closed = false; got = 0; flag = 0; key = 0; ret = 0
+    };
+    goto start;   /* the replacement consumer */
+end:
+    skip
+}
+
+/* When both roles are done, nothing was lost but what a death allows. */
+active proctype auditor()
+{
+    (producer_done && consumer_done);
+    assert((received | may_be_lost) == ALL_MESSAGES)
+}
+
+#include "progress.ltl"
