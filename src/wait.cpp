@@ -295,12 +295,20 @@ std::vector<std::size_t> wait(std::span<const Waitable> objects, std::optional<s
         ready = ready_subset(objects);
         if (!ready.empty()) return ready;
         if (bound != nullptr && bound->passed()) return ready;
+        // A sleep on futex words lasts at most the eventcount's re-test period: a notifier killed between
+        // taking an eventcount's flag and waking leaves no other wake-up (see eventcount.hpp).
+        std::optional<Deadline> recheck;
+        if (!plan.futexes.empty())
+            recheck = Deadline::after(bound != nullptr ? std::min<std::chrono::nanoseconds>(
+                                                             bound->remaining(), detail::kNotificationRecheckPeriod)
+                                                       : std::chrono::nanoseconds(detail::kNotificationRecheckPeriod));
+        const Deadline* futex_bound = recheck ? &*recheck : bound;
         if (plan.fds.empty()) {
-            last_mechanism = sleep_on_futexes(plan, bound);
+            last_mechanism = sleep_on_futexes(plan, futex_bound);
         } else if (plan.futexes.empty()) {
             sleep_on_fds(plan, bound ? std::optional(bound->remaining()) : std::nullopt);
             last_mechanism = WaitMechanism::ppoll;
-        } else if (uring_futex_usable() && sleep_on_uring(plan, bound)) {
+        } else if (uring_futex_usable() && sleep_on_uring(plan, futex_bound)) {
             last_mechanism = WaitMechanism::io_uring;
         } else {
             sleep_on_fds(plan, bounded(kWaitRecheckInterval, bound));
