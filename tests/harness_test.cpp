@@ -183,7 +183,8 @@ class SkippingFixture : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE_END();
 
 public:
-    void testPasses() { CPPUNIT_ASSERT(true); }
+    // Passes by doing nothing: what the runner test checks is the exit code of a suite that mixes it with a skip.
+    void testPasses() {}
     void testSkips() { MPROC_SKIP("this kernel lacks nothing; the skip is planted"); }
 };
 
