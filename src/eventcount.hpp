@@ -1,23 +1,46 @@
 // src/eventcount.hpp (private) — an eventcount in shared memory: how queue operations block on a condition
 // they test themselves ("the ring has a message", "the ring has room", "no task is unfinished") without a
-// system call when nobody sleeps.
+// system call, and without a fence, when nobody sleeps.
 //
 // The layout (detail::EventCountLayout, public because rings embed it): `epoch`, the futex word, counts
 // notifications; `waiters` is non-zero while a thread may be in, or about to enter, FUTEX_WAIT on it.
-//   waiter:   key = prepare_wait()    E3 key = epoch (acquire), E1 exchange(waiters, 1) (acq_rel)
+//   waiter:   key = prepare_wait()    E3 key = epoch (acquire), E1 exchange(waiters, 1) (acq_rel),
+//                                     E2 membarrier(GLOBAL_EXPEDITED): a full barrier in every thread of
+//                                        every registered process
 //             test the condition again; if it holds: done
 //             wait(key, deadline)     E4 FUTEX_WAIT(epoch, key) — returns at once if epoch moved on;
-//                                     never longer than kNotificationRecheckPeriod, then test again
-//   notifier: make the condition true (a release store of a ring index)
-//             notify()                N2 exchange(waiters, 0) (acq_rel); if it was non-zero:
-//                                     N3 epoch += 1 (release), N4 FUTEX_WAKE all
-// No lost wake-up, with read-modify-writes instead of fences (which ThreadSanitizer does not model): E1 and
-// N2 are RMWs of one word, so one of them reads the other's write. If E1 reads N2's 0, E1's acquire
-// synchronises with N2's release, and the waiter's re-test sees the store the notifier made before N2. If
-// N2 reads E1's 1, E1 (and E3 before it) happen before N2 and so before N3: the key is older than N3's
-// epoch, and E4 either finds the epoch moved on or is asleep when N4 wakes it. The key is read *before*
-// the flag is set (E3 before E1): read after it, a late notify for an earlier condition could take this
-// wait's flag and bump the epoch before the key was read, and the notify that mattered would then find
+//                                     never longer than the re-test period, then test again
+//   notifier: N1 make the condition true (a release store of a ring index)
+//             notify()                N2 load(waiters) with no hardware fence (registered process), or
+//                                        exchange(waiters, 0) (acq_rel) (a process that is not registered);
+//                                     if it was non-zero: N2' exchange(waiters, 0), N3 epoch += 1 (release),
+//                                     N4 FUTEX_WAKE all
+//
+// Why no fence in N2 (the asymmetric Dekker of sys_membarrier): the producer's release store N1 and its
+// load N2 may be reordered by the CPU (store buffering), which alone loses a wake-up: N2 reads 0 while N1
+// is still buffered, the waiter's E1 and re-test run, the re-test misses N1, the waiter sleeps, nobody
+// wakes it. E2 closes that window from the waiter's side: membarrier() returns only after every running
+// thread of every process registered with MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED has executed a full
+// barrier at some point X (threads not running pass one in the context switch). If the notifier's N2
+// executed after X, it reads E1's 1 and takes the slow path; if before X, N1 (before N2 in program order)
+// was before X too and is globally visible when E2 returns, so the re-test sees it. The price moves to the
+// side that is about to sleep anyway: one membarrier() (about half a microsecond) per prepare_wait, against
+// a locked instruction per notify() that would wait for the index store's cache line — the store the
+// consumer keeps reading — on every message (measured: 85 % of a producer's put() time in that stall).
+// A process registers once, when it first initialises or attaches a ring (register_for_fence_free_notify);
+// the registration is inherited by fork() and dropped by exec(), as is this library's record of it. A
+// process that is not registered (membarrier missing or forbidden, or MPROC_NOTIFY_FENCE=1 in its
+// environment: a real-time process that must not take the barrier's interrupts) notifies with the
+// exchange, as before. A waiter whose membarrier() fails cannot close the window for a registered
+// notifier: it re-tests its condition every kUnfencedRecheckPeriod instead.
+//
+// No lost wake-up on the exchange path, with read-modify-writes instead of fences (which ThreadSanitizer
+// does not model): E1 and N2 are RMWs of one word, so one of them reads the other's write. If E1 reads N2's
+// 0, E1's acquire synchronises with N2's release, and the waiter's re-test sees the store the notifier made
+// before N2. If N2 reads E1's 1, E1 (and E3 before it) happen before N2 and so before N3: the key is older
+// than N3's epoch, and E4 either finds the epoch moved on or is asleep when N4 wakes it. The key is read
+// *before* the flag is set (E3 before E1): read after it, a late notify for an earlier condition could take
+// this wait's flag and bump the epoch before the key was read, and the notify that mattered would then find
 // the flag clear — the lost wake-up verify/queue-eventcount found in the first version
 // (bug_key_after_flag). Every waiter whose E1 came before N2 is woken (all are); one whose E1 comes after
 // leaves the flag set for the next notifier. A woken waiter that must sleep again sets the flag again.
@@ -25,10 +48,10 @@
 // decrements it, and meanwhile every operation of the other side pays a FUTEX_WAKE; with the flag only
 // the first notify after a waiter parks makes the system call (on a loaded machine where producer and
 // consumer share a core this is the difference between one wake per time slice and one per message).
-// Cost: notify() with nobody parked is one locked exchange on a line the notifying side keeps in its own
-// cache; a waiter costs an exchange and one FUTEX_WAIT.
+// Cost: notify() with nobody parked is one plain load of a line only sleepers write (registered process),
+// or one locked exchange; a waiter costs an exchange, one membarrier() and one FUTEX_WAIT.
 // Death: a waiter killed asleep leaves the flag set: the next notify() makes one FUTEX_WAKE that finds
-// nobody and clears it. A notifier killed between N2 and N4 has cleared the flag without waking, so later
+// nobody and clears it. A notifier killed between N2' and N4 has cleared the flag without waking, so later
 // notifies skip the wake too: sleepers therefore re-test their condition every kNotificationRecheckPeriod
 // (the model's bug_unbounded_sleep_* variants strand a sleeper for ever without it). Wake-ups go to every
 // sleeper: one handed to a chosen sleeper could die with it.
@@ -51,24 +74,47 @@ inline std::atomic_ref<std::uint32_t> waiters_of(EventCountLayout& event) noexce
     return std::atomic_ref(event.waiters);
 }
 
-// E3, E1: returns the epoch to sleep on, then marks that a thread may sleep.
+// notify_fence_elided (declared in mproc/spsc_ring.hpp): whether this process is registered for
+// MEMBARRIER_CMD_GLOBAL_EXPEDITED barriers, so that its notify() may read the flag without a fence (the
+// top of this file). Written once per process image.
+// Registers the calling process (once; later calls cost one relaxed load). Called by every ring's init and
+// attach, before the ring can be used. Never fails: without membarrier the process notifies with a fence.
+void register_for_fence_free_notify() noexcept;
+// E2: the barrier a waiter issues after raising the flag. Returns false (and remembers it) when
+// membarrier() is unavailable to this process.
+bool barrier_registered_notifiers() noexcept;
+// Set once a waiter's barrier failed in this process: its sleeps are then bounded by kUnfencedRecheckPeriod.
+extern std::atomic<bool> waiter_barrier_unavailable;
+
+// E3, E1, E2: returns the epoch to sleep on, after marking that a thread may sleep.
 inline std::uint32_t prepare_wait(EventCountLayout& event) noexcept {
     // acquire: E3, pairs with N3's release so that a newer epoch brings the store that caused it; read
     // before E1 (see the top of this file).
     const std::uint32_t key = epoch_of(event).load(std::memory_order_acquire);
     // acq_rel: E1; an RMW, so either it reads N2's 0 (and acquires the notifier's store) or N2 reads its 1.
     waiters_of(event).exchange(1, std::memory_order_acq_rel);
+    barrier_registered_notifiers();  // E2
     return key;
 }
 
 // The longest a waiter sleeps before it tests its condition again, whatever the deadline: the only way
-// past a notifier that died between taking the flag (N2) and waking (N4).
+// past a notifier that died between taking the flag (N2') and waking (N4).
 inline constexpr std::chrono::milliseconds kNotificationRecheckPeriod{50};
+// The same for a waiter whose membarrier() failed (E2 could not order a registered notifier's N1 and N2):
+// a wake-up lost that way is made up within this period.
+inline constexpr std::chrono::milliseconds kUnfencedRecheckPeriod{1};
+
+inline std::chrono::nanoseconds notification_recheck_period() noexcept {
+    // relaxed: a sticky capability flag; reading it stale costs one longer sleep before the first re-test.
+    return waiter_barrier_unavailable.load(std::memory_order_relaxed)
+               ? std::chrono::nanoseconds(kUnfencedRecheckPeriod)
+               : std::chrono::nanoseconds(kNotificationRecheckPeriod);
+}
 
 // E4: sleeps while the epoch is still `key`, until the deadline (none: forever). Returns false when the
 // deadline passed; true means "test the condition again" (a notification, a signal or a spurious wake).
 inline bool wait_for_notification(EventCountLayout& event, std::uint32_t key, const Deadline* deadline) noexcept {
-    std::chrono::nanoseconds bound = kNotificationRecheckPeriod;
+    std::chrono::nanoseconds bound = notification_recheck_period();
     if (deadline != nullptr) {
         if (deadline->passed()) return false;
         bound = std::min<std::chrono::nanoseconds>(bound, deadline->remaining());
@@ -78,14 +124,8 @@ inline bool wait_for_notification(EventCountLayout& event, std::uint32_t key, co
     return deadline == nullptr || !deadline->passed();
 }
 
-// N2..N4: to be called after the store that made the condition true.
-inline void notify(EventCountLayout& event) noexcept {
-    // acq_rel: N2; the release half publishes the caller's store to a waiter whose E1 reads this 0.
-    if (waiters_of(event).exchange(0, std::memory_order_acq_rel) == 0) return;
-    // release: N3, pairs with E3's acquire.
-    epoch_of(event).fetch_add(1, std::memory_order_release);
-    futex_wake(&event.epoch, kFutexWakeAll);
-}
+// N2..N4: detail::notify() in mproc/spsc_ring.hpp (inline, for the rings' fast paths); its slow half,
+// wake_sleepers() (N2'..N4), is in eventcount.cpp.
 
 // N3, N4 whatever the flag says: for rare events (close) that must reach every waiter even if a notifier
 // died between taking the flag and waking.

@@ -436,6 +436,7 @@ std::size_t RawMpmcRing::required_size(std::size_t capacity, std::size_t slot_si
 }
 
 RawMpmcRing& RawMpmcRing::init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size) {
+    detail::register_for_fence_free_notify();  // before this process can notify through the ring
     const std::size_t required = required_size(capacity, slot_size);
     detail::check_placement(memory, size, required, kLabel, "init");
     const std::size_t stride = mpmc_stride(slot_size);
@@ -450,6 +451,7 @@ RawMpmcRing& RawMpmcRing::init(void* memory, std::size_t size, std::size_t capac
 }
 
 RawMpmcRing& RawMpmcRing::attach(void* memory, std::size_t size) {
+    detail::register_for_fence_free_notify();  // before this process can notify through the ring
     detail::check_placement(memory, size, 0, kLabel, "attach");
     detail::validate_ring_control(memory, size, detail::kMpmcRingMagic, sizeof(MpmcSlotHeader), kLabel);
     return *std::launder(static_cast<RawMpmcRing*>(memory));

@@ -41,6 +41,21 @@ void check_kind(QueueKind kind) {
         throw ValueError("queue: kind " + std::to_string(static_cast<std::uint32_t>(kind)) + " is neither mpmc nor spsc");
 }
 
+// The SPSC fast path on one read of the ring's constants, checked again here: attach() validated them, but
+// a peer could have rewritten them since, and the fast path never reads them from the ring again.
+SpscFastPath fast_path_on(RawSpscRing& ring, std::size_t size, const std::string& label) {
+    RingControl& control = ring.control();
+    // One read of each constant (never written after init(); `closed`, which is, is not copied).
+    const std::uint64_t capacity = control.constants.capacity;
+    const std::uint64_t stride = control.constants.slot_stride;
+    const std::uint64_t slot_size = control.constants.slot_size;
+    const std::uint64_t room = size - sizeof(RingControl);  // attach() checked size >= sizeof(RingControl)
+    if (capacity < 2 || (capacity & (capacity - 1)) != 0 || capacity > kMaxRingCapacity || slot_size == 0 ||
+        slot_size > stride || stride > kMaxRingSlotSize + 128 || capacity * stride > room)
+        throw InvalidObject(label + ": the ring's constants changed while it was attached");
+    return SpscFastPath(control, slot_area(control), capacity, stride, slot_size);
+}
+
 std::atomic_ref<std::uint64_t> unfinished_of(RingControl& control) noexcept {
     return std::atomic_ref(control.tasks.unfinished);
 }
@@ -115,6 +130,7 @@ void QueueCore::adopt(void* memory, std::size_t size, std::size_t expected_slot_
         if (magic == kSpscRingMagic) {
             validate_ring_control(memory, size, kSpscRingMagic, 0, label_);
             spsc_ = &RawSpscRing::attach(memory, size);
+            spsc_fast_ = fast_path_on(*spsc_, size, label_);
         } else {
             validate_ring_control(memory, size, kMpmcRingMagic, sizeof(MpmcSlotHeader), label_);
             mpmc_ = &RawMpmcRing::attach(memory, size);
@@ -122,12 +138,14 @@ void QueueCore::adopt(void* memory, std::size_t size, std::size_t expected_slot_
     } catch (...) {
         spsc_ = nullptr;
         mpmc_ = nullptr;
+        spsc_fast_ = SpscFastPath();
         throw;
     }
     if (expected_slot_size != 0 && slot_size() != expected_slot_size) {
         const std::size_t found = slot_size();
         spsc_ = nullptr;
         mpmc_ = nullptr;
+        spsc_fast_ = SpscFastPath();
         throw InvalidObject(label_ + ": items of " + std::to_string(found) + " bytes, expected " +
                             std::to_string(expected_slot_size));
     }
@@ -137,6 +155,7 @@ QueueCore::QueueCore(QueueCore&& other) noexcept
     : segment_(std::move(other.segment_)),
       spsc_(std::exchange(other.spsc_, nullptr)),
       mpmc_(std::exchange(other.mpmc_, nullptr)),
+      spsc_fast_(std::exchange(other.spsc_fast_, SpscFastPath())),
       label_(std::move(other.label_)) {
     other.segment_.reset();
 }
@@ -147,6 +166,7 @@ QueueCore& QueueCore::operator=(QueueCore&& other) noexcept {
         other.segment_.reset();
         spsc_ = std::exchange(other.spsc_, nullptr);
         mpmc_ = std::exchange(other.mpmc_, nullptr);
+        spsc_fast_ = std::exchange(other.spsc_fast_, SpscFastPath());
         label_ = std::move(other.label_);
     }
     return *this;

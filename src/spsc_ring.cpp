@@ -118,6 +118,7 @@ std::size_t RawSpscRing::required_size(std::size_t capacity, std::size_t slot_si
 }
 
 RawSpscRing& RawSpscRing::init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size) {
+    detail::register_for_fence_free_notify();  // before this process can notify through the ring
     const std::size_t required = required_size(capacity, slot_size);
     detail::check_placement(memory, size, required, kLabel, "init");
     detail::place_ring_control(memory, detail::kSpscRingMagic, capacity, slot_size, spsc_stride(slot_size));
@@ -125,6 +126,7 @@ RawSpscRing& RawSpscRing::init(void* memory, std::size_t size, std::size_t capac
 }
 
 RawSpscRing& RawSpscRing::attach(void* memory, std::size_t size) {
+    detail::register_for_fence_free_notify();  // before this process can notify through the ring
     detail::check_placement(memory, size, 0, kLabel, "attach");
     detail::validate_ring_control(memory, size, detail::kSpscRingMagic, 0, kLabel);
     return *std::launder(static_cast<RawSpscRing*>(memory));

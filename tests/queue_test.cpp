@@ -18,8 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include <linux/membarrier.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -221,6 +223,8 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testSimpleQueueAcrossProcesses);
     CPPUNIT_TEST(testJoinableQueueJoinWaitsForEveryTaskDone);
     CPPUNIT_TEST(testTooManyTaskDoneIsValueError);
+    CPPUNIT_TEST(testNotifyIsFenceFreeUnlessTheEnvironmentAsksForTheFence);
+    CPPUNIT_TEST(testSpscFastPathKeepsTheConstantsItAttachedWith);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -687,6 +691,49 @@ public:
             queue.task_done();
         }
         CPPUNIT_ASSERT(queue.join(0ms));
+    }
+
+    // A process that attached a ring is registered for membarrier(GLOBAL_EXPEDITED) and notifies without a
+    // fence, unless MPROC_NOTIFY_FENCE asks otherwise (tests/meson.build runs this suite both ways).
+    void testNotifyIsFenceFreeUnlessTheEnvironmentAsksForTheFence() {
+        Queue<int> queue(4, QueueKind::spsc);
+        const char* setting = std::getenv("MPROC_NOTIFY_FENCE");
+        const bool fence_asked = setting != nullptr && setting[0] != '\0' && std::strcmp(setting, "0") != 0;
+        const long commands = ::syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+        const bool membarrier_usable = commands >= 0 && (commands & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0;
+        // relaxed: read in the thread that registered.
+        const bool elided = mproc::detail::notify_fence_elided.load(std::memory_order_relaxed);
+        if (!fence_asked && !membarrier_usable)
+            MPROC_SKIP("membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) is not available here");
+        CPPUNIT_ASSERT_EQUAL(!fence_asked, elided);
+        // A forked child inherits the registration with the flag, and its notifies still reach a sleeper.
+        ForkedChild child([&] {
+            CPPUNIT_ASSERT_EQUAL(elided, mproc::detail::notify_fence_elided.load(std::memory_order_relaxed));
+            for (int i = 0; i < 1000; ++i) queue.put(i);
+        });
+        for (int i = 0; i < 1000; ++i) CPPUNIT_ASSERT_EQUAL(i, queue.get(true, 10s));
+        const int status = child.wait();
+        CPPUNIT_ASSERT_MESSAGE("the child saw another notify path, or failed", WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+
+    // The inline SPSC path copies the ring's constants when the handle attaches: a peer that rewrites them
+    // afterwards (a hostile or broken process) cannot move its copies outside the ring.
+    void testSpscFastPathKeepsTheConstantsItAttachedWith() {
+        constexpr std::size_t kCapacity = 4;
+        const std::size_t size = Queue<std::uint64_t>::placed_size(kCapacity, QueueKind::spsc);
+        void* memory = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        CPPUNIT_ASSERT(memory != MAP_FAILED);
+        {
+            auto queue = Queue<std::uint64_t>::place(memory, size, kCapacity, QueueKind::spsc);
+            mproc::detail::RingControl& control = queue.core().control();
+            control.constants.capacity = std::uint64_t{1} << 40;  // the hostile rewrite
+            control.constants.slot_stride = 1u << 20;
+            for (std::uint64_t i = 0; i < kCapacity; ++i) queue.put(i, false);
+            for (std::uint64_t i = 0; i < kCapacity; ++i) CPPUNIT_ASSERT_EQUAL(i, queue.get(false));
+            // A new handle refuses the rewritten constants outright.
+            CPPUNIT_ASSERT_THROW(Queue<std::uint64_t>::attach(memory, size), mproc::InvalidObject);
+        }
+        ::munmap(memory, size);
     }
 };
 

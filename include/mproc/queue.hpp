@@ -84,6 +84,10 @@ public:
     std::optional<std::size_t> try_get(std::span<std::byte> out);
     std::size_t put_many(const void* messages, std::size_t count);
     std::size_t get_many(void* out, std::size_t count);
+    // The inline fast path (SPSC queues): one attempt that neither blocks nor throws; false means "call
+    // put()/get()" (full, empty, closed, an MPMC queue, a moved-from handle).
+    bool put_fast(const void* message, std::size_t size) noexcept { return spsc_fast_.try_put(message, size); }
+    bool get_fast(void* out, std::size_t size) noexcept { return spsc_fast_.try_get(out, size); }
 
     std::size_t qsize() const;
     bool empty() const { return qsize() == 0; }
@@ -115,6 +119,7 @@ private:
     std::optional<SharedMemory> segment_;
     RawSpscRing* spsc_ = nullptr;
     RawMpmcRing* mpmc_ = nullptr;
+    SpscFastPath spsc_fast_;  // on spsc_, with the constants adopt() validated
     std::string label_;
 };
 
@@ -153,21 +158,26 @@ public:
         return Queue(detail::QueueCore::attach(memory, size, sizeof(T)));
     }
 
+    // Each call first makes one inline attempt (SPSC queues), and takes the full path when it fails.
+    // A non-blocking call with a timeout goes straight to the full path, which rejects it (ValueError).
     void put(const T& item, bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+        if ((block || !timeout) && core_.put_fast(&item, sizeof(T))) return;
         core_.put(std::as_bytes(std::span(&item, 1)), block, timeout);
     }
     void put_nowait(const T& item) { put(item, false); }
-    bool try_put(const T& item) { return core_.try_put(std::as_bytes(std::span(&item, 1))); }
+    bool try_put(const T& item) {
+        return core_.put_fast(&item, sizeof(T)) || core_.try_put(std::as_bytes(std::span(&item, 1)));
+    }
 
     T get(bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
         std::array<std::byte, sizeof(T)> bytes;  // T need not be default-constructible
-        core_.get(bytes, block, timeout);
+        if (!((block || !timeout) && core_.get_fast(bytes.data(), bytes.size()))) core_.get(bytes, block, timeout);
         return std::bit_cast<T>(bytes);
     }
     T get_nowait() { return get(false); }
     std::optional<T> try_get() {
         std::array<std::byte, sizeof(T)> bytes;
-        if (!core_.try_get(bytes)) return std::nullopt;
+        if (!core_.get_fast(bytes.data(), bytes.size()) && !core_.try_get(bytes)) return std::nullopt;
         return std::bit_cast<T>(bytes);
     }
 

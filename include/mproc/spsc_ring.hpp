@@ -22,8 +22,9 @@
 // - Zero-copy: reserve() gives the producer slot memory to fill in place, commit() publishes it; peek()
 //   gives the consumer the next slots in place, release() frees them.
 //
-// Costs: an uncontended put or get is a memcpy, a store-release of one index and one locked exchange (the
-// eventcount's sleeper flag); it reads the other side's index only when its cached copy says full/empty.
+// Costs: an uncontended put or get is a memcpy, a store-release of one index and a plain load of the
+// eventcount's sleeper flag (a locked exchange instead in a process that cannot use membarrier(), see
+// src/eventcount.hpp); it reads the other side's index only when its cached copy says full/empty.
 // No system call unless the other side sleeps. A sleeping side costs one FUTEX_WAIT and the other side's
 // next operation one FUTEX_WAKE; operations after it make none until a thread parks again.
 //
@@ -44,9 +45,11 @@
 // access outside the ring.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <type_traits>
@@ -127,6 +130,92 @@ inline constexpr std::uint32_t kRingLayoutVersion = 1;
 // Slots above this size are refused (ValueError): a ring is for messages, not for bulk data.
 inline constexpr std::uint32_t kMaxRingSlotSize = 1u << 24;
 inline constexpr std::uint64_t kMaxRingCapacity = 1ull << 32;
+
+
+// The eventcount's notify() (N2..N4 of src/eventcount.hpp, which holds the algorithm and its proof), here so
+// that the inline fast paths below share it. notify_fence_elided: this process is registered for
+// membarrier(GLOBAL_EXPEDITED), so N2 needs no fence. wake_sleepers: N2'..N4, out of line.
+extern std::atomic<bool> notify_fence_elided;
+void wake_sleepers(EventCountLayout& event) noexcept;
+
+// N2..N4: called after the release store (N1) that made the waited-for condition true.
+inline void notify(EventCountLayout& event) noexcept {
+    // relaxed: set once per process image, before this process could reach a ring.
+    if (notify_fence_elided.load(std::memory_order_relaxed)) {
+        // The compiler must not move N2 above N1; the CPU may, and the waiter's membarrier covers that.
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        // relaxed: N2; its order with N1 comes from the waiter's membarrier (E2), not from this load.
+        if (std::atomic_ref(event.waiters).load(std::memory_order_relaxed) == 0) return;
+    }
+    wake_sleepers(event);
+}
+
+// The uncontended put and get of an SPSC ring, inline, on the ring's constants as they were validated when
+// the handle attached (copied, so that a peer rewriting the shared constants later cannot move a copy
+// outside the ring). One attempt each: false means "take the full path" (full, empty, closed, a size
+// that is not the slot size, or no ring).
+class SpscFastPath {
+public:
+    SpscFastPath() = default;
+    // capacity (a power of two), stride and slot_size as the caller read them once and checked against the
+    // memory holding `slots`.
+    SpscFastPath(RingControl& control, std::byte* slots, std::uint64_t capacity, std::uint64_t stride,
+                 std::uint64_t slot_size) noexcept
+        : control_(&control), slots_(slots), mask_(capacity - 1), stride_(stride), slot_size_(slot_size) {}
+
+    // P1..P6 of src/spsc_ring.cpp.
+    bool try_put(const void* message, std::size_t size) noexcept {
+        if (control_ == nullptr || size > slot_size_) return false;
+        RingControl& control = *control_;
+        // acquire: pairs with the seq_cst store of close(); a closed ring takes the full path (Closed).
+        if (std::atomic_ref(control.constants.closed).load(std::memory_order_acquire) != 0) return false;
+        // acquire: P1; a producer taking over from a dead one sees the last position published.
+        const std::uint64_t position = std::atomic_ref(control.producer.position).load(std::memory_order_acquire);
+        // relaxed: the cache is written by this side only and is a lower bound whatever its age.
+        std::uint64_t consumer = std::atomic_ref(control.producer.cached_other).load(std::memory_order_relaxed);
+        if (position - consumer > mask_) {
+            // acquire: P3, pairs with C5's release so that the consumer's reads of the freed slot are done.
+            consumer = std::atomic_ref(control.consumer.position).load(std::memory_order_acquire);
+            // relaxed: see above.
+            std::atomic_ref(control.producer.cached_other).store(consumer, std::memory_order_relaxed);
+            if (position - consumer > mask_) return false;  // full (or a corrupted distance)
+        }
+        std::memcpy(slots_ + (position & mask_) * stride_, message, size);  // P4
+        // release: P5, pairs with C3; the slot's bytes are written before the position that publishes them.
+        std::atomic_ref(control.producer.position).store(position + 1, std::memory_order_release);
+        notify(control.not_empty.event);  // P6
+        return true;
+    }
+
+    // C1..C6: copies a whole slot (size must be the slot size).
+    bool try_get(void* out, std::size_t size) noexcept {
+        if (control_ == nullptr || size != slot_size_) return false;
+        RingControl& control = *control_;
+        // acquire: C1; a consumer taking over from a dead one sees the last position it released.
+        const std::uint64_t position = std::atomic_ref(control.consumer.position).load(std::memory_order_acquire);
+        // relaxed: written by this side only; a lower bound.
+        std::uint64_t producer = std::atomic_ref(control.consumer.cached_other).load(std::memory_order_relaxed);
+        if (producer - position - 1 > mask_) {  // nothing ready (or a distance beyond the capacity)
+            // acquire: C3, pairs with P5 so that the slot's bytes written in P4 are visible.
+            producer = std::atomic_ref(control.producer.position).load(std::memory_order_acquire);
+            // relaxed: see above.
+            std::atomic_ref(control.consumer.cached_other).store(producer, std::memory_order_relaxed);
+            if (producer - position - 1 > mask_) return false;  // empty (or a corrupted distance)
+        }
+        std::memcpy(out, slots_ + (position & mask_) * stride_, size);  // C4
+        // release: C5, pairs with P3; the slot is read before it is handed back.
+        std::atomic_ref(control.consumer.position).store(position + 1, std::memory_order_release);
+        notify(control.not_full.event);  // C6
+        return true;
+    }
+
+private:
+    RingControl* control_ = nullptr;
+    std::byte* slots_ = nullptr;
+    std::uint64_t mask_ = 0;
+    std::uint64_t stride_ = 0;
+    std::uint64_t slot_size_ = 0;
+};
 
 }  // namespace detail
 

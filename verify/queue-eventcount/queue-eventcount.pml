@@ -5,7 +5,9 @@
  *   prepare_wait          E1 exchange(waiters, 1); E3 key = epoch   (EPOCH_FIRST: E3, then E1)
  *   wait_for_notification E4 FUTEX_WAIT(epoch, key), no deadline (the rings' blocking put/get)
  *   notify                N2 exchange(waiters, 0); if it was 1: N3 epoch += 1; N4 FUTEX_WAKE all
- *   await_condition       test; loop { E1, E3; test; E4; test }  (the spin phase is one more test)
+ *                         (FENCE_FREE_NOTIFY: N2 a plain load; only a 1 leads to N2' exchange, N3, N4)
+ *   barrier_registered_notifiers  E2 membarrier(GLOBAL_EXPEDITED), after E1 (FENCE_FREE_NOTIFY)
+ *   await_condition       test; loop { E3, E1[, E2]; test; E4; test }  (the spin phase is one more test)
  * The condition is "the notifier made at least r + 1 items" for the waiter's round r: the notifier's
  * release store of a ring position in the rings, here the increment of `items`, made before notify().
  * Each C++ atomic operation is one Promela step; Promela is sequentially consistent, and the orderings
@@ -30,6 +32,17 @@
  *   bumps the epoch after the key was read, so E4 returns at once (or N4 wakes it); one whose N2 comes
  *   before E1 is read by E1, whose acquire makes the re-test see its store.
  *
+ * The fence-free notify (FENCE_FREE_NOTIFY)
+ *   A registered process's notify() reads the flag with a plain load and no fence, so the CPU may run
+ *   that load before the release store that made the condition true is visible (store buffering: the
+ *   one reordering x86 allows, and the one that matters here).  The model gives the notifier a store
+ *   buffer: its store of the condition goes to `buffered`, and the drain process moves it to memory
+ *   (`items`) at any later moment; the notifier's loads do not wait for it.  A locked RMW (N2' and the
+ *   exchange path) drains the buffer first, as on the hardware.  The waiter's E2 is membarrier(): every
+ *   registered thread executes a full barrier before it returns, modelled as draining the notifier's
+ *   buffer in one step.  Without E2 (BUG_NO_WAITER_BARRIER) the buffered store is invisible to the
+ *   waiter's re-test while the notifier's load already read the flag as 0: a lost wake-up.
+ *
  * Properties
  *   (a) progress.ltl, pan -a -f: the notifier finishes and the waiter role receives every round -- no
  *       lost wake-up, with or without the waiter's death (weak fairness: a runnable process runs).
@@ -40,6 +53,7 @@
  *   WAITER_DIES             the waiter may die at any step; a replacement takes over its round
  *   ROUNDS                  items made and awaited (default 2; the lost wake-up needs 2)
  *   FUTEX_SPURIOUS_WAKEUPS  futex waits may return early (see ../common/futex.pml)
+ *   FENCE_FREE_NOTIFY       the registered notifier's plain-load N2 and the waiter's E2 (above)
  *
  * Seeded bugs (each must be rejected)
  *   BUG_FLAG_CHECK_BEFORE_STORE  notify() takes the flag before the store that made the condition true
@@ -50,6 +64,8 @@
  *                                notify in between bumps the epoch, and E4 sleeps on the new value -> (a)
  *   BUG_WAKE_WITHOUT_EPOCH       notify() wakes without bumping the epoch (no N3): a waiter between E3
  *                                and E4 sleeps on an unchanged epoch after the wake             -> (a)
+ *   BUG_NO_WAITER_BARRIER        (with FENCE_FREE_NOTIFY) the waiter does not issue E2: the notifier's
+ *                                load passes its buffered store and both miss each other        -> (a)
  */
 
 #include "../common/futex.pml"
@@ -62,6 +78,7 @@ int epoch = 0;               /* the futex word */
 bit waiters = 0;             /* the sleeper flag */
 FUTEX_QUEUE(sleepers);
 byte items = 0;              /* the condition's data: made by the notifier before each notify() */
+byte buffered = 0;           /* FENCE_FREE_NOTIFY: stores of `items` still in the notifier's store buffer */
 
 byte rounds_received = 0;    /* rounds the waiter role saw its condition hold */
 bool notifier_done = false;
@@ -74,9 +91,20 @@ byte deaths = 0;
 #endif
 #define ready    (items > round)
 
+/* A locked RMW, or a full barrier in the notifier's thread: its store buffer reaches memory first. */
+#define drain_store_buffer  items = items + buffered; buffered = 0
+
 inline notify()
 {
+#ifdef FENCE_FREE_NOTIFY
+    flag = waiters;                                         /* N2: a plain load, no fence */
+    if
+    :: flag == 1 -> atomic { drain_store_buffer; flag = waiters; waiters = 0 }   /* N2' */
+    :: else -> skip
+    fi;
+#else
     atomic { flag = waiters; waiters = 0 };                 /* N2 */
+#endif
     if
     :: flag == 1 ->
 #ifndef BUG_WAKE_WITHOUT_EPOCH
@@ -104,7 +132,11 @@ active proctype notifier()
         fi;
         flag = 0;
 #else
+#ifdef FENCE_FREE_NOTIFY
+        buffered++;                                         /* N1 enters the store buffer */
+#else
         items++;                                            /* the release store of the condition */
+#endif
         notify();
 #endif
         made++
@@ -133,6 +165,10 @@ restart:
                 may_die;
                 waiters = 1;                                /* E1 */
                 may_die;
+#if defined(FENCE_FREE_NOTIFY) && !defined(BUG_NO_WAITER_BARRIER)
+                atomic { drain_store_buffer };              /* E2: membarrier() */
+                may_die;
+#endif
                 if :: ready -> break :: else -> skip fi;
 #elif !defined(BUG_KEY_AFTER_TEST)
                 waiters = 1;                                /* E1 */
@@ -174,5 +210,16 @@ died:
 end:
     skip
 }
+
+#ifdef FENCE_FREE_NOTIFY
+/* The notifier's store buffer empties into memory by itself, at any moment (weak fairness: eventually). */
+active proctype store_buffer()
+{
+end_drain:
+    do
+    :: atomic { buffered > 0 -> items++; buffered-- }
+    od
+}
+#endif
 
 #include "progress.ltl"
