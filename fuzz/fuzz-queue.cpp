@@ -5,10 +5,11 @@
 // the capacity (2, 4, 8 or 16); byte 1 is a ByteQueue's max_message (0..15). Then pairs of bytes (operation,
 // argument) until the input ends. A typed queue lives in a heap buffer of exactly placed_size() bytes (so
 // AddressSanitizer sees any access past the ring); the raw ring attached to the same bytes serves the
-// zero-copy calls (reserve/commit and peek/release for SPSC, put_in_place/get_in_place for MPMC). A
-// ByteQueue is anonymous (its constructor is the only way to make one). One thread does everything, so
-// every outcome is exact: the values and their order, the counts of put_many/get_many/reserve/peek,
-// qsize(), and which of Full, Empty, Closed, ValueError or StateError each call reports.
+// zero-copy calls (reserve/commit and peek/release for SPSC; put_in_place/get_in_place and reserve/commit,
+// peek/release with MpmcReservation and MpmcLease for MPMC). A ByteQueue is anonymous (its constructor is the
+// only way to make one). One thread does everything, so every outcome is exact: the values and their order,
+// the counts of put_many/get_many/reserve/peek, qsize(), and which of Full, Empty, Closed, ValueError or
+// StateError each call reports.
 // Model: `items` holds what the queue holds, oldest first; an empty optional is an MPMC slot published as
 // skipped (a fill that threw): it counts in qsize() and a get steps over it.
 #include <algorithm>
@@ -144,6 +145,12 @@ public:
         case 8: kind_ == mproc::QueueKind::spsc ? reserve_commit(argument) : put_in_place(argument); break;
         case 9: kind_ == mproc::QueueKind::spsc ? peek_release(argument) : get_in_place(argument); break;
         case 10: reattach(); break;
+        case 11:
+            if (kind_ == mproc::QueueKind::mpmc) reserve_commit_mpmc(argument);
+            break;
+        case 12:
+            if (kind_ == mproc::QueueKind::mpmc) peek_release_mpmc();
+            break;
         default: check_sizes(); break;
         }
         check_sizes();
@@ -341,6 +348,53 @@ private:
         else
             require(ring.get_in_place(read, 0ns) == mproc::RingStatus::ok);
         require(seen && *seen == expected);
+    }
+
+    // MPMC split zero-copy put: a reservation committed, committed too long (ValueError, skipped) or
+    // dropped (skipped).
+    void reserve_commit_mpmc(std::uint8_t argument) {
+        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        mproc::MpmcReservation reservation;
+        const mproc::RingStatus status = ring.reserve(reservation, 0ns);
+        if (model_.closed || model_.room() == 0) {
+            require(status == (model_.closed ? mproc::RingStatus::closed : mproc::RingStatus::full) && !reservation);
+            return;
+        }
+        require(status == mproc::RingStatus::ok && reservation && reservation.slot().size() == sizeof(std::uint64_t));
+        const std::uint64_t value = fresh_value();
+        std::memcpy(reservation.slot().data(), &value, sizeof value);
+        switch (argument % 3) {
+        case 0:
+            reservation.commit(sizeof value);
+            model_.push(bytes_of(value));
+            break;
+        case 1:
+            require_throws<mproc::ValueError>([&] { reservation.commit(sizeof value + 1); });
+            model_.push(std::nullopt);
+            break;
+        default:
+            reservation.cancel();
+            model_.push(std::nullopt);
+            break;
+        }
+        require(!reservation);
+    }
+
+    // MPMC split zero-copy get: the lease shows the next message in place; releasing consumes it.
+    void peek_release_mpmc() {
+        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        mproc::MpmcLease lease;
+        if (!model_.has_message()) {
+            const bool closed = model_.closed;
+            while (model_.pop()) {
+            }
+            require(ring.peek(lease, 0ns) == (closed ? mproc::RingStatus::closed : mproc::RingStatus::empty) && !lease);
+            return;
+        }
+        const std::uint64_t expected = value_of(*model_.pop());
+        require(ring.peek(lease, 0ns) == mproc::RingStatus::ok && lease && value_of(lease.message()) == expected);
+        lease.release();
+        require(!lease);
     }
 
     // A second handle attached to the same bytes sees the same queue.

@@ -202,6 +202,26 @@ void publish_skipped_slot(RingControl& control, const Slot& slot, std::uint64_t 
     detail::notify(control.not_empty.event);
 }
 
+// D, R: publishes a slot this thread claimed, advanced the position for and wrote `written` bytes into.
+void finish_put(RingControl& control, const Slot& slot, std::uint64_t position, std::size_t written,
+                ThisThreadRobustList& self, bool notify) noexcept {
+    // relaxed: W; published by D.
+    length_of(slot).store(static_cast<std::uint32_t>(written), std::memory_order_relaxed);
+    // release: D, pairs with B' so that a consumer that sees p + 1 sees length and payload.
+    sequence_of(slot).store(position + 1, std::memory_order_release);
+    drop_claim(slot, self);
+    if (notify) detail::notify(control.not_empty.event);
+}
+
+// D', R': frees a slot whose message this thread claimed, advanced the position past and read.
+void finish_get(RingControl& control, const Slot& slot, std::uint64_t position, ThisThreadRobustList& self,
+                bool notify) noexcept {
+    // release: D', pairs with B in put(): the slot was read before it is handed to a producer.
+    sequence_of(slot).store(position + control.constants.capacity, std::memory_order_release);
+    drop_claim(slot, self);
+    if (notify) detail::notify(control.not_full.event);
+}
+
 // How long a non-blocking call waits for another thread's claim on the slot it needs before it reports
 // no_slot: a live claimer holds a claim for a few stores (longer only when it is preempted), while a claim
 // word that names a thread which never releases it (a hostile or corrupted segment) must not hang a call
@@ -224,8 +244,10 @@ const Deadline* claim_wait_bound(bool blocking, const Deadline* deadline, std::o
                         " is ahead of it: the ring's bytes are corrupted");
 }
 
+// With `hold`, the slot is claimed and the position advanced, then handed to the caller (reserve()) instead
+// of written and published here: finish_put() or publish_skipped_slot() completes it later.
 Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, const Deadline* deadline, bool notify,
-                    bool blocking) {
+                    bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     const std::uint64_t mask = control.constants.capacity - 1;
     std::optional<Deadline> nonblocking_bound;
@@ -264,6 +286,11 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
                 continue;
             }
             const std::size_t slot_size = control.constants.slot_size;
+            if (hold != nullptr) {
+                *hold = {&control, slot.header, slot.payload, position, static_cast<std::uint32_t>(slot_size),
+                         self.tid()};
+                return Attempt::done;  // claim and list_op_pending stay set until the hold is finished
+            }
             std::size_t written = 0;
             try {
                 written = writer.write(writer.context, {slot.payload, slot_size});  // W
@@ -276,12 +303,7 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
                 throw ValueError(std::string(kLabel) + ": put_in_place: the writer reported " + std::to_string(written) +
                                  " bytes, a slot holds " + std::to_string(slot_size));
             }
-            // relaxed: W; published by D.
-            length_of(slot).store(static_cast<std::uint32_t>(written), std::memory_order_relaxed);
-            // release: D, pairs with B' so that a consumer that sees p + 1 sees length and payload.
-            sequence_of(slot).store(position + 1, std::memory_order_release);
-            drop_claim(slot, self);
-            if (notify) detail::notify(control.not_empty.event);
+            finish_put(control, slot, position, written, self, notify);
             return Attempt::done;
         }
         if (lag < 0) {
@@ -312,8 +334,10 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
 }
 
 // One get: A'..R'. length receives the producer's byte count.
+// With `hold`, the message is claimed and the position advanced, then handed to the caller (peek()) instead
+// of read and freed here: finish_get() completes it later. Skipped slots are stepped over either way.
 Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, const Deadline* deadline, bool notify,
-                    bool blocking) {
+                    bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     const std::uint64_t capacity = control.constants.capacity;
     const std::uint64_t mask = capacity - 1;
@@ -358,6 +382,11 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
             if (!skipped) {
                 // A length is used only once checked against the slot: a corrupted one cannot overrun.
                 const std::size_t checked = std::min<std::size_t>(stored_length, slot_size);
+                if (hold != nullptr) {
+                    *hold = {&control, slot.header, slot.payload, position, static_cast<std::uint32_t>(checked),
+                             self.tid()};
+                    return Attempt::done;  // claim and list_op_pending stay set until the lease is released
+                }
                 try {
                     reader.read(reader.context, {slot.payload, checked});  // W'
                 } catch (...) {
@@ -369,10 +398,7 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
                     throw;
                 }
             }
-            // release: D', pairs with B in put(): the slot was read before it is handed to a producer.
-            sequence_of(slot).store(position + capacity, std::memory_order_release);
-            drop_claim(slot, self);
-            if (notify || skipped) detail::notify(control.not_full.event);
+            finish_get(control, slot, position, self, notify || skipped);
             if (skipped) continue;
             return Attempt::done;
         }
@@ -488,13 +514,14 @@ RingStatus RawMpmcRing::put(std::span<const std::byte> message, std::optional<st
     return put_with({&CopyIn::write, &copy}, timeout);
 }
 
-RingStatus RawMpmcRing::put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout) {
+RingStatus RawMpmcRing::put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout,
+                                 detail::MpmcHeldSlot* hold) {
     const bool blocking = !timeout || timeout->count() > 0;
     const std::optional<Deadline> deadline = deadline_for(timeout);
     const Deadline* bound = deadline ? &*deadline : nullptr;
     for (;;) {
         if (detail::ring_closed(control_)) return RingStatus::closed;
-        const Attempt attempt = attempt_put(control_, writer, blocking ? bound : nullptr, true, blocking);
+        const Attempt attempt = attempt_put(control_, writer, blocking ? bound : nullptr, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (!blocking) return RingStatus::full;
@@ -513,17 +540,18 @@ RingStatus RawMpmcRing::get(std::span<std::byte> out, std::optional<std::chrono:
     return get_with({&CopyOut::read, &copy}, timeout);
 }
 
-RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout) {
+RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout,
+                                 detail::MpmcHeldSlot* hold) {
     const bool blocking = !timeout || timeout->count() > 0;
     const std::optional<Deadline> deadline = deadline_for(timeout);
     const Deadline* bound = deadline ? &*deadline : nullptr;
     for (;;) {
-        const Attempt attempt = attempt_get(control_, reader, blocking ? bound : nullptr, true, blocking);
+        const Attempt attempt = attempt_get(control_, reader, blocking ? bound : nullptr, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (detail::ring_closed(control_)) {
             // A message put before close() is still delivered; only a drained ring reports closed.
-            if (attempt_get(control_, reader, nullptr, true, false) == Attempt::done) return RingStatus::ok;
+            if (attempt_get(control_, reader, nullptr, true, false, hold) == Attempt::done) return RingStatus::ok;
             return RingStatus::closed;
         }
         if (!blocking) return RingStatus::empty;
@@ -531,6 +559,85 @@ RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional
             !get_may_proceed(control_))
             return RingStatus::timed_out;
     }
+}
+
+namespace {
+
+// Never called: reserve() and peek() hand the slot over before a writer or reader would run.
+std::size_t write_nothing(void*, std::span<std::byte>) noexcept { return 0; }
+void read_nothing(void*, std::span<const std::byte>) noexcept {}
+
+Slot slot_of(const detail::MpmcHeldSlot& held) noexcept { return {held.header, held.payload}; }
+
+// The thread finishing a hold must be the one whose TID is in the claim word (and whose list_op_pending
+// covers it).
+bool held_by_this_thread(const detail::MpmcHeldSlot& held, const ThisThreadRobustList& self) noexcept {
+    // relaxed: only the claimer writes its own TID there; this thread's own view of it is exact.
+    return held.claimer == self.tid() &&
+           (claim_of(slot_of(held)).load(std::memory_order_relaxed) & kTidMask) == self.tid();
+}
+
+}  // namespace
+
+RingStatus RawMpmcRing::reserve(MpmcReservation& reservation, std::optional<std::chrono::nanoseconds> timeout) {
+    if (reservation)
+        throw StateError(std::string(kLabel) + ": reserve: the reservation already holds a slot (commit it first)");
+    detail::MpmcHeldSlot held;
+    const RingStatus status = put_with({&write_nothing, nullptr}, timeout, &held);
+    if (status == RingStatus::ok) reservation.held_ = held;
+    return status;
+}
+
+RingStatus RawMpmcRing::peek(MpmcLease& lease, std::optional<std::chrono::nanoseconds> timeout) {
+    if (lease) throw StateError(std::string(kLabel) + ": peek: the lease already holds a message (release it first)");
+    detail::MpmcHeldSlot held;
+    const RingStatus status = get_with({&read_nothing, nullptr}, timeout, &held);
+    if (status == RingStatus::ok) lease.held_ = held;
+    return status;
+}
+
+MpmcReservation& MpmcReservation::operator=(MpmcReservation&& other) noexcept {
+    if (this != &other) {
+        cancel();
+        held_ = std::exchange(other.held_, {});
+    }
+    return *this;
+}
+
+void MpmcReservation::commit(std::size_t length) {
+    if (!*this) throw StateError(std::string(kLabel) + ": commit: the reservation holds no slot");
+    ThisThreadRobustList& self = detail::this_thread_robust_list();
+    if (!held_by_this_thread(held_, self))
+        throw StateError(std::string(kLabel) + ": commit: only the thread that reserved the slot may commit it");
+    const detail::MpmcHeldSlot held = std::exchange(held_, {});
+    if (length > held.length) {
+        publish_skipped_slot(*held.control, slot_of(held), held.position, self);
+        throw ValueError(std::string(kLabel) + ": commit: " + std::to_string(length) + " bytes, a slot holds " +
+                         std::to_string(held.length));
+    }
+    finish_put(*held.control, slot_of(held), held.position, length, self, true);
+}
+
+void MpmcReservation::cancel() noexcept {
+    if (!*this) return;
+    const detail::MpmcHeldSlot held = std::exchange(held_, {});
+    // From another thread the claim is not this thread's: publishing is still right (the slot must move
+    // on), and clear_pending() then only clears this thread's own, idle entry.
+    publish_skipped_slot(*held.control, slot_of(held), held.position, detail::this_thread_robust_list());
+}
+
+MpmcLease& MpmcLease::operator=(MpmcLease&& other) noexcept {
+    if (this != &other) {
+        release();
+        held_ = std::exchange(other.held_, {});
+    }
+    return *this;
+}
+
+void MpmcLease::release() noexcept {
+    if (!*this) return;
+    const detail::MpmcHeldSlot held = std::exchange(held_, {});
+    finish_get(*held.control, slot_of(held), held.position, detail::this_thread_robust_list(), true);
 }
 
 std::size_t RawMpmcRing::put_many(const void* messages, std::size_t count) {

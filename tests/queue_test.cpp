@@ -213,6 +213,7 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testPutManyAndGetManyMoveBatchesInOrder);
     CPPUNIT_TEST(testSpscReserveCommitPeekReleaseAreZeroCopy);
     CPPUNIT_TEST(testMpmcPutInPlaceAndGetInPlaceAreZeroCopy);
+    CPPUNIT_TEST(testMpmcReserveCommitPeekReleaseAreZeroCopy);
     CPPUNIT_TEST(testNamedQueueIsSharedByNameAndKeepsItsKind);
     CPPUNIT_TEST(testNamedOpenErrorsAreClear);
     CPPUNIT_TEST(testPlacedQueueInCallerMemoryWorksAcrossFork);
@@ -490,6 +491,75 @@ public:
         CPPUNIT_ASSERT_THROW(ring.get_in_place([](std::span<const std::byte>) { throw std::runtime_error("no"); }),
                              std::runtime_error);
         CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.size());
+    }
+
+    void testMpmcReserveCommitPeekReleaseAreZeroCopy() {
+        const std::size_t size = RawMpmcRing::required_size(4, 32);
+        SharedBytes bytes(size);
+        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 32);
+        const auto inside_ring = [&](const std::byte* address) {
+            return address > static_cast<std::byte*>(bytes.memory) && address < static_cast<std::byte*>(bytes.memory) + size;
+        };
+        {
+            mproc::MpmcReservation reservation;
+            CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(reservation));
+            CPPUNIT_ASSERT(reservation);
+            CPPUNIT_ASSERT_EQUAL(std::size_t{32}, reservation.slot().size());
+            CPPUNIT_ASSERT(inside_ring(reservation.slot().data()));
+            CPPUNIT_ASSERT_THROW(ring.reserve(reservation), mproc::StateError);  // still holds its slot
+            std::memcpy(reservation.slot().data(), "hello", 5);
+            reservation.commit(5);
+            CPPUNIT_ASSERT(!reservation);
+            CPPUNIT_ASSERT_THROW(reservation.commit(1), mproc::StateError);
+        }
+        {
+            mproc::MpmcReservation abandoned;  // destroyed uncommitted: published as skipped
+            CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(abandoned));
+        }
+        {
+            mproc::MpmcReservation too_long;
+            CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(too_long));
+            CPPUNIT_ASSERT_THROW(too_long.commit(33), mproc::ValueError);  // and the slot is skipped
+            CPPUNIT_ASSERT(!too_long);
+        }
+        {
+            mproc::MpmcReservation other_thread;
+            CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(other_thread));
+            bool refused = false;
+            std::thread([&] {
+                try {
+                    other_thread.commit(1);
+                } catch (const mproc::StateError&) {
+                    refused = true;
+                }
+            }).join();
+            CPPUNIT_ASSERT(refused);
+            std::memcpy(other_thread.slot().data(), "world!", 6);
+            other_thread.commit(6);
+        }
+        // Four slots went round: the ring is full now (two hold skips), and a zero-timeout reserve says so.
+        mproc::MpmcReservation none;
+        CPPUNIT_ASSERT(RingStatus::full == ring.reserve(none, 0ms));
+        CPPUNIT_ASSERT(!none);
+        ForkedChild consumer([&] {
+            RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+            mproc::MpmcLease lease;
+            if (same.peek(lease, 0ms) != RingStatus::ok || !inside_ring(lease.message().data()) ||
+                std::string(reinterpret_cast<const char*>(lease.message().data()), lease.message().size()) != "hello")
+                std::_Exit(3);
+            lease.release();
+            {
+                mproc::MpmcLease second;  // the two skipped slots are stepped over
+                if (same.peek(second, 0ms) != RingStatus::ok ||
+                    std::string(reinterpret_cast<const char*>(second.message().data()), second.message().size()) !=
+                        "world!")
+                    std::_Exit(4);
+            }  // released by its destructor
+            if (same.peek(lease, 0ms) != RingStatus::empty || lease) std::_Exit(5);
+            std::_Exit(same.size() == 0 ? 0 : 6);
+        });
+        const int status = consumer.wait(10s);
+        CPPUNIT_ASSERT_MESSAGE(std::to_string(status), WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
 
     void testNamedQueueIsSharedByNameAndKeepsItsKind() {
@@ -904,6 +974,7 @@ class QueueCrashTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testMpmcKilledParticipantsLoseAtMostTheirInFlightMessage);
     CPPUNIT_TEST(testSpscKilledParticipantsLoseAtMostTheirInFlightMessage);
     CPPUNIT_TEST(testProducerKilledHoldingClaimDoesNotBlockConsumers);
+    CPPUNIT_TEST(testKilledHoldersOfReservationAndLeaseAreRepaired);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -976,6 +1047,58 @@ public:
         CPPUNIT_ASSERT_EQUAL(std::uint64_t{77}, value);  // the dead producer's slot was stepped over
         CPPUNIT_ASSERT(waited < 5s);
         CPPUNIT_ASSERT_EQUAL(std::size_t{0}, same.size());
+    }
+
+    // A producer killed while it holds a reserve()d slot, and a consumer killed while it holds a peek()ed
+    // message: the survivors step over the first and free the second (its message is lost), promptly.
+    void testKilledHoldersOfReservationAndLeaseAreRepaired() {
+        const std::size_t size = RawMpmcRing::required_size(4, 8);
+        SharedBytes bytes(size);
+        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
+        auto* control = static_cast<mproc::detail::RingControl*>(bytes.memory);
+        const auto wait_for_position = [&](std::uint64_t& position, std::uint64_t value) {
+            const auto give_up = Clock::now() + 10s;
+            while (std::atomic_ref(position).load(std::memory_order_acquire) != value) {
+                CPPUNIT_ASSERT(Clock::now() < give_up);
+                std::this_thread::sleep_for(1ms);
+            }
+        };
+        ForkedChild producer([&] {
+            RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+            mproc::MpmcReservation reservation;
+            if (same.reserve(reservation) != RingStatus::ok) std::_Exit(3);
+            for (;;) ::pause();  // killed here, holding the slot
+        });
+        wait_for_position(control->producer.position, 1);
+        producer.kill(SIGKILL);
+        producer.wait();
+        const std::uint64_t first = 41;
+        ring.put(std::as_bytes(std::span(&first, 1)));
+        std::uint64_t value = 0;
+        CPPUNIT_ASSERT(RingStatus::ok == ring.get(std::as_writable_bytes(std::span(&value, 1)), 10s));
+        CPPUNIT_ASSERT_EQUAL(first, value);  // the dead producer's slot was stepped over
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t{1}, ring.repaired_slots());
+
+        const std::uint64_t lost = 42;
+        ring.put(std::as_bytes(std::span(&lost, 1)));
+        ForkedChild consumer([&] {
+            RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+            mproc::MpmcLease lease;
+            if (same.peek(lease) != RingStatus::ok) std::_Exit(3);
+            for (;;) ::pause();  // killed here, holding the message
+        });
+        wait_for_position(control->consumer.position, 3);
+        consumer.kill(SIGKILL);
+        consumer.wait();
+        // Fill the ring: the put that needs the dead consumer's slot repairs it.
+        for (std::uint64_t item = 50; item < 54; ++item)
+            CPPUNIT_ASSERT(RingStatus::ok == ring.put(std::as_bytes(std::span(&item, 1)), 10s));
+        for (std::uint64_t item = 50; item < 54; ++item) {
+            CPPUNIT_ASSERT(RingStatus::ok == ring.get(std::as_writable_bytes(std::span(&value, 1)), 10s));
+            CPPUNIT_ASSERT_EQUAL(item, value);
+        }
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t{2}, ring.repaired_slots());
+        CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.size());
     }
 
 private:

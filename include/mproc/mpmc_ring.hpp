@@ -34,11 +34,15 @@
 // corrupted segment) cannot hang it. A slot sequence ahead of a position that has not moved can only come
 // from corrupted bytes and is reported as InvalidObject rather than spun on.
 //
+// Zero-copy: put_in_place/get_in_place run a callable on the slot while this thread holds its claim;
+// reserve()/peek() hand the claimed slot to the caller (MpmcReservation, MpmcLease) until commit/release.
+//
 // Costs: uncontended put or get: a CAS on the claim word and one on the position, a memcpy, a store of the
-// sequence, an exchange releasing the claim, one on the eventcount's sleeper flag, and two plain stores to
-// the thread's list_op_pending; no system call unless someone sleeps. Each slot carries 16 bytes of header;
-// the stride is rounded to 16 bytes. Producers (and consumers) contending for the same position serialise
-// on that slot's claim word; put_many/get_many are a loop of single claims with one wake-up check.
+// sequence, an exchange releasing the claim, a plain load of the eventcount's sleeper flag
+// (src/eventcount.hpp), and two plain stores to the thread's list_op_pending; no system call unless
+// someone sleeps. Each slot carries 16 bytes of header; the stride is rounded to 16 bytes. Producers (and
+// consumers) contending for the same position serialise on that slot's claim word; put_many/get_many are
+// a loop of single claims with one wake-up check.
 // Not async-signal-safe: a signal handler that takes a robust lock while put/get holds a claim replaces
 // list_op_pending, and a death in that window then goes unnoticed (the slot stays claimed).
 // Limits: Linux with glibc (its robust-list layout: futex_offset -32), a TID fits 30 bits. Threads of
@@ -51,6 +55,7 @@
 #include <optional>
 #include <span>
 #include <type_traits>
+#include <utility>
 
 #include "mproc/spsc_ring.hpp"
 
@@ -83,7 +88,67 @@ struct SlotReader {
     void* context;
 };
 
+// What reserve()/peek() hand over between claiming a slot and finishing with it.
+struct MpmcHeldSlot {
+    RingControl* control = nullptr;
+    MpmcSlotHeader* header = nullptr;
+    std::byte* payload = nullptr;
+    std::uint64_t position = 0;
+    std::uint32_t length = 0;     // peek: the message's checked length; reserve: the slot size
+    std::uint32_t claimer = 0;    // the TID in the claim word: the thread that must finish it
+};
+
 }  // namespace detail
+
+// A slot reserve() claimed for this thread to fill in place: slot() is the payload (slot_size() bytes),
+// commit(length) publishes the first `length` bytes as the message. Destroyed (or cancel()ed) without a
+// commit, the slot is published as skipped: consumers step over it and nothing is lost. Move-only. Only
+// the thread that reserved may commit (StateError otherwise). While it holds a reservation, the thread
+// must not put or get on any mproc ring nor lock or unlock an mproc Lock/RLock or a robust pthread mutex:
+// the claim is covered against the thread's death by its list_op_pending alone, which those use too.
+// The thread's death while it holds the reservation is the death of a producer inside put (mpmc_ring
+// above): a survivor repairs the slot.
+class MpmcReservation {
+public:
+    MpmcReservation() = default;
+    MpmcReservation(MpmcReservation&& other) noexcept : held_(std::exchange(other.held_, {})) {}
+    MpmcReservation& operator=(MpmcReservation&& other) noexcept;
+    MpmcReservation(const MpmcReservation&) = delete;
+    MpmcReservation& operator=(const MpmcReservation&) = delete;
+    ~MpmcReservation() { cancel(); }
+
+    explicit operator bool() const noexcept { return held_.header != nullptr; }
+    std::span<std::byte> slot() const noexcept { return {held_.payload, held_.length}; }
+    // ValueError for length > slot().size() (the slot is then published as skipped); StateError when empty
+    // or called by another thread than the one that reserved.
+    void commit(std::size_t length);
+    void cancel() noexcept;
+
+private:
+    friend class RawMpmcRing;
+    detail::MpmcHeldSlot held_;
+};
+
+// A message peek() claimed for this thread to read in place: message() is its bytes. release() (or the
+// destructor) consumes it and frees the slot. Same thread rules as MpmcReservation. The thread's death
+// while it holds the lease is a consumer's death inside get: the message is lost, the slot is freed.
+class MpmcLease {
+public:
+    MpmcLease() = default;
+    MpmcLease(MpmcLease&& other) noexcept : held_(std::exchange(other.held_, {})) {}
+    MpmcLease& operator=(MpmcLease&& other) noexcept;
+    MpmcLease(const MpmcLease&) = delete;
+    MpmcLease& operator=(const MpmcLease&) = delete;
+    ~MpmcLease() { release(); }
+
+    explicit operator bool() const noexcept { return held_.header != nullptr; }
+    std::span<const std::byte> message() const noexcept { return {held_.payload, held_.length}; }
+    void release() noexcept;
+
+private:
+    friend class RawMpmcRing;
+    detail::MpmcHeldSlot held_;
+};
 
 class RawMpmcRing {
 public:
@@ -134,6 +199,13 @@ public:
                         timeout);
     }
 
+    // The split zero-copy path: reserve() claims the next free slot for this thread (waiting as put does)
+    // and hands it over in `reservation` (which must be empty: StateError otherwise); peek() claims the
+    // next message (waiting as get does) and hands it over in `lease`. RingStatus as put/get; on anything
+    // but ok the handle stays empty. See MpmcReservation and MpmcLease for the rules while one is held.
+    RingStatus reserve(MpmcReservation& reservation, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    RingStatus peek(MpmcLease& lease, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+
     // Up to count messages of slot_size() bytes each, without blocking; returns how many moved.
     std::size_t put_many(const void* messages, std::size_t count);
     std::size_t get_many(void* out, std::size_t count);
@@ -151,8 +223,10 @@ public:
 
 private:
     RawMpmcRing() = default;
-    RingStatus put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout);
-    RingStatus get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout);
+    RingStatus put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout,
+                        detail::MpmcHeldSlot* hold = nullptr);
+    RingStatus get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout,
+                        detail::MpmcHeldSlot* hold = nullptr);
     detail::RingControl control_;
 };
 
