@@ -63,6 +63,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "adaptive_spin.hpp"
 #include "deadline.hpp"
 #include "futex.hpp"
 #include "mproc/spsc_ring.hpp"
@@ -143,17 +144,25 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// Re-tests of a condition before a waiter sets the flag and sleeps: a few microseconds, against a
-// wake-up through the kernel that costs tens of microseconds (reference-figures.md).
-inline constexpr int kQueueSpinLimit = 200;
+// Re-tests of a condition before a waiter sets the flag and sleeps, at most: a few microseconds, against a
+// wake-up through the kernel that costs tens of microseconds (reference-figures.md). The queue waits spend
+// the calling thread's adaptive budget (adaptive_spin.hpp) under this cap.
+inline constexpr int kQueueSpinLimit = AdaptiveSpinBudget::kMaxSpins;
 
-// Spins, then parks on `event`, until ready() or the deadline. Returns ready()'s last answer.
+// Spins (the thread's adaptive budget), then parks on `event`, until ready() or the deadline. Returns
+// ready()'s last answer.
 template <class Ready>
 bool await_condition(EventCountLayout& event, const Deadline* deadline, Ready&& ready) {
-    for (int spin = 0; spin < kQueueSpinLimit; ++spin) {
-        if (ready()) return true;
+    AdaptiveSpinBudget& spin_budget = this_thread_spin_budget();
+    const int spins = spin_budget.budget();
+    for (int spin = 0; spin < spins; ++spin) {
+        if (ready()) {
+            spin_budget.spin_succeeded(spin);
+            return true;
+        }
         cpu_relax();
     }
+    spin_budget.spin_failed();
     for (;;) {
         const std::uint32_t key = prepare_wait(event);
         if (ready()) return true;

@@ -70,6 +70,8 @@ constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
 constexpr std::uint32_t kClaimWaiters = FUTEX_WAITERS;
 constexpr std::uint32_t kClaimOwnerDied = FUTEX_OWNER_DIED;
 constexpr std::chrono::milliseconds kClaimRecheckPeriod{50};
+// Re-reads of a claim word before sleeping on it: a live claimer holds a claim for a few stores.
+constexpr int kClaimSpinLimit = 200;
 
 std::size_t mpmc_stride(std::size_t slot_size) noexcept {
     return detail::round_up(sizeof(MpmcSlotHeader) + slot_size, 16);
@@ -129,7 +131,7 @@ void drop_claim(const Slot& slot, ThisThreadRobustList& self) noexcept {
 // Waits while the claim word still holds `seen` (a live claimer): spins, then sleeps with FUTEX_WAITERS
 // set so that the claimer's release or death wakes us. Returns false when the deadline passed.
 bool wait_for_claim(const Slot& slot, std::uint32_t seen, const Deadline* deadline) noexcept {
-    for (int spin = 0; spin < detail::kQueueSpinLimit; ++spin) {
+    for (int spin = 0; spin < kClaimSpinLimit; ++spin) {
         // relaxed: only a hint to stop spinning; the caller starts over with acquire loads.
         if (claim_of(slot).load(std::memory_order_relaxed) != seen) return true;
         detail::cpu_relax();

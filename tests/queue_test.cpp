@@ -33,6 +33,7 @@
 #include "mproc/shared_memory.hpp"
 #include "mproc/simple_queue.hpp"
 #include "mproc/spsc_ring.hpp"
+#include "adaptive_spin.hpp"
 #include "robust_list.hpp"
 
 namespace {
@@ -226,6 +227,7 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testTooManyTaskDoneIsValueError);
     CPPUNIT_TEST(testNotifyIsFenceFreeUnlessTheEnvironmentAsksForTheFence);
     CPPUNIT_TEST(testSpscFastPathKeepsTheConstantsItAttachedWith);
+    CPPUNIT_TEST(testSpinBudgetShrinksWhenSpinningFailsAndGrowsWhenItPays);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -784,6 +786,24 @@ public:
         for (int i = 0; i < 1000; ++i) CPPUNIT_ASSERT_EQUAL(i, queue.get(true, 10s));
         const int status = child.wait();
         CPPUNIT_ASSERT_MESSAGE("the child saw another notify path, or failed", WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+
+    // The waiters' spin (src/adaptive_spin.hpp): halved by each wait that had to sleep, down to a floor;
+    // raised at once to twice the pauses a successful spin needed (plus headroom), up to a cap.
+    void testSpinBudgetShrinksWhenSpinningFailsAndGrowsWhenItPays() {
+        using mproc::detail::AdaptiveSpinBudget;
+        AdaptiveSpinBudget budget;
+        CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMaxSpins / 2, budget.budget());
+        for (int i = 0; i < 20; ++i) budget.spin_failed();
+        CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMinSpins, budget.budget());
+        budget.spin_succeeded(5);
+        CPPUNIT_ASSERT_EQUAL(2 * 5 + AdaptiveSpinBudget::kSpinHeadroom, budget.budget());
+        budget.spin_succeeded(1);  // a quicker success never lowers it
+        CPPUNIT_ASSERT_EQUAL(2 * 5 + AdaptiveSpinBudget::kSpinHeadroom, budget.budget());
+        budget.spin_succeeded(10'000);
+        CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMaxSpins, budget.budget());
+        budget.spin_failed();
+        CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMaxSpins / 2, budget.budget());
     }
 
     // The inline SPSC path copies the ring's constants when the handle attaches: a peer that rewrites them
