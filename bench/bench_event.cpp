@@ -1,8 +1,10 @@
 // bench/bench_event.cpp — how fast an Event wakes a process asleep in wait(), beside the futex ping-pong
-// ceiling and Python's Event, in one run:
+// ceiling, eventfd(2) and Python's Event, in one run:
 //   BM_Event_WakeLatency/mproc          mproc::Event: set() / wait() + clear()
 //   BM_Event_WakeLatency/python         multiprocessing.Event, timed inside python3 by
 //                                       bench/peers/python_wake.py (manual time)
+//   BM_Event_WakeLatency/eventfd        two eventfds (bench_wake_latency.hpp's EventfdPair): write() of 1
+//                                       wakes the other side asleep in read(), which consumes the count
 //   BM_Event_WakeLatency/futex_ceiling  the futex ping-pong ceiling (bench_support.hpp)
 // Wake latency is a round trip through two events, ping and pong, both clear: the benchmark sets ping
 // and waits for pong, then clears it; the peer waits for ping, clears it, and sets pong
@@ -10,7 +12,7 @@
 // the next round's wait can only end by the next set(). Every entry reports p50_ns/p99_ns/p99.9_ns per
 // round trip and items_per_second (round trips per second). Target (reported, never asserted): mproc
 // within 1.2× the ceiling.
-//   BM_Event_WakeFromSleep/{mproc,futex_ceiling}
+//   BM_Event_WakeFromSleep/{mproc,eventfd,futex_ceiling}
 //     the same round trip with each waiter surely asleep when signalled (bench_wake_latency.hpp): the
 //     two one-way wake-ups summed, beside the same protocol on two bare futex words (/futex_ceiling).
 #include <cstdint>
@@ -69,6 +71,20 @@ void BM_Event_WakeFromSleepCeiling(benchmark::State& state) {
     });
 }
 
+void BM_Event_WakeLatencyEventfd(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] {
+        mproc::bench::EventfdPair pair;
+        mproc::bench::measure_wake_latency(state, pair, "eventfd");
+    });
+}
+
+void BM_Event_WakeFromSleepEventfd(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] {
+        mproc::bench::EventfdPair pair;
+        mproc::bench::measure_wake_from_sleep(state, pair, "eventfd");
+    });
+}
+
 void BM_Event_WakeLatencyPython(benchmark::State& state) {
     mproc::bench::run_guarded(state, [&] {
         const std::optional<std::vector<std::int64_t>> figures = mproc::bench::run_python_peer(
@@ -81,9 +97,14 @@ void BM_Event_WakeLatencyPython(benchmark::State& state) {
 
 BENCHMARK(BM_Event_WakeLatencyMproc)->Name("BM_Event_WakeLatency/mproc")->UseRealTime();
 BENCHMARK(BM_Event_WakeLatencyPython)->Name("BM_Event_WakeLatency/python")->UseManualTime();
+BENCHMARK(BM_Event_WakeLatencyEventfd)->Name("BM_Event_WakeLatency/eventfd")->UseRealTime();
 BENCHMARK(mproc::bench::measure_futex_ping_pong)->Name("BM_Event_WakeLatency/futex_ceiling")->UseRealTime();
 BENCHMARK(BM_Event_WakeFromSleepMproc)
     ->Name("BM_Event_WakeFromSleep/mproc")
+    ->UseManualTime()
+    ->MinTime(kWakeFromSleepMinTime);
+BENCHMARK(BM_Event_WakeFromSleepEventfd)
+    ->Name("BM_Event_WakeFromSleep/eventfd")
     ->UseManualTime()
     ->MinTime(kWakeFromSleepMinTime);
 BENCHMARK(BM_Event_WakeFromSleepCeiling)

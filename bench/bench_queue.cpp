@@ -8,12 +8,16 @@
 //                               /proc/sys/fs/mqueue/msgsize_max are skipped, with the reason
 //       boost                   boost::interprocess::message_queue (when Boost is found)
 //       python                  multiprocessing.Queue, timed inside python3 (bench/peers/python_queue.py)
+//       iceoryx                 iceoryx 2.0 publish/subscribe, zero-copy (loan, write in place, publish;
+//                               take, read in place), both ends forked peers, timed in the subscriber
+//                               (manual time; when iceoryx is found, skipped when no RouDi daemon runs)
 //   BM_Queue2P2C_<system>/<bytes>   two producer peers, two consumers (this process and a peer): mproc_mpmc,
 //                                   boost; items_per_second counts what both consumers got
 //   BM_QueueRoundTrip_spin/<system>      a 64-byte message to a peer and back, both sides polling with
-//                                        try_get (mproc_spsc, mproc_mpmc) — beside the cache-line ceiling
-//   BM_QueueRoundTrip_blocking/<system>  the same with blocking get (mproc_spsc, mproc_mpmc, pipe) — beside
-//                                        the futex ping-pong ceiling
+//                                        try_get (mproc_spsc, mproc_mpmc; iceoryx: take()) — beside the
+//                                        cache-line ceiling
+//   BM_QueueRoundTrip_blocking/<system>  the same with blocking get (mproc_spsc, mproc_mpmc, pipe; iceoryx:
+//                                        a WaitSet) — beside the futex ping-pong ceiling
 // Every message carries its sequence number in its first and last 8-byte words and every receiver checks
 // them (per producer in 2P2C, where two consumers each see an increasing subsequence of each producer's
 // messages). Peers are forked, and queues created, before the timed loop. The raw SPSC ring ceiling these
@@ -24,6 +28,7 @@
 #include <bit>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -37,6 +42,7 @@
 #include <fcntl.h>
 #include <mqueue.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +55,15 @@
 #ifdef MPROC_BENCH_HAVE_BOOST
 #include <boost/date_time/posix_time/posix_time_types.hpp>
 #include <boost/interprocess/ipc/message_queue.hpp>
+#endif
+
+#ifdef MPROC_BENCH_HAVE_ICEORYX
+#include <iceoryx_hoofs/log/logmanager.hpp>
+#include <iceoryx_hoofs/platform/platform_settings.hpp>
+#include <iceoryx_posh/popo/publisher.hpp>
+#include <iceoryx_posh/popo/subscriber.hpp>
+#include <iceoryx_posh/popo/wait_set.hpp>
+#include <iceoryx_posh/runtime/posh_runtime.hpp>
 #endif
 
 namespace {
@@ -618,6 +633,306 @@ void pipe_round_trip(benchmark::State& state) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// iceoryx 2.0 publish/subscribe, used zero-copy as its documentation recommends: the publisher loan()s a
+// typed sample in RouDi's shared memory pools, writes the message in place and publish()es it; the
+// subscriber take()s the sample, reads it in place and releases it. Lossless like a queue: the publisher
+// waits while the subscriber's queue is full (WAIT_FOR_CONSUMER / BLOCK_PRODUCER).
+//
+// An iceoryx runtime is registered with RouDi once per process and cannot be dropped, and a forked child
+// would inherit its parent's registration, so the benchmark process never starts one: each run forks
+// both ends as peers, each registers under its own name, and the consumer (the requester in a round
+// trip) times its loop, as the Python peers do: manual time, reported through report_python_time().
+// Each run uses services of its own, so that ports a dead peer left behind (RouDi reclaims them about
+// 1.5 s after the process is gone) never connect to the next run's. Without a RouDi daemon (bench/run
+// starts one) every iceoryx entry is skipped with the reason.
+#ifdef MPROC_BENCH_HAVE_ICEORYX
+
+// RouDi's IPC channel is a datagram socket at this path; connect() to it succeeds only while a RouDi
+// process has it bound, so the probe neither waits nor starts anything (initRuntime would wait 60 s).
+bool roudi_is_running() {
+    const std::string path =
+        std::string(iox::platform::IOX_UDS_SOCKET_PATH_PREFIX) + iox::roudi::IPC_CHANNEL_ROUDI_NAME;
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (path.size() >= sizeof address.sun_path) return false;
+    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+    const mproc::bench::UniqueFd probe(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (probe.get() < 0) throw mproc::SystemError("iceoryx: socket() for the RouDi probe", errno);
+    return ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
+}
+
+bool skip_without_roudi(benchmark::State& state) {
+    if (roudi_is_running()) return false;
+    mproc::bench::skip(state, "iceoryx: no RouDi daemon runs (bench/run starts iox-roudi)");
+    return true;
+}
+
+// In a peer, before any publisher or subscriber: registers this process with RouDi. iceoryx's own log
+// says only what goes wrong (the Debian build logs every registration at debug level).
+void register_with_roudi(const char* role) {
+    iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn,
+                                                          iox::log::LogLevelOutput::kHideLogLevel);
+    const std::string name = std::string("mproc-bench-") + role + "-" + std::to_string(::getpid());
+    iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name.c_str()));
+}
+
+// Called in the benchmark process before the fork: both peers of a run name the same, fresh services.
+struct IceoryxServices {
+    std::string instance;
+
+    IceoryxServices() {
+        static std::uint64_t runs = 0;
+        instance = "run-" + std::to_string(::getpid()) + "-" + std::to_string(runs++);
+    }
+    iox::capro::ServiceDescription event(const char* name) const {
+        return {"mproc-bench-queue", iox::capro::IdString_t(iox::cxx::TruncateToCapacity, instance.c_str()),
+                iox::capro::IdString_t(iox::cxx::TruncateToCapacity, name)};
+    }
+};
+
+// The payload type of a typed publisher. loan() constructs it in the chunk; this constructor leaves the
+// bytes alone, so the producer writes exactly what it writes into an mproc::Queue message (the two tag
+// words), in place, and nothing is copied on either side.
+template <std::size_t kBytes>
+struct LoanedMessage {
+    LoanedMessage() noexcept {}  // `message` stays unwritten until the producer fills it in place
+    Message<kBytes> message;
+};
+
+template <std::size_t kBytes>
+iox::popo::Publisher<LoanedMessage<kBytes>> make_publisher(const iox::capro::ServiceDescription& service) {
+    iox::popo::PublisherOptions options;
+    options.subscriberTooSlowPolicy = iox::popo::ConsumerTooSlowPolicy::WAIT_FOR_CONSUMER;
+    return iox::popo::Publisher<LoanedMessage<kBytes>>(service, options);
+}
+
+template <std::size_t kBytes>
+iox::popo::Subscriber<LoanedMessage<kBytes>> make_subscriber(const iox::capro::ServiceDescription& service,
+                                                           std::size_t queue_capacity) {
+    iox::popo::SubscriberOptions options;
+    options.queueCapacity = std::min<std::uint64_t>(queue_capacity, iox::MAX_SUBSCRIBER_QUEUE_CAPACITY);
+    options.queueFullPolicy = iox::popo::QueueFullPolicy::BLOCK_PRODUCER;
+    return iox::popo::Subscriber<LoanedMessage<kBytes>>(service, options);
+}
+
+// Connections are made by RouDi's discovery loop (every 100 ms): poll for them asleep, not spinning.
+template <class Condition>
+void wait_for_roudi(const char* what, Condition&& condition) {
+    const auto give_up = std::chrono::steady_clock::now() + mproc::bench::kStallLimit;
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() > give_up)
+            throw BenchFailure(std::string("iceoryx: ") + what + " did not happen within " +
+                               std::to_string(mproc::bench::kStallLimit.count()) + " s");
+        ::usleep(1000);
+    }
+}
+
+// Loans a sample, lets fill() write the message in place, publishes it. A pool momentarily out of chunks
+// (a dead peer's chunks not yet reclaimed) is waited out; any other loan error fails the benchmark.
+template <std::size_t kBytes, class Fill>
+void publish_in_place(iox::popo::Publisher<LoanedMessage<kBytes>>& publisher, Fill&& fill) {
+    Spinner spinner("a free chunk in RouDi's memory pool");
+    for (;;) {
+        auto loaned = publisher.loan();
+        if (!loaned.has_error()) {
+            auto& sample = loaned.value();
+            fill(sample->message);
+            sample.publish();
+            return;
+        }
+        if (loaned.get_error() != iox::popo::AllocationError::RUNNING_OUT_OF_CHUNKS)
+            throw BenchFailure(std::string("iceoryx publisher: loan() failed: ") +
+                               iox::popo::asStringLiteral(loaned.get_error()));
+        spinner.pause();
+    }
+}
+
+// How a subscriber waits for its next sample: polling take() (with the Spinner's yields), or asleep in a
+// WaitSet attached to the subscriber's HAS_DATA state, the blocking wait iceoryx's documentation shows.
+template <std::size_t kBytes>
+class SampleWaiter {
+public:
+    SampleWaiter(iox::popo::Subscriber<LoanedMessage<kBytes>>& subscriber, bool spin, const char* what)
+        : subscriber_(subscriber), what_(what) {
+        if (spin) return;
+        wait_set_.emplace();
+        if (wait_set_->attachState(subscriber_, iox::popo::SubscriberState::HAS_DATA).has_error())
+            throw BenchFailure(std::string("iceoryx: ") + what + ": attaching the subscriber to a WaitSet failed");
+    }
+    SampleWaiter(const SampleWaiter&) = delete;
+    SampleWaiter& operator=(const SampleWaiter&) = delete;
+    // The WaitSet detaches the subscriber as it is destroyed, which is before the subscriber: construct the
+    // SampleWaiter after the subscriber it waits on.
+
+    // Takes the next sample, hands its message to read() and releases the sample. With stop_waiting,
+    // returns false instead once stop_waiting() says so while no sample is there.
+    template <class Read, class StopWaiting>
+    bool take(Read&& read, StopWaiting&& stop_waiting) {
+        Spinner spinner(what_);  // one per wait: its stall limit counts from the start of this wait
+        std::int64_t waited_since_ns = 0;
+        for (;;) {
+            auto taken = subscriber_.take();
+            if (!taken.has_error()) {
+                read(taken.value()->message);
+                return true;
+            }
+            if (taken.get_error() != iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE)
+                throw BenchFailure(std::string("iceoryx: ") + what_ + ": take() failed: " +
+                                   iox::popo::asStringLiteral(taken.get_error()));
+            if (stop_waiting()) return false;
+            if (!wait_set_) {
+                spinner.pause();
+                continue;
+            }
+            const std::int64_t now_ns = mproc::bench::monotonic_now_ns();
+            if (waited_since_ns == 0) waited_since_ns = now_ns;
+            if (now_ns - waited_since_ns > std::chrono::nanoseconds(mproc::bench::kStallLimit).count())
+                throw BenchFailure(std::string("iceoryx: ") + what_ + ": no sample for " +
+                                   std::to_string(mproc::bench::kStallLimit.count()) + " s");
+            wait_set_->timedWait(iox::units::Duration::fromMilliseconds(100));
+        }
+    }
+    template <class Read>
+    void take(Read&& read) {
+        take(std::forward<Read>(read), [] { return false; });
+    }
+
+private:
+    iox::popo::Subscriber<LoanedMessage<kBytes>>& subscriber_;
+    std::optional<iox::popo::WaitSet<>> wait_set_;
+    const char* what_;
+};
+
+struct IceoryxStreamShared {
+    // Every word is written by one peer and read by the other or, once its writer has exited, by the
+    // benchmark process; none publishes data (the messages travel through iceoryx).
+    alignas(128) std::atomic<std::uint32_t> stop;           // set by the consumer after its timed loop
+    alignas(128) std::atomic<std::uint32_t> producer_done;  // set by the producer as it leaves
+    alignas(128) std::atomic<std::int64_t> elapsed_ns;      // the consumer's timed loop
+};
+
+// The consumer peer takes one untimed message (both ends are connected and running then), times the
+// next max_iterations, then asks the producer to stop and drains until it has, so that a producer
+// waiting for room in the subscriber's queue always gets out.
+template <std::size_t kBytes>
+void iceoryx_stream(benchmark::State& state) {
+    if (skip_without_roudi(state)) return;
+    const IceoryxServices services;
+    SharedBlock<IceoryxStreamShared> shared;
+    const std::int64_t messages = state.max_iterations;
+    Peer consumer("iceoryx subscriber", [&] {
+        register_with_roudi("subscriber");
+        auto subscriber = make_subscriber<kBytes>(services.event("stream"), queue_capacity(kBytes));
+        SampleWaiter<kBytes> waiter(subscriber, false, "stream subscriber");
+        SequenceCheck check("iceoryx stream", true);
+        const auto read = [&](const Message<kBytes>& message) { check.check(message); };
+        waiter.take(read);
+        const std::int64_t start_ns = mproc::bench::monotonic_now_ns();
+        for (std::int64_t received = 0; received < messages; ++received) waiter.take(read);
+        // relaxed: read by the benchmark process after join(), which waits for this process to exit.
+        shared->elapsed_ns.store(mproc::bench::monotonic_now_ns() - start_ns, std::memory_order_relaxed);
+        // relaxed (both): the flags only say when to leave; no data is published with them.
+        shared->stop.store(1, std::memory_order_relaxed);
+        const auto producer_left = [&] { return shared->producer_done.load(std::memory_order_relaxed) != 0; };
+        while (waiter.take(read, producer_left)) {
+        }
+    });
+    Peer producer("iceoryx publisher", [&] {
+        register_with_roudi("publisher");
+        auto publisher = make_publisher<kBytes>(services.event("stream"));
+        wait_for_roudi("the subscriber's connection to the stream", [&] { return publisher.hasSubscribers(); });
+        // relaxed (both): see the consumer.
+        for (std::uint64_t sequence = 0; shared->stop.load(std::memory_order_relaxed) == 0; ++sequence)
+            publish_in_place(publisher, [&](Message<kBytes>& message) { message.fill(0, sequence); });
+        shared->producer_done.store(1, std::memory_order_relaxed);
+    });
+    consumer.join();
+    producer.join();
+    // relaxed: the consumer has exited (join() reaped it), its store is final.
+    mproc::bench::report_python_time(state, shared->elapsed_ns.load(std::memory_order_relaxed));
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kBytes));
+}
+
+struct IceoryxRoundTripShared {
+    // elapsed_ns, p50_ns, p99_ns, p99.9_ns of the timed round trips: written by the requester peer, read
+    // by the benchmark process after join().
+    std::array<std::atomic<std::int64_t>, 4> figures;
+};
+
+// Nearest rank over sorted samples, as LatencySampler::report() computes it.
+std::int64_t nearest_rank(const std::vector<std::uint32_t>& sorted, double fraction) {
+    const auto rank = static_cast<std::size_t>(std::ceil(fraction * static_cast<double>(sorted.size())));
+    return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
+}
+
+// A 64-byte message to the echo peer on "ping" and back on "pong", as mproc_round_trip() does: the
+// requester peer times max_iterations round trips after one untimed one, a sample per round trip.
+void iceoryx_round_trip(benchmark::State& state, bool spin) {
+    if (skip_without_roudi(state)) return;
+    constexpr std::uint64_t kStopSequence = (std::uint64_t{1} << 56) - 1;
+    constexpr std::size_t kQueueCapacity = 16;  // as mproc_round_trip's queues
+    const IceoryxServices services;
+    SharedBlock<IceoryxRoundTripShared> shared;
+    const std::int64_t round_trips = state.max_iterations;
+    Peer echo("iceoryx echo", [&] {
+        register_with_roudi("echo");
+        auto requests = make_subscriber<kRoundTripBytes>(services.event("ping"), kQueueCapacity);
+        auto replies = make_publisher<kRoundTripBytes>(services.event("pong"));
+        SampleWaiter<kRoundTripBytes> waiter(requests, spin, "round-trip request");
+        wait_for_roudi("the requester's connection to the replies", [&] { return replies.hasSubscribers(); });
+        for (;;) {
+            std::uint64_t sequence = 0;
+            waiter.take([&](const RoundTripMessage& request) {
+                if (!request.whole()) throw BenchFailure("iceoryx round trip: a torn request");
+                sequence = request.sequence();
+            });
+            if (sequence == kStopSequence) return;
+            publish_in_place(replies, [&](RoundTripMessage& reply) { reply.fill(0, sequence + 1); });
+        }
+    });
+    Peer requester("iceoryx requester", [&] {
+        register_with_roudi("requester");
+        auto requests = make_publisher<kRoundTripBytes>(services.event("ping"));
+        auto replies = make_subscriber<kRoundTripBytes>(services.event("pong"), kQueueCapacity);
+        SampleWaiter<kRoundTripBytes> waiter(replies, spin, "round-trip reply");
+        wait_for_roudi("the echo's connection to the requests", [&] { return requests.hasSubscribers(); });
+        const auto round_trip = [&](std::uint64_t sequence) {
+            publish_in_place(requests, [&](RoundTripMessage& request) { request.fill(0, sequence); });
+            waiter.take([&](const RoundTripMessage& reply) {
+                if (!reply.whole() || reply.sequence() != sequence + 1)
+                    throw BenchFailure("iceoryx round trip: reply " + std::to_string(reply.sequence()) + " to " +
+                                       std::to_string(sequence));
+            });
+        };
+        round_trip(0);
+        std::vector<std::uint32_t> samples(static_cast<std::size_t>(round_trips));
+        const std::int64_t start_ns = mproc::bench::monotonic_now_ns();
+        std::int64_t previous_ns = start_ns;
+        for (std::size_t index = 0; index < samples.size(); ++index) {
+            round_trip(2 * index + 2);
+            const std::int64_t now_ns = mproc::bench::monotonic_now_ns();
+            samples[index] = static_cast<std::uint32_t>(
+                std::min<std::int64_t>(now_ns - previous_ns, LatencySampler::kSaturated));
+            previous_ns = now_ns;
+        }
+        std::sort(samples.begin(), samples.end());
+        const std::array<std::int64_t, 4> figures = {previous_ns - start_ns, nearest_rank(samples, 0.50),
+                                                     nearest_rank(samples, 0.99), nearest_rank(samples, 0.999)};
+        // relaxed: read by the benchmark process after join(), which waits for this process to exit.
+        for (std::size_t index = 0; index < figures.size(); ++index)
+            shared->figures[index].store(figures[index], std::memory_order_relaxed);
+        publish_in_place(requests, [&](RoundTripMessage& request) { request.fill(0, kStopSequence); });
+    });
+    requester.join();
+    echo.join();
+    std::vector<std::int64_t> figures;
+    // relaxed: the requester has exited (join() reaped it), its stores are final.
+    for (const auto& figure : shared->figures) figures.push_back(figure.load(std::memory_order_relaxed));
+    mproc::bench::report_python_round_trips(state, figures);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------------------------
 // Registration: one family per system, the message size as the argument, so that each system is one
 // series in report.py's throughput-by-size chart.
 
@@ -659,6 +974,11 @@ void BM_Queue1P1C_python(benchmark::State& state) {
 void BM_Queue2P2C_mproc_mpmc(benchmark::State& state) {
     with_size(state, [&]<std::size_t N>() { mproc_two_by_two<N>(state); });
 }
+#ifdef MPROC_BENCH_HAVE_ICEORYX
+void BM_Queue1P1C_iceoryx(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { iceoryx_stream<N>(state); });
+}
+#endif
 #ifdef MPROC_BENCH_HAVE_BOOST
 void BM_Queue1P1C_boost(benchmark::State& state) {
     with_size(state, [&]<std::size_t N>() { boost_stream<N>(state); });
@@ -680,6 +1000,9 @@ BENCHMARK(BM_Queue1P1C_posix_mq)->Apply(register_sizes)->UseRealTime();
 #ifdef MPROC_BENCH_HAVE_BOOST
 BENCHMARK(BM_Queue1P1C_boost)->Apply(register_sizes)->UseRealTime();
 #endif
+#ifdef MPROC_BENCH_HAVE_ICEORYX
+BENCHMARK(BM_Queue1P1C_iceoryx)->Apply(register_sizes)->UseManualTime();
+#endif
 BENCHMARK(BM_Queue1P1C_python)->Apply(register_sizes)->UseManualTime();
 BENCHMARK(BM_Queue2P2C_mproc_mpmc)->Apply(register_sizes)->UseRealTime();
 #ifdef MPROC_BENCH_HAVE_BOOST
@@ -693,6 +1016,12 @@ BENCHMARK_CAPTURE(round_trip_entry, spsc_spin, mproc::QueueKind::spsc, true)
     ->Name("BM_QueueRoundTrip_spin/mproc_spsc")->UseRealTime();
 BENCHMARK_CAPTURE(round_trip_entry, mpmc_spin, mproc::QueueKind::mpmc, true)
     ->Name("BM_QueueRoundTrip_spin/mproc_mpmc")->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_ICEORYX
+void iceoryx_round_trip_entry(benchmark::State& state, bool spin) {
+    mproc::bench::run_guarded(state, [&] { iceoryx_round_trip(state, spin); });
+}
+BENCHMARK_CAPTURE(iceoryx_round_trip_entry, spin, true)->Name("BM_QueueRoundTrip_spin/iceoryx")->UseManualTime();
+#endif
 BENCHMARK(mproc::bench::measure_cache_line_ping_pong)->Name("BM_QueueRoundTrip_spin/cache_line_ceiling")->UseRealTime();
 BENCHMARK_CAPTURE(round_trip_entry, spsc_blocking, mproc::QueueKind::spsc, false)
     ->Name("BM_QueueRoundTrip_blocking/mproc_spsc")->UseRealTime();
@@ -702,6 +1031,10 @@ void BM_QueueRoundTripPipe(benchmark::State& state) {
     mproc::bench::run_guarded(state, [&] { pipe_round_trip(state); });
 }
 BENCHMARK(BM_QueueRoundTripPipe)->Name("BM_QueueRoundTrip_blocking/pipe")->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_ICEORYX
+BENCHMARK_CAPTURE(iceoryx_round_trip_entry, blocking, false)
+    ->Name("BM_QueueRoundTrip_blocking/iceoryx")->UseManualTime();
+#endif
 BENCHMARK(mproc::bench::measure_futex_ping_pong)->Name("BM_QueueRoundTrip_blocking/futex_ceiling")->UseRealTime();
 
 }  // namespace

@@ -19,19 +19,27 @@
 // used: send() (benchmark: signal ping), await_reply() (benchmark: wait on pong until signalled and
 // consume the signal), await_request() and reply() (the peer's halves). All four block or wake only
 // through the primitive.
+//
+// Pairs every primitive's benchmark can use: FutexFlagPair (the bare-futex ceiling of the wake-from-sleep
+// round trip) and EventfdPair (eventfd(2), the kernel's own wake-up object, as a peer).
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <type_traits>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
 #include "futex.hpp"
+#include "mproc/error.hpp"
 
 namespace mproc::bench {
 
@@ -161,6 +169,52 @@ private:
     }
 
     SharedBlock<Words> words_;
+};
+
+// eventfd(2) as a two-process wake-up, the way its manual page describes it for event notification: a
+// write() of 1 adds to the counter and wakes a reader asleep in read(); read() blocks while the counter is
+// 0, then returns it and resets it (with EFD_SEMAPHORE: returns 1 and subtracts 1, a semaphore). Both
+// descriptors are created before the fork, so the peer inherits them. Every wake-up is a system call on
+// both sides, with no user-space fast path: a peer of Event and Semaphore built only from the kernel.
+class EventfdPair {
+public:
+    enum class Mode { event, semaphore };
+
+    explicit EventfdPair(Mode mode = Mode::event) : ping_(open(mode, "ping")), pong_(open(mode, "pong")) {}
+
+    void send() { signal(ping_, "ping"); }
+    void await_reply() { await(pong_, "pong"); }
+    void await_request() { await(ping_, "ping"); }
+    void reply() { signal(pong_, "pong"); }
+
+private:
+    static UniqueFd open(Mode mode, const char* which) {
+        const int fd = ::eventfd(0, EFD_CLOEXEC | (mode == Mode::semaphore ? EFD_SEMAPHORE : 0));
+        if (fd < 0) throw_system_error(std::string("eventfd '") + which + "': eventfd()");
+        return UniqueFd(fd);
+    }
+    static void signal(const UniqueFd& fd, const char* which) {
+        const std::uint64_t one = 1;
+        ssize_t written;
+        do written = ::write(fd.get(), &one, sizeof one);
+        while (written < 0 && errno == EINTR);
+        if (written != static_cast<ssize_t>(sizeof one)) throw_system_error(std::string("eventfd '") + which + "': write");
+    }
+    static void await(const UniqueFd& fd, const char* which) {
+        std::uint64_t count = 0;
+        ssize_t got;
+        do got = ::read(fd.get(), &count, sizeof count);
+        while (got < 0 && errno == EINTR);
+        if (got != static_cast<ssize_t>(sizeof count)) throw_system_error(std::string("eventfd '") + which + "': read");
+        // One signal per round: a count other than 1 means a write the protocol did not make.
+        if (count != 1) {
+            throw BenchFailure(std::string("eventfd '") + which + "': read a count of " + std::to_string(count) +
+                               ", expected 1");
+        }
+    }
+
+    UniqueFd ping_;
+    UniqueFd pong_;
 };
 
 // Register with UseManualTime().

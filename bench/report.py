@@ -22,6 +22,9 @@ CEILINGS = [
     ("pipe stream, one write per 64-byte message", "BM_Ceiling_PipeStream64"),
     ("raw SPSC ring in shared memory, 8-byte messages", "BM_Ceiling_RawSpscRing/8"),
     ("raw SPSC ring in shared memory, 64-byte messages", "BM_Ceiling_RawSpscRing/64"),
+    ("cache-line ping-pong, measured again beside the Pipe benchmarks", "BM_PipeCeiling/cache_line_ping_pong"),
+    ("futex ping-pong, measured again beside the Pipe benchmarks", "BM_PipeCeiling/futex_ping_pong"),
+    ("futex ping-pong, measured again beside the Connection benchmarks", "BM_ConnectionRoundTrip64/futex_ceiling"),
 ]
 
 # One table per comparison: the first row is mproc (the reference of the ratio column); metric "time"
@@ -65,17 +68,19 @@ COMPARISONS += [
            [("mproc", "mproc::Semaphore"), ("sem_t", "POSIX sem_t"),
             ("boost", "Boost.Interprocess interprocess_semaphore"), ("futex_ceiling", "ceiling: bare futex words")]),
     family("Event: wake round trip (back to back)", "BM_Event_WakeLatency", "time",
-           [("mproc", "mproc::Event"), ("python", "Python multiprocessing.Event"),
-            ("futex_ceiling", "ceiling: futex ping-pong")]),
+           [("mproc", "mproc::Event"), ("eventfd", "eventfd: write() / blocking read()"),
+            ("python", "Python multiprocessing.Event"), ("futex_ceiling", "ceiling: futex ping-pong")]),
     family("Event: wake from sleep (both one-way wake-ups)", "BM_Event_WakeFromSleep", "time",
-           [("mproc", "mproc::Event"), ("futex_ceiling", "ceiling: bare futex words")]),
+           [("mproc", "mproc::Event"), ("eventfd", "eventfd: write() / blocking read()"),
+            ("futex_ceiling", "ceiling: bare futex words")]),
 ]
 
 # Queue streams: BM_Queue1P1C_<system>/<bytes> (one family per system, so that each is one series of the
 # throughput-by-size chart); the raw SPSC ring ceiling comes from bench_ceilings in the same run.
 QUEUE_STREAM_PEERS = [("mproc_mpmc", "mproc::Queue, MPMC"), ("pipe", "pipe, one write per message"),
                       ("seqpacket", "AF_UNIX SOCK_SEQPACKET socketpair"), ("posix_mq", "POSIX message queue"),
-                      ("boost", "Boost.Interprocess message_queue"), ("python", "Python multiprocessing.Queue")]
+                      ("boost", "Boost.Interprocess message_queue"), ("python", "Python multiprocessing.Queue"),
+                      ("iceoryx", "iceoryx 2.0 publish/subscribe, zero-copy (loan, publish, take)")]
 COMPARISONS += [
     {
         "title": "Queue: 64-byte messages, 1 producer → 1 consumer (messages/s)",
@@ -92,11 +97,56 @@ COMPARISONS += [
     },
     family("Queue: blocking round trip, 64-byte message", "BM_QueueRoundTrip_blocking", "time",
            [("mproc_spsc", "mproc::Queue, SPSC, get()"), ("mproc_mpmc", "mproc::Queue, MPMC, get()"),
-            ("pipe", "pipe"), ("futex_ceiling", "ceiling: futex ping-pong")]),
+            ("pipe", "pipe"), ("iceoryx", "iceoryx 2.0 publish/subscribe, WaitSet wait"),
+            ("futex_ceiling", "ceiling: futex ping-pong")]),
     family("Queue: spinning round trip, 64-byte message", "BM_QueueRoundTrip_spin", "time",
            [("mproc_spsc", "mproc::Queue, SPSC, try_get() polling"),
             ("mproc_mpmc", "mproc::Queue, MPMC, try_get() polling"),
+            ("iceoryx", "iceoryx 2.0 publish/subscribe, take() polling"),
             ("cache_line_ceiling", "ceiling: cache-line ping-pong")]),
+]
+
+# Pipe (bench_pipe): streams BM_PipeStream_<system>/<bytes> (one series per system in the throughput chart);
+# round trips BM_PipeRoundTrip_<blocking|spin>_<size>/<system>, set beside the ceilings bench_pipe measures
+# itself (BM_PipeCeiling/*): spinning against the cache-line ping-pong, blocking against the futex ping-pong.
+PIPE_PEERS = [("pipe", "pipe, one write per message"), ("socketpair", "AF_UNIX SOCK_STREAM socketpair"),
+              ("zmq", "ZeroMQ PAIR over ipc://"), ("python", "Python multiprocessing.Pipe")]
+COMPARISONS += [
+    {
+        "title": f"Pipe: {label} messages, one-way stream (messages/s)",
+        "metric": "rate",
+        "rows": [("mproc::Pipe", f"BM_PipeStream_mproc/{size}")]
+                + [(peer, f"BM_PipeStream_{system}/{size}") for system, peer in PIPE_PEERS],
+    }
+    for size, label in ((64, "64-byte"), (4096, "4 KiB"), (1 << 20, "1 MiB"))
+] + [
+    {
+        "title": f"Pipe: round trip, {label} each way",
+        "metric": "time",
+        "rows": [("mproc::Pipe, blocking recv", f"BM_PipeRoundTrip_blocking_{size}/mproc"),
+                 ("mproc::Pipe, spinning (poll() until ready, then recv)", f"BM_PipeRoundTrip_spin_{size}/mproc")]
+                + [(peer, f"BM_PipeRoundTrip_blocking_{size}/{system}") for system, peer in PIPE_PEERS]
+                + [("ceiling: futex ping-pong", "BM_PipeCeiling/futex_ping_pong"),
+                   ("ceiling: cache-line ping-pong", "BM_PipeCeiling/cache_line_ping_pong")],
+    }
+    for size, label in (("8B", "8 B"), ("64B", "64 B"), ("4KiB", "4 KiB"), ("64KiB", "64 KiB"), ("1MiB", "1 MiB"))
+]
+
+# Connection (bench_connection): FdConnection with its io_uring and read/write backends; each benchmark's
+# label (shown in the per-binary table) names the backend each side used.
+COMPARISONS += [
+    family("Connection: 64-byte messages, one-way stream (messages/s)", "BM_ConnectionStream64", "rate",
+           [("io_uring_send_many_pipe", "FdConnection over a pipe, io_uring, send_many of 64"),
+            ("io_uring_send_many_socketpair", "FdConnection over a socketpair, io_uring, send_many of 64"),
+            ("read_write_send_many_pipe", "FdConnection over a pipe, read/write, send_many of 64"),
+            ("io_uring_send_bytes_pipe", "FdConnection over a pipe, io_uring, send_bytes each"),
+            ("read_write_send_bytes_pipe", "FdConnection over a pipe, read/write, send_bytes each"),
+            ("pipe_write", "pipe, one write() per message"), ("python", "Python multiprocessing.Pipe")]),
+    family("Connection: blocking round trip, 64-byte message", "BM_ConnectionRoundTrip64", "time",
+           [("io_uring_socketpair", "FdConnection over a socketpair, io_uring"),
+            ("read_write_socketpair", "FdConnection over a socketpair, read/write"),
+            ("io_uring_pipe", "FdConnection over two pipes, io_uring"), ("pipe", "two pipes, write()/read()"),
+            ("futex_ceiling", "ceiling: futex ping-pong")]),
 ]
 
 PERCENTILES = [("p50_ns", "p50"), ("p99_ns", "p99"), ("p99.9_ns", "p99.9")]
@@ -116,7 +166,8 @@ def load_results(raw_dir):
         order = []
         spreads = {}
         for entry in data.get("benchmarks", []):
-            name = re.sub(r"/(real|manual)_time$", "", entry.get("run_name", entry["name"]))
+            # Google Benchmark appends /min_time:X (an explicit MinTime) and /real_time or /manual_time.
+            name = re.sub(r"(/min_time:[0-9.]+)?/(real|manual)_time$", "", entry.get("run_name", entry["name"]))
             aggregate = entry.get("aggregate_name")
             if aggregate == "cv":
                 spreads[name] = entry.get("real_time")
@@ -134,6 +185,8 @@ def load_results(raw_dir):
                 "bytes_per_second": entry.get("bytes_per_second"),
                 "percentiles": {key: entry[key] for key, _ in PERCENTILES if key in entry},
                 "repetitions": entry.get("repetitions", 1),
+                "benchmark_share": entry.get("benchmark_share"),  # BM_Lock_Handoff: the benchmark process's part
+                "label": entry.get("label") or None,  # e.g. the backend an FdConnection used
             }
             if name not in order:
                 order.append(name)
@@ -198,7 +251,8 @@ class Charts:
         os.makedirs(self.dir, exist_ok=True)
         self.failures = []
 
-    def render(self, name, script, rows):
+    def render(self, name, script, rows, height=None):
+        # height: pixels; by default one bar's worth per row (the bar charts' rows are bars).
         data_path = os.path.join(self.dir, name + ".dat")
         with open(data_path, "w") as handle:
             for row in rows:
@@ -206,7 +260,7 @@ class Charts:
         script_path = os.path.join(self.dir, name + ".gp")
         png = os.path.join(self.dir, name + ".png")
         header = (
-            f"set terminal pngcairo size 1000,{max(360, 40 * len(rows) + 160)} font 'sans,10'\n"
+            f"set terminal pngcairo size 1000,{height or max(360, 40 * len(rows) + 160)} font 'sans,10'\n"
             f"set output '{png}'\nset datafile separator '\\t'\nset grid xtics ytics\n"
         )
         with open(script_path, "w") as handle:
@@ -218,7 +272,9 @@ class Charts:
         return f"charts/{name}.png"
 
     def horizontal_bars(self, name, title, xlabel, labelled_values):
-        rows = [(index, label, value) for index, (label, value) in enumerate(labelled_values) if value]
+        # gnuplot's enhanced text reads '_' as a subscript ("try_get", "io_uring"); '\\_' is a plain one.
+        rows = [(index, label.replace("_", "\\\\_"), value)
+                for index, (label, value) in enumerate(labelled_values) if value]
         if not rows:
             return None
         # A log axis has no zero: bars start a factor of 4 below the smallest value.
@@ -230,6 +286,33 @@ class Charts:
             # boxxyerrorbars: x, y, xlow, xhigh, ylow, yhigh.
             f"plot DATA using 3:1:({base}):3:($1-0.35):($1+0.35):yticlabels(2) with boxxyerrorbars "
             "lc rgb '#3465a4'\n"
+        )
+        return self.render(name, script, rows)
+
+    def split_bars(self, name, title, xlabel, rows, parts):
+        """Horizontal bars on a linear axis, each split into len(parts) segments laid end to end.
+
+        rows: (label, value of part 0, value of part 1, ...); parts: the key title of each segment."""
+        rows = [(index, label) + tuple(values) for index, (label, *values) in enumerate(rows)]
+        if not rows:
+            return None
+        total = max(sum(row[2:]) for row in rows)
+        colours = ["#3465a4", "#f57900", "#888a85", "#73d216"]
+        plots = []
+        for part, key in enumerate(parts):
+            low = "+".join(f"${column}" for column in range(3, 3 + part)) or "0"
+            high = f"({low}+${3 + part})"
+            ticks = ":yticlabels(2)" if part == 0 else ""
+            # boxxyerrorbars: x, y, xlow, xhigh, ylow, yhigh; an empty segment is drawn as nothing.
+            plots.append(f"DATA using (${3 + part}>0?({low}+{high})/2:1/0):1:({low}):{high}:($1-0.35):($1+0.35)"
+                         f"{ticks} with boxxyerrorbars lc rgb '{colours[part % len(colours)]}' title '{key}'")
+        sums = "+".join(f"${column}" for column in range(3, 3 + len(parts)))
+        plots.append(f"DATA using ({sums}):1:(sprintf('  %.3g M/s', ({sums})/1e6)) with labels left notitle")
+        script = (
+            f"set termoption noenhanced\nset title '{title}'\nset xlabel '{xlabel}'\nset style fill solid 0.7\n"
+            f"set xrange [0:{total * 1.3}]\nset yrange [{len(rows) - 0.3}:-0.7]\nset key outside right top vertical\n"
+            "set format x '%.0s%c'\n"
+            "plot " + ", ".join(plots) + "\n"
         )
         return self.render(name, script, rows)
 
@@ -261,7 +344,7 @@ class Charts:
             f"set title '{title}'\nset xlabel 'message size (bytes)'\nset ylabel 'messages per second'\n"
             "set logscale xy\nset key outside right\nplot " + ", ".join(plots) + "\n"
         )
-        return self.render(name, script, rows)
+        return self.render(name, script, rows, height=700)
 
 
 def slug(text):
@@ -347,6 +430,35 @@ def build_report(results, binaries, out_dir, quick):
             lines += ["", f"![{title}]({chart})"]
         lines.append("")
 
+    # Contended lock hand-off: the acquisitions per second of each lock, split by the process that made them.
+    handoff_rows = []
+    handoff_lines = []
+    for member, label in LOCK_PEERS:
+        result = results.get(f"BM_Lock_Handoff/{member}")
+        if result is None or result["error"] or not result["items_per_second"]:
+            continue
+        rate = result["items_per_second"]
+        share = result.get("benchmark_share")
+        if share is None:  # timed elsewhere (Python): the total only
+            handoff_rows.append((label, 0, 0, rate))
+            handoff_lines.append(f"| {label} | {format_rate(rate)} | not reported | not reported |")
+        else:
+            handoff_rows.append((label, rate * share, rate * (1 - share), 0))
+            handoff_lines.append(f"| {label} | {format_rate(rate)} | {share * 100:.0f} % | {(1 - share) * 100:.0f} % |")
+    chart = charts.split_bars("lock-handoff", "Contended lock hand-off between 2 processes",
+                              "acquisitions per second (both processes)", handoff_rows,
+                              ["benchmark process", "peer process", "total (split not reported)"])
+    if handoff_lines:
+        lines += ["## Contended lock hand-off", "",
+                  "Two processes each lock, add one to a shared counter and unlock, as fast as they can. A lock",
+                  "that lets one process win again and again hands off less often and scores higher: read the",
+                  "split beside the rate.", "",
+                  "| lock | acquisitions/s | by the benchmark process | by the peer |", "|---|---|---|---|"]
+        lines += handoff_lines
+        if chart:
+            lines += ["", f"![contended lock hand-off]({chart})"]
+        lines.append("")
+
     # Latency percentiles of every round-trip benchmark.
     percentile_rows = []
     for name, result in results.items():
@@ -380,8 +492,9 @@ def build_report(results, binaries, out_dir, quick):
                 lines.append(f"| {name} | error: {result['error']} | | | | | | |")
                 continue
             p = result["percentiles"]
+            shown = f"{name} ({result['label']})" if result.get("label") else name
             lines.append(
-                f"| {name} | {format_time(result['time_ns'])} | {format_spread(result)} | "
+                f"| {shown} | {format_time(result['time_ns'])} | {format_spread(result)} | "
                 f"{format_rate(result['items_per_second'])} | {format_rate(result['bytes_per_second'], 'B')} | "
                 + " | ".join(format_time(p.get(key)) if key in p else "—" for key, _ in PERCENTILES) + " |"
             )
