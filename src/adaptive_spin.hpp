@@ -8,7 +8,9 @@
 //   - a wait that the spin satisfied after n pauses raises the budget to at least 2n + kSpinHeadroom
 //     (up to kMaxSpins): the other side answers within a spin, keep answering in user space;
 //   - a wait that had to sleep halves it (down to kMinSpins): the other side is slower than a spin, and
-//     spinning only delays it.
+//     spinning only delays it;
+//   - at the floor, every kProbePeriod-th wait spins kMaxSpins / 2 anyway: a probe, without which a thread
+//     whose peer became fast again would never find out (its short spins always end before the reply).
 // Per thread, not per object: a thread usually waits on one kind of peer at a time, and the shared objects
 // stay free of a word every waiter would write. The budget is a performance hint only: any value is
 // correct, since every waiter re-tests its condition before it sleeps.
@@ -23,8 +25,15 @@ public:
     static constexpr int kMinSpins = 8;
     static constexpr int kMaxSpins = 400;
     static constexpr int kSpinHeadroom = 16;
+    static constexpr int kProbePeriod = 16;
 
-    int budget() const noexcept { return budget_; }
+    // The pauses the next wait may spin.
+    int budget() noexcept {
+        if (budget_ > kMinSpins) return budget_;
+        if (++waits_at_floor_ < kProbePeriod) return budget_;
+        waits_at_floor_ = 0;
+        return kMaxSpins / 2;
+    }
     // The spin found the condition true after `pauses` pauses.
     void spin_succeeded(int pauses) noexcept { budget_ = std::clamp(2 * pauses + kSpinHeadroom, budget_, kMaxSpins); }
     // The spin ran out and the waiter went to sleep.
@@ -32,6 +41,7 @@ public:
 
 private:
     int budget_ = kMaxSpins / 2;
+    int waits_at_floor_ = 0;
 };
 
 // The calling thread's budget.
