@@ -35,7 +35,10 @@ public:
         return kMaxSpins / 2;
     }
     // The spin found the condition true after `pauses` pauses.
-    void spin_succeeded(int pauses) noexcept { budget_ = std::clamp(2 * pauses + kSpinHeadroom, budget_, kMaxSpins); }
+    void spin_succeeded(int pauses) noexcept {
+        budget_ = std::clamp(2 * pauses + kSpinHeadroom, budget_, kMaxSpins);
+        waits_at_floor_ = 0;  // the probe period counts consecutive waits at the floor
+    }
     // The spin ran out and the waiter went to sleep.
     void spin_failed() noexcept { budget_ = std::max(kMinSpins, budget_ / 2); }
 

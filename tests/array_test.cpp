@@ -176,7 +176,9 @@ public:
         UnlockedArray<std::int64_t> array(kElements);
         mproc::test::run_in_threads(kWorkers, [&](int) { atomic_sweeps(array, kRounds); });
         for (std::size_t i = 0; i < kElements; ++i)
-            CPPUNIT_ASSERT_EQUAL(static_cast<std::int64_t>(i) * kWorkers * kRounds, array.atomic_at(i).load());
+            // relaxed: run_in_threads() joined the workers, which orders their increments.
+            CPPUNIT_ASSERT_EQUAL(static_cast<std::int64_t>(i) * kWorkers * kRounds,
+                                 array.atomic_at(i).load(std::memory_order_relaxed));
     }
 
     void testAtChecksBoundsWithValueError() {
@@ -277,7 +279,8 @@ public:
         const std::array<std::uint32_t, 3> initial{7, 8, 9};
         auto unlocked = mproc::RawUnlockedArray<std::uint32_t>::init(memory->bytes, sizeof memory->bytes,
                                                                      std::span<const std::uint32_t>(initial));
-        CPPUNIT_ASSERT_EQUAL(9u, unlocked.atomic_at(2).fetch_add(1));
+        // relaxed: one thread; program order makes it visible to the plain read below.
+        CPPUNIT_ASSERT_EQUAL(9u, unlocked.atomic_at(2).fetch_add(1, std::memory_order_relaxed));
         CPPUNIT_ASSERT_EQUAL(10u, mproc::RawUnlockedArray<std::uint32_t>::attach(memory->bytes, 140)[2]);
     }
 
@@ -331,7 +334,9 @@ public:
         });
         for (std::size_t i = 0; i < 64; ++i) {
             CPPUNIT_ASSERT_EQUAL(std::int64_t{4} * 10000, locked[i]);
-            CPPUNIT_ASSERT_EQUAL(static_cast<std::int64_t>(i) * 4 * 10000, atomic.atomic_at(i).load());
+            // relaxed: run_in_processes() reaped the workers, which orders their increments.
+            CPPUNIT_ASSERT_EQUAL(static_cast<std::int64_t>(i) * 4 * 10000,
+                                 atomic.atomic_at(i).load(std::memory_order_relaxed));
         }
     }
 
@@ -356,10 +361,13 @@ public:
         ForkedChild writer([&] {
             array.get_lock().lock();
             for (std::size_t i = 0; i < 4; ++i) array[i] = 1;  // the other half is never written
-            halfway->store(1);
+            // relaxed: the parent reads the half-swept array only after reaping this writer, which orders it.
+            halfway->store(1, std::memory_order_relaxed);
             for (;;) ::pause();
         });
-        wait_for([&] { return halfway->load() == 1; }, "the writer to be halfway through its sweep");
+        // relaxed: only says when to kill; the array is read after writer.wait(), which orders it.
+        wait_for([&] { return halfway->load(std::memory_order_relaxed) == 1; },
+                 "the writer to be halfway through its sweep");
         writer.kill();
         writer.wait();
         CPPUNIT_ASSERT(array.get_lock().acquire_status() == mproc::AcquireStatus::owner_died);

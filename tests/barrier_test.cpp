@@ -65,9 +65,11 @@ void require_futex_waitv() {
 
 void wait_for_value(const std::atomic<int>& value, int expected, std::chrono::milliseconds limit = 10s) {
     const auto give_up = Clock::now() + limit;
-    while (value.load() < expected) {
+    // relaxed (both): a count that publishes nothing; the caller only waits for it to rise.
+    while (value.load(std::memory_order_relaxed) < expected) {
         if (Clock::now() > give_up)
-            CPPUNIT_FAIL("expected " + std::to_string(expected) + ", still " + std::to_string(value.load()));
+            CPPUNIT_FAIL("expected " + std::to_string(expected) + ", still " +
+                         std::to_string(value.load(std::memory_order_relaxed)));
         std::this_thread::sleep_for(200us);
     }
 }
@@ -79,8 +81,10 @@ void run_generations(Barrier& barrier, Record& record, int parties, int generati
         for (int g = 0; g < generations; ++g) {
             const std::uint32_t index = barrier.wait(30s);
             CPPUNIT_ASSERT(index < std::uint32_t(parties));
-            CPPUNIT_ASSERT_EQUAL(g + 1, record.generation.load());
-            record.seen[g][index].fetch_add(1);
+            // relaxed (both): wait() returns after the barrier's lock ordered the action before it; `seen`
+            // is read after join() or waitpid(), which order it.
+            CPPUNIT_ASSERT_EQUAL(g + 1, record.generation.load(std::memory_order_relaxed));
+            record.seen[g][index].fetch_add(1, std::memory_order_relaxed);
         }
     };
     if (threads)
@@ -91,15 +95,17 @@ void run_generations(Barrier& barrier, Record& record, int parties, int generati
 
 void check_generations(Record& record, int parties, int generations) {
     for (int g = 0; g < generations; ++g) {
-        CPPUNIT_ASSERT_EQUAL(1, record.actions[g].load());
-        for (int i = 0; i < parties; ++i) CPPUNIT_ASSERT_EQUAL(1, record.seen[g][i].load());
+        // relaxed (all): called after join() or waitpid(), which order every participant's and action's RMW.
+        CPPUNIT_ASSERT_EQUAL(1, record.actions[g].load(std::memory_order_relaxed));
+        for (int i = 0; i < parties; ++i) CPPUNIT_ASSERT_EQUAL(1, record.seen[g][i].load(std::memory_order_relaxed));
     }
 }
 
 Barrier::Action advancing_action(Record& record) {
     return [&record] {
-        const int g = record.generation.fetch_add(1);
-        record.actions[g].fetch_add(1);
+        // relaxed (both): the action runs alone, and the barrier orders it before the next wait() returns.
+        const int g = record.generation.fetch_add(1, std::memory_order_relaxed);
+        record.actions[g].fetch_add(1, std::memory_order_relaxed);
     };
 }
 
@@ -141,14 +147,16 @@ public:
             try {
                 barrier.wait(10s);
             } catch (const mproc::BrokenBarrier&) {
-                record->broken.fetch_add(1);
+                // relaxed: read after the parent reaps this child, which orders it.
+                record->broken.fetch_add(1, std::memory_order_relaxed);
             }
         });
         const auto started = Clock::now();
         CPPUNIT_ASSERT_THROW(barrier.wait(100ms), mproc::BrokenBarrier);
         CPPUNIT_ASSERT(Clock::now() - started >= 100ms);
         CPPUNIT_ASSERT_EQUAL(0, other.wait());
-        CPPUNIT_ASSERT_EQUAL(1, record->broken.load());
+        // relaxed: the child was reaped above, which orders its increment.
+        CPPUNIT_ASSERT_EQUAL(1, record->broken.load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(barrier.broken());
         CPPUNIT_ASSERT_THROW(barrier.wait(10s), mproc::BrokenBarrier);
     }
@@ -159,7 +167,8 @@ public:
         std::vector<ForkedChild*> children;
         for (int i = 0; i < 2; ++i)
             children.push_back(new ForkedChild([&] {
-                record->entered.fetch_add(1);
+                // relaxed: a start count that publishes nothing (n_waiting() is checked next).
+                record->entered.fetch_add(1, std::memory_order_relaxed);
                 CPPUNIT_ASSERT_THROW(barrier.wait(10s), mproc::BrokenBarrier);
             }));
         wait_for_value(record->entered, 2);
@@ -270,18 +279,24 @@ public:
                 try {
                     index = barrier.wait(30s);
                 } catch (const mproc::BrokenBarrier&) {
-                    CPPUNIT_ASSERT(record->generation.load() >= 300);
+                    // relaxed: the abort that broke this wait followed a load that saw >= 300, and the
+                    // barrier's lock orders that abort before this load, so coherence lets it read no less.
+                    CPPUNIT_ASSERT(record->generation.load(std::memory_order_relaxed) >= 300);
                     return;
                 }
                 CPPUNIT_ASSERT(index < 3);
-                record->seen[0][index].fetch_add(1);
-                if (record->generation.load() >= 300) barrier.abort();
+                // relaxed (both): `seen` is read after waitpid(); the barrier orders the action's increments.
+                record->seen[0][index].fetch_add(1, std::memory_order_relaxed);
+                if (record->generation.load(std::memory_order_relaxed) >= 300) barrier.abort();
             }
         }, 120s);
-        const int generations = record->generation.load();
+        // relaxed (all): run_in_processes() reaped every participant, which orders their RMWs.
+        const int generations = record->generation.load(std::memory_order_relaxed);
         CPPUNIT_ASSERT(generations >= 300);
-        for (int g = 0; g < generations; ++g) CPPUNIT_ASSERT_EQUAL(1, record->actions[g].load());
-        for (int i = 0; i < 3; ++i) CPPUNIT_ASSERT_EQUAL(generations, record->seen[0][i].load());
+        for (int g = 0; g < generations; ++g)
+            CPPUNIT_ASSERT_EQUAL(1, record->actions[g].load(std::memory_order_relaxed));
+        for (int i = 0; i < 3; ++i)
+            CPPUNIT_ASSERT_EQUAL(generations, record->seen[0][i].load(std::memory_order_relaxed));
     }
 };
 
@@ -304,7 +319,8 @@ public:
                 try {
                     barrier.wait(60s);
                 } catch (const mproc::BrokenBarrier&) {
-                    if (Clock::now() - started < 30s) record->broken.fetch_add(1);
+                    // relaxed: read after the parent reaps this waiter, which orders it.
+                    if (Clock::now() - started < 30s) record->broken.fetch_add(1, std::memory_order_relaxed);
                 }
             }));
         ForkedChild victim([&] { barrier.wait(60s); });
@@ -316,7 +332,8 @@ public:
             delete waiter;
         }
         CPPUNIT_ASSERT(Clock::now() - killed_at < 2s);  // far below the 60 s timeout
-        CPPUNIT_ASSERT_EQUAL(2, record->broken.load());
+        // relaxed: the waiters were reaped above, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(2, record->broken.load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(barrier.broken());
         barrier.reset();
         CPPUNIT_ASSERT(!barrier.broken());
@@ -334,7 +351,8 @@ public:
                 try {
                     barrier.wait(60s);
                 } catch (const mproc::BrokenBarrier&) {
-                    broken.fetch_add(1);
+                    // relaxed: read after join(), which orders it.
+                    broken.fetch_add(1, std::memory_order_relaxed);
                 }
             });
         ForkedChild victim([&] { barrier.wait(60s); });
@@ -343,14 +361,16 @@ public:
         victim.kill(9);
         for (std::thread& thread : threads) thread.join();
         CPPUNIT_ASSERT(Clock::now() - killed_at < 2s);
-        CPPUNIT_ASSERT_EQUAL(1, broken.load());
+        // relaxed: the threads were joined above, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(1, broken.load(std::memory_order_relaxed));
     }
 
     void testKilledActionRunnerBreaksBarrier() {
         require_futex_waitv();
         Shared<Record> record;
         Barrier barrier(2, [&] {
-            record->entered.store(1);
+            // relaxed: only tells the parent that the action runs (when to kill); it publishes nothing.
+            record->entered.store(1, std::memory_order_relaxed);
             for (;;) std::this_thread::sleep_for(1s);
         });
         ForkedChild waiter([&] { CPPUNIT_ASSERT_THROW(barrier.wait(60s), mproc::BrokenBarrier); });

@@ -61,9 +61,13 @@ struct Counters {
 
 void wait_for_value(const std::atomic<int>& value, int expected, std::chrono::milliseconds limit = 10s) {
     const auto give_up = Clock::now() + limit;
-    while (value.load() != expected) {
+    // relaxed (both): counts that publish nothing. `waiting` rises under the lock, so a notifier that saw n
+    // and then locks gets the lock after all n released it in wait(): else this load would happen before
+    // their increments, and could not have read them.
+    while (value.load(std::memory_order_relaxed) != expected) {
         if (Clock::now() > give_up)
-            CPPUNIT_FAIL("expected " + std::to_string(expected) + ", still " + std::to_string(value.load()));
+            CPPUNIT_FAIL("expected " + std::to_string(expected) + ", still " +
+                         std::to_string(value.load(std::memory_order_relaxed)));
         std::this_thread::sleep_for(200us);
     }
 }
@@ -75,10 +79,11 @@ void start_waiters(Condition& condition, Shared<Counters>& counters, int n, std:
     for (int i = 0; i < n; ++i) {
         children.push_back(new ForkedChild([&condition, &counters, timeout] {
             condition.acquire();
-            counters->waiting.fetch_add(1);
+            // relaxed (both): the lock orders `waiting` (see wait_for_value); the results publish nothing.
+            counters->waiting.fetch_add(1, std::memory_order_relaxed);
             const bool notified = condition.wait(timeout);
             CPPUNIT_ASSERT(condition.held_by_this_thread());
-            (notified ? counters->woken : counters->timed_out).fetch_add(1);
+            (notified ? counters->woken : counters->timed_out).fetch_add(1, std::memory_order_relaxed);
             condition.release();
         }));
     }
@@ -136,12 +141,14 @@ public:
         ForkedChild child([&] {
             // Only possible if wait() released every level.
             condition.acquire();
-            counters->woken.store(1);
+            // relaxed: stored under the lock, whose release the parent's re-acquire in wait() pairs with.
+            counters->woken.store(1, std::memory_order_relaxed);
             condition.notify();
             condition.release();
         });
         CPPUNIT_ASSERT(condition.wait(10s));
-        CPPUNIT_ASSERT_EQUAL(1, counters->woken.load());
+        // relaxed: wait() returned holding the lock, which orders the child's store before this load.
+        CPPUNIT_ASSERT_EQUAL(1, counters->woken.load(std::memory_order_relaxed));
         CPPUNIT_ASSERT_EQUAL(0, child.wait());
         CPPUNIT_ASSERT_EQUAL(std::uint32_t(3), depth_of(condition));
         condition.release();
@@ -161,7 +168,8 @@ public:
         lock.unlock();
         CPPUNIT_ASSERT_EQUAL(0, children[0]->wait());
         delete children[0];
-        CPPUNIT_ASSERT_EQUAL(1, counters->woken.load());
+        // relaxed: the waiter was reaped above, which orders its increment.
+        CPPUNIT_ASSERT_EQUAL(1, counters->woken.load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(condition.lock_kind() == ConditionLockKind::lock);
     }
 
@@ -175,7 +183,8 @@ public:
         condition.release();
         wait_for_value(counters->woken, 2);
         std::this_thread::sleep_for(100ms);
-        CPPUNIT_ASSERT_EQUAL(2, counters->woken.load());  // no third one
+        // relaxed: one counter, read only for its value; it publishes nothing.
+        CPPUNIT_ASSERT_EQUAL(2, counters->woken.load(std::memory_order_relaxed));  // no third one
         condition.acquire();
         condition.notify(2);
         condition.release();
@@ -184,8 +193,9 @@ public:
             CPPUNIT_ASSERT_EQUAL(0, child->wait());
             delete child;
         }
-        CPPUNIT_ASSERT_EQUAL(4, counters->woken.load());
-        CPPUNIT_ASSERT_EQUAL(1, counters->timed_out.load());
+        // relaxed (both): every waiter was reaped above, which orders its increment.
+        CPPUNIT_ASSERT_EQUAL(4, counters->woken.load(std::memory_order_relaxed));
+        CPPUNIT_ASSERT_EQUAL(1, counters->timed_out.load(std::memory_order_relaxed));
     }
 
     void testNotifyAllWakesEveryWaiter() {
@@ -200,7 +210,8 @@ public:
             CPPUNIT_ASSERT_EQUAL(0, child->wait());
             delete child;
         }
-        CPPUNIT_ASSERT_EQUAL(6, counters->woken.load());
+        // relaxed: every waiter was reaped above, which orders its increment.
+        CPPUNIT_ASSERT_EQUAL(6, counters->woken.load(std::memory_order_relaxed));
     }
 
     void testNotifyWakesOldestWaiterFirst() {
@@ -211,10 +222,11 @@ public:
         for (int i = 0; i < 3; ++i) {
             children.push_back(new ForkedChild([&, i] {
                 condition.acquire();
-                counters->waiting.fetch_add(1);
+                // relaxed (both): under the lock, which orders them; their order of modification is the wake order.
+                counters->waiting.fetch_add(1, std::memory_order_relaxed);
                 CPPUNIT_ASSERT(condition.wait(10s));
                 // Woken one at a time below: each must be the oldest still waiting.
-                CPPUNIT_ASSERT_EQUAL(i, order->fetch_add(1));
+                CPPUNIT_ASSERT_EQUAL(i, order->fetch_add(1, std::memory_order_relaxed));
                 condition.release();
             }));
             wait_for_value(counters->waiting, i + 1);
@@ -263,7 +275,8 @@ public:
             CPPUNIT_ASSERT(opened.lock_kind() == ConditionLockKind::lock);
             CPPUNIT_ASSERT_EQUAL(std::uint32_t(4), opened.raw().capacity());
             opened.acquire();
-            counters->waiting.store(1);
+            // relaxed: stored under the lock; see wait_for_value() for why the notifier needs no more.
+            counters->waiting.store(1, std::memory_order_relaxed);
             CPPUNIT_ASSERT(opened.wait(10s));
             opened.release();
         });
@@ -297,7 +310,8 @@ public:
         CPPUNIT_ASSERT_THROW(RawCondition::attach(area->condition, 64 + 64), mproc::InvalidObject);
         ForkedChild child([&] {
             lock.lock();
-            area->waiting.store(1);
+            // relaxed: stored under the lock; see wait_for_value() for why the notifier needs no more.
+            area->waiting.store(1, std::memory_order_relaxed);
             CPPUNIT_ASSERT(condition.wait(lock, 10s));
             lock.unlock();
         });
@@ -419,21 +433,25 @@ public:
                     enough = tally->notifies_given >= 3000;
                     condition.release();
                 }
-                tally->done.store(1);
+                // relaxed: a stop flag that publishes nothing; the tallies are under the lock or read after waitpid().
+                tally->done.store(1, std::memory_order_relaxed);
                 return;
             }
-            while (tally->done.load() == 0) {
+            // relaxed: pairs with the notifier's stop flag, which publishes nothing.
+            while (tally->done.load(std::memory_order_relaxed) == 0) {
                 condition.acquire();
                 ++tally->waiting;
                 const bool notified = condition.wait(std::chrono::microseconds(50 + index * 20));
                 if (notified)
-                    tally->notified_returns.fetch_add(1);
+                    // relaxed: read only after run_in_processes() reaps every child.
+                    tally->notified_returns.fetch_add(1, std::memory_order_relaxed);
                 else
                     --tally->waiting;
                 condition.release();
             }
         });
-        CPPUNIT_ASSERT_EQUAL(tally->notifies_given, tally->notified_returns.load());
+        // relaxed: the children were reaped, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(tally->notifies_given, tally->notified_returns.load(std::memory_order_relaxed));
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), tally->waiting);
     }
 };
@@ -459,7 +477,8 @@ public:
         condition.notify();
         condition.release();
         CPPUNIT_ASSERT_EQUAL(0, children[1]->wait(10s));
-        CPPUNIT_ASSERT_EQUAL(1, counters->woken.load());
+        // relaxed: the live waiter was reaped above, which orders its increment.
+        CPPUNIT_ASSERT_EQUAL(1, counters->woken.load(std::memory_order_relaxed));
         for (ForkedChild* child : children) delete child;
     }
 
@@ -478,7 +497,8 @@ public:
         condition.notify(0);  // any operation re-delivers the dead waiter's notify
         condition.release();
         CPPUNIT_ASSERT_EQUAL(0, children[1]->wait(10s));
-        CPPUNIT_ASSERT_EQUAL(1, counters->woken.load());
+        // relaxed: the live waiter was reaped above, which orders its increment.
+        CPPUNIT_ASSERT_EQUAL(1, counters->woken.load(std::memory_order_relaxed));
         for (ForkedChild* child : children) delete child;
     }
 
@@ -490,7 +510,8 @@ public:
         ForkedChild waiter([&] {
             condition.acquire();
             condition.acquire();
-            counters->waiting.store(1);
+            // relaxed: stored under the lock; see wait_for_value() for why the holder needs no more.
+            counters->waiting.store(1, std::memory_order_relaxed);
             bool owner_died = false;
             try {
                 condition.wait(10s);
@@ -518,12 +539,14 @@ public:
 private:
     static void start_waiters_more(Condition& condition, Shared<Counters>& counters,
                                    std::vector<ForkedChild*>& children) {
-        const int before = counters->waiting.load();
+        // relaxed: only this process starts waiters, and each one it started is counted already.
+        const int before = counters->waiting.load(std::memory_order_relaxed);
         children.push_back(new ForkedChild([&condition, &counters] {
             condition.acquire();
-            counters->waiting.fetch_add(1);
+            // relaxed (both): as in start_waiters().
+            counters->waiting.fetch_add(1, std::memory_order_relaxed);
             const bool notified = condition.wait(std::chrono::nanoseconds(10s));
-            (notified ? counters->woken : counters->timed_out).fetch_add(1);
+            (notified ? counters->woken : counters->timed_out).fetch_add(1, std::memory_order_relaxed);
             condition.release();
         }));
         wait_for_value(counters->waiting, before + 1);

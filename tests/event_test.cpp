@@ -193,9 +193,10 @@ public:
     void testSignalsDoNotShortenTheTimeout() {
         Event event;
         static std::atomic<int> interruptions{0};
-        interruptions = 0;
+        // relaxed (all three): the handler runs on this thread, so program order and coherence suffice.
+        interruptions.store(0, std::memory_order_relaxed);
         struct sigaction action {};
-        action.sa_handler = [](int) { interruptions.fetch_add(1); };
+        action.sa_handler = [](int) { interruptions.fetch_add(1, std::memory_order_relaxed); };
         struct sigaction previous {};
         CPPUNIT_ASSERT_EQUAL(0, ::sigaction(SIGALRM, &action, &previous));
         itimerval every_5ms{{0, 5000}, {0, 5000}};
@@ -207,7 +208,7 @@ public:
         ::setitimer(ITIMER_REAL, &off, nullptr);
         ::sigaction(SIGALRM, &previous, nullptr);
         CPPUNIT_ASSERT(!set);
-        CPPUNIT_ASSERT(interruptions.load() >= 5);
+        CPPUNIT_ASSERT(interruptions.load(std::memory_order_relaxed) >= 5);
         CPPUNIT_ASSERT(waited >= 300ms);
         CPPUNIT_ASSERT(waited < 300ms + 2s);
     }
@@ -218,13 +219,16 @@ public:
         Shared<Board> board;
         std::vector<std::unique_ptr<ForkedChild>> waiters;
         for (int index = 0; index < kWaiters; ++index)
-            waiters.push_back(std::make_unique<ForkedChild>(
-                [&, index] { board->results[index] = event.wait(20s) ? 1 : 2; }));
+            waiters.push_back(std::make_unique<ForkedChild>([&, index] {
+                // relaxed (results, both): read after the waiters are reaped, and waitpid() orders them.
+                board->results[index].store(event.wait(20s) ? 1 : 2, std::memory_order_relaxed);
+            }));
         for (auto& waiter : waiters) wait_until_asleep(waiter->pid());
         ForkedChild setter([&] { event.set(); });
         assert_exited_cleanly(setter.wait());
         for (auto& waiter : waiters) assert_exited_cleanly(waiter->wait(10s));
-        for (int index = 0; index < kWaiters; ++index) CPPUNIT_ASSERT_EQUAL(1, board->results[index].load());
+        for (int index = 0; index < kWaiters; ++index)
+            CPPUNIT_ASSERT_EQUAL(1, board->results[index].load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(event.is_set());
     }
 
@@ -235,13 +239,16 @@ public:
         Shared<Board> board;
         std::vector<std::unique_ptr<ForkedChild>> waiters;
         for (int index = 0; index < kWaiters; ++index)
-            waiters.push_back(std::make_unique<ForkedChild>(
-                [&, index] { board->results[index] = event.wait(20s) ? 1 : 2; }));
+            waiters.push_back(std::make_unique<ForkedChild>([&, index] {
+                // relaxed (results, both): read after the waiters are reaped, and waitpid() orders them.
+                board->results[index].store(event.wait(20s) ? 1 : 2, std::memory_order_relaxed);
+            }));
         for (auto& waiter : waiters) wait_until_asleep(waiter->pid());
         event.set();
         event.clear();
         for (auto& waiter : waiters) assert_exited_cleanly(waiter->wait(10s));
-        for (int index = 0; index < kWaiters; ++index) CPPUNIT_ASSERT_EQUAL(1, board->results[index].load());
+        for (int index = 0; index < kWaiters; ++index)
+            CPPUNIT_ASSERT_EQUAL(1, board->results[index].load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(!event.is_set());
     }
 
@@ -264,12 +271,14 @@ public:
         Event created = Event::create(name);
         CPPUNIT_ASSERT_EQUAL(name, created.name());
         Shared<Board> board;
-        ForkedChild waiter([&] { board->results[0] = Event::open(name).wait(20s) ? 1 : 2; });
+        // relaxed (results, both): read after waiter.wait(), whose waitpid() orders the store.
+        ForkedChild waiter(
+            [&] { board->results[0].store(Event::open(name).wait(20s) ? 1 : 2, std::memory_order_relaxed); });
         wait_until_asleep(waiter.pid());
         ForkedChild setter([&] { Event::open(name).set(); });
         assert_exited_cleanly(setter.wait());
         assert_exited_cleanly(waiter.wait(10s));
-        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load());
+        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(created.is_set());
         created.unlink();
         CPPUNIT_ASSERT_THROW(Event::open(name, 0ms), mproc::SystemError);
@@ -307,14 +316,18 @@ public:
         RawEvent& raw = RawEvent::init(board->raw_bytes);
         ForkedChild child([&] {
             RawEvent& mine = RawEvent::attach(board->raw_bytes, sizeof board->raw_bytes);
-            board->results[0] = mine.wait(20s) ? 1 : 2;
+            // relaxed (results, payload): the result is read after waitpid(); the payload is ordered by set()'s
+            // release and wait()'s acquire.
+            board->results[0].store(mine.wait(20s) ? 1 : 2, std::memory_order_relaxed);
             CPPUNIT_ASSERT_EQUAL(std::uint64_t(7), board->payload.load(std::memory_order_relaxed));
         });
         wait_until_asleep(child.pid());
+        // relaxed: set() below releases it, and the child's wait() acquires it.
         board->payload.store(7, std::memory_order_relaxed);
         raw.set();
         assert_exited_cleanly(child.wait(10s));  // woken, not timed out (20 s)
-        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load());
+        // relaxed: the child was reaped above, which orders its store.
+        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load(std::memory_order_relaxed));
     }
 
     void testRawEventValidatesItsBytes() {
@@ -423,14 +436,17 @@ public:
         mproc::test::run_in_threads(kWaiters + 1, [&](int index) {
             for (int round = 0; round < kSetRounds; ++round) {
                 if (index == 0) {
-                    while (arrived.load() < kWaiters * (round + 1)) std::this_thread::yield();
+                    // acquire (both): pair with the waiters' release increments, so each waiter's last look at
+                    // `go` happens before the set()/clear() that follows, and cannot see that one early.
+                    while (arrived.load(std::memory_order_acquire) < kWaiters * (round + 1)) std::this_thread::yield();
                     go.set();
-                    while (left.load() < kWaiters * (round + 1)) std::this_thread::yield();
+                    while (left.load(std::memory_order_acquire) < kWaiters * (round + 1)) std::this_thread::yield();
                     go.clear();
                 } else {
-                    arrived.fetch_add(1);
+                    // release (both): pair with the leader's acquire loads (see there).
+                    arrived.fetch_add(1, std::memory_order_release);
                     CPPUNIT_ASSERT_MESSAGE("round " + std::to_string(round), set_promptly(go));
-                    left.fetch_add(1);
+                    left.fetch_add(1, std::memory_order_release);
                     // The next round's wait must not start before the leader cleared this round's set.
                     while (go.is_set()) std::this_thread::yield();
                 }
@@ -453,20 +469,21 @@ public:
         Shared<Board> board;
         ForkedChild victim([&] { event.wait(); });
         wait_until_asleep(victim.pid());
-        ForkedChild survivor([&] { board->results[0] = event.wait(20s) ? 1 : 2; });
+        // relaxed (results, all four): each is read after its writer is reaped, and waitpid() orders it.
+        ForkedChild survivor([&] { board->results[0].store(event.wait(20s) ? 1 : 2, std::memory_order_relaxed); });
         wait_until_asleep(survivor.pid());
         victim.kill();
         victim.wait();
         event.set();
         assert_exited_cleanly(survivor.wait(10s));  // woken, not timed out (20 s)
-        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load());
+        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load(std::memory_order_relaxed));
         // The dead waiter's hint is gone after that wake; the event works on.
         event.clear();
-        ForkedChild later([&] { board->results[1] = event.wait(20s) ? 1 : 2; });
+        ForkedChild later([&] { board->results[1].store(event.wait(20s) ? 1 : 2, std::memory_order_relaxed); });
         wait_until_asleep(later.pid());
         event.set();
         assert_exited_cleanly(later.wait(10s));
-        CPPUNIT_ASSERT_EQUAL(1, board->results[1].load());
+        CPPUNIT_ASSERT_EQUAL(1, board->results[1].load(std::memory_order_relaxed));
     }
 
     void testWaiterKilledAsItIsWokenDoesNotStrandOthers() {
@@ -476,13 +493,15 @@ public:
             Shared<Board> board;
             ForkedChild victim([&] { event.wait(); });
             wait_until_asleep(victim.pid());
-            ForkedChild survivor([&] { board->results[0] = event.wait(20s) ? 1 : 2; });
+            // relaxed (results, both): read after survivor.wait(), whose waitpid() orders the store.
+            ForkedChild survivor([&] { board->results[0].store(event.wait(20s) ? 1 : 2, std::memory_order_relaxed); });
             wait_until_asleep(survivor.pid());
             event.set();
             victim.kill();
             victim.wait();
             assert_exited_cleanly(survivor.wait(10s));
-            CPPUNIT_ASSERT_EQUAL_MESSAGE("round " + std::to_string(round), 1, board->results[0].load());
+            CPPUNIT_ASSERT_EQUAL_MESSAGE("round " + std::to_string(round), 1,
+                                         board->results[0].load(std::memory_order_relaxed));
         }
     }
 };

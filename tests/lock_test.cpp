@@ -104,11 +104,15 @@ template <class L>
 std::unique_ptr<ForkedChild> holder(L& lock, std::atomic<int>& held, const std::atomic<int>* release_when = nullptr) {
     auto child = std::make_unique<ForkedChild>([&lock, &held, release_when] {
         lock.lock();
-        held.store(1);
-        while (release_when == nullptr || release_when->load() == 0) std::this_thread::sleep_for(1ms);
+        // release: pairs with the acquire below, so the caller sees the lock word this child set.
+        held.store(1, std::memory_order_release);
+        // acquire: pairs with the caller's release store, so its checks of the held lock precede our unlock.
+        while (release_when == nullptr || release_when->load(std::memory_order_acquire) == 0)
+            std::this_thread::sleep_for(1ms);
         lock.unlock();
     });
-    wait_for([&] { return held.load() == 1; }, "the holder to take the lock");
+    // acquire: pairs with the holder's release store, so the lock word it set is visible from here on.
+    wait_for([&] { return held.load(std::memory_order_acquire) == 1; }, "the holder to take the lock");
     return child;
 }
 
@@ -254,7 +258,8 @@ public:
         shared->lock.lock();
         ForkedChild child([&] {
             RawLock& raw = shared->lock;
-            shared->flag.store(1);
+            // relaxed: a start signal for the parent's loads below; it publishes nothing.
+            shared->flag.store(1, std::memory_order_relaxed);
             raw.lock();  // sleeps until the parent unlocks; the first operation also reads the robust list
             raw.unlock();
             if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) != 0) MPROC_SKIP("strict seccomp is unavailable");
@@ -271,7 +276,8 @@ public:
             }
             ::syscall(SYS_exit, 0);  // exit_group is not allowed in strict mode
         });
-        wait_for([&] { return shared->flag.load() == 1; }, "the child to start");
+        // relaxed: pairs with the child's start signal, which publishes nothing (the sleep is only timing).
+        wait_for([&] { return shared->flag.load(std::memory_order_relaxed) == 1; }, "the child to start");
         std::this_thread::sleep_for(50ms);
         shared->lock.unlock();
         const int status = child.wait();
@@ -316,7 +322,8 @@ public:
         CPPUNIT_ASSERT(!lock.try_lock());
         CPPUNIT_ASSERT(!lock.acquire(false));
         CPPUNIT_ASSERT(lock.acquire_status(0ns) == AcquireStatus::timed_out);
-        release.store(1);
+        // release: pairs with the holder's acquire load; the checks above must precede its unlock.
+        release.store(1, std::memory_order_release);
         const int status = child->wait();
         CPPUNIT_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         CPPUNIT_ASSERT(!lock.locked());
@@ -361,9 +368,10 @@ public:
         Shared<GuardedCounter> shared;
         auto child = holder(lock, shared->flag);
         static std::atomic<int> interruptions{0};
-        interruptions = 0;
+        // relaxed (all three): the handler runs on this thread, so program order and coherence suffice.
+        interruptions.store(0, std::memory_order_relaxed);
         struct sigaction action {};
-        action.sa_handler = [](int) { interruptions.fetch_add(1); };
+        action.sa_handler = [](int) { interruptions.fetch_add(1, std::memory_order_relaxed); };
         struct sigaction previous {};
         CPPUNIT_ASSERT_EQUAL(0, ::sigaction(SIGALRM, &action, &previous));
         itimerval every_5ms{{0, 5000}, {0, 5000}};
@@ -375,7 +383,7 @@ public:
         ::setitimer(ITIMER_REAL, &off, nullptr);
         ::sigaction(SIGALRM, &previous, nullptr);
         CPPUNIT_ASSERT(!acquired);
-        CPPUNIT_ASSERT(interruptions.load() >= 5);
+        CPPUNIT_ASSERT(interruptions.load(std::memory_order_relaxed) >= 5);
         CPPUNIT_ASSERT(waited >= 300ms);
         CPPUNIT_ASSERT(waited < 300ms + 2s);
     }
@@ -387,7 +395,8 @@ public:
         auto child = holder(lock, shared->flag, &release);
         std::thread releaser([&] {
             std::this_thread::sleep_for(100ms);
-            release.store(1);
+            // relaxed: this thread made nothing the holder needs to see; the flag only ends its wait.
+            release.store(1, std::memory_order_relaxed);
         });
         const auto started = Clock::now();
         lock.lock();  // sleeps in FUTEX_WAIT until the holder's unlock wakes it
@@ -471,14 +480,18 @@ public:
             Lock opened = Lock::open(name);
             CPPUNIT_ASSERT_EQUAL(name, opened.name());
             opened.lock();
-            shared->flag.store(1);
-            while (release.load() == 0) std::this_thread::sleep_for(1ms);
+            // release: pairs with the parent's acquire load, so it sees the lock word set by opened.lock().
+            shared->flag.store(1, std::memory_order_release);
+            // acquire: pairs with the parent's release store; its checks of the held lock precede our unlock.
+            while (release.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(1ms);
             opened.unlock();
         });
-        wait_for([&] { return shared->flag.load() == 1; }, "the child to lock the named lock");
+        // acquire: pairs with the child's release store, so created.locked() sees its lock word.
+        wait_for([&] { return shared->flag.load(std::memory_order_acquire) == 1; }, "the child to lock the named lock");
         CPPUNIT_ASSERT(created.locked());
         CPPUNIT_ASSERT(!created.try_lock());
-        release.store(1);
+        // release: pairs with the child's acquire load; the checks above must precede its unlock.
+        release.store(1, std::memory_order_release);
         CPPUNIT_ASSERT_EQUAL(0, child.wait());
         CPPUNIT_ASSERT(created.try_lock());
         created.unlock();
@@ -624,8 +637,10 @@ public:
     static void increment(GuardedCounter& shared, int rounds) {
         for (int round = 0; round < rounds; ++round) {
             shared.lock.lock();
-            // relaxed: the lock orders these; the atomic only makes a broken exclusion observable.
-            if (shared.inside.fetch_add(1, std::memory_order_relaxed) != 0) shared.violations.fetch_add(1);
+            // relaxed (all): the lock orders `inside`, which only makes a broken exclusion observable;
+            // `violations` is read only after join() or waitpid(), which order every increment.
+            if (shared.inside.fetch_add(1, std::memory_order_relaxed) != 0)
+                shared.violations.fetch_add(1, std::memory_order_relaxed);
             ++shared.counter;
             shared.inside.fetch_sub(1, std::memory_order_relaxed);
             shared.lock.unlock();
@@ -637,7 +652,8 @@ public:
         constexpr int kRounds = 100000;
         mproc::test::run_in_processes(kWorkers, [&](int) { increment(*shared, kRounds); });
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(kWorkers) * kRounds, shared->counter);
-        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load());
+        // relaxed: run_in_processes() reaped the children, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(!shared->lock.locked());
     }
 
@@ -646,7 +662,8 @@ public:
         constexpr int kRounds = 20000;
         mproc::test::run_in_threads(kWorkers, [&](int) { increment(*shared, kRounds); });
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(kWorkers) * kRounds, shared->counter);
-        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load());
+        // relaxed: run_in_threads() joined the workers, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load(std::memory_order_relaxed));
     }
 
     // Timed acquires that give up must leave the lock usable: every success is counted exactly once.
@@ -659,10 +676,12 @@ public:
                 ++shared->counter;
                 if (round % 97 == 0) std::this_thread::sleep_for(100us);
                 shared->lock.unlock();
-                successes.fetch_add(1);
+                // relaxed: read only after run_in_threads() joins the workers.
+                successes.fetch_add(1, std::memory_order_relaxed);
             }
         });
-        CPPUNIT_ASSERT_EQUAL(successes.load(), shared->counter);
+        // relaxed: the join in run_in_threads() orders every increment before this load.
+        CPPUNIT_ASSERT_EQUAL(successes.load(std::memory_order_relaxed), shared->counter);
         CPPUNIT_ASSERT(shared->lock.try_lock());
         shared->lock.unlock();
     }
@@ -708,21 +727,27 @@ public:
         Shared<GuardedCounter> shared;
         auto holding = holder(shared->lock, shared->flag);
         ForkedChild waiter([&] {
-            shared->progress.store(1);
+            // relaxed: a start signal that publishes nothing.
+            shared->progress.store(1, std::memory_order_relaxed);
             const AcquireStatus status = shared->lock.acquire_status();
-            shared->timestamp_ns.store(monotonic_ns());
-            shared->status.store(static_cast<int>(status));
+            // relaxed (both): the parent reads them after waiter.wait(), whose waitpid() orders them.
+            shared->timestamp_ns.store(monotonic_ns(), std::memory_order_relaxed);
+            shared->status.store(static_cast<int>(status), std::memory_order_relaxed);
             shared->lock.make_consistent();
             shared->lock.unlock();
         });
-        wait_for([&] { return shared->progress.load() == 1; }, "the waiter to start");
+        // relaxed: pairs with the waiter's start signal, which publishes nothing.
+        wait_for([&] { return shared->progress.load(std::memory_order_relaxed) == 1; }, "the waiter to start");
         std::this_thread::sleep_for(100ms);  // long enough to be asleep in FUTEX_WAIT
-        CPPUNIT_ASSERT_EQUAL(-1, shared->status.load());
+        // relaxed: one location, read only to see that the waiter has not returned yet.
+        CPPUNIT_ASSERT_EQUAL(-1, shared->status.load(std::memory_order_relaxed));
         const std::int64_t killed_at = monotonic_ns();
         holding->kill();
         CPPUNIT_ASSERT_EQUAL(0, waiter.wait(10s));
-        CPPUNIT_ASSERT_EQUAL(static_cast<int>(AcquireStatus::owner_died), shared->status.load());
-        const std::int64_t woken_after_ns = shared->timestamp_ns.load() - killed_at;
+        // relaxed (both): waiter.wait() reaped the waiter, which orders its stores before these loads.
+        CPPUNIT_ASSERT_EQUAL(static_cast<int>(AcquireStatus::owner_died),
+                             shared->status.load(std::memory_order_relaxed));
+        const std::int64_t woken_after_ns = shared->timestamp_ns.load(std::memory_order_relaxed) - killed_at;
         CPPUNIT_ASSERT_MESSAGE("woken " + std::to_string(woken_after_ns / 1000) + " us after the kill",
                                woken_after_ns < 1'000'000'000);
     }
@@ -735,18 +760,23 @@ public:
             std::vector<std::unique_ptr<ForkedChild>> waiters;
             for (int index = 0; index < kWaiters; ++index)
                 waiters.push_back(std::make_unique<ForkedChild>([&] {
-                    shared->progress.fetch_add(1);
+                    // relaxed: a start count that publishes nothing.
+                    shared->progress.fetch_add(1, std::memory_order_relaxed);
                     if (shared->lock.acquire_status() == AcquireStatus::owner_died) {
-                        shared->owner_died_reports.fetch_add(1);
+                        // relaxed: read only after the parent reaps every waiter.
+                        shared->owner_died_reports.fetch_add(1, std::memory_order_relaxed);
                         shared->lock.make_consistent();
                     }
                     shared->lock.unlock();
                 }));
-            wait_for([&] { return shared->progress.load() == kWaiters; }, "the waiters to start");
+            // relaxed: pairs with the waiters' start counts, which publish nothing.
+            wait_for([&] { return shared->progress.load(std::memory_order_relaxed) == kWaiters; },
+                     "the waiters to start");
             std::this_thread::sleep_for(20ms);
             holding->kill();
             for (auto& waiter : waiters) CPPUNIT_ASSERT_EQUAL(0, waiter->wait(10s));
-            CPPUNIT_ASSERT_EQUAL(std::uint64_t(1), shared->owner_died_reports.load());
+            // relaxed: every waiter was reaped above, which orders its increment.
+            CPPUNIT_ASSERT_EQUAL(std::uint64_t(1), shared->owner_died_reports.load(std::memory_order_relaxed));
             CPPUNIT_ASSERT(shared->lock.acquire_status(0ns) == AcquireStatus::acquired);
             shared->lock.unlock();
         }
@@ -760,10 +790,12 @@ public:
         child->wait();
         CPPUNIT_ASSERT(lock.acquire_status() == AcquireStatus::owner_died);
         ForkedChild sleeper([&] {
-            shared->progress.store(1);
+            // relaxed: a start signal that publishes nothing.
+            shared->progress.store(1, std::memory_order_relaxed);
             CPPUNIT_ASSERT_THROW(lock.lock(), mproc::NotRecoverable);  // asleep when the lock is given up
         });
-        wait_for([&] { return shared->progress.load() == 1; }, "the sleeper to start");
+        // relaxed: pairs with the sleeper's start signal, which publishes nothing.
+        wait_for([&] { return shared->progress.load(std::memory_order_relaxed) == 1; }, "the sleeper to start");
         std::this_thread::sleep_for(50ms);
         lock.unlock();  // without make_consistent
         CPPUNIT_ASSERT_EQUAL(0, sleeper.wait(10s));
@@ -786,14 +818,18 @@ public:
         auto worker = [&] {
             for (;;) {
                 if (lock.acquire_status() == AcquireStatus::owner_died) {
-                    shared->owner_died_reports.fetch_add(1);
-                    shared->inside.store(0);  // the repair: the dead owner may have been inside
+                    // relaxed (reports, inside): the lock orders `inside`; the report count is read after the kills.
+                    shared->owner_died_reports.fetch_add(1, std::memory_order_relaxed);
+                    // the repair: the dead owner may have been inside
+                    shared->inside.store(0, std::memory_order_relaxed);
                     lock.make_consistent();
                 }
-                if (shared->inside.exchange(1) != 0) shared->violations.fetch_add(1);
+                // relaxed (inside, violations, progress): the lock orders `inside`; the counters publish nothing.
+                if (shared->inside.exchange(1, std::memory_order_relaxed) != 0)
+                    shared->violations.fetch_add(1, std::memory_order_relaxed);
                 ++shared->counter;
-                shared->progress.fetch_add(1);
-                shared->inside.store(0);
+                shared->progress.fetch_add(1, std::memory_order_relaxed);
+                shared->inside.store(0, std::memory_order_relaxed);
                 lock.unlock();
             }
         };
@@ -802,10 +838,12 @@ public:
         constexpr int kRounds = 500;
         int kills = 0;
         for (int round = 0; round < kRounds; ++round) {
-            const std::uint64_t start = shared->progress.load();
+            // relaxed (progress, all): a count of the workers' increments, only watched to grow; it publishes nothing.
+            const std::uint64_t start = shared->progress.load(std::memory_order_relaxed);
             ForkedChild first(worker);
             ForkedChild second(worker);
-            wait_for([&] { return shared->progress.load() >= start + 4; }, "the workers to run");
+            wait_for([&] { return shared->progress.load(std::memory_order_relaxed) >= start + 4; },
+                     "the workers to run");
             const auto until = Clock::now() + std::chrono::microseconds(delay_us(random));
             while (Clock::now() < until) {
             }
@@ -813,8 +851,8 @@ public:
             ForkedChild& survivor = round % 2 ? second : first;
             victim.kill();
             victim.wait();
-            const std::uint64_t after_kill = shared->progress.load();
-            wait_for([&] { return shared->progress.load() >= after_kill + 3; },
+            const std::uint64_t after_kill = shared->progress.load(std::memory_order_relaxed);
+            wait_for([&] { return shared->progress.load(std::memory_order_relaxed) >= after_kill + 3; },
                      "the survivor to go on after round " + std::to_string(round) + "'s kill", 5s);
             survivor.kill();
             survivor.wait();
@@ -822,16 +860,19 @@ public:
             const AcquireStatus status = lock.acquire_status(5s);
             CPPUNIT_ASSERT_MESSAGE("the lock stayed held after both workers died", status != AcquireStatus::timed_out);
             if (status == AcquireStatus::owner_died) {
-                shared->owner_died_reports.fetch_add(1);
-                shared->inside.store(0);
+                // relaxed (both): both workers are reaped and we hold the lock, which orders `inside`.
+                shared->owner_died_reports.fetch_add(1, std::memory_order_relaxed);
+                shared->inside.store(0, std::memory_order_relaxed);
                 lock.make_consistent();
             }
-            CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), shared->inside.load());
+            // relaxed: we hold the lock, whose acquire orders the workers' stores to `inside`.
+            CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), shared->inside.load(std::memory_order_relaxed));
             lock.unlock();
         }
-        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load());
-        CPPUNIT_ASSERT(shared->owner_died_reports.load() > 0);
-        CPPUNIT_ASSERT(shared->owner_died_reports.load() <= std::uint64_t(kills));
+        // relaxed (all): every worker was reaped, which orders its increments.
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load(std::memory_order_relaxed));
+        CPPUNIT_ASSERT(shared->owner_died_reports.load(std::memory_order_relaxed) > 0);
+        CPPUNIT_ASSERT(shared->owner_died_reports.load(std::memory_order_relaxed) <= std::uint64_t(kills));
         CPPUNIT_ASSERT(lock.consistency() == LockConsistency::consistent);
     }
 

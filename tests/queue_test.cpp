@@ -154,22 +154,25 @@ void consume_until_closed(Queue<Message>& queue, Tally& tally) {
             return;
         }
         if (!intact(message) || message.producer >= kMaxParticipants) {
-            tally.torn.fetch_add(1);
+            // relaxed (all tallies): read only by check_tally() after join() or waitpid(), which order them.
+            tally.torn.fetch_add(1, std::memory_order_relaxed);
             continue;
         }
-        if (static_cast<std::int64_t>(message.sequence) <= last[message.producer]) tally.order_violations.fetch_add(1);
+        if (static_cast<std::int64_t>(message.sequence) <= last[message.producer])
+            tally.order_violations.fetch_add(1, std::memory_order_relaxed);
         last[message.producer] = static_cast<std::int64_t>(message.sequence);
-        tally.got[message.producer].fetch_add(1);
-        tally.sum[message.producer].fetch_add(message.sequence);
+        tally.got[message.producer].fetch_add(1, std::memory_order_relaxed);
+        tally.sum[message.producer].fetch_add(message.sequence, std::memory_order_relaxed);
     }
 }
 
 void check_tally(Tally& tally, int producers, std::uint64_t per_producer) {
-    CPPUNIT_ASSERT_EQUAL(0, tally.torn.load());
-    CPPUNIT_ASSERT_EQUAL(0, tally.order_violations.load());
+    // relaxed (all): called after run_in_threads()/run_in_processes() joined or reaped every consumer.
+    CPPUNIT_ASSERT_EQUAL(0, tally.torn.load(std::memory_order_relaxed));
+    CPPUNIT_ASSERT_EQUAL(0, tally.order_violations.load(std::memory_order_relaxed));
     for (int p = 0; p < producers; ++p) {
-        CPPUNIT_ASSERT_EQUAL(per_producer, tally.got[p].load());
-        CPPUNIT_ASSERT_EQUAL(per_producer * (per_producer - 1) / 2, tally.sum[p].load());
+        CPPUNIT_ASSERT_EQUAL(per_producer, tally.got[p].load(std::memory_order_relaxed));
+        CPPUNIT_ASSERT_EQUAL(per_producer * (per_producer - 1) / 2, tally.sum[p].load(std::memory_order_relaxed));
     }
 }
 
@@ -181,7 +184,8 @@ void run_many_to_many(QueueKind kind, int producers, int consumers, std::uint64_
         if (index < producers) {
             produce(queue, index, per_producer);
             // The last producer to finish closes the queue, so consumers end once it is drained.
-            if (tally->producers_done.fetch_add(1) + 1 == producers) queue.close();
+            // acq_rel: each producer releases its puts; the last one acquires them all, so close() follows every put.
+            if (tally->producers_done.fetch_add(1, std::memory_order_acq_rel) + 1 == producers) queue.close();
         } else {
             consume_until_closed(queue, *tally);
         }
@@ -248,10 +252,12 @@ public:
                 wrong += !intact(message) || message.sequence != expected;
             }
             CPPUNIT_ASSERT_EQUAL(std::uint64_t{0}, wrong);
-            received->store(count);
+            // relaxed: read after run_in_processes() reaps this child, which orders the store.
+            received->store(count, std::memory_order_relaxed);
         });
         const double elapsed = seconds_since(start);
-        CPPUNIT_ASSERT_EQUAL(count, received->load());
+        // relaxed: the consumer was reaped, which orders its store.
+        CPPUNIT_ASSERT_EQUAL(count, received->load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(queue.empty());
         std::printf("\n  spsc 1P1C, 64-byte messages: %.2f M msg/s\n", static_cast<double>(count) / elapsed / 1e6);
     }
@@ -735,13 +741,16 @@ public:
             for (int i = 0; i < 10; ++i) {
                 queue.get();
                 std::this_thread::sleep_for(5ms);
-                processed->fetch_add(1);
+                // relaxed: task_done() below releases it and join() acquires, which orders it before the check.
+                processed->fetch_add(1, std::memory_order_relaxed);
                 queue.task_done();
             }
             std::_Exit(0);
         });
         CPPUNIT_ASSERT(queue.join(20s));
-        CPPUNIT_ASSERT_EQUAL(10, processed->load());  // join returned only after the last task_done
+        // join returned only after the last task_done. relaxed: join()'s acquire pairs with the release of
+        // each task_done(), which followed the increment.
+        CPPUNIT_ASSERT_EQUAL(10, processed->load(std::memory_order_relaxed));
         const int status = worker.wait(10s);
         CPPUNIT_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         CPPUNIT_ASSERT(queue.join(0ms));
@@ -789,7 +798,8 @@ public:
     }
 
     // The waiters' spin (src/adaptive_spin.hpp): halved by each wait that had to sleep, down to a floor;
-    // raised at once to twice the pauses a successful spin needed (plus headroom), up to a cap.
+    // raised at once to twice the pauses a successful spin needed (plus headroom), up to a cap; probing now
+    // and then from the floor.
     void testSpinBudgetShrinksWhenSpinningFailsAndGrowsWhenItPays() {
         using mproc::detail::AdaptiveSpinBudget;
         AdaptiveSpinBudget budget;
@@ -804,6 +814,13 @@ public:
         CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMaxSpins, budget.budget());
         budget.spin_failed();
         CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMaxSpins / 2, budget.budget());
+        // At the floor, every kProbePeriod-th wait probes with a long spin; a probe that fails leaves it there.
+        for (int i = 0; i < 20; ++i) budget.spin_failed();
+        for (int wait = 1; wait < AdaptiveSpinBudget::kProbePeriod; ++wait)
+            CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMinSpins, budget.budget());
+        CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMaxSpins / 2, budget.budget());
+        budget.spin_failed();
+        CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMinSpins, budget.budget());
     }
 
     // The inline SPSC path copies the ring's constants when the handle attaches: a peer that rewrites them
@@ -874,12 +891,14 @@ struct CrashBoard {
 
 void record_received(CrashBoard& board, const CrashMessage& message, std::vector<std::int64_t>& last) {
     if (!intact(message) || message.producer >= kCrashProducers || message.sequence >= kCrashMessages) {
-        board.unknown.fetch_add(1);
+        // relaxed (all): the board is read only after the parent reaps the consumers, which orders it.
+        board.unknown.fetch_add(1, std::memory_order_relaxed);
         return;
     }
-    if (static_cast<std::int64_t>(message.sequence) <= last[message.producer]) board.order_violations.fetch_add(1);
+    if (static_cast<std::int64_t>(message.sequence) <= last[message.producer])
+        board.order_violations.fetch_add(1, std::memory_order_relaxed);
     last[message.producer] = static_cast<std::int64_t>(message.sequence);
-    board.received[message.producer][message.sequence].fetch_add(1);
+    board.received[message.producer][message.sequence].fetch_add(1, std::memory_order_relaxed);
 }
 
 // One round; adds the number of participants killed to killed_total.
@@ -890,15 +909,18 @@ void crash_round(QueueKind kind, std::mt19937& random, int& killed_total, std::u
     const int consumers = kind == QueueKind::spsc ? 1 : kCrashConsumers;
 
     const auto producer_body = [&](int producer) {
-        board->started.fetch_add(1);
+        // relaxed: a start count for the kill timing; it publishes nothing.
+        board->started.fetch_add(1, std::memory_order_relaxed);
         for (std::uint64_t sequence = 0; sequence < kCrashMessages; ++sequence) {
             queue.put(make_crash_message(static_cast<std::uint32_t>(producer), sequence), true, 20s);
-            board->completed[producer].store(sequence + 1);
+            // relaxed: read only after the parent reaps this producer, which orders it.
+            board->completed[producer].store(sequence + 1, std::memory_order_relaxed);
         }
         std::_Exit(0);
     };
     const auto consumer_body = [&] {
-        board->started.fetch_add(1);
+        // relaxed: a start count for the kill timing; it publishes nothing.
+        board->started.fetch_add(1, std::memory_order_relaxed);
         std::vector<std::int64_t> last(kCrashProducers, -1);
         for (;;) {
             CrashMessage message;
@@ -925,7 +947,9 @@ void crash_round(QueueKind kind, std::mt19937& random, int& killed_total, std::u
     std::vector<bool> producer_killed(static_cast<std::size_t>(producers), false);
     int consumers_killed = 0;
     const auto give_up = Clock::now() + 10s;
-    while (board->started.load() < producers + consumers && Clock::now() < give_up) std::this_thread::sleep_for(50us);
+    // relaxed: pairs with the start counts, which publish nothing (they only time the kills).
+    while (board->started.load(std::memory_order_relaxed) < producers + consumers && Clock::now() < give_up)
+        std::this_thread::sleep_for(50us);
     for (int v = 0; v < victims; ++v) {
         std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 4000)(random)));
         const int who = std::uniform_int_distribution<int>(0, producers + consumers - 1)(random);
@@ -968,14 +992,15 @@ void crash_round(QueueKind kind, std::mt19937& random, int& killed_total, std::u
     CPPUNIT_ASSERT_EQUAL(std::size_t{0}, queue.qsize());
     repaired_total += queue.repaired_slots();
 
-    CPPUNIT_ASSERT_EQUAL(0, board->unknown.load());
-    CPPUNIT_ASSERT_EQUAL(0, board->order_violations.load());
+    // relaxed (all board loads): every producer and consumer was reaped above, which orders their stores.
+    CPPUNIT_ASSERT_EQUAL(0, board->unknown.load(std::memory_order_relaxed));
+    CPPUNIT_ASSERT_EQUAL(0, board->order_violations.load(std::memory_order_relaxed));
     int missing = 0;
     for (int p = 0; p < producers; ++p) {
-        const std::uint64_t completed = board->completed[p].load();
+        const std::uint64_t completed = board->completed[p].load(std::memory_order_relaxed);
         if (!producer_killed[static_cast<std::size_t>(p)]) CPPUNIT_ASSERT_EQUAL(kCrashMessages, completed);
         for (std::uint64_t s = 0; s < kCrashMessages; ++s) {
-            const int copies = board->received[p][s].load();
+            const int copies = board->received[p][s].load(std::memory_order_relaxed);
             CPPUNIT_ASSERT_MESSAGE("message " + std::to_string(s) + " of producer " + std::to_string(p) +
                                        " was got " + std::to_string(copies) + " times",
                                    copies <= 1);
@@ -1042,7 +1067,8 @@ public:
         // Wait until the child has claimed slot 0 and moved the enqueue position.
         auto* control = static_cast<mproc::detail::RingControl*>(bytes.memory);
         const auto give_up = Clock::now() + 10s;
-        while (std::atomic_ref(control->producer.position).load() != 1) {
+        // acquire: pairs with the child's release store, so our ring operations below see its claim of slot 0.
+        while (std::atomic_ref(control->producer.position).load(std::memory_order_acquire) != 1) {
             CPPUNIT_ASSERT(Clock::now() < give_up);
             std::this_thread::sleep_for(1ms);
         }
@@ -1130,8 +1156,11 @@ void QueueCrashTest::robust_claim_and_stop(mproc::detail::MpmcSlotHeader* header
     self.set_pending(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(&header->claim) -
                                              mproc::detail::kRobustFutexOffset));
     std::uint32_t free_word = 0;
-    if (!std::atomic_ref(header->claim).compare_exchange_strong(free_word, self.tid())) std::_Exit(3);
-    std::atomic_ref(*enqueue_position).store(1);
+    // relaxed: the ring was initialised before fork(), so there is no earlier claimer to acquire from.
+    if (!std::atomic_ref(header->claim).compare_exchange_strong(free_word, self.tid(), std::memory_order_relaxed))
+        std::_Exit(3);
+    // release: pairs with the parent's acquire load, so the claim above is visible before it tests the ring.
+    std::atomic_ref(*enqueue_position).store(1, std::memory_order_release);
     for (;;) ::pause();  // killed here, holding the claim
 }
 

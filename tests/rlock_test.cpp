@@ -61,7 +61,8 @@ private:
 
 void wait_until_held(const std::atomic<int>& held) {
     const auto give_up = Clock::now() + 10s;
-    while (held.load() == 0) {
+    // acquire: pairs with a holder's release store, so a lock it took before raising `held` is visible.
+    while (held.load(std::memory_order_acquire) == 0) {
         if (Clock::now() > give_up) CPPUNIT_FAIL("the holder never took the lock");
         std::this_thread::sleep_for(100us);
     }
@@ -112,20 +113,24 @@ public:
         lock.lock();
         ForkedChild child([&] {
             CPPUNIT_ASSERT(!lock.try_lock());
-            shared->held.store(1);
+            // relaxed: raised before lock(), so it publishes nothing: it only says that we are about to block.
+            shared->held.store(1, std::memory_order_relaxed);
             lock.lock();
             CPPUNIT_ASSERT_EQUAL(std::uint32_t(1), lock.depth());
-            shared->release.store(1);
+            // relaxed: a flag that publishes nothing; the parent's last check of it follows waitpid().
+            shared->release.store(1, std::memory_order_relaxed);
             lock.unlock();
         });
         wait_until_held(shared->held);
         lock.unlock();
         lock.unlock();
         std::this_thread::sleep_for(50ms);
-        CPPUNIT_ASSERT_EQUAL(0, shared->release.load());  // still held at depth 1
+        // relaxed: one location, read only to see that the child has not got the lock yet.
+        CPPUNIT_ASSERT_EQUAL(0, shared->release.load(std::memory_order_relaxed));  // still held at depth 1
         lock.unlock();
         CPPUNIT_ASSERT_EQUAL(0, child.wait());
-        CPPUNIT_ASSERT_EQUAL(1, shared->release.load());
+        // relaxed: the child was reaped above, which orders its store.
+        CPPUNIT_ASSERT_EQUAL(1, shared->release.load(std::memory_order_relaxed));
     }
 
     void testReleaseByAnotherThreadIsStateError() {
@@ -171,7 +176,8 @@ public:
         SharedCounter shared;
         ForkedChild child([&] {
             shared->lock.lock();
-            shared->held.store(1);
+            // release: pairs with the acquire in wait_until_held(), so the parent sees the lock word we set.
+            shared->held.store(1, std::memory_order_release);
             for (;;) std::this_thread::sleep_for(1s);
         });
         wait_until_held(shared->held);
@@ -250,8 +256,10 @@ public:
         for (int round = 0; round < rounds; ++round) {
             shared.lock.lock();
             shared.lock.lock();
-            // relaxed: the lock orders these; the atomic only makes a broken exclusion observable.
-            if (shared.inside.fetch_add(1, std::memory_order_relaxed) != 0) shared.violations.fetch_add(1);
+            // relaxed (all): the lock orders `inside`, which only makes a broken exclusion observable;
+            // `violations` is read only after join() or waitpid(), which order every increment.
+            if (shared.inside.fetch_add(1, std::memory_order_relaxed) != 0)
+                shared.violations.fetch_add(1, std::memory_order_relaxed);
             ++shared.counter;
             shared.inside.fetch_sub(1, std::memory_order_relaxed);
             shared.lock.unlock();
@@ -263,14 +271,16 @@ public:
         SharedCounter shared;
         mproc::test::run_in_processes(4, [&](int) { increment(*shared.operator->(), 50000); });
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(200000), shared->counter);
-        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load());
+        // relaxed: run_in_processes() reaped the children, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load(std::memory_order_relaxed));
     }
 
     void testIncrementExactlyAtDepthThreads() {
         SharedCounter shared;
         mproc::test::run_in_threads(4, [&](int) { increment(*shared.operator->(), 20000); });
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(80000), shared->counter);
-        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load());
+        // relaxed: run_in_threads() joined the workers, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), shared->violations.load(std::memory_order_relaxed));
     }
 };
 
@@ -288,7 +298,8 @@ public:
             lock.lock();
             lock.lock();
             lock.lock();
-            shared->held.store(1);
+            // relaxed: the parent kills and reaps us before it touches the lock, and waitpid() orders that.
+            shared->held.store(1, std::memory_order_relaxed);
             for (;;) std::this_thread::sleep_for(1s);
         });
         wait_until_held(shared->held);
@@ -308,7 +319,8 @@ public:
         SharedCounter shared;
         ForkedChild child([&] {
             lock.lock();
-            shared->held.store(1);
+            // relaxed: the parent kills and reaps us before it touches the lock, and waitpid() orders that.
+            shared->held.store(1, std::memory_order_relaxed);
             for (;;) std::this_thread::sleep_for(1s);
         });
         wait_until_held(shared->held);

@@ -108,9 +108,10 @@ void wait_until_asleep(pid_t pid, pid_t tid = 0) {
 }
 
 void note_inside(Board& board) {
-    const int now = board.inside.fetch_add(1) + 1;
-    int most = board.most_inside.load();
-    while (now > most && !board.most_inside.compare_exchange_weak(most, now)) {
+    // relaxed (all): the semaphore's acquire/release orders these RMWs; one location keeps its count exact.
+    const int now = board.inside.fetch_add(1, std::memory_order_relaxed) + 1;
+    int most = board.most_inside.load(std::memory_order_relaxed);
+    while (now > most && !board.most_inside.compare_exchange_weak(most, now, std::memory_order_relaxed)) {
     }
 }
 
@@ -120,8 +121,9 @@ void hold_and_count(S& semaphore, Board& board, int rounds) {
         CPPUNIT_ASSERT(semaphore.acquire(true, 20s));
         note_inside(board);
         if (round % 64 == 0) std::this_thread::yield();
-        board.pairs.fetch_add(1);
-        board.inside.fetch_sub(1);
+        // relaxed (both): `inside` is ordered by the semaphore as above; `pairs` is read after join/waitpid.
+        board.pairs.fetch_add(1, std::memory_order_relaxed);
+        board.inside.fetch_sub(1, std::memory_order_relaxed);
         semaphore.release();
     }
 }
@@ -302,9 +304,10 @@ public:
     void testSignalsDoNotShortenTheTimeout() {
         Semaphore semaphore(0);
         static std::atomic<int> interruptions{0};
-        interruptions = 0;
+        // relaxed (all three): the handler runs on this thread, so program order and coherence suffice.
+        interruptions.store(0, std::memory_order_relaxed);
         struct sigaction action {};
-        action.sa_handler = [](int) { interruptions.fetch_add(1); };
+        action.sa_handler = [](int) { interruptions.fetch_add(1, std::memory_order_relaxed); };
         struct sigaction previous {};
         CPPUNIT_ASSERT_EQUAL(0, ::sigaction(SIGALRM, &action, &previous));
         itimerval every_5ms{{0, 5000}, {0, 5000}};
@@ -316,7 +319,7 @@ public:
         ::setitimer(ITIMER_REAL, &off, nullptr);
         ::sigaction(SIGALRM, &previous, nullptr);
         CPPUNIT_ASSERT(!acquired);
-        CPPUNIT_ASSERT(interruptions.load() >= 5);
+        CPPUNIT_ASSERT(interruptions.load(std::memory_order_relaxed) >= 5);
         CPPUNIT_ASSERT(waited >= 300ms);
         CPPUNIT_ASSERT(waited < 300ms + 2s);
     }
@@ -324,12 +327,14 @@ public:
     void testSleepingWaiterInAnotherProcessIsWokenByRelease() {
         Semaphore semaphore(0);
         Shared<Board> board;
-        ForkedChild child([&] { board->results[0] = semaphore.acquire(true, 20s) ? 1 : 2; });
+        // relaxed (results, both): read after child.wait(), whose waitpid() orders the store.
+        ForkedChild child(
+            [&] { board->results[0].store(semaphore.acquire(true, 20s) ? 1 : 2, std::memory_order_relaxed); });
         wait_until_asleep(child.pid());
         const auto released = Clock::now();
         semaphore.release();
         assert_exited_cleanly(child.wait(10s));  // woken, not timed out (20 s)
-        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load());
+        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load(std::memory_order_relaxed));
         CPPUNIT_ASSERT(Clock::now() - released < 10s);
         CPPUNIT_ASSERT_EQUAL(0u, semaphore.get_value());
     }
@@ -340,13 +345,18 @@ public:
         Shared<Board> board;
         std::vector<std::unique_ptr<ForkedChild>> children;
         for (int index = 0; index < kSleepers; ++index)
-            children.push_back(std::make_unique<ForkedChild>(
-                [&, index] { board->results[index] = semaphore.acquire(true, 20s) ? 1 : 2; }));
+            children.push_back(std::make_unique<ForkedChild>([&, index] {
+                // relaxed: each result publishes nothing else; woken() only counts them.
+                board->results[index].store(semaphore.acquire(true, 20s) ? 1 : 2, std::memory_order_relaxed);
+            }));
         for (auto& child : children) wait_until_asleep(child->pid());
         semaphore.release(kSleepers - 1);
         const auto woken = [&] {
+            // relaxed: a per-child flag that publishes nothing; one location each, so counting needs no order.
             return std::count_if(std::begin(board->results), std::end(board->results),
-                                 [](const std::atomic<int>& result) { return result.load() == 1; });
+                                 [](const std::atomic<int>& result) {
+                                     return result.load(std::memory_order_relaxed) == 1;
+                                 });
         };
         wait_for([&] { return woken() == kSleepers - 1; }, "three sleepers to take the three permits");
         std::this_thread::sleep_for(50ms);
@@ -354,7 +364,9 @@ public:
         CPPUNIT_ASSERT_EQUAL(0u, semaphore.get_value());
         semaphore.release();
         for (auto& child : children) assert_exited_cleanly(child->wait(10s));
-        for (int index = 0; index < kSleepers; ++index) CPPUNIT_ASSERT_EQUAL(1, board->results[index].load());
+        // relaxed: every child was reaped above, which orders its store.
+        for (int index = 0; index < kSleepers; ++index)
+            CPPUNIT_ASSERT_EQUAL(1, board->results[index].load(std::memory_order_relaxed));
         CPPUNIT_ASSERT_EQUAL(0u, semaphore.get_value());
     }
 
@@ -531,9 +543,10 @@ public:
         Semaphore semaphore(kValue);
         Shared<Board> board;
         mproc::test::run_in_processes(kWorkers, [&](int) { hold_and_count(semaphore, *board, kPairs); });
-        CPPUNIT_ASSERT_EQUAL(std::uint64_t(kWorkers) * kPairs, board->pairs.load());
-        CPPUNIT_ASSERT(board->most_inside.load() <= kValue);
-        CPPUNIT_ASSERT(board->most_inside.load() >= 1);
+        // relaxed (all): run_in_processes() reaped the workers, which orders their RMWs.
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(kWorkers) * kPairs, board->pairs.load(std::memory_order_relaxed));
+        CPPUNIT_ASSERT(board->most_inside.load(std::memory_order_relaxed) <= kValue);
+        CPPUNIT_ASSERT(board->most_inside.load(std::memory_order_relaxed) >= 1);
         CPPUNIT_ASSERT_EQUAL(std::uint32_t(kValue), semaphore.get_value());
     }
 
@@ -541,8 +554,9 @@ public:
         Semaphore semaphore(kValue);
         Board board;
         mproc::test::run_in_threads(kWorkers, [&](int) { hold_and_count(semaphore, board, kPairs); });
-        CPPUNIT_ASSERT_EQUAL(std::uint64_t(kWorkers) * kPairs, board.pairs.load());
-        CPPUNIT_ASSERT(board.most_inside.load() <= kValue);
+        // relaxed (both): run_in_threads() joined the workers, which orders their RMWs.
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(kWorkers) * kPairs, board.pairs.load(std::memory_order_relaxed));
+        CPPUNIT_ASSERT(board.most_inside.load(std::memory_order_relaxed) <= kValue);
         CPPUNIT_ASSERT_EQUAL(std::uint32_t(kValue), semaphore.get_value());
     }
 
@@ -556,12 +570,14 @@ public:
                 CPPUNIT_ASSERT(bounded.acquire(true, 20s));
                 note_inside(board);
                 ++unguarded;
-                board.inside.fetch_sub(1);
+                // relaxed: the semaphore orders `inside` (see note_inside()).
+                board.inside.fetch_sub(1, std::memory_order_relaxed);
                 bounded.release();
             }
         });
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(kWorkers) * kPairs, unguarded);
-        CPPUNIT_ASSERT_EQUAL(1, board.most_inside.load());
+        // relaxed: run_in_threads() joined the workers, which orders their RMWs.
+        CPPUNIT_ASSERT_EQUAL(1, board.most_inside.load(std::memory_order_relaxed));
         CPPUNIT_ASSERT_EQUAL(1u, bounded.get_value());
     }
 
@@ -612,12 +628,14 @@ public:
         mproc::test::run_in_threads(kWorkers, [&](int) {
             for (int round = 0; round < kPairs; ++round) {
                 if (semaphore.try_acquire_for(std::chrono::microseconds(round % 50))) {
-                    taken.fetch_add(1);
+                    // relaxed: read only after run_in_threads() joins the workers.
+                    taken.fetch_add(1, std::memory_order_relaxed);
                     semaphore.release();
                 }
             }
         });
-        CPPUNIT_ASSERT(taken.load() > 0);
+        // relaxed: the join orders every increment before this load.
+        CPPUNIT_ASSERT(taken.load(std::memory_order_relaxed) > 0);
         CPPUNIT_ASSERT_EQUAL(1u, semaphore.get_value());
     }
 };
@@ -637,10 +655,12 @@ public:
         Shared<Board> board;
         ForkedChild holder([&] {
             CPPUNIT_ASSERT(semaphore.acquire());
-            board->ready = 1;
+            // relaxed: the parent checks the count only after reaping us, and waitpid() orders that.
+            board->ready.store(1, std::memory_order_relaxed);
             for (;;) ::pause();
         });
-        wait_for([&] { return board->ready.load() == 1; }, "the holder to take a permit");
+        // relaxed: pairs with the holder's flag; the checks below follow holder.wait(), which orders them.
+        wait_for([&] { return board->ready.load(std::memory_order_relaxed) == 1; }, "the holder to take a permit");
         holder.kill();
         holder.wait();
         CPPUNIT_ASSERT_EQUAL(1u, semaphore.get_value());
@@ -654,13 +674,15 @@ public:
         Shared<Board> board;
         ForkedChild victim([&] { semaphore.acquire(); });
         wait_until_asleep(victim.pid());
-        ForkedChild survivor([&] { board->results[0] = semaphore.acquire(true, 20s) ? 1 : 2; });
+        // relaxed (results, both): read after survivor.wait(), whose waitpid() orders the store.
+        ForkedChild survivor(
+            [&] { board->results[0].store(semaphore.acquire(true, 20s) ? 1 : 2, std::memory_order_relaxed); });
         wait_until_asleep(survivor.pid());
         victim.kill();
         victim.wait();
         semaphore.release();
         assert_exited_cleanly(survivor.wait(10s));  // woken, not timed out (20 s)
-        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load());
+        CPPUNIT_ASSERT_EQUAL(1, board->results[0].load(std::memory_order_relaxed));
         CPPUNIT_ASSERT_EQUAL(0u, semaphore.get_value());
         // The dead waiter's hint costs one extra wake at most; the semaphore works on.
         semaphore.release();
@@ -677,25 +699,28 @@ public:
             Shared<Board> board;
             ForkedChild victim([&] { semaphore.acquire(); });
             wait_until_asleep(victim.pid());
-            ForkedChild survivor([&] { board->results[0] = semaphore.acquire() ? 1 : 2; });
+            // relaxed (results, all): a flag that publishes nothing; the last load follows waitpid().
+            ForkedChild survivor(
+                [&] { board->results[0].store(semaphore.acquire() ? 1 : 2, std::memory_order_relaxed); });
             wait_until_asleep(survivor.pid());
             semaphore.release();
             victim.kill();
             victim.wait();
             // If the victim took the permit it died holding it: hand out another.
             const auto give_up = Clock::now() + 5s;
-            while (board->results[0].load() == 0) {
+            while (board->results[0].load(std::memory_order_relaxed) == 0) {
                 if (Clock::now() > give_up)
                     CPPUNIT_FAIL("round " + std::to_string(round) + ": the survivor still sleeps with " +
                                  std::to_string(semaphore.get_value()) + " permit(s) in the count");
                 if (semaphore.get_value() == 0 && asleep_in_futex(survivor.pid(), survivor.pid())) {
                     std::this_thread::sleep_for(1ms);
-                    if (board->results[0].load() == 0 && semaphore.get_value() == 0) semaphore.release();
+                    if (board->results[0].load(std::memory_order_relaxed) == 0 && semaphore.get_value() == 0)
+                        semaphore.release();
                 }
                 std::this_thread::sleep_for(1ms);
             }
             assert_exited_cleanly(survivor.wait(10s));
-            CPPUNIT_ASSERT_EQUAL(1, board->results[0].load());
+            CPPUNIT_ASSERT_EQUAL(1, board->results[0].load(std::memory_order_relaxed));
             CPPUNIT_ASSERT_EQUAL(0u, semaphore.get_value());
         }
     }

@@ -68,9 +68,10 @@ namespace {
 template <class V>
 concept HasGetLock = requires(V& v) { v.get_lock(); };
 template <class V>
-concept HasLoad = requires(V& v) { v.load(); };
+// Unevaluated: the order is spelt out only to name one; whether the member exists does not depend on it.
+concept HasLoad = requires(V& v) { v.load(std::memory_order_seq_cst); };
 template <class V>
-concept HasFetchAdd = requires(V& v) { v.fetch_add(1); };
+concept HasFetchAdd = requires(V& v) { v.fetch_add(1, std::memory_order_seq_cst); };
 
 static_assert(HasGetLock<Value<std::int64_t>> && HasGetLock<RawValue<std::int64_t>>);
 static_assert(!HasGetLock<UnlockedValue<std::int64_t>> && !HasGetLock<mproc::RawUnlockedValue<std::int64_t>>,
@@ -203,32 +204,35 @@ public:
     void testFetchAddGivesExactTotalThreads() {
         UnlockedValue<std::int64_t> counter;
         mproc::test::run_in_threads(kWorkers, [&](int) { atomic_increments(counter, kRounds); });
-        CPPUNIT_ASSERT_EQUAL(std::int64_t{kWorkers} * kRounds, counter.load());
+        // relaxed: run_in_threads() joined the workers, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(std::int64_t{kWorkers} * kRounds, counter.load(std::memory_order_relaxed));
     }
 
     void testAtomicOperationsFollowStdAtomic() {
+        // seq_cst where spelt out: those calls stand for std::atomic's default order, which these members
+        // share (one thread, so no order changes a result); the others pass each kind of order through.
         Value<std::uint32_t> bits(0b1010);
-        CPPUNIT_ASSERT_EQUAL(0b1010u, bits.fetch_or(0b0101));
-        CPPUNIT_ASSERT_EQUAL(0b1111u, bits.fetch_and(0b0110));
-        CPPUNIT_ASSERT_EQUAL(0b0110u, bits.fetch_xor(0b0011));
-        CPPUNIT_ASSERT_EQUAL(0b0101u, bits.fetch_sub(5));
+        CPPUNIT_ASSERT_EQUAL(0b1010u, bits.fetch_or(0b0101, std::memory_order_seq_cst));
+        CPPUNIT_ASSERT_EQUAL(0b1111u, bits.fetch_and(0b0110, std::memory_order_seq_cst));
+        CPPUNIT_ASSERT_EQUAL(0b0110u, bits.fetch_xor(0b0011, std::memory_order_seq_cst));
+        CPPUNIT_ASSERT_EQUAL(0b0101u, bits.fetch_sub(5, std::memory_order_seq_cst));
         CPPUNIT_ASSERT_EQUAL(0u, bits.exchange(40, std::memory_order_acq_rel));
         std::uint32_t expected = 39;
-        CPPUNIT_ASSERT(!bits.compare_exchange_strong(expected, 1));
+        CPPUNIT_ASSERT(!bits.compare_exchange_strong(expected, 1, std::memory_order_seq_cst));
         CPPUNIT_ASSERT_EQUAL(40u, expected);  // a failed exchange reports what it found
         CPPUNIT_ASSERT(bits.compare_exchange_strong(expected, 41, std::memory_order_acq_rel, std::memory_order_acquire));
-        while (!bits.compare_exchange_weak(expected, 42)) {
+        while (!bits.compare_exchange_weak(expected, 42, std::memory_order_seq_cst)) {
         }
         CPPUNIT_ASSERT_EQUAL(42u, bits.load(std::memory_order_relaxed));
         bits.store(0xffffffffu, std::memory_order_release);
-        CPPUNIT_ASSERT_EQUAL(0xffffffffu, bits.fetch_add(1));
+        CPPUNIT_ASSERT_EQUAL(0xffffffffu, bits.fetch_add(1, std::memory_order_seq_cst));
         CPPUNIT_ASSERT_EQUAL(0u, bits.value());  // wraps as std::atomic's unsigned arithmetic does
 
         UnlockedValue<Point> point(Point{1, 2});  // 8 bytes: lock-free as a whole
         Point seen{1, 2};
-        CPPUNIT_ASSERT(point.compare_exchange_strong(seen, Point{3, 4}));
-        CPPUNIT_ASSERT_EQUAL(3, point.load().x);
-        CPPUNIT_ASSERT_EQUAL(4, point.exchange(Point{5, 6}).y);
+        CPPUNIT_ASSERT(point.compare_exchange_strong(seen, Point{3, 4}, std::memory_order_seq_cst));
+        CPPUNIT_ASSERT_EQUAL(3, point.load(std::memory_order_seq_cst).x);
+        CPPUNIT_ASSERT_EQUAL(4, point.exchange(Point{5, 6}, std::memory_order_seq_cst).y);
         CPPUNIT_ASSERT_EQUAL(6, point.get_obj().y);
     }
 
@@ -250,7 +254,8 @@ public:
         CPPUNIT_ASSERT_EQUAL(1, int(wide.value().bytes[39]));
         Value<double> number(2.5);
         number.set_value(-0.125);
-        CPPUNIT_ASSERT_EQUAL(-0.125, number.load());
+        // relaxed: one thread; program order makes set_value()'s store visible.
+        CPPUNIT_ASSERT_EQUAL(-0.125, number.load(std::memory_order_relaxed));
     }
 
     void testValueSitsOneHundredTwentyEightBytesAfterTheLock() {
@@ -325,7 +330,8 @@ public:
         UnlockedValue<std::int64_t> unlocked = UnlockedValue<std::int64_t>::create(name, 9);
         std::string message = message_of<mproc::InvalidObject>([&] { (void)Value<std::int64_t>::open(name); });
         assert_contains(message, "made without a lock (unlocked), opened as a Value with a lock");
-        CPPUNIT_ASSERT_EQUAL(std::int64_t{9}, UnlockedValue<std::int64_t>::open(name).load());
+        // relaxed: this thread stored the value at create(); program order suffices.
+        CPPUNIT_ASSERT_EQUAL(std::int64_t{9}, UnlockedValue<std::int64_t>::open(name).load(std::memory_order_relaxed));
         unlocked.unlink();
         const std::string locked_name = mproc::test::unique_name("value-locked");
         Value<std::int64_t> locked = Value<std::int64_t>::create(locked_name);
@@ -349,8 +355,10 @@ public:
 
         Shared<CallerMemory> unlocked_memory;
         auto unlocked = mproc::RawUnlockedValue<std::int32_t>::init(unlocked_memory->bytes, 136, 5);
-        CPPUNIT_ASSERT_EQUAL(5, unlocked.fetch_add(2));
-        CPPUNIT_ASSERT_EQUAL(7, mproc::RawUnlockedValue<std::int32_t>::attach(unlocked_memory->bytes, 136).load());
+        // relaxed (both): one thread; program order suffices.
+        CPPUNIT_ASSERT_EQUAL(5, unlocked.fetch_add(2, std::memory_order_relaxed));
+        const auto reattached = mproc::RawUnlockedValue<std::int32_t>::attach(unlocked_memory->bytes, 136);
+        CPPUNIT_ASSERT_EQUAL(7, reattached.load(std::memory_order_relaxed));
     }
 
     void testRawValueValidatesItsBytes() {
@@ -385,8 +393,10 @@ public:
     void testMovedFromHandleIsStateError() {
         Value<std::int64_t> first(3);
         Value<std::int64_t> second = std::move(first);
-        CPPUNIT_ASSERT_EQUAL(std::int64_t{4}, second.fetch_add(1) + 1);
-        assert_contains(message_of<mproc::StateError>([&] { (void)first.fetch_add(1); }), "value: fetch_add: moved-from");
+        // relaxed (both): one thread; the second call throws before any atomic operation.
+        CPPUNIT_ASSERT_EQUAL(std::int64_t{4}, second.fetch_add(1, std::memory_order_relaxed) + 1);
+        assert_contains(message_of<mproc::StateError>([&] { (void)first.fetch_add(1, std::memory_order_relaxed); }),
+                        "value: fetch_add: moved-from");
         CPPUNIT_ASSERT_THROW((void)first.get_lock(), mproc::StateError);
         CPPUNIT_ASSERT_THROW(first.unlink(), mproc::StateError);
         first = std::move(second);
@@ -447,10 +457,13 @@ public:
         ForkedChild writer([&] {
             pair.get_lock().lock();
             pair.get_obj().first = 6;  // the second half is never written: the update is torn
-            halfway->store(1);
+            // relaxed: the parent reads the torn pair only after reaping this writer, which orders it.
+            halfway->store(1, std::memory_order_relaxed);
             for (;;) ::pause();
         });
-        wait_for([&] { return halfway->load() == 1; }, "the writer to be halfway through its update");
+        // relaxed: only says when to kill; the pair is read after writer.wait(), which orders it.
+        wait_for([&] { return halfway->load(std::memory_order_relaxed) == 1; },
+                 "the writer to be halfway through its update");
         writer.kill();
         writer.wait();
         try {
@@ -482,7 +495,8 @@ public:
         Shared<std::atomic<int>> completed;
         constexpr int kVictims = 6;
         for (int victim = 0; victim < kVictims; ++victim) {
-            const int before = completed->load();
+            // relaxed: the previous worker was reaped, which orders its increments.
+            const int before = completed->load(std::memory_order_relaxed);
             ForkedChild worker([&] {
                 for (;;) {
                     try {
@@ -497,10 +511,13 @@ public:
                     std::this_thread::sleep_for(20us);
                     value.second += 1;
                     pair.get_lock().unlock();
-                    completed->fetch_add(1);
+                    // relaxed: a progress count; the pair is guarded by the lock and read after waitpid().
+                    completed->fetch_add(1, std::memory_order_relaxed);
                 }
             });
-            wait_for([&] { return completed->load() > before; }, "worker " + std::to_string(victim) + " to progress");
+            // relaxed: pairs with the worker's progress count, which publishes nothing.
+            wait_for([&] { return completed->load(std::memory_order_relaxed) > before; },
+                     "worker " + std::to_string(victim) + " to progress");
             std::this_thread::sleep_for(std::chrono::milliseconds(1 + victim * 3));
             worker.kill();
             worker.wait();
@@ -510,7 +527,8 @@ public:
             pair.get_lock().make_consistent();
         }
         CPPUNIT_ASSERT(pair.get_obj().first >= kVictims);
-        CPPUNIT_ASSERT(pair.get_obj().first >= completed->load());
+        // relaxed: every worker was reaped, which orders its increments.
+        CPPUNIT_ASSERT(pair.get_obj().first >= completed->load(std::memory_order_relaxed));
         CPPUNIT_ASSERT_EQUAL(pair.get_obj().first, pair.get_obj().second);
         pair.get_lock().unlock();
     }
