@@ -180,11 +180,18 @@ bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, 
         // Every holder went after the caller's re-test: the kernel's wake-up for a death (or the closer's)
         // may already be spent, and no word left to sleep on would bring another. Go and look instead.
         if (count == 1) return true;
+        // Unbounded unless a deadline is given, or this process's waiter barrier (eventcount.hpp, E2) is
+        // unavailable: a registered sender may then read the flag before its chunk is visible, and the
+        // re-test period makes up for the wake-up that can lose.
+        // relaxed: a sticky capability flag.
+        const bool recheck = detail::waiter_barrier_unavailable.load(std::memory_order_relaxed);
+        std::optional<std::chrono::nanoseconds> span;
+        if (deadline != nullptr) span = deadline->remaining();
+        if (recheck) span = std::min(span.value_or(detail::notification_recheck_period()),
+                                     detail::notification_recheck_period());
         timespec absolute{};
-        if (deadline != nullptr)
-            absolute = Deadline::to_timespec(std::chrono::nanoseconds(Deadline::monotonic_now_ns()) +
-                                             deadline->remaining());
-        const long result = ::syscall(kSysFutexWaitv, waiters, count, 0, deadline ? &absolute : nullptr,
+        if (span) absolute = Deadline::to_timespec(std::chrono::nanoseconds(Deadline::monotonic_now_ns()) + *span);
+        const long result = ::syscall(kSysFutexWaitv, waiters, count, 0, span ? &absolute : nullptr,
                                       CLOCK_MONOTONIC);
         if (result >= 0 || errno != ENOSYS) {
             spread_death_wake_ups(peer);
@@ -200,7 +207,8 @@ bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, 
     return deadline == nullptr || !deadline->passed();
 }
 
-// Spins (the thread's adaptive budget, adaptive_spin.hpp), then sleeps, until ready() or the peer is gone or the deadline. Returns ready() || gone.
+// Spins (the thread's adaptive budget, adaptive_spin.hpp), then sleeps, until ready() or the peer is gone
+// or the deadline. Returns ready() || gone.
 template <class Ready>
 bool await(detail::EventCountLayout& event, detail::PipeEnd& peer, const Deadline* deadline, Ready&& ready) {
     detail::AdaptiveSpinBudget& spin_budget = detail::this_thread_spin_budget();

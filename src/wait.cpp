@@ -10,6 +10,8 @@
 //   the epoch).
 // - Queue: key = prepare_wait(ring.not_empty) (a put or close() moves the epoch, eventcount.hpp).
 // - Event: the word with kEventWaiters set by CAS (set() wakes all when it sees the bit, event.cpp).
+// The facilities tried are capped by force_wait_backend() (wait_backend.hpp), the seam through which tests
+// run each fallback on a kernel that has the better paths.
 #include "mproc/wait.hpp"
 
 #include <algorithm>
@@ -34,6 +36,7 @@
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "uring.hpp"
+#include "wait_backend.hpp"
 
 namespace mproc {
 
@@ -57,6 +60,20 @@ using detail::kSysFutexWaitv;
 std::atomic<bool> futex_waitv_missing{false};
 // 0 unknown, 1 io_uring with FUTEX_WAIT and POLL_ADD usable, 2 not usable.
 std::atomic<int> uring_futex_support{0};
+// A detail::WaitBackend: the cap force_wait_backend() set.
+std::atomic<std::uint32_t> forced_backend{static_cast<std::uint32_t>(detail::WaitBackend::automatic)};
+
+detail::WaitBackend backend_cap() noexcept {
+    // relaxed: a setting read on its own; no other memory is published through it.
+    return static_cast<detail::WaitBackend>(forced_backend.load(std::memory_order_relaxed));
+}
+
+bool futex_waitv_allowed() noexcept { return backend_cap() != detail::WaitBackend::poll; }
+
+bool uring_allowed() noexcept {
+    const detail::WaitBackend cap = backend_cap();
+    return cap == detail::WaitBackend::automatic || cap == detail::WaitBackend::io_uring;
+}
 
 thread_local WaitMechanism last_mechanism = WaitMechanism::none;
 
@@ -192,7 +209,7 @@ std::chrono::nanoseconds bounded(std::chrono::nanoseconds span, const Deadline* 
 
 // Futex-only sets.
 WaitMechanism sleep_on_futexes(const Plan& plan, const Deadline* deadline) {
-    if (!futex_waitv_missing.load(std::memory_order_relaxed)) {  // relaxed: a cached capability
+    if (futex_waitv_allowed() && !futex_waitv_missing.load(std::memory_order_relaxed)) {  // relaxed: cached
         std::vector<FutexWaitv> waiters;
         waiters.reserve(plan.futexes.size());
         for (const ArmedFutex& futex : plan.futexes)
@@ -300,15 +317,15 @@ std::vector<std::size_t> wait(std::span<const Waitable> objects, std::optional<s
         std::optional<Deadline> recheck;
         if (!plan.futexes.empty())
             recheck = Deadline::after(bound != nullptr ? std::min<std::chrono::nanoseconds>(
-                                                             bound->remaining(), detail::kNotificationRecheckPeriod)
-                                                       : std::chrono::nanoseconds(detail::kNotificationRecheckPeriod));
+                                                             bound->remaining(), detail::notification_recheck_period())
+                                                       : detail::notification_recheck_period());
         const Deadline* futex_bound = recheck ? &*recheck : bound;
         if (plan.fds.empty()) {
             last_mechanism = sleep_on_futexes(plan, futex_bound);
         } else if (plan.futexes.empty()) {
             sleep_on_fds(plan, bound ? std::optional(bound->remaining()) : std::nullopt);
             last_mechanism = WaitMechanism::ppoll;
-        } else if (uring_futex_usable() && sleep_on_uring(plan, futex_bound)) {
+        } else if (uring_allowed() && uring_futex_usable() && sleep_on_uring(plan, futex_bound)) {
             last_mechanism = WaitMechanism::io_uring;
         } else {
             sleep_on_fds(plan, bounded(kWaitRecheckInterval, bound));
@@ -322,6 +339,28 @@ std::vector<std::size_t> wait(std::span<const Waitable> objects, std::optional<s
 }
 
 WaitMechanism last_wait_mechanism() noexcept { return last_mechanism; }
+
+void detail::force_wait_backend(WaitBackend backend) noexcept {
+    // relaxed: see backend_cap().
+    forced_backend.store(static_cast<std::uint32_t>(backend), std::memory_order_relaxed);
+}
+
+std::string detail::wait_backend_unavailable_reason(WaitBackend backend) {
+    const bool wants_uring = backend == WaitBackend::io_uring;
+    const bool wants_futex_waitv = wants_uring || backend == WaitBackend::futex_waitv;
+    if (wants_futex_waitv) {
+        // No futex words: a kernel with futex_waitv answers EINVAL, one without it ENOSYS.
+        const long result = ::syscall(kSysFutexWaitv, nullptr, 0u, 0u, nullptr, CLOCK_MONOTONIC);
+        if ((result < 0 && errno == ENOSYS) || futex_waitv_missing.load(std::memory_order_relaxed))  // relaxed: cached
+            return "futex_waitv is ENOSYS (Linux 5.16 or later needed)";
+    }
+    if (wants_uring && !uring_futex_usable()) {
+        const std::string uring_reason = io_uring_unavailable_reason();
+        if (!uring_reason.empty()) return "io_uring is unavailable: " + uring_reason;
+        return "the kernel's io_uring lacks IORING_OP_FUTEX_WAIT (Linux 6.7) or IORING_OP_POLL_ADD";
+    }
+    return "";
+}
 
 std::string_view wait_mechanism_name(WaitMechanism mechanism) noexcept {
     switch (mechanism) {

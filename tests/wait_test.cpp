@@ -1,7 +1,10 @@
 // tests/wait_test.cpp — mproc::wait() over a shared-memory Pipe end, an FdConnection, an Event, a Queue,
 // a Process and a raw fd: exact ready subsets, timeouts (zero, bounded, none), wake-ups from another
-// process and from another thread through each kind, a peer's SIGKILL waking a wait on a Pipe end, and
-// the mechanism each kind of set sleeps with.
+// process and from another thread through each kind in mixed, futex-only and fd-only sets, a peer's SIGKILL
+// waking a wait on a Pipe end, and the mechanism each kind of set sleeps with.
+// Every test runs once per sleeping backend (wait_backend.hpp): io_uring FUTEX_WAIT + POLL_ADD with
+// futex_waitv, futex_waitv with the ppoll re-check for mixed sets, and the FUTEX_WAIT / ppoll re-check
+// fallbacks alone; a backend the kernel lacks is skipped with the reason.
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "harness.hpp"
@@ -26,6 +30,7 @@
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/wait.hpp"
+#include "wait_backend.hpp"
 
 namespace {
 
@@ -33,6 +38,8 @@ using namespace std::chrono_literals;
 using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
 using Indices = std::vector<std::size_t>;
+using mproc::WaitMechanism;
+using mproc::detail::WaitBackend;
 
 std::vector<std::byte> bytes(std::size_t size) { return std::vector<std::byte>(size, std::byte{0x5a}); }
 
@@ -64,7 +71,8 @@ struct Everything {
     std::pair<mproc::FdConnection, mproc::FdConnection> fd_connection = mproc::fd_pipe();
     mproc::Event event;
     mproc::Queue<int> queue{16};
-    mproc::Process process{[] { ::pause(); }};
+    // daemon: dies with the test process even when a sanitizer ends it before the destructor runs.
+    mproc::Process process{mproc::ProcessOptions{"", true}, [] { ::pause(); }};
     RawPipe raw;
 
     Everything() { process.start(); }
@@ -86,7 +94,17 @@ struct Everything {
         default: CPPUNIT_FAIL("no such object");
         }
     }
+    // The same from a forked child, where the inherited Process handle refuses kill(): by its pid.
+    void make_ready_from_another_process(std::size_t index) {
+        if (index == 4) CPPUNIT_ASSERT_EQUAL(0, ::kill(process.pid(), SIGKILL));
+        else make_ready(index);
+    }
 };
+
+constexpr std::size_t kPipeEnd = 0, kFdConnection = 1, kEvent = 2, kQueue = 3, kProcess = 4, kRawFd = 5;
+const Indices kAllKinds = {kPipeEnd, kFdConnection, kEvent, kQueue, kProcess, kRawFd};
+const Indices kFutexKinds = {kPipeEnd, kEvent, kQueue};
+const Indices kFdKinds = {kFdConnection, kProcess, kRawFd};
 
 template <class Fn>
 std::chrono::milliseconds elapsed_of(Fn&& fn) {
@@ -122,31 +140,66 @@ void assert_slept(const WaitTiming& timing) {
                            timing.cpu * 4 <= timing.waited + 20ms);
 }
 
-class WaitUnitTest : public CppUnit::TestFixture {
-    CPPUNIT_TEST_SUITE(WaitUnitTest);
-    CPPUNIT_TEST(testNothingReadyTimesOut);
+std::string name_of(WaitMechanism mechanism) { return std::string(mproc::wait_mechanism_name(mechanism)); }
+
+std::string name_of(WaitBackend backend) {
+    switch (backend) {
+    case WaitBackend::automatic: return "automatic";
+    case WaitBackend::io_uring: return "io_uring";
+    case WaitBackend::futex_waitv: return "futex_waitv";
+    case WaitBackend::poll: return "poll";
+    }
+    return "unknown";
+}
+
+std::vector<mproc::Waitable> objects_of(Everything& all, const Indices& kinds) {
+    const std::vector<mproc::Waitable> every = all.objects();
+    std::vector<mproc::Waitable> chosen;
+    for (std::size_t kind : kinds) chosen.push_back(every[kind]);
+    return chosen;
+}
+
+// The tests of wait(), run once per sleeping backend by the fixtures registered at the end (never alone).
+class WaitTest : public CppUnit::TestFixture {
+    CPPUNIT_TEST_SUITE(WaitTest);
+    CPPUNIT_TEST(testNothingReadyTimesOutInEverySetKind);
     CPPUNIT_TEST(testZeroTimeoutChecksOnce);
-    CPPUNIT_TEST(testEachKindAloneWakesAMixedWaitThreads);
+    CPPUNIT_TEST(testEachKindWakesAMixedWaitThreads);
+    CPPUNIT_TEST(testEachKindWakesAMixedWaitFromAnotherProcess);
+    CPPUNIT_TEST(testEachFutexKindWakesAFutexOnlyWaitThreads);
+    CPPUNIT_TEST(testEachFutexKindWakesAFutexOnlyWaitFromAnotherProcess);
+    CPPUNIT_TEST(testEachFdKindWakesAnFdOnlyWaitThreads);
     CPPUNIT_TEST(testReadySubsetIsExact);
     CPPUNIT_TEST(testPipeMessageFromAnotherProcessWakesFutexOnlyWait);
-    CPPUNIT_TEST(testKilledPipePeerWakesWaitPromptly);
-    CPPUNIT_TEST(testFdOnlySetSleepsInPpoll);
-    CPPUNIT_TEST(testMixedSetReportsItsMechanism);
+    CPPUNIT_TEST(testKilledPipePeerWakesFutexOnlyWaitPromptly);
+    CPPUNIT_TEST(testKilledPipePeerWakesMixedWaitPromptly);
     CPPUNIT_TEST(testClosedQueueIsReady);
     CPPUNIT_TEST_SUITE_END();
 
 public:
-    void testNothingReadyTimesOut() {
-        Everything all;
-        std::vector<mproc::Waitable> objects = all.objects();
-        Indices ready;
-        const WaitTiming timing = timed_wait([&] { ready = mproc::wait(objects, 100ms); });
-        assert_slept(timing);
-        const auto waited = timing.waited;
-        CPPUNIT_ASSERT_MESSAGE(text(ready), ready.empty());
-        CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited >= 100ms && waited < 1500ms);
-        CPPUNIT_ASSERT(mproc::wait({all.event}, 30ms).empty());  // futex-only
-        CPPUNIT_ASSERT(mproc::wait({mproc::ReadableFd{all.raw.read_end}}, 30ms).empty());  // fd-only
+    explicit WaitTest(WaitBackend backend = WaitBackend::automatic) : backend_(backend) {}
+
+    void setUp() override {
+        const std::string reason = mproc::detail::wait_backend_unavailable_reason(backend_);
+        if (!reason.empty()) MPROC_SKIP("the " + name_of(backend_) + " backend: " + reason);
+        mproc::detail::force_wait_backend(backend_);
+    }
+
+    void tearDown() override { mproc::detail::force_wait_backend(WaitBackend::automatic); }
+
+    void testNothingReadyTimesOutInEverySetKind() {
+        for (const Indices& kinds : {kAllKinds, kFutexKinds, kFdKinds}) {
+            Everything all;
+            const std::vector<mproc::Waitable> objects = objects_of(all, kinds);
+            Indices ready;
+            const WaitTiming timing = timed_wait([&] { ready = mproc::wait(objects, 100ms); });
+            const std::string what = "set " + text(kinds);
+            assert_mechanism(mechanism_for(kinds), what);
+            assert_slept(timing);
+            CPPUNIT_ASSERT_MESSAGE(what + ": " + text(ready), ready.empty());
+            CPPUNIT_ASSERT_MESSAGE(what + ": " + std::to_string(timing.waited.count()) + " ms",
+                                   timing.waited >= 100ms && timing.waited < 1500ms);
+        }
     }
 
     void testZeroTimeoutChecksOnce() {
@@ -154,30 +207,18 @@ public:
         std::vector<mproc::Waitable> objects = all.objects();
         CPPUNIT_ASSERT(mproc::wait(objects, 0ns).empty());
         CPPUNIT_ASSERT(mproc::wait(objects, -1s).empty());
-        CPPUNIT_ASSERT(mproc::last_wait_mechanism() == mproc::WaitMechanism::none);
-        all.make_ready(2);
-        CPPUNIT_ASSERT(mproc::wait(objects, 0ns) == Indices{2});
+        CPPUNIT_ASSERT(mproc::last_wait_mechanism() == WaitMechanism::none);
+        all.make_ready(kEvent);
+        CPPUNIT_ASSERT(mproc::wait(objects, 0ns) == Indices{kEvent});
     }
 
-    void testEachKindAloneWakesAMixedWaitThreads() {
-        for (std::size_t index = 0; index < 6; ++index) {
-            Everything all;
-            std::vector<mproc::Waitable> objects = all.objects();
-            std::thread later([&] {
-                std::this_thread::sleep_for(50ms);
-                all.make_ready(index);
-            });
-            Indices ready;
-            const WaitTiming timing = timed_wait([&] { ready = mproc::wait(objects, 10s); });
-            later.join();
-            assert_slept(timing);
-            const auto waited = timing.waited;
-            CPPUNIT_ASSERT_MESSAGE("object " + std::to_string(index) + ": " + text(ready), ready == Indices{index});
-            CPPUNIT_ASSERT_MESSAGE("object " + std::to_string(index) + " woke after " + std::to_string(waited.count()) +
-                                       " ms",
-                                   waited >= 40ms && waited < 2000ms);
-        }
+    void testEachKindWakesAMixedWaitThreads() { check_each_kind_wakes(kAllKinds, Waker::thread); }
+    void testEachKindWakesAMixedWaitFromAnotherProcess() { check_each_kind_wakes(kAllKinds, Waker::process); }
+    void testEachFutexKindWakesAFutexOnlyWaitThreads() { check_each_kind_wakes(kFutexKinds, Waker::thread); }
+    void testEachFutexKindWakesAFutexOnlyWaitFromAnotherProcess() {
+        check_each_kind_wakes(kFutexKinds, Waker::process);
     }
+    void testEachFdKindWakesAnFdOnlyWaitThreads() { check_each_kind_wakes(kFdKinds, Waker::thread); }
 
     void testReadySubsetIsExact() {
         Everything all;
@@ -210,17 +251,88 @@ public:
         });
         Indices ready;
         const WaitTiming timing = timed_wait([&] { ready = mproc::wait({event, parent}, 10s); });
+        assert_mechanism(futex_only_mechanism(), "event and pipe end");
         assert_slept(timing);
         const auto waited = timing.waited;
         CPPUNIT_ASSERT_MESSAGE(text(ready), ready == Indices{1});
         CPPUNIT_ASSERT(waited >= 90ms && waited < 2000ms);
-        CPPUNIT_ASSERT(mproc::last_wait_mechanism() == mproc::WaitMechanism::futex_waitv ||
-                       mproc::last_wait_mechanism() == mproc::WaitMechanism::futex_recheck);
         CPPUNIT_ASSERT(parent.recv_bytes() == bytes(10));
         child.wait();
     }
 
-    void testKilledPipePeerWakesWaitPromptly() {
+    void testKilledPipePeerWakesFutexOnlyWaitPromptly() { check_killed_peer_wakes(false); }
+    void testKilledPipePeerWakesMixedWaitPromptly() { check_killed_peer_wakes(true); }
+
+    void testClosedQueueIsReady() {
+        mproc::ByteQueue queue(16);
+        mproc::Event event;
+        std::thread later([&] {
+            std::this_thread::sleep_for(50ms);
+            queue.close();
+        });
+        CPPUNIT_ASSERT(mproc::wait({event, queue}, 10s) == Indices{1});
+        later.join();
+        assert_mechanism(futex_only_mechanism(), "event and closed queue");
+    }
+
+private:
+    enum class Waker { thread, process };
+
+    WaitMechanism futex_only_mechanism() const {
+        return backend_ == WaitBackend::poll ? WaitMechanism::futex_recheck : WaitMechanism::futex_waitv;
+    }
+    WaitMechanism mixed_mechanism() const {
+        return backend_ == WaitBackend::io_uring ? WaitMechanism::io_uring : WaitMechanism::ppoll_recheck;
+    }
+    WaitMechanism mechanism_for(const Indices& kinds) const {
+        if (kinds == kFutexKinds) return futex_only_mechanism();
+        if (kinds == kFdKinds) return WaitMechanism::ppoll;
+        return mixed_mechanism();
+    }
+    void assert_mechanism(WaitMechanism expected, const std::string& what) const {
+        const WaitMechanism used = mproc::last_wait_mechanism();
+        CPPUNIT_ASSERT_MESSAGE(what + ": the " + name_of(backend_) + " backend slept with " + name_of(used) +
+                                   ", expected " + name_of(expected),
+                               used == expected);
+    }
+
+    // For each kind in the set: only that object is made ready, 50 ms into the wait, by another thread or a
+    // forked child; the wait returns exactly that object, promptly, having slept with the backend's mechanism.
+    void check_each_kind_wakes(const Indices& kinds, Waker waker) {
+        for (std::size_t position = 0; position < kinds.size(); ++position) {
+            const std::size_t kind = kinds[position];
+            Everything all;
+            const std::vector<mproc::Waitable> objects = objects_of(all, kinds);
+            std::optional<std::thread> thread;
+            std::optional<ForkedChild> child;
+            if (waker == Waker::thread) {
+                thread.emplace([&] {
+                    std::this_thread::sleep_for(50ms);
+                    all.make_ready(kind);
+                });
+            } else {
+                child.emplace([&] {
+                    std::this_thread::sleep_for(50ms);
+                    all.make_ready_from_another_process(kind);
+                });
+            }
+            Indices ready;
+            const WaitTiming timing = timed_wait([&] { ready = mproc::wait(objects, 10s); });
+            if (thread) thread->join();
+            if (child) {
+                const int status = child->wait(10s);
+                CPPUNIT_ASSERT_MESSAGE("waker status " + std::to_string(status), status == 0);
+            }
+            const std::string what = "object " + std::to_string(kind) + " in set " + text(kinds);
+            assert_mechanism(mechanism_for(kinds), what);
+            assert_slept(timing);
+            CPPUNIT_ASSERT_MESSAGE(what + ": " + text(ready), ready == Indices{position});
+            CPPUNIT_ASSERT_MESSAGE(what + " woke after " + std::to_string(timing.waited.count()) + " ms",
+                                   timing.waited >= 40ms && timing.waited < 2000ms);
+        }
+    }
+
+    void check_killed_peer_wakes(bool mixed) {
         auto ends = mproc::Pipe();
         auto& parent = ends.first;
         auto& child_end = ends.second;
@@ -237,69 +349,57 @@ public:
             std::this_thread::sleep_for(100ms);
             child.kill(SIGKILL);
         });
+        const std::vector<mproc::Waitable> objects =
+            mixed ? std::vector<mproc::Waitable>{event, mproc::ReadableFd{raw.read_end}, parent}
+                  : std::vector<mproc::Waitable>{event, parent};
+        const std::size_t pipe_index = objects.size() - 1;
         Indices ready;
-        const WaitTiming timing = timed_wait([&] { ready = mproc::wait({event, parent}, 10s); });
+        const WaitTiming timing = timed_wait([&] { ready = mproc::wait(objects, 10s); });
         killer.join();
+        assert_mechanism(mixed ? mixed_mechanism() : futex_only_mechanism(), mixed ? "mixed set" : "futex-only set");
         assert_slept(timing);
-        const auto waited = timing.waited;
-        CPPUNIT_ASSERT_MESSAGE(text(ready), ready == Indices{1});
-        CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited >= 90ms && waited < 2000ms);
-        // The peer is dead: a mixed set holding the end is ready at once.
-        CPPUNIT_ASSERT(mproc::wait({event, mproc::ReadableFd{raw.read_end}, parent}, 10s) == Indices{2});
+        CPPUNIT_ASSERT_MESSAGE(text(ready), ready == Indices{pipe_index});
+        CPPUNIT_ASSERT_MESSAGE(std::to_string(timing.waited.count()) + " ms",
+                               timing.waited >= 90ms && timing.waited < 2000ms);
+        // The peer is dead: the same set is ready at once.
+        CPPUNIT_ASSERT(mproc::wait(objects, 10s) == Indices{pipe_index});
         CPPUNIT_ASSERT_THROW(parent.recv_bytes(), mproc::Closed);
         child.wait();
     }
 
-    void testFdOnlySetSleepsInPpoll() {
-        RawPipe raw;
-        auto ends = mproc::fd_pipe();
-        auto& left = ends.first;
-        auto& right = ends.second;
-        std::thread later([&] {
-            std::this_thread::sleep_for(50ms);
-            right.send_bytes(bytes(2));
-        });
-        CPPUNIT_ASSERT(mproc::wait({mproc::ReadableFd{raw.read_end}, left}, 10s) == Indices{1});
-        later.join();
-        CPPUNIT_ASSERT(mproc::last_wait_mechanism() == mproc::WaitMechanism::ppoll);
-    }
+    WaitBackend backend_;
+};
 
-    void testMixedSetReportsItsMechanism() {
-        RawPipe raw;
-        mproc::Event event;
-        std::thread later([&] {
-            std::this_thread::sleep_for(50ms);
-            event.set();
-        });
-        Indices ready;
-        const WaitTiming timing =
-            timed_wait([&] { ready = mproc::wait({mproc::ReadableFd{raw.read_end}, event}, 10s); });
-        later.join();
-        assert_slept(timing);
-        const auto waited = timing.waited;
-        CPPUNIT_ASSERT(ready == Indices{1});
-        const mproc::WaitMechanism mechanism = mproc::last_wait_mechanism();
-        CPPUNIT_ASSERT_MESSAGE(std::string(mproc::wait_mechanism_name(mechanism)),
-                               mechanism == mproc::WaitMechanism::io_uring ||
-                                   mechanism == mproc::WaitMechanism::ppoll_recheck);
-        CPPUNIT_ASSERT(waited < 2000ms);
-        if (mechanism != mproc::WaitMechanism::io_uring)
-            MPROC_SKIP("io_uring FUTEX_WAIT unavailable: the mixed set used " +
-                       std::string(mproc::wait_mechanism_name(mechanism)));
-    }
+// io_uring FUTEX_WAIT + POLL_ADD for mixed sets, futex_waitv for futex-only sets: the best paths.
+class WaitOverIoUringTest : public WaitTest {
+    CPPUNIT_TEST_SUB_SUITE(WaitOverIoUringTest, WaitTest);
+    CPPUNIT_TEST_SUITE_END();
 
-    void testClosedQueueIsReady() {
-        mproc::ByteQueue queue(16);
-        mproc::Event event;
-        std::thread later([&] {
-            std::this_thread::sleep_for(50ms);
-            queue.close();
-        });
-        CPPUNIT_ASSERT(mproc::wait({event, queue}, 10s) == Indices{1});
-        later.join();
-    }
+public:
+    WaitOverIoUringTest() : WaitTest(WaitBackend::io_uring) {}
+};
+
+// Without io_uring: mixed sets in ppoll with the futex objects re-checked every kWaitRecheckInterval.
+class WaitOverFutexWaitvTest : public WaitTest {
+    CPPUNIT_TEST_SUB_SUITE(WaitOverFutexWaitvTest, WaitTest);
+    CPPUNIT_TEST_SUITE_END();
+
+public:
+    WaitOverFutexWaitvTest() : WaitTest(WaitBackend::futex_waitv) {}
+};
+
+// Neither: futex-only sets in FUTEX_WAIT on their first word, re-checking all of them, as on kernels
+// before 5.16.
+class WaitOverPollTest : public WaitTest {
+    CPPUNIT_TEST_SUB_SUITE(WaitOverPollTest, WaitTest);
+    CPPUNIT_TEST_SUITE_END();
+
+public:
+    WaitOverPollTest() : WaitTest(WaitBackend::poll) {}
 };
 
 }  // namespace
 
-CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(WaitUnitTest, "unit");
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(WaitOverIoUringTest, "unit");
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(WaitOverFutexWaitvTest, "unit");
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(WaitOverPollTest, "unit");
