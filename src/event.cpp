@@ -194,6 +194,10 @@ std::string handle_label(const SharedMemory& segment) {
     return object_label(ObjectKind::event, segment.name());
 }
 
+void validate_event_payload(std::span<std::byte> payload, std::string_view label) {
+    attach_layout(payload.data(), payload.size(), label);
+}
+
 }  // namespace
 
 // RawEvent --------------------------------------------------------------------------------------------------
@@ -220,54 +224,29 @@ bool RawEvent::wait(std::optional<std::chrono::nanoseconds> timeout) { return wa
 
 // Event -----------------------------------------------------------------------------------------------------
 
-Event::Event()
-    : Event(SharedMemory::anonymous_object(ObjectKind::event, current_layout_version(ObjectKind::event),
-                                           RawEvent::kSize, init_event_payload)) {}
+Event::Event() : Event(Handle::new_anonymous_segment(init_event_payload)) {}
 
-Event::Event(SharedMemory segment) : segment_(std::move(segment)) {
-    label_ = handle_label(segment_);
-    const std::span<std::byte> payload = segment_.bytes();
-    attach_layout(payload.data(), payload.size(), label_);
-    raw_ = std::launder(reinterpret_cast<RawEvent*>(payload.data()));
-}
+Event::Event(SharedMemory segment) : handle_(std::move(segment), handle_label, validate_event_payload) {}
 
 Event Event::create(std::string_view name, mode_t mode) {
-    return Event(SharedMemory::create_object(name, ObjectKind::event, current_layout_version(ObjectKind::event),
-                                             RawEvent::kSize, mode, init_event_payload));
+    return Event(Handle::new_named_segment(name, mode, init_event_payload));
 }
 
 Event Event::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
-    return Event(SharedMemory::open_object(name, ObjectKind::event, current_layout_version(ObjectKind::event),
-                                           publish_timeout));
+    return Event(Handle::existing_segment(name, publish_timeout));
 }
 
-Event::Event(Event&& other) noexcept
-    : segment_(std::move(other.segment_)), raw_(std::exchange(other.raw_, nullptr)), label_(std::move(other.label_)) {}
-
-Event& Event::operator=(Event&& other) noexcept {
-    if (this != &other) {
-        segment_ = std::move(other.segment_);
-        raw_ = std::exchange(other.raw_, nullptr);
-        label_ = std::move(other.label_);
-    }
-    return *this;
-}
-
+Event::Event(Event&& other) noexcept = default;
+Event& Event::operator=(Event&& other) noexcept = default;
 Event::~Event() = default;
 
-RawEvent& Event::checked(const char* operation) const {
-    if (raw_ == nullptr) throw StateError(std::string("event: ") + operation + ": moved-from handle");
-    return *raw_;
+void Event::set() { set_flag(handle_.checked("set").layout_); }
+void Event::clear() { clear_flag(handle_.checked("clear").layout_); }
+bool Event::is_set() const { return flag_is_set(handle_.checked("is_set").layout_); }
+bool Event::wait(std::optional<std::chrono::nanoseconds> timeout) {
+    return wait_flag(handle_.checked("wait").layout_, timeout);
 }
-
-void Event::set() { set_flag(checked("set").layout_); }
-void Event::clear() { clear_flag(checked("clear").layout_); }
-bool Event::is_set() const { return flag_is_set(checked("is_set").layout_); }
-bool Event::wait(std::optional<std::chrono::nanoseconds> timeout) { return wait_flag(checked("wait").layout_, timeout); }
-void Event::unlink() {
-    checked("unlink");
-    segment_.unlink();
-}
-RawEvent& Event::raw() const { return checked("raw"); }
+void Event::unlink() { handle_.unlink(); }
+RawEvent& Event::raw() const { return handle_.checked("raw"); }
 
 }  // namespace mproc

@@ -468,79 +468,60 @@ namespace {
 
 void init_lock_payload(std::span<std::byte> payload) { RawLock::init(payload.data()); }
 
-std::string lock_label(ObjectKind kind, const SharedMemory& segment) {
-    if (segment.name().empty()) return "anonymous " + std::string(object_kind_name(kind));
-    return object_label(kind, segment.name());
+template <ObjectKind kKind>
+std::string lock_label(const SharedMemory& segment) {
+    if (segment.name().empty()) return "anonymous " + std::string(object_kind_name(kKind));
+    return object_label(kKind, segment.name());
+}
+
+template <std::uint32_t kMagic>
+void validate_lock_payload(std::span<std::byte> payload, std::string_view label) {
+    attach_layout(payload.data(), payload.size(), kMagic, label);
 }
 
 }  // namespace
 
-Lock::Lock()
-    : Lock(SharedMemory::anonymous_object(ObjectKind::lock, current_layout_version(ObjectKind::lock), RawLock::kSize,
-                                          init_lock_payload)) {}
+Lock::Lock() : Lock(Handle::new_anonymous_segment(init_lock_payload)) {}
 
-Lock::Lock(SharedMemory segment) : segment_(std::move(segment)) {
-    label_ = lock_label(ObjectKind::lock, segment_);
-    const std::span<std::byte> payload = segment_.bytes();
-    attach_layout(payload.data(), payload.size(), detail::kRawLockMagic, label_);
-    raw_ = std::launder(reinterpret_cast<RawLock*>(payload.data()));
-}
+Lock::Lock(SharedMemory segment)
+    : handle_(std::move(segment), lock_label<ObjectKind::lock>, validate_lock_payload<detail::kRawLockMagic>) {}
 
 Lock Lock::create(std::string_view name, mode_t mode) {
-    return Lock(SharedMemory::create_object(name, ObjectKind::lock, current_layout_version(ObjectKind::lock),
-                                            RawLock::kSize, mode, init_lock_payload));
+    return Lock(Handle::new_named_segment(name, mode, init_lock_payload));
 }
 
 Lock Lock::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
-    return Lock(SharedMemory::open_object(name, ObjectKind::lock, current_layout_version(ObjectKind::lock),
-                                          publish_timeout));
+    return Lock(Handle::existing_segment(name, publish_timeout));
 }
 
-Lock::Lock(Lock&& other) noexcept
-    : segment_(std::move(other.segment_)), raw_(std::exchange(other.raw_, nullptr)), label_(std::move(other.label_)) {}
-
-Lock& Lock::operator=(Lock&& other) noexcept {
-    if (this != &other) {
-        segment_ = std::move(other.segment_);
-        raw_ = std::exchange(other.raw_, nullptr);
-        label_ = std::move(other.label_);
-    }
-    return *this;
-}
-
+Lock::Lock(Lock&& other) noexcept = default;
+Lock& Lock::operator=(Lock&& other) noexcept = default;
 Lock::~Lock() = default;
 
-RawLock& Lock::checked(const char* operation) const {
-    if (raw_ == nullptr) throw StateError(std::string("lock: ") + operation + ": moved-from handle");
-    return *raw_;
-}
-
-void Lock::lock() { lock_acquire_or_throw(checked("lock").layout_, std::nullopt, label_, "lock"); }
+void Lock::lock() { lock_acquire_or_throw(handle_.checked("lock").layout_, std::nullopt, handle_.label(), "lock"); }
 bool Lock::try_lock() {
-    return lock_acquire_or_throw(checked("try_lock").layout_, std::chrono::nanoseconds(0), label_, "try_lock");
+    return lock_acquire_or_throw(handle_.checked("try_lock").layout_, std::chrono::nanoseconds(0), handle_.label(),
+                                 "try_lock");
 }
 bool Lock::try_lock_for_ns(std::chrono::nanoseconds timeout) {
-    return lock_acquire_or_throw(checked("try_lock_for").layout_, timeout, label_, "try_lock_for");
+    return lock_acquire_or_throw(handle_.checked("try_lock_for").layout_, timeout, handle_.label(), "try_lock_for");
 }
-void Lock::unlock() { lock_release(checked("unlock").layout_, label_, "unlock"); }
+void Lock::unlock() { lock_release(handle_.checked("unlock").layout_, handle_.label(), "unlock"); }
 bool Lock::acquire(bool block, std::optional<std::chrono::nanoseconds> timeout) {
-    RawLock& raw = checked("acquire");
-    check_python_arguments(block, timeout, label_);
-    return lock_acquire_or_throw(raw.layout_, python_timeout(block, timeout), label_, "acquire");
+    RawLock& raw = handle_.checked("acquire");
+    check_python_arguments(block, timeout, handle_.label());
+    return lock_acquire_or_throw(raw.layout_, python_timeout(block, timeout), handle_.label(), "acquire");
 }
-void Lock::release() { lock_release(checked("release").layout_, label_, "release"); }
+void Lock::release() { lock_release(handle_.checked("release").layout_, handle_.label(), "release"); }
 AcquireStatus Lock::acquire_status(std::optional<std::chrono::nanoseconds> timeout) {
-    return lock_acquire(checked("acquire_status").layout_, timeout, label_, "acquire_status");
+    return lock_acquire(handle_.checked("acquire_status").layout_, timeout, handle_.label(), "acquire_status");
 }
-void Lock::make_consistent() { make_lock_consistent(checked("make_consistent").layout_, label_); }
-LockConsistency Lock::consistency() const { return checked("consistency").consistency(); }
-bool Lock::locked() const { return checked("locked").locked(); }
-bool Lock::held_by_this_thread() const { return checked("held_by_this_thread").held_by_this_thread(); }
-void Lock::unlink() {
-    checked("unlink");
-    segment_.unlink();
-}
-RawLock& Lock::raw() const { return checked("raw"); }
+void Lock::make_consistent() { make_lock_consistent(handle_.checked("make_consistent").layout_, handle_.label()); }
+LockConsistency Lock::consistency() const { return handle_.checked("consistency").consistency(); }
+bool Lock::locked() const { return handle_.checked("locked").locked(); }
+bool Lock::held_by_this_thread() const { return handle_.checked("held_by_this_thread").held_by_this_thread(); }
+void Lock::unlink() { handle_.unlink(); }
+RawLock& Lock::raw() const { return handle_.checked("raw"); }
 
 // RawRLock --------------------------------------------------------------------------------------------------
 
@@ -588,71 +569,46 @@ namespace {
 void init_rlock_payload(std::span<std::byte> payload) { RawRLock::init(payload.data()); }
 }  // namespace
 
-RLock::RLock()
-    : RLock(SharedMemory::anonymous_object(ObjectKind::rlock, current_layout_version(ObjectKind::rlock),
-                                           RawRLock::kSize, init_rlock_payload)) {}
+RLock::RLock() : RLock(Handle::new_anonymous_segment(init_rlock_payload)) {}
 
-RLock::RLock(SharedMemory segment) : segment_(std::move(segment)) {
-    label_ = lock_label(ObjectKind::rlock, segment_);
-    const std::span<std::byte> payload = segment_.bytes();
-    attach_layout(payload.data(), payload.size(), detail::kRawRLockMagic, label_);
-    raw_ = std::launder(reinterpret_cast<RawRLock*>(payload.data()));
-}
+RLock::RLock(SharedMemory segment)
+    : handle_(std::move(segment), lock_label<ObjectKind::rlock>, validate_lock_payload<detail::kRawRLockMagic>) {}
 
 RLock RLock::create(std::string_view name, mode_t mode) {
-    return RLock(SharedMemory::create_object(name, ObjectKind::rlock, current_layout_version(ObjectKind::rlock),
-                                             RawRLock::kSize, mode, init_rlock_payload));
+    return RLock(Handle::new_named_segment(name, mode, init_rlock_payload));
 }
 
 RLock RLock::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
-    return RLock(SharedMemory::open_object(name, ObjectKind::rlock, current_layout_version(ObjectKind::rlock),
-                                           publish_timeout));
+    return RLock(Handle::existing_segment(name, publish_timeout));
 }
 
-RLock::RLock(RLock&& other) noexcept
-    : segment_(std::move(other.segment_)), raw_(std::exchange(other.raw_, nullptr)), label_(std::move(other.label_)) {}
-
-RLock& RLock::operator=(RLock&& other) noexcept {
-    if (this != &other) {
-        segment_ = std::move(other.segment_);
-        raw_ = std::exchange(other.raw_, nullptr);
-        label_ = std::move(other.label_);
-    }
-    return *this;
-}
-
+RLock::RLock(RLock&& other) noexcept = default;
+RLock& RLock::operator=(RLock&& other) noexcept = default;
 RLock::~RLock() = default;
 
-RawRLock& RLock::checked(const char* operation) const {
-    if (raw_ == nullptr) throw StateError(std::string("rlock: ") + operation + ": moved-from handle");
-    return *raw_;
-}
-
-void RLock::lock() { rlock_acquire_or_throw(checked("lock").layout_, std::nullopt, label_, "lock"); }
+void RLock::lock() { rlock_acquire_or_throw(handle_.checked("lock").layout_, std::nullopt, handle_.label(), "lock"); }
 bool RLock::try_lock() {
-    return rlock_acquire_or_throw(checked("try_lock").layout_, std::chrono::nanoseconds(0), label_, "try_lock");
+    return rlock_acquire_or_throw(handle_.checked("try_lock").layout_, std::chrono::nanoseconds(0), handle_.label(),
+                                  "try_lock");
 }
 bool RLock::try_lock_for_ns(std::chrono::nanoseconds timeout) {
-    return rlock_acquire_or_throw(checked("try_lock_for").layout_, timeout, label_, "try_lock_for");
+    return rlock_acquire_or_throw(handle_.checked("try_lock_for").layout_, timeout, handle_.label(), "try_lock_for");
 }
-void RLock::unlock() { rlock_release(checked("unlock").layout_, label_, "unlock"); }
+void RLock::unlock() { rlock_release(handle_.checked("unlock").layout_, handle_.label(), "unlock"); }
 bool RLock::acquire(bool block, std::optional<std::chrono::nanoseconds> timeout) {
-    RawRLock& raw = checked("acquire");
-    check_python_arguments(block, timeout, label_);
-    return rlock_acquire_or_throw(raw.layout_, python_timeout(block, timeout), label_, "acquire");
+    RawRLock& raw = handle_.checked("acquire");
+    check_python_arguments(block, timeout, handle_.label());
+    return rlock_acquire_or_throw(raw.layout_, python_timeout(block, timeout), handle_.label(), "acquire");
 }
-void RLock::release() { rlock_release(checked("release").layout_, label_, "release"); }
+void RLock::release() { rlock_release(handle_.checked("release").layout_, handle_.label(), "release"); }
 AcquireStatus RLock::acquire_status(std::optional<std::chrono::nanoseconds> timeout) {
-    return rlock_acquire(checked("acquire_status").layout_, timeout, label_, "acquire_status");
+    return rlock_acquire(handle_.checked("acquire_status").layout_, timeout, handle_.label(), "acquire_status");
 }
-void RLock::make_consistent() { make_lock_consistent(checked("make_consistent").layout_, label_); }
-LockConsistency RLock::consistency() const { return checked("consistency").consistency(); }
-bool RLock::held_by_this_thread() const { return checked("held_by_this_thread").held_by_this_thread(); }
-std::uint32_t RLock::depth() const { return checked("depth").depth(); }
-void RLock::unlink() {
-    checked("unlink");
-    segment_.unlink();
-}
-RawRLock& RLock::raw() const { return checked("raw"); }
+void RLock::make_consistent() { make_lock_consistent(handle_.checked("make_consistent").layout_, handle_.label()); }
+LockConsistency RLock::consistency() const { return handle_.checked("consistency").consistency(); }
+bool RLock::held_by_this_thread() const { return handle_.checked("held_by_this_thread").held_by_this_thread(); }
+std::uint32_t RLock::depth() const { return handle_.checked("depth").depth(); }
+void RLock::unlink() { handle_.unlink(); }
+RawRLock& RLock::raw() const { return handle_.checked("raw"); }
 
 }  // namespace mproc

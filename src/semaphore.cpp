@@ -257,12 +257,18 @@ SemaphoreLayout* attach_layout(void* memory, std::size_t size, std::uint32_t mag
     return layout;
 }
 
-std::string handle_label(const char* kind, const SharedMemory& segment) {
-    if (segment.name().empty()) return std::string("anonymous ") + kind;
-    return std::string(kind) + " '" + segment.name() + "'";
+// "anonymous semaphore", "bounded semaphore 'jobs'": the handle's name (kSemaphoreHandleName, ...) and the
+// segment's name.
+template <const char* kHandleName>
+std::string handle_label(const SharedMemory& segment) {
+    if (segment.name().empty()) return std::string("anonymous ") + kHandleName;
+    return std::string(kHandleName) + " '" + segment.name() + "'";
 }
 
-constexpr std::uint32_t semaphore_layout_version() { return current_layout_version(ObjectKind::semaphore); }
+template <std::uint32_t kMagic>
+void validate_semaphore_payload(std::span<std::byte> payload, std::string_view label) {
+    attach_layout(payload.data(), payload.size(), kMagic, label);
+}
 
 }  // namespace
 
@@ -325,132 +331,87 @@ std::uint32_t RawBoundedSemaphore::bound() const noexcept { return std::min(layo
 // Semaphore -------------------------------------------------------------------------------------------------
 
 Semaphore::Semaphore(std::int64_t value)
-    : Semaphore(SharedMemory::anonymous_object(ObjectKind::semaphore, semaphore_layout_version(), RawSemaphore::kSize,
-                                               [value](std::span<std::byte> payload) {
-                                                   RawSemaphore::init(payload.data(), value);
-                                               })) {}
+    : Semaphore(Handle::new_anonymous_segment(
+          [value](std::span<std::byte> payload) { RawSemaphore::init(payload.data(), value); })) {}
 
-Semaphore::Semaphore(SharedMemory segment) : segment_(std::move(segment)) {
-    label_ = handle_label("semaphore", segment_);
-    const std::span<std::byte> payload = segment_.bytes();
-    attach_layout(payload.data(), payload.size(), detail::kRawSemaphoreMagic, label_);
-    raw_ = std::launder(reinterpret_cast<RawSemaphore*>(payload.data()));
-}
+Semaphore::Semaphore(SharedMemory segment)
+    : handle_(std::move(segment), handle_label<detail::kSemaphoreHandleName>,
+              validate_semaphore_payload<detail::kRawSemaphoreMagic>) {}
 
 Semaphore Semaphore::create(std::string_view name, std::int64_t value, mode_t mode) {
     // Checked before the name is created, so that a bad value leaves no name behind.
     check_initial_value(value, "semaphore '" + std::string(name) + "'");
-    return Semaphore(SharedMemory::create_object(
-        name, ObjectKind::semaphore, semaphore_layout_version(), RawSemaphore::kSize, mode,
-        [value](std::span<std::byte> payload) { RawSemaphore::init(payload.data(), value); }));
+    return Semaphore(Handle::new_named_segment(
+        name, mode, [value](std::span<std::byte> payload) { RawSemaphore::init(payload.data(), value); }));
 }
 
 Semaphore Semaphore::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
-    return Semaphore(
-        SharedMemory::open_object(name, ObjectKind::semaphore, semaphore_layout_version(), publish_timeout));
+    return Semaphore(Handle::existing_segment(name, publish_timeout));
 }
 
-Semaphore::Semaphore(Semaphore&& other) noexcept
-    : segment_(std::move(other.segment_)), raw_(std::exchange(other.raw_, nullptr)), label_(std::move(other.label_)) {}
-
-Semaphore& Semaphore::operator=(Semaphore&& other) noexcept {
-    if (this != &other) {
-        segment_ = std::move(other.segment_);
-        raw_ = std::exchange(other.raw_, nullptr);
-        label_ = std::move(other.label_);
-    }
-    return *this;
-}
-
+Semaphore::Semaphore(Semaphore&& other) noexcept = default;
+Semaphore& Semaphore::operator=(Semaphore&& other) noexcept = default;
 Semaphore::~Semaphore() = default;
 
-RawSemaphore& Semaphore::checked(const char* operation) const {
-    if (raw_ == nullptr) throw StateError(std::string("semaphore: ") + operation + ": moved-from handle");
-    return *raw_;
-}
-
 bool Semaphore::acquire(bool block, std::optional<std::chrono::nanoseconds> timeout) {
-    RawSemaphore& raw = checked("acquire");
-    check_python_arguments(block, timeout, label_);
+    RawSemaphore& raw = handle_.checked("acquire");
+    check_python_arguments(block, timeout, handle_.label());
     return acquire_permit(raw.layout_, python_timeout(block, timeout));
 }
-bool Semaphore::try_acquire() { return acquire_permit(checked("try_acquire").layout_, std::chrono::nanoseconds(0)); }
+bool Semaphore::try_acquire() {
+    return acquire_permit(handle_.checked("try_acquire").layout_, std::chrono::nanoseconds(0));
+}
 bool Semaphore::acquire_within(std::chrono::nanoseconds timeout) {
-    return acquire_permit(checked("try_acquire_for").layout_, timeout);
+    return acquire_permit(handle_.checked("try_acquire_for").layout_, timeout);
 }
-void Semaphore::release(std::ptrdiff_t n) { release_permits(checked("release").layout_, n, label_); }
-std::uint32_t Semaphore::get_value() const { return read_value(checked("get_value").layout_); }
-void Semaphore::unlink() {
-    checked("unlink");
-    segment_.unlink();
+void Semaphore::release(std::ptrdiff_t n) {
+    release_permits(handle_.checked("release").layout_, n, handle_.label());
 }
-RawSemaphore& Semaphore::raw() const { return checked("raw"); }
+std::uint32_t Semaphore::get_value() const { return read_value(handle_.checked("get_value").layout_); }
+void Semaphore::unlink() { handle_.unlink(); }
+RawSemaphore& Semaphore::raw() const { return handle_.checked("raw"); }
 
 // BoundedSemaphore ------------------------------------------------------------------------------------------
 
 BoundedSemaphore::BoundedSemaphore(std::int64_t value)
-    : BoundedSemaphore(SharedMemory::anonymous_object(ObjectKind::semaphore, semaphore_layout_version(),
-                                                      RawBoundedSemaphore::kSize,
-                                                      [value](std::span<std::byte> payload) {
-                                                          RawBoundedSemaphore::init(payload.data(), value);
-                                                      })) {}
+    : BoundedSemaphore(Handle::new_anonymous_segment(
+          [value](std::span<std::byte> payload) { RawBoundedSemaphore::init(payload.data(), value); })) {}
 
-BoundedSemaphore::BoundedSemaphore(SharedMemory segment) : segment_(std::move(segment)) {
-    label_ = handle_label("bounded semaphore", segment_);
-    const std::span<std::byte> payload = segment_.bytes();
-    attach_layout(payload.data(), payload.size(), detail::kRawBoundedSemaphoreMagic, label_);
-    raw_ = std::launder(reinterpret_cast<RawBoundedSemaphore*>(payload.data()));
-}
+BoundedSemaphore::BoundedSemaphore(SharedMemory segment)
+    : handle_(std::move(segment), handle_label<detail::kBoundedSemaphoreHandleName>,
+              validate_semaphore_payload<detail::kRawBoundedSemaphoreMagic>) {}
 
 BoundedSemaphore BoundedSemaphore::create(std::string_view name, std::int64_t value, mode_t mode) {
     check_initial_value(value, "bounded semaphore '" + std::string(name) + "'");
-    return BoundedSemaphore(SharedMemory::create_object(
-        name, ObjectKind::semaphore, semaphore_layout_version(), RawBoundedSemaphore::kSize, mode,
-        [value](std::span<std::byte> payload) { RawBoundedSemaphore::init(payload.data(), value); }));
+    return BoundedSemaphore(Handle::new_named_segment(
+        name, mode, [value](std::span<std::byte> payload) { RawBoundedSemaphore::init(payload.data(), value); }));
 }
 
 BoundedSemaphore BoundedSemaphore::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
-    return BoundedSemaphore(
-        SharedMemory::open_object(name, ObjectKind::semaphore, semaphore_layout_version(), publish_timeout));
+    return BoundedSemaphore(Handle::existing_segment(name, publish_timeout));
 }
 
-BoundedSemaphore::BoundedSemaphore(BoundedSemaphore&& other) noexcept
-    : segment_(std::move(other.segment_)), raw_(std::exchange(other.raw_, nullptr)), label_(std::move(other.label_)) {}
-
-BoundedSemaphore& BoundedSemaphore::operator=(BoundedSemaphore&& other) noexcept {
-    if (this != &other) {
-        segment_ = std::move(other.segment_);
-        raw_ = std::exchange(other.raw_, nullptr);
-        label_ = std::move(other.label_);
-    }
-    return *this;
-}
-
+BoundedSemaphore::BoundedSemaphore(BoundedSemaphore&& other) noexcept = default;
+BoundedSemaphore& BoundedSemaphore::operator=(BoundedSemaphore&& other) noexcept = default;
 BoundedSemaphore::~BoundedSemaphore() = default;
 
-RawBoundedSemaphore& BoundedSemaphore::checked(const char* operation) const {
-    if (raw_ == nullptr) throw StateError(std::string("bounded semaphore: ") + operation + ": moved-from handle");
-    return *raw_;
-}
-
 bool BoundedSemaphore::acquire(bool block, std::optional<std::chrono::nanoseconds> timeout) {
-    RawBoundedSemaphore& raw = checked("acquire");
-    check_python_arguments(block, timeout, label_);
+    RawBoundedSemaphore& raw = handle_.checked("acquire");
+    check_python_arguments(block, timeout, handle_.label());
     return acquire_permit(raw.layout_, python_timeout(block, timeout));
 }
 bool BoundedSemaphore::try_acquire() {
-    return acquire_permit(checked("try_acquire").layout_, std::chrono::nanoseconds(0));
+    return acquire_permit(handle_.checked("try_acquire").layout_, std::chrono::nanoseconds(0));
 }
 bool BoundedSemaphore::acquire_within(std::chrono::nanoseconds timeout) {
-    return acquire_permit(checked("try_acquire_for").layout_, timeout);
+    return acquire_permit(handle_.checked("try_acquire_for").layout_, timeout);
 }
-void BoundedSemaphore::release(std::ptrdiff_t n) { release_permits(checked("release").layout_, n, label_); }
-std::uint32_t BoundedSemaphore::get_value() const { return read_value(checked("get_value").layout_); }
-std::uint32_t BoundedSemaphore::bound() const { return checked("bound").bound(); }
-void BoundedSemaphore::unlink() {
-    checked("unlink");
-    segment_.unlink();
+void BoundedSemaphore::release(std::ptrdiff_t n) {
+    release_permits(handle_.checked("release").layout_, n, handle_.label());
 }
-RawBoundedSemaphore& BoundedSemaphore::raw() const { return checked("raw"); }
+std::uint32_t BoundedSemaphore::get_value() const { return read_value(handle_.checked("get_value").layout_); }
+std::uint32_t BoundedSemaphore::bound() const { return handle_.checked("bound").bound(); }
+void BoundedSemaphore::unlink() { handle_.unlink(); }
+RawBoundedSemaphore& BoundedSemaphore::raw() const { return handle_.checked("raw"); }
 
 }  // namespace mproc

@@ -17,7 +17,6 @@
 #include <thread>
 #include <vector>
 
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,10 +28,10 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::Array;
 using mproc::RawArray;
 using mproc::UnlockedArray;
-using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
 
 struct Wide {
@@ -49,54 +48,9 @@ static_assert(HasGetLock<Array<int>> && !HasGetLock<UnlockedArray<int>> && !HasG
 static_assert(HasAtomicAt<Array<std::uint16_t>> && !HasAtomicAt<Array<Wide>>,
               "atomic_at exists only where every element is lock-free");
 
-template <class T>
-class Shared {
-public:
-    Shared() {
-        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-        object_ = new (memory) T();
-    }
-    Shared(const Shared&) = delete;
-    Shared& operator=(const Shared&) = delete;
-    ~Shared() {
-        object_->~T();
-        ::munmap(object_, sizeof(T));
-    }
-    T* operator->() const { return object_; }
-    T& operator*() const { return *object_; }
-
-private:
-    T* object_;
-};
-
 struct alignas(128) CallerMemory {
     unsigned char bytes[1024];
 };
-
-template <class Predicate>
-void wait_for(Predicate predicate, const std::string& what, std::chrono::milliseconds limit = 10s) {
-    const auto give_up = Clock::now() + limit;
-    while (!predicate()) {
-        if (Clock::now() > give_up) CPPUNIT_FAIL("timed out waiting for " + what);
-        std::this_thread::sleep_for(100us);
-    }
-}
-
-template <class Exception, class Body>
-std::string message_of(Body body) {
-    try {
-        body();
-    } catch (const Exception& error) {
-        return error.what();
-    }
-    CPPUNIT_FAIL("no exception was thrown");
-    return {};
-}
-
-void assert_contains(const std::string& text, const std::string& part) {
-    CPPUNIT_ASSERT_MESSAGE("'" + text + "' does not contain '" + part + "'", text.find(part) != std::string::npos);
-}
 
 constexpr int kWorkers = 4;
 constexpr std::size_t kElements = 16;

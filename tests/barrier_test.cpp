@@ -11,7 +11,6 @@
 #include <thread>
 #include <vector>
 
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -22,28 +21,10 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::Barrier;
 using mproc::RawBarrier;
-using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
-
-template <class T>
-class Shared {
-public:
-    Shared() {
-        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-        value_ = new (memory) T();
-    }
-    Shared(const Shared&) = delete;
-    Shared& operator=(const Shared&) = delete;
-    ~Shared() { ::munmap(value_, sizeof(T)); }
-    T* operator->() const { return value_; }
-    T& operator*() const { return *value_; }
-
-private:
-    T* value_;
-};
 
 constexpr int kMaxGenerations = 2000;
 constexpr int kMaxParties = 8;

@@ -11,7 +11,6 @@
 #include <thread>
 #include <vector>
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "harness.hpp"
@@ -23,32 +22,13 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::Condition;
 using mproc::ConditionLockKind;
 using mproc::RawCondition;
 using mproc::RawLock;
 using mproc::RawRLock;
-using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
-
-// Shared bytes for forked children: counters the tests read, in a MAP_SHARED anonymous mapping.
-template <class T>
-class Shared {
-public:
-    Shared() {
-        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-        value_ = new (memory) T();
-    }
-    Shared(const Shared&) = delete;
-    Shared& operator=(const Shared&) = delete;
-    ~Shared() { ::munmap(value_, sizeof(T)); }
-    T* operator->() const { return value_; }
-    T& operator*() const { return *value_; }
-
-private:
-    T* value_;
-};
 
 struct Counters {
     std::atomic<int> waiting{0};   // waiters that entered wait() (incremented under the lock)

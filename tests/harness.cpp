@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -13,6 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -285,6 +287,97 @@ std::string unique_name(const std::string& tag) {
     // relaxed: only uniqueness within this process matters, no other memory is published through it.
     unsigned n = counter.fetch_add(1, std::memory_order_relaxed);
     return "/mproc-test-" + std::to_string(::getpid()) + "-" + std::to_string(n) + "-" + tag;
+}
+
+bool asleep_in_futex(pid_t pid, pid_t tid) {
+    std::ifstream file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid == 0 ? pid : tid) +
+                       "/syscall");
+    long number = -1;
+    return static_cast<bool>(file >> number) && number == SYS_futex;
+}
+
+void wait_until_asleep(pid_t pid, pid_t tid) {
+    wait_for([&] { return asleep_in_futex(pid, tid); }, "process " + std::to_string(pid) + " to sleep in FUTEX_WAIT");
+}
+
+void assert_exited_cleanly(int status) {
+    CPPUNIT_ASSERT_MESSAGE("child status " + std::to_string(status), WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+void assert_contains(const std::string& text, const std::string& part) {
+    CPPUNIT_ASSERT_MESSAGE("'" + text + "' does not contain '" + part + "'", text.find(part) != std::string::npos);
+}
+
+namespace {
+
+std::atomic<int> alarms_caught_in_storm{0};
+
+void count_alarm(int) {
+    // relaxed: a counter read after the timer is stopped; lock-free, so safe in a signal handler.
+    alarms_caught_in_storm.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+AlarmStorm::AlarmStorm() {
+    // relaxed: the handler runs on this process's threads and the count is read after stop(); nothing else
+    // is published through it.
+    alarms_caught_in_storm.store(0, std::memory_order_relaxed);
+    struct sigaction on_alarm {};
+    on_alarm.sa_handler = count_alarm;
+    sigemptyset(&on_alarm.sa_mask);
+    on_alarm.sa_flags = 0;  // no SA_RESTART: blocked calls return EINTR
+    if (::sigaction(SIGALRM, &on_alarm, nullptr) != 0)
+        CPPUNIT_FAIL(std::string("sigaction(SIGALRM): ") + std::strerror(errno));
+    itimerval every_5ms{{0, 5000}, {0, 5000}};
+    if (::setitimer(ITIMER_REAL, &every_5ms, nullptr) != 0)
+        CPPUNIT_FAIL(std::string("setitimer: ") + std::strerror(errno));
+}
+
+void AlarmStorm::stop() {
+    itimerval stopped{};
+    ::setitimer(ITIMER_REAL, &stopped, nullptr);
+}
+
+int AlarmStorm::alarms_caught() {
+    // relaxed: see the constructor.
+    return alarms_caught_in_storm.load(std::memory_order_relaxed);
+}
+
+namespace {
+
+struct TimedWaitOutcome {
+    bool got;
+    std::chrono::steady_clock::duration waited;
+};
+
+TimedWaitOutcome run_timed_wait(const std::function<bool()>& timed_wait) {
+    const auto started = std::chrono::steady_clock::now();
+    const bool got = timed_wait();
+    return {got, std::chrono::steady_clock::now() - started};
+}
+
+void assert_timed_out_after(std::chrono::milliseconds timeout, const TimedWaitOutcome& outcome) {
+    CPPUNIT_ASSERT(!outcome.got);
+    CPPUNIT_ASSERT(outcome.waited >= timeout);
+    CPPUNIT_ASSERT(outcome.waited < timeout + 2s);
+}
+
+}  // namespace
+
+void assert_times_out_after(std::chrono::milliseconds timeout, const std::function<bool()>& timed_wait) {
+    assert_timed_out_after(timeout, run_timed_wait(timed_wait));
+}
+
+void assert_signals_do_not_shorten(std::chrono::milliseconds timeout, const std::function<bool()>& timed_wait) {
+    TimedWaitOutcome outcome;
+    {
+        AlarmStorm storm;
+        outcome = run_timed_wait(timed_wait);
+    }
+    CPPUNIT_ASSERT(!outcome.got);
+    CPPUNIT_ASSERT(AlarmStorm::alarms_caught() >= 5);
+    assert_timed_out_after(timeout, outcome);
 }
 
 }  // namespace mproc::test

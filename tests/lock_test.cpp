@@ -23,10 +23,8 @@
 #include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,34 +37,12 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::AcquireStatus;
 using mproc::Lock;
 using mproc::LockConsistency;
 using mproc::RawLock;
-using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
-
-// A T in a MAP_SHARED anonymous mapping: the same bytes in the test process and every child it forks.
-template <class T>
-class Shared {
-public:
-    Shared() {
-        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-        object_ = new (memory) T();
-    }
-    Shared(const Shared&) = delete;
-    Shared& operator=(const Shared&) = delete;
-    ~Shared() {
-        object_->~T();
-        ::munmap(object_, sizeof(T));
-    }
-    T* operator->() const { return object_; }
-    T& operator*() const { return *object_; }
-
-private:
-    T* object_;
-};
 
 // A RawLock with the data it guards, for raw-layer tests.
 struct GuardedCounter {
@@ -87,16 +63,6 @@ std::int64_t monotonic_ns() {
     timespec ts{};
     ::clock_gettime(CLOCK_MONOTONIC, &ts);
     return std::int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-// Waits until predicate() holds; fails the test with `what` after `limit`.
-template <class Predicate>
-void wait_for(Predicate predicate, const std::string& what, std::chrono::milliseconds limit = 10s) {
-    const auto give_up = Clock::now() + limit;
-    while (!predicate()) {
-        if (Clock::now() > give_up) CPPUNIT_FAIL("timed out waiting for " + what);
-        std::this_thread::sleep_for(50us);
-    }
 }
 
 // A child that takes `lock`, raises `held`, and then holds it until told (release) or killed.
@@ -244,6 +210,7 @@ class LockUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testMakeConsistentOnConsistentLockIsStateError);
     CPPUNIT_TEST(testWordForgedWithOurThreadIdNeverBlocksOrUnlinks);
     CPPUNIT_TEST(testMovedFromLockIsStateError);
+    CPPUNIT_TEST(testMovedFromLockErrorNamesTheOperation);
     CPPUNIT_TEST(testRobustListStaysIntactWithGlibcMutexesInEveryOrder);
     CPPUNIT_TEST_SUITE_END();
 
@@ -335,16 +302,9 @@ public:
         Lock lock;
         Shared<GuardedCounter> shared;
         auto child = holder(lock, shared->flag);
-        auto started = Clock::now();
-        CPPUNIT_ASSERT(!lock.try_lock_for(200ms));
-        auto waited = Clock::now() - started;
-        CPPUNIT_ASSERT(waited >= 200ms);
-        CPPUNIT_ASSERT(waited < 200ms + 2s);
-        started = Clock::now();
-        CPPUNIT_ASSERT(!lock.acquire(true, 100ms));
-        waited = Clock::now() - started;
-        CPPUNIT_ASSERT(waited >= 100ms && waited < 100ms + 2s);
-        started = Clock::now();
+        assert_times_out_after(200ms, [&] { return lock.try_lock_for(200ms); });
+        assert_times_out_after(100ms, [&] { return lock.acquire(true, 100ms); });
+        const auto started = Clock::now();
         CPPUNIT_ASSERT(lock.acquire_status(150ms) == AcquireStatus::timed_out);
         CPPUNIT_ASSERT(Clock::now() - started >= 150ms);
     }
@@ -367,25 +327,7 @@ public:
         Lock lock;
         Shared<GuardedCounter> shared;
         auto child = holder(lock, shared->flag);
-        static std::atomic<int> interruptions{0};
-        // relaxed (all three): the handler runs on this thread, so program order and coherence suffice.
-        interruptions.store(0, std::memory_order_relaxed);
-        struct sigaction action {};
-        action.sa_handler = [](int) { interruptions.fetch_add(1, std::memory_order_relaxed); };
-        struct sigaction previous {};
-        CPPUNIT_ASSERT_EQUAL(0, ::sigaction(SIGALRM, &action, &previous));
-        itimerval every_5ms{{0, 5000}, {0, 5000}};
-        CPPUNIT_ASSERT_EQUAL(0, ::setitimer(ITIMER_REAL, &every_5ms, nullptr));
-        const auto started = Clock::now();
-        const bool acquired = lock.try_lock_for(300ms);
-        const auto waited = Clock::now() - started;
-        itimerval off{};
-        ::setitimer(ITIMER_REAL, &off, nullptr);
-        ::sigaction(SIGALRM, &previous, nullptr);
-        CPPUNIT_ASSERT(!acquired);
-        CPPUNIT_ASSERT(interruptions.load(std::memory_order_relaxed) >= 5);
-        CPPUNIT_ASSERT(waited >= 300ms);
-        CPPUNIT_ASSERT(waited < 300ms + 2s);
+        assert_signals_do_not_shorten(300ms, [&] { return lock.try_lock_for(300ms); });
     }
 
     void testWaiterAcquiresWhenHolderReleases() {
@@ -596,6 +538,14 @@ public:
         CPPUNIT_ASSERT_THROW(original.locked(), mproc::StateError);
         moved.lock();
         moved.unlock();
+    }
+
+    // Moved from by construction or by assignment, the handle names itself and the operation refused.
+    void testMovedFromLockErrorNamesTheOperation() {
+        assert_moved_from_handles_refuse<Lock>("lock: try_lock: moved-from handle", [](Lock& lock) {
+            CPPUNIT_ASSERT(lock.try_lock());
+            lock.unlock();
+        });
     }
 
     // glibc links its robust mutexes into the same list and writes the prev/next words of whatever entry

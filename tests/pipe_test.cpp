@@ -36,6 +36,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::PipeConnection;
 using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
@@ -54,13 +55,6 @@ const std::vector<std::size_t> kSizes = {0,    1,     2031,   2032,          203
 void assert_exited_zero(ForkedChild& child) {
     const int status = child.wait(120s);
     CPPUNIT_ASSERT_MESSAGE("child status " + std::to_string(status), WIFEXITED(status) && WEXITSTATUS(status) == 0);
-}
-
-template <class Fn>
-std::chrono::milliseconds elapsed_of(Fn&& fn) {
-    const auto start = Clock::now();
-    fn();
-    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
 }
 
 class PipeUnitTest : public CppUnit::TestFixture {
@@ -443,18 +437,6 @@ public:
 // that both sides derive from (seed, sequence), so the receiver knows exactly what must come next. A message
 // of at least 24 bytes starts with its sequence number, its size and a checksum of the bytes after them.
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
 struct StreamHead {
     std::uint64_t sequence;
     std::uint64_t size;
@@ -519,28 +501,6 @@ std::string stream_message_error(std::uint64_t seed, std::uint64_t sequence, std
     }
     return error;
 }
-
-// A T in a MAP_SHARED anonymous mapping: the same bytes in the test process and every child it forks.
-template <class T>
-class Shared {
-public:
-    Shared() {
-        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-        object_ = new (memory) T();
-    }
-    Shared(const Shared&) = delete;
-    Shared& operator=(const Shared&) = delete;
-    ~Shared() {
-        object_->~T();
-        ::munmap(object_, sizeof(T));
-    }
-    T* operator->() const { return object_; }
-    T& operator*() const { return *object_; }
-
-private:
-    T* object_;
-};
 
 // Sends `count` messages of stream `seed`; "" when every send returned, else why one threw.
 std::string send_stream(PipeConnection& end, std::uint64_t seed, std::uint64_t count, std::size_t ring_slots) {

@@ -19,9 +19,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +30,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::Process;
 using mproc::ProcessOptions;
 using mproc::StateError;
@@ -83,25 +82,6 @@ struct Gate {
         while (::write(pipe.write_fd, "g", 1) < 0 && errno == EINTR) {
         }
     }
-};
-
-// Memory that a child writes and the test reads after join(): MAP_SHARED survives the fork as one copy.
-template <class T>
-class SharedPage {
-public:
-    SharedPage() {
-        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(errno_text("mmap"));
-        object_ = new (memory) T{};
-    }
-    SharedPage(const SharedPage&) = delete;
-    SharedPage& operator=(const SharedPage&) = delete;
-    ~SharedPage() { ::munmap(object_, sizeof(T)); }
-    T* get() const { return object_; }
-    T* operator->() const { return object_; }
-
-private:
-    T* object_;
 };
 
 template <std::size_t N>
@@ -181,35 +161,6 @@ void write_exit_witness(char mark) {
 struct WritesWhenDestroyed {
     ~WritesWhenDestroyed() { write_exit_witness('d'); }
 } writes_when_destroyed;
-
-std::atomic<int> alarms_caught{0};
-
-void count_alarm(int) {
-    // relaxed: a counter read after the timer is stopped; lock-free, so safe in a signal handler.
-    alarms_caught.fetch_add(1, std::memory_order_relaxed);
-}
-
-// SIGALRM every 5 ms with a handler installed without SA_RESTART, so that blocking calls fail with EINTR.
-// Destruction stops the timer but leaves the counting handler: an alarm raised just before the stop may
-// still be delivered after it (valgrind delivers late), and the default action would kill the test.
-class AlarmStorm {
-public:
-    AlarmStorm() {
-        struct sigaction on_alarm {};
-        on_alarm.sa_handler = count_alarm;
-        sigemptyset(&on_alarm.sa_mask);
-        on_alarm.sa_flags = 0;
-        if (::sigaction(SIGALRM, &on_alarm, nullptr) != 0) CPPUNIT_FAIL(errno_text("sigaction"));
-        itimerval every_5ms{{0, 5000}, {0, 5000}};
-        if (::setitimer(ITIMER_REAL, &every_5ms, nullptr) != 0) CPPUNIT_FAIL(errno_text("setitimer"));
-    }
-    AlarmStorm(const AlarmStorm&) = delete;
-    AlarmStorm& operator=(const AlarmStorm&) = delete;
-    ~AlarmStorm() {
-        itimerval stopped{};
-        ::setitimer(ITIMER_REAL, &stopped, nullptr);
-    }
-};
 
 class ProcessTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(ProcessTest);
@@ -353,8 +304,6 @@ public:
         bool ended_early;
         Clock::duration waited;
         {
-            // relaxed: read below, after the timer is stopped in this thread.
-            alarms_caught.store(0, std::memory_order_relaxed);
             AlarmStorm storm;
             Clock::time_point before = Clock::now();
             ended_early = process.join(300ms);
@@ -364,7 +313,7 @@ public:
             CPPUNIT_ASSERT(process.exitcode().has_value());
         }
         CPPUNIT_ASSERT_MESSAGE("no SIGALRM arrived during join: the test proves nothing",
-                               alarms_caught.load(std::memory_order_relaxed) >= 5);
+                               AlarmStorm::alarms_caught() >= 5);
         CPPUNIT_ASSERT(!ended_early);
         CPPUNIT_ASSERT(waited >= 300ms);
         assert_exited_cleanly(process);
@@ -425,8 +374,8 @@ public:
             char name[64];
             pid_t pid;
         };
-        SharedPage<Report> report;
-        Process process(ProcessOptions{"reporter", false}, [report = report.get()] {
+        Shared<Report> report;
+        Process process(ProcessOptions{"reporter", false}, [report = &*report] {
             mproc::CurrentProcess current = mproc::current_process();
             copy_text(report->name, current.name);
             report->pid = current.pid;
@@ -445,11 +394,11 @@ public:
             int number;
             char modified_text[64];
         };
-        SharedPage<Report> report;
+        Shared<Report> report;
         std::string text = "at construction";
         int number = 7;
         Process process(
-            [report = report.get()](std::string& received_text, int received_number) {
+            [report = &*report](std::string& received_text, int received_number) {
                 copy_text(report->text, received_text);
                 report->number = received_number;
                 received_text += " and changed in the child";
@@ -619,8 +568,8 @@ public:
             pid_t inner_pid;
             int inner_exitcode;
         };
-        SharedPage<Report> report;
-        Process outer([report = report.get()] {
+        Shared<Report> report;
+        Process outer([report = &*report] {
             Process inner([report] {
                 copy_text(report->inner_name, mproc::current_process().name);
                 report->inner_parent = ::getppid();
@@ -768,10 +717,10 @@ public:
         mproc::test::run_in_processes(
             1,
             [](int) {
-                SharedPage<std::atomic<int>> finished;
+                Shared<std::atomic<int>> finished;
                 pid_t child;
                 {
-                    Process process([finished = finished.get()] {
+                    Process process([finished = &*finished] {
                         std::this_thread::sleep_for(200ms);
                         // release: pairs with the acquire load after the destructor (the reap in between
                         // orders it already; the pair keeps the claim local).

@@ -39,6 +39,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::ByteQueue;
 using mproc::JoinableQueue;
 using mproc::Queue;
@@ -47,42 +48,7 @@ using mproc::RawMpmcRing;
 using mproc::RawSpscRing;
 using mproc::RingStatus;
 using mproc::SimpleQueue;
-using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
-
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
-// A T in a MAP_SHARED anonymous mapping: the same bytes in the test process and every child it forks.
-template <class T>
-class Shared {
-public:
-    Shared() {
-        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-        object_ = new (memory) T();
-    }
-    Shared(const Shared&) = delete;
-    Shared& operator=(const Shared&) = delete;
-    ~Shared() {
-        object_->~T();
-        ::munmap(object_, sizeof(T));
-    }
-    T* operator->() const { return object_; }
-    T& operator*() const { return *object_; }
-
-private:
-    T* object_;
-};
 
 // Shared, 128-aligned bytes for placed rings.
 struct SharedBytes {

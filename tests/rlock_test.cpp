@@ -11,7 +11,6 @@
 #include <thread>
 
 #include <linux/seccomp.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -24,11 +23,11 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::AcquireStatus;
 using mproc::LockConsistency;
 using mproc::RawRLock;
 using mproc::RLock;
-using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
 
 // A RawRLock and the data it guards, in a MAP_SHARED anonymous mapping seen by forked children.
@@ -40,23 +39,6 @@ struct GuardedCounter {
     std::atomic<std::uint64_t> violations{0};
     std::atomic<int> held{0};
     std::atomic<int> release{0};
-};
-
-class SharedCounter {
-public:
-    SharedCounter() {
-        void* memory =
-            ::mmap(nullptr, sizeof(GuardedCounter), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-        shared_ = new (memory) GuardedCounter();
-    }
-    SharedCounter(const SharedCounter&) = delete;
-    SharedCounter& operator=(const SharedCounter&) = delete;
-    ~SharedCounter() { ::munmap(shared_, sizeof(GuardedCounter)); }
-    GuardedCounter* operator->() const { return shared_; }
-
-private:
-    GuardedCounter* shared_;
 };
 
 void wait_until_held(const std::atomic<int>& held) {
@@ -79,6 +61,7 @@ class RLockUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testUncontendedRecursionMakesNoSystemCall);
     CPPUNIT_TEST(testNamedRLockIsSharedByName);
     CPPUNIT_TEST(testRawRLockRejectsLockBytes);
+    CPPUNIT_TEST(testMovedFromRLockErrorNamesTheOperation);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -106,7 +89,7 @@ public:
     }
 
     void testOtherProcessWaitsUntilLastRelease() {
-        SharedCounter shared;
+        Shared<GuardedCounter> shared;
         RawRLock& lock = shared->lock;
         lock.lock();
         lock.lock();
@@ -173,7 +156,7 @@ public:
     }
 
     void testTimedAcquireWaitsForItsTimeout() {
-        SharedCounter shared;
+        Shared<GuardedCounter> shared;
         ForkedChild child([&] {
             shared->lock.lock();
             // release: pairs with the acquire in wait_until_held(), so the parent sees the lock word we set.
@@ -181,16 +164,13 @@ public:
             for (;;) std::this_thread::sleep_for(1s);
         });
         wait_until_held(shared->held);
-        const auto started = Clock::now();
-        CPPUNIT_ASSERT(!shared->lock.try_lock_for(150ms));
-        const auto waited = Clock::now() - started;
-        CPPUNIT_ASSERT(waited >= 150ms && waited < 150ms + 2s);
+        assert_times_out_after(150ms, [&] { return shared->lock.try_lock_for(150ms); });
         CPPUNIT_ASSERT(shared->lock.acquire_status(0ns) == AcquireStatus::timed_out);
     }
 
     // See lock_test.cpp: strict seccomp kills the child at its first system call.
     void testUncontendedRecursionMakesNoSystemCall() {
-        SharedCounter shared;
+        Shared<GuardedCounter> shared;
         ForkedChild child([&] {
             RawRLock& lock = shared->lock;
             lock.lock();
@@ -243,6 +223,12 @@ public:
         lock.lock();
         lock.unlock();
     }
+
+    // Moved from by construction or by assignment, the handle names itself and the operation refused.
+    void testMovedFromRLockErrorNamesTheOperation() {
+        assert_moved_from_handles_refuse<RLock>("rlock: depth: moved-from handle",
+                                                [](RLock& lock) { CPPUNIT_ASSERT_EQUAL(0u, lock.depth()); });
+    }
 };
 
 class RLockStressTest : public CppUnit::TestFixture {
@@ -268,7 +254,7 @@ public:
     }
 
     void testProcessesIncrementExactlyAtDepth() {
-        SharedCounter shared;
+        Shared<GuardedCounter> shared;
         mproc::test::run_in_processes(4, [&](int) { increment(*shared.operator->(), 50000); });
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(200000), shared->counter);
         // relaxed: run_in_processes() reaped the children, which orders their increments.
@@ -276,7 +262,7 @@ public:
     }
 
     void testIncrementExactlyAtDepthThreads() {
-        SharedCounter shared;
+        Shared<GuardedCounter> shared;
         mproc::test::run_in_threads(4, [&](int) { increment(*shared.operator->(), 20000); });
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(80000), shared->counter);
         // relaxed: run_in_threads() joined the workers, which orders their increments.
@@ -293,7 +279,7 @@ class RLockCrashTest : public CppUnit::TestFixture {
 public:
     void testHolderKilledAtDepthLeavesLockAtDepthOne() {
         RLock lock;
-        SharedCounter shared;
+        Shared<GuardedCounter> shared;
         ForkedChild child([&] {
             lock.lock();
             lock.lock();
@@ -316,7 +302,7 @@ public:
 
     void testReleaseWithoutMakeConsistentMakesRLockUnrecoverable() {
         RLock lock;
-        SharedCounter shared;
+        Shared<GuardedCounter> shared;
         ForkedChild child([&] {
             lock.lock();
             // relaxed: the parent kills and reaps us before it touches the lock, and waitpid() orders that.

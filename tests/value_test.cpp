@@ -13,7 +13,6 @@
 #include <string>
 #include <thread>
 
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,11 +25,11 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::Locking;
 using mproc::RawValue;
 using mproc::UnlockedValue;
 using mproc::Value;
-using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
 
 // Two halves that a writer keeps equal: a torn update shows as halves that differ.
@@ -89,55 +88,9 @@ static_assert(mproc::SharedTypeId<std::int32_t>::value != mproc::SharedTypeId<st
 static_assert(!mproc::SharedElement<int*> && !mproc::SharedElement<const int> && mproc::SharedElement<Pair>,
               "pointers mean nothing in another address space");
 
-// A T in a MAP_SHARED anonymous mapping: the same bytes in the test process and every child it forks.
-template <class T>
-class Shared {
-public:
-    Shared() {
-        void* memory = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-        object_ = new (memory) T();
-    }
-    Shared(const Shared&) = delete;
-    Shared& operator=(const Shared&) = delete;
-    ~Shared() {
-        object_->~T();
-        ::munmap(object_, sizeof(T));
-    }
-    T* operator->() const { return object_; }
-    T& operator*() const { return *object_; }
-
-private:
-    T* object_;
-};
-
 struct alignas(128) CallerMemory {
     unsigned char bytes[512];
 };
-
-template <class Predicate>
-void wait_for(Predicate predicate, const std::string& what, std::chrono::milliseconds limit = 10s) {
-    const auto give_up = Clock::now() + limit;
-    while (!predicate()) {
-        if (Clock::now() > give_up) CPPUNIT_FAIL("timed out waiting for " + what);
-        std::this_thread::sleep_for(100us);
-    }
-}
-
-template <class Exception, class Body>
-std::string message_of(Body body) {
-    try {
-        body();
-    } catch (const Exception& error) {
-        return error.what();
-    }
-    CPPUNIT_FAIL("no exception was thrown");
-    return {};
-}
-
-void assert_contains(const std::string& text, const std::string& part) {
-    CPPUNIT_ASSERT_MESSAGE("'" + text + "' does not contain '" + part + "'", text.find(part) != std::string::npos);
-}
 
 // A read-modify-write of a plain (non-atomic) int64 under the Value's lock, with a pause inside the
 // critical section so that a missing lock loses updates.

@@ -35,6 +35,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mproc::test;
 using mproc::test::ForkedChild;
 using Clock = std::chrono::steady_clock;
 using Indices = std::vector<std::size_t>;
@@ -105,13 +106,6 @@ constexpr std::size_t kPipeEnd = 0, kFdConnection = 1, kEvent = 2, kQueue = 3, k
 const Indices kAllKinds = {kPipeEnd, kFdConnection, kEvent, kQueue, kProcess, kRawFd};
 const Indices kFutexKinds = {kPipeEnd, kEvent, kQueue};
 const Indices kFdKinds = {kFdConnection, kProcess, kRawFd};
-
-template <class Fn>
-std::chrono::milliseconds elapsed_of(Fn&& fn) {
-    const auto start = Clock::now();
-    fn();
-    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-}
 
 std::chrono::milliseconds thread_cpu_now() {
     timespec now{};

@@ -49,6 +49,7 @@
 
 #include <sys/types.h>
 
+#include "mproc/segment_handle.hpp"
 #include "mproc/shared_memory.hpp"
 
 namespace mproc {
@@ -78,6 +79,9 @@ inline constexpr std::uint32_t kEventSet = 1u;
 inline constexpr std::uint32_t kEventWaiters = 2u;
 // The generation: bits 2..31, advanced by every set() that turns the flag on.
 inline constexpr std::uint32_t kEventGenerationStep = 4u;
+
+// How errors about a moved-from Event name it.
+inline constexpr char kEventHandleName[] = "event";
 
 }  // namespace detail
 
@@ -154,17 +158,16 @@ public:
 
     // Removes the name (see SharedMemory::unlink).
     void unlink();
-    const std::string& name() const noexcept { return segment_.name(); }
+    const std::string& name() const noexcept { return handle_.segment().name(); }
     RawEvent& raw() const;
-    const SharedMemory& segment() const noexcept { return segment_; }
+    const SharedMemory& segment() const noexcept { return handle_.segment(); }
 
 private:
-    explicit Event(SharedMemory segment);
-    RawEvent& checked(const char* operation) const;
+    using Handle = detail::SegmentHandle<RawEvent, ObjectKind::event, detail::kEventHandleName>;
 
-    SharedMemory segment_;
-    RawEvent* raw_ = nullptr;
-    std::string label_;
+    explicit Event(SharedMemory segment);
+
+    Handle handle_;
 };
 
 }  // namespace mproc

@@ -63,6 +63,7 @@
 
 #include <sys/types.h>
 
+#include "mproc/segment_handle.hpp"
 #include "mproc/shared_memory.hpp"
 
 namespace mproc {
@@ -108,6 +109,9 @@ static_assert(offsetof(RobustMutexLayout, robust_next) - offsetof(RobustMutexLay
 inline constexpr std::uint32_t kRawLockMagic = 0x4b4c504d;   // "MPLK"
 inline constexpr std::uint32_t kRawRLockMagic = 0x4c52504d;  // "MPRL"
 inline constexpr std::uint32_t kRobustMutexLayoutVersion = 1;
+
+// How errors about a moved-from Lock name it.
+inline constexpr char kLockHandleName[] = "lock";
 
 }  // namespace detail
 
@@ -204,18 +208,17 @@ public:
 
     // Removes the name (see SharedMemory::unlink).
     void unlink();
-    const std::string& name() const noexcept { return segment_.name(); }
+    const std::string& name() const noexcept { return handle_.segment().name(); }
     RawLock& raw() const;
-    const SharedMemory& segment() const noexcept { return segment_; }
+    const SharedMemory& segment() const noexcept { return handle_.segment(); }
 
 private:
+    using Handle = detail::SegmentHandle<RawLock, ObjectKind::lock, detail::kLockHandleName>;
+
     explicit Lock(SharedMemory segment);
     bool try_lock_for_ns(std::chrono::nanoseconds timeout);
-    RawLock& checked(const char* operation) const;
 
-    SharedMemory segment_;
-    RawLock* raw_ = nullptr;
-    std::string label_;
+    Handle handle_;
 };
 
 }  // namespace mproc

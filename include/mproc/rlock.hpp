@@ -29,9 +29,15 @@
 #include <sys/types.h>
 
 #include "mproc/lock.hpp"
+#include "mproc/segment_handle.hpp"
 #include "mproc/shared_memory.hpp"
 
 namespace mproc {
+
+namespace detail {
+// How errors about a moved-from RLock name it.
+inline constexpr char kRLockHandleName[] = "rlock";
+}  // namespace detail
 
 class RawRLock {
 public:
@@ -111,18 +117,17 @@ public:
     std::uint32_t depth() const;
 
     void unlink();
-    const std::string& name() const noexcept { return segment_.name(); }
+    const std::string& name() const noexcept { return handle_.segment().name(); }
     RawRLock& raw() const;
-    const SharedMemory& segment() const noexcept { return segment_; }
+    const SharedMemory& segment() const noexcept { return handle_.segment(); }
 
 private:
+    using Handle = detail::SegmentHandle<RawRLock, ObjectKind::rlock, detail::kRLockHandleName>;
+
     explicit RLock(SharedMemory segment);
     bool try_lock_for_ns(std::chrono::nanoseconds timeout);
-    RawRLock& checked(const char* operation) const;
 
-    SharedMemory segment_;
-    RawRLock* raw_ = nullptr;
-    std::string label_;
+    Handle handle_;
 };
 
 }  // namespace mproc

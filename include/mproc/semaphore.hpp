@@ -59,6 +59,7 @@
 
 #include <sys/types.h>
 
+#include "mproc/segment_handle.hpp"
 #include "mproc/shared_memory.hpp"
 
 namespace mproc {
@@ -86,6 +87,10 @@ inline constexpr std::uint32_t kRawBoundedSemaphoreMagic = 0x5342504d;  // "MPBS
 inline constexpr std::uint32_t kSemaphoreLayoutVersion = 1;
 // Set while a thread may sleep on the word; the count is the other 31 bits.
 inline constexpr std::uint32_t kSemaphoreWaiters = 0x80000000u;
+
+// How errors about a moved-from Semaphore or BoundedSemaphore name it.
+inline constexpr char kSemaphoreHandleName[] = "semaphore";
+inline constexpr char kBoundedSemaphoreHandleName[] = "bounded semaphore";
 
 }  // namespace detail
 
@@ -210,18 +215,17 @@ public:
 
     // Removes the name (see SharedMemory::unlink).
     void unlink();
-    const std::string& name() const noexcept { return segment_.name(); }
+    const std::string& name() const noexcept { return handle_.segment().name(); }
     RawSemaphore& raw() const;
-    const SharedMemory& segment() const noexcept { return segment_; }
+    const SharedMemory& segment() const noexcept { return handle_.segment(); }
 
 private:
+    using Handle = detail::SegmentHandle<RawSemaphore, ObjectKind::semaphore, detail::kSemaphoreHandleName>;
+
     explicit Semaphore(SharedMemory segment);
     bool acquire_within(std::chrono::nanoseconds timeout);
-    RawSemaphore& checked(const char* operation) const;
 
-    SharedMemory segment_;
-    RawSemaphore* raw_ = nullptr;
-    std::string label_;
+    Handle handle_;
 };
 
 // A RawBoundedSemaphore in a SharedMemory segment the handle owns (ObjectKind::semaphore when named).
@@ -254,18 +258,18 @@ public:
     std::uint32_t bound() const;
 
     void unlink();
-    const std::string& name() const noexcept { return segment_.name(); }
+    const std::string& name() const noexcept { return handle_.segment().name(); }
     RawBoundedSemaphore& raw() const;
-    const SharedMemory& segment() const noexcept { return segment_; }
+    const SharedMemory& segment() const noexcept { return handle_.segment(); }
 
 private:
+    using Handle =
+        detail::SegmentHandle<RawBoundedSemaphore, ObjectKind::semaphore, detail::kBoundedSemaphoreHandleName>;
+
     explicit BoundedSemaphore(SharedMemory segment);
     bool acquire_within(std::chrono::nanoseconds timeout);
-    RawBoundedSemaphore& checked(const char* operation) const;
 
-    SharedMemory segment_;
-    RawBoundedSemaphore* raw_ = nullptr;
-    std::string label_;
+    Handle handle_;
 };
 
 }  // namespace mproc
