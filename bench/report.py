@@ -317,16 +317,30 @@ class Charts:
         return self.render(name, script, rows)
 
     def percentiles(self, name, title, rows):
-        # rows: (label, p50, p99, p99.9)
+        """One group of three horizontal bars (p50, p99, p99.9) per system, on a log axis.
+
+        rows: (label, p50, p99, p99.9) in nanoseconds."""
+        rows = [(index, label, *values) for index, (label, *values) in enumerate(rows)
+                if all(value and value > 0 for value in values)]
         if not rows:
             return None
+        base = min(min(row[2:]) for row in rows) / 4
+        top = max(max(row[2:]) for row in rows) * 4
+        plots = []
+        colours = ["#3465a4", "#f57900", "#cc0000"]
+        for part, key in enumerate(["p50", "p99", "p99.9"]):
+            offset = (part - 1) * 0.27
+            ticks = ":yticlabels(2)" if part == 0 else ""
+            # boxxyerrorbars: x, y, xlow, xhigh, ylow, yhigh.
+            plots.append(f"DATA using {3 + part}:($1+{offset}):({base}):{3 + part}:($1+{offset}-0.12):"
+                         f"($1+{offset}+0.12){ticks} with boxxyerrorbars lc rgb '{colours[part]}' title '{key}'")
         script = (
-            f"set title '{title}'\nset ylabel 'round trip (ns, log scale)'\nset logscale y\n"
-            "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8\n"
-            "set xtics rotate by -30 left\nset key top left\n"
-            "plot DATA using 2:xtic(1) title 'p50', '' using 3 title 'p99', '' using 4 title 'p99.9'\n"
+            f"set termoption noenhanced\nset title '{title}'\nset xlabel 'ns per round trip (log)'\n"
+            f"set logscale x\nset style fill solid 0.8\nset xrange [{base}:{top}]\n"
+            f"set yrange [{len(rows) - 0.4}:-0.6]\nset key outside right top vertical\n"
+            "plot " + ", ".join(plots) + "\n"
         )
-        return self.render(name, script, rows)
+        return self.render(name, script, rows, height=max(360, 60 * len(rows) + 160))
 
     def throughput_vs_size(self, name, title, series):
         # series: {family: [(size, items_per_second)]}; one line per family, log-log.
@@ -428,6 +442,16 @@ def build_report(results, binaries, out_dir, quick):
         chart = charts.horizontal_bars("compare-" + slug(title), title, axis, bars)
         if chart:
             lines += ["", f"![{title}]({chart})"]
+        # Latency percentiles of the systems in this table that sample each round trip.
+        percentile_rows = []
+        for label, name in comparison["rows"]:
+            result = results.get(name)
+            if result and not result["error"] and all(key in result["percentiles"] for key, _ in PERCENTILES):
+                percentile_rows.append((label,) + tuple(result["percentiles"][key] for key, _ in PERCENTILES))
+        if len(percentile_rows) >= 2:
+            chart = charts.percentiles("percentiles-" + slug(title), f"{title}: p50, p99, p99.9", percentile_rows)
+            if chart:
+                lines += ["", f"![{title}: latency percentiles]({chart})"]
         lines.append("")
 
     # Contended lock hand-off: the acquisitions per second of each lock, split by the process that made them.
@@ -459,15 +483,7 @@ def build_report(results, binaries, out_dir, quick):
             lines += ["", f"![contended lock hand-off]({chart})"]
         lines.append("")
 
-    # Latency percentiles of every round-trip benchmark.
-    percentile_rows = []
-    for name, result in results.items():
-        p = result["percentiles"]
-        if not result["error"] and all(key in p for key, _ in PERCENTILES):
-            percentile_rows.append((name.replace("BM_", "").replace("_", " "),) + tuple(p[k] for k, _ in PERCENTILES))
-    chart = charts.percentiles("latency-percentiles", "Round-trip latency percentiles", percentile_rows)
-    if chart:
-        lines += ["## Latency percentiles", "", f"![latency percentiles]({chart})", ""]
+    # Latency percentiles: charted beside each round-trip table above.
 
     # Throughput against message size, for every family measured at several sizes.
     series = {}
