@@ -58,9 +58,12 @@ bool barrier_registered_notifiers() noexcept {
     // relaxed: a sticky capability flag.
     if (waiter_barrier_unavailable.load(std::memory_order_relaxed)) return false;
     if (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) return true;
-    // ENOSYS (no membarrier), EINVAL (no GLOBAL_EXPEDITED), EPERM (seccomp): it will fail every time.
-    // relaxed: see above.
-    waiter_barrier_unavailable.store(true, std::memory_order_relaxed);
+    // ENOSYS (no membarrier), EINVAL (no GLOBAL_EXPEDITED), EPERM (seccomp): it will fail every time. Any
+    // other error (ENOMEM) fails this wait only; its sleep is bounded by the caller's re-test period, which
+    // is the 50 ms one, so this one wait may be late by that much.
+    if (errno == ENOSYS || errno == EINVAL || errno == EPERM)
+        // relaxed: see above.
+        waiter_barrier_unavailable.store(true, std::memory_order_relaxed);
     return false;
 }
 

@@ -219,6 +219,10 @@ AcquireStatus acquire_contended(RobustMutexLayout& lock, ThisThreadRobustList& s
 AcquireStatus acquire_word(RobustMutexLayout& lock, std::optional<std::chrono::nanoseconds> timeout,
                            std::string_view label, const char* operation) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
+    if (self.slot_holds() != 0) [[unlikely]]  // list_op_pending covers an MPMC slot this thread holds
+        throw StateError(describe(label, operation,
+                                  "this thread holds a reserved MPMC slot or a peeked message (commit or release "
+                                  "it first)"));
     self.set_pending(node_of(lock));
     auto word = word_of(lock);
     // relaxed: only chooses the value the CAS expects; the CAS orders.

@@ -204,6 +204,15 @@ void publish_skipped_slot(RingControl& control, const Slot& slot, std::uint64_t 
     detail::notify(control.not_empty.event);
 }
 
+// A thread that holds a reserved slot or a peeked message must finish it first: its claim is covered by
+// list_op_pending, which the next claim would take over (a death would then leave the held slot claimed
+// for good).
+void require_no_slot_hold(const ThisThreadRobustList& self, const char* operation) {
+    if (self.slot_holds() != 0)
+        throw StateError(std::string(kLabel) + ": " + operation +
+                         ": this thread holds a reserved slot or a peeked message (commit or release it first)");
+}
+
 // D, R: publishes a slot this thread claimed, advanced the position for and wrote `written` bytes into.
 void finish_put(RingControl& control, const Slot& slot, std::uint64_t position, std::size_t written,
                 ThisThreadRobustList& self, bool notify) noexcept {
@@ -251,6 +260,7 @@ const Deadline* claim_wait_bound(bool blocking, const Deadline* deadline, std::o
 Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, const Deadline* deadline, bool notify,
                     bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
+    require_no_slot_hold(self, "put");
     const std::uint64_t mask = control.constants.capacity - 1;
     std::optional<Deadline> nonblocking_bound;
     for (;;) {
@@ -341,6 +351,7 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
 Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, const Deadline* deadline, bool notify,
                     bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
+    require_no_slot_hold(self, "get");
     const std::uint64_t capacity = control.constants.capacity;
     const std::uint64_t mask = capacity - 1;
     const std::size_t slot_size = control.constants.slot_size;
@@ -584,17 +595,27 @@ bool held_by_this_thread(const detail::MpmcHeldSlot& held, const ThisThreadRobus
 RingStatus RawMpmcRing::reserve(MpmcReservation& reservation, std::optional<std::chrono::nanoseconds> timeout) {
     if (reservation)
         throw StateError(std::string(kLabel) + ": reserve: the reservation already holds a slot (commit it first)");
+    ThisThreadRobustList& self = detail::this_thread_robust_list();
+    require_no_slot_hold(self, "reserve");
     detail::MpmcHeldSlot held;
     const RingStatus status = put_with({&write_nothing, nullptr}, timeout, &held);
-    if (status == RingStatus::ok) reservation.held_ = held;
+    if (status == RingStatus::ok) {
+        reservation.held_ = held;
+        self.add_slot_hold();
+    }
     return status;
 }
 
 RingStatus RawMpmcRing::peek(MpmcLease& lease, std::optional<std::chrono::nanoseconds> timeout) {
     if (lease) throw StateError(std::string(kLabel) + ": peek: the lease already holds a message (release it first)");
+    ThisThreadRobustList& self = detail::this_thread_robust_list();
+    require_no_slot_hold(self, "peek");
     detail::MpmcHeldSlot held;
     const RingStatus status = get_with({&read_nothing, nullptr}, timeout, &held);
-    if (status == RingStatus::ok) lease.held_ = held;
+    if (status == RingStatus::ok) {
+        lease.held_ = held;
+        self.add_slot_hold();
+    }
     return status;
 }
 
@@ -612,6 +633,13 @@ void MpmcReservation::commit(std::size_t length) {
     if (!held_by_this_thread(held_, self))
         throw StateError(std::string(kLabel) + ": commit: only the thread that reserved the slot may commit it");
     const detail::MpmcHeldSlot held = std::exchange(held_, {});
+    self.remove_slot_hold();
+    if (detail::ring_closed(*held.control)) {
+        // Consumers may already have been told the ring is drained: the message must not appear after that.
+        publish_skipped_slot(*held.control, slot_of(held), held.position, self);
+        throw Closed(std::string(kLabel) + ": commit: the ring was closed while the slot was reserved; the "
+                                           "message was dropped");
+    }
     if (length > held.length) {
         publish_skipped_slot(*held.control, slot_of(held), held.position, self);
         throw ValueError(std::string(kLabel) + ": commit: " + std::to_string(length) + " bytes, a slot holds " +
@@ -623,9 +651,13 @@ void MpmcReservation::commit(std::size_t length) {
 void MpmcReservation::cancel() noexcept {
     if (!*this) return;
     const detail::MpmcHeldSlot held = std::exchange(held_, {});
-    // From another thread the claim is not this thread's: publishing is still right (the slot must move
-    // on), and clear_pending() then only clears this thread's own, idle entry.
-    publish_skipped_slot(*held.control, slot_of(held), held.position, detail::this_thread_robust_list());
+    ThisThreadRobustList& self = detail::this_thread_robust_list();
+    // Another thread's (or, in a fork child, the parent's) hold is only dropped: its claim is covered by
+    // the reserving thread's list_op_pending, and once that thread ends the slot is repaired — possibly
+    // already, into a later lap, where a publish from here would corrupt it.
+    if (!held_by_this_thread(held, self)) return;
+    self.remove_slot_hold();
+    publish_skipped_slot(*held.control, slot_of(held), held.position, self);
 }
 
 MpmcLease& MpmcLease::operator=(MpmcLease&& other) noexcept {
@@ -639,7 +671,10 @@ MpmcLease& MpmcLease::operator=(MpmcLease&& other) noexcept {
 void MpmcLease::release() noexcept {
     if (!*this) return;
     const detail::MpmcHeldSlot held = std::exchange(held_, {});
-    finish_get(*held.control, slot_of(held), held.position, detail::this_thread_robust_list(), true);
+    ThisThreadRobustList& self = detail::this_thread_robust_list();
+    if (!held_by_this_thread(held, self)) return;  // as MpmcReservation::cancel()
+    self.remove_slot_hold();
+    finish_get(*held.control, slot_of(held), held.position, self, true);
 }
 
 std::size_t RawMpmcRing::put_many(const void* messages, std::size_t count) {

@@ -180,19 +180,14 @@ bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, 
         // Every holder went after the caller's re-test: the kernel's wake-up for a death (or the closer's)
         // may already be spent, and no word left to sleep on would bring another. Go and look instead.
         if (count == 1) return true;
-        // Unbounded unless a deadline is given, or this process's waiter barrier (eventcount.hpp, E2) is
-        // unavailable: a registered sender may then read the flag before its chunk is visible, and the
-        // re-test period makes up for the wake-up that can lose.
-        // relaxed: a sticky capability flag.
-        const bool recheck = detail::waiter_barrier_unavailable.load(std::memory_order_relaxed);
-        std::optional<std::chrono::nanoseconds> span;
-        if (deadline != nullptr) span = deadline->remaining();
-        if (recheck) span = std::min(span.value_or(detail::notification_recheck_period()),
-                                     detail::notification_recheck_period());
-        timespec absolute{};
-        if (span) absolute = Deadline::to_timespec(std::chrono::nanoseconds(Deadline::monotonic_now_ns()) + *span);
-        const long result = ::syscall(kSysFutexWaitv, waiters, count, 0, span ? &absolute : nullptr,
-                                      CLOCK_MONOTONIC);
+        // Bounded by the eventcount's re-test period (eventcount.hpp) as every eventcount sleep is: a sender
+        // killed between taking the flag and waking, or one that took its hold after these words were
+        // armed, leaves no other wake-up; and without this process's waiter barrier a wake-up can be lost.
+        std::chrono::nanoseconds span = detail::notification_recheck_period();
+        if (deadline != nullptr) span = std::min(span, deadline->remaining());
+        const timespec absolute =
+            Deadline::to_timespec(std::chrono::nanoseconds(Deadline::monotonic_now_ns()) + span);
+        const long result = ::syscall(kSysFutexWaitv, waiters, count, 0, &absolute, CLOCK_MONOTONIC);
         if (result >= 0 || errno != ENOSYS) {
             spread_death_wake_ups(peer);
             return deadline == nullptr || !deadline->passed() || result >= 0;
@@ -200,7 +195,8 @@ bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, 
         futex_waitv_missing.store(true, std::memory_order_relaxed);
     }
     // No futex_waitv: sleep on the eventcount, and look at the holder words every kPipeDeathPollInterval.
-    std::chrono::nanoseconds span = detail::kPipeDeathPollInterval;
+    std::chrono::nanoseconds span =
+        std::min<std::chrono::nanoseconds>(detail::kPipeDeathPollInterval, detail::notification_recheck_period());
     if (deadline != nullptr) span = std::min(span, deadline->remaining());
     const timespec relative = Deadline::to_timespec(span);
     detail::futex_wait(&event.epoch, key, &relative);

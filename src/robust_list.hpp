@@ -128,15 +128,23 @@ public:
     void forget() noexcept {
         head_ = nullptr;
         tid_ = 0;
+        slot_holds_ = 0;  // a fork child holds none of its parent's slots (their claims name the parent)
     }
+
+    // MPMC slot holds (MpmcReservation, MpmcLease) this thread has outstanding: each is covered by
+    // list_op_pending alone, so while one is held the thread must not set list_op_pending for anything else.
+    std::uint32_t slot_holds() const noexcept { return slot_holds_; }
+    void add_slot_hold() noexcept { ++slot_holds_; }
+    void remove_slot_hold() noexcept { --slot_holds_; }
 
 private:
     robust_list_head* head_ = nullptr;
     std::uint32_t tid_ = 0;
+    std::uint32_t slot_holds_ = 0;
 };
 
 // The calling thread's state. initial-exec: one %fs-relative load instead of a __tls_get_addr call on
-// every lock operation; the 16 bytes come from the static TLS block (or glibc's surplus for a dlopen()ed
+// every lock operation; the 24 bytes come from the static TLS block (or glibc's surplus for a dlopen()ed
 // libmproc). constinit: no per-access initialisation guard.
 extern thread_local constinit ThisThreadRobustList this_thread_robust_list_state
     [[gnu::tls_model("initial-exec")]];

@@ -50,14 +50,15 @@ Window free_slots(RingControl& control, std::uint64_t wanted) noexcept {
     const std::uint64_t capacity = control.constants.capacity;
     // acquire: P1; a producer taking over from a dead one sees the last position published.
     const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
-    // relaxed: the cache is written by this side only; its value is a lower bound whatever its age.
-    std::uint64_t consumer = cached_of(control.producer).load(std::memory_order_relaxed);
+    // acquire: pairs with the release store below, made by whichever producer refreshed the cache last (a
+    // producer taking over from a dead one included): the consumer's reads it had acquired come with it.
+    std::uint64_t consumer = cached_of(control.producer).load(std::memory_order_acquire);
     std::uint64_t used = position - consumer;
     if (used >= capacity || capacity - used < wanted) {
         // acquire: P3, pairs with C5 so that the consumer's reads of the freed slots are finished.
         consumer = position_of(control.consumer).load(std::memory_order_acquire);
-        // relaxed: see above.
-        cached_of(control.producer).store(consumer, std::memory_order_relaxed);
+        // release: pairs with the acquire load of the cache above (see there).
+        cached_of(control.producer).store(consumer, std::memory_order_release);
         used = position - consumer;
     }
     const std::uint64_t free = used >= capacity ? 0 : capacity - used;
@@ -69,14 +70,15 @@ Window ready_slots(RingControl& control, std::uint64_t wanted) noexcept {
     const std::uint64_t capacity = control.constants.capacity;
     // acquire: C1; a consumer taking over from a dead one sees the last position it released.
     const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
-    // relaxed: the cache is written by this side only and is a lower bound.
-    std::uint64_t producer = cached_of(control.consumer).load(std::memory_order_relaxed);
+    // acquire: pairs with the release store below, made by whichever consumer refreshed the cache last (a
+    // consumer taking over from a dead one included): the slot bytes that consumer acquired come with it.
+    std::uint64_t producer = cached_of(control.consumer).load(std::memory_order_acquire);
     std::uint64_t ready = producer - position;
     if (ready == 0 || ready > capacity || ready < wanted) {
         // acquire: C3, pairs with P5 so that the slots' bytes written in P4 are visible.
         producer = position_of(control.producer).load(std::memory_order_acquire);
-        // relaxed: see above.
-        cached_of(control.consumer).store(producer, std::memory_order_relaxed);
+        // release: pairs with the acquire load of the cache above (see there).
+        cached_of(control.consumer).store(producer, std::memory_order_release);
         ready = producer - position;
     }
     if (ready > capacity) ready = 0;  // a corrupted or misused producer position: nothing is trusted

@@ -328,7 +328,9 @@ std::vector<std::size_t> wait(std::span<const Waitable> objects, std::optional<s
         } else if (uring_allowed() && uring_futex_usable() && sleep_on_uring(plan, futex_bound)) {
             last_mechanism = WaitMechanism::io_uring;
         } else {
-            sleep_on_fds(plan, bounded(kWaitRecheckInterval, bound));
+            sleep_on_fds(plan, bounded(std::min<std::chrono::nanoseconds>(kWaitRecheckInterval,
+                                                                          detail::notification_recheck_period()),
+                                       bound));
             last_mechanism = WaitMechanism::ppoll_recheck;
         }
         spread_death_wake_ups(plan);

@@ -28,6 +28,7 @@
 #include "harness.hpp"
 #include "mproc/error.hpp"
 #include "mproc/joinable_queue.hpp"
+#include "mproc/lock.hpp"
 #include "mproc/mpmc_ring.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/shared_memory.hpp"
@@ -185,6 +186,9 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testSpscReserveCommitPeekReleaseAreZeroCopy);
     CPPUNIT_TEST(testMpmcPutInPlaceAndGetInPlaceAreZeroCopy);
     CPPUNIT_TEST(testMpmcReserveCommitPeekReleaseAreZeroCopy);
+    CPPUNIT_TEST(testHeldSlotBlocksOtherClaimsOfItsThreadUntilFinished);
+    CPPUNIT_TEST(testCommitOnAClosedRingDropsTheMessage);
+    CPPUNIT_TEST(testForkChildDropsItsCopyOfAHoldWithoutFinishingIt);
     CPPUNIT_TEST(testNamedQueueIsSharedByNameAndKeepsItsKind);
     CPPUNIT_TEST(testNamedOpenErrorsAreClear);
     CPPUNIT_TEST(testPlacedQueueInCallerMemoryWorksAcrossFork);
@@ -534,6 +538,89 @@ public:
         });
         const int status = consumer.wait(10s);
         CPPUNIT_ASSERT_MESSAGE(std::to_string(status), WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+
+    // While a thread holds a reservation or a lease, its list_op_pending covers that claim: another claim,
+    // put, get or Lock acquisition by the same thread is refused instead of silently uncovering it.
+    void testHeldSlotBlocksOtherClaimsOfItsThreadUntilFinished() {
+        const std::size_t size = RawMpmcRing::required_size(4, 8);
+        SharedBytes bytes(size);
+        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
+        const std::uint64_t item = 7;
+        std::uint64_t value = 0;
+        mproc::Lock lock;
+        {
+            mproc::MpmcReservation reservation;
+            CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(reservation));
+            mproc::MpmcReservation second;
+            CPPUNIT_ASSERT_THROW(ring.reserve(second), mproc::StateError);
+            mproc::MpmcLease lease;
+            CPPUNIT_ASSERT_THROW(ring.peek(lease), mproc::StateError);
+            CPPUNIT_ASSERT_THROW(ring.put(std::as_bytes(std::span(&item, 1))), mproc::StateError);
+            CPPUNIT_ASSERT_THROW(ring.try_get(std::as_writable_bytes(std::span(&value, 1))), mproc::StateError);
+            CPPUNIT_ASSERT_THROW(lock.lock(), mproc::StateError);
+            // Another thread is not held back.
+            std::thread([&] {
+                std::lock_guard guard(lock);
+                CPPUNIT_ASSERT(RingStatus::ok == ring.put(std::as_bytes(std::span(&item, 1)), 0ms));
+            }).join();
+            std::memcpy(reservation.slot().data(), &item, sizeof item);
+            reservation.commit(sizeof item);
+        }
+        {
+            mproc::MpmcLease lease;
+            CPPUNIT_ASSERT(RingStatus::ok == ring.peek(lease));  // the other thread's message, first in line
+            CPPUNIT_ASSERT_THROW(ring.put(std::as_bytes(std::span(&item, 1))), mproc::StateError);
+        }  // released
+        lock.lock();  // free again
+        lock.unlock();
+        CPPUNIT_ASSERT(RingStatus::ok == ring.get(std::as_writable_bytes(std::span(&value, 1)), 0ms));
+        CPPUNIT_ASSERT_EQUAL(item, value);
+        CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.size());
+    }
+
+    // A consumer told the ring is closed and drained must never see a message appear afterwards.
+    void testCommitOnAClosedRingDropsTheMessage() {
+        const std::size_t size = RawMpmcRing::required_size(4, 8);
+        SharedBytes bytes(size);
+        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
+        mproc::MpmcReservation reservation;
+        CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(reservation));
+        ring.close();
+        std::uint64_t value = 0;
+        RingStatus before = RingStatus::ok;
+        std::thread([&] { before = ring.get(std::as_writable_bytes(std::span(&value, 1)), 0ms); }).join();
+        CPPUNIT_ASSERT(RingStatus::closed == before);  // a consumer elsewhere is told: closed and drained
+        CPPUNIT_ASSERT_THROW(reservation.commit(sizeof value), mproc::Closed);
+        CPPUNIT_ASSERT(!reservation);
+        CPPUNIT_ASSERT(RingStatus::closed == ring.get(std::as_writable_bytes(std::span(&value, 1)), 0ms));
+        CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.size());
+    }
+
+    // A forked child's copy of its parent's reservation names the parent's claim: dropping it in the child
+    // must leave the slot to the parent, which then commits as usual.
+    void testForkChildDropsItsCopyOfAHoldWithoutFinishingIt() {
+        const std::size_t size = RawMpmcRing::required_size(4, 8);
+        SharedBytes bytes(size);
+        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
+        mproc::MpmcReservation reservation;
+        CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(reservation));
+        ForkedChild child([&] {
+            reservation.cancel();  // the parent's: only dropped here
+            const std::uint64_t own = 5;
+            // The child holds nothing, so it may put (behind the parent's slot).
+            std::_Exit(ring.put(std::as_bytes(std::span(&own, 1)), 0ms) == RingStatus::ok ? 0 : 3);
+        });
+        assert_exited_cleanly(child.wait());
+        const std::uint64_t mine = 4;
+        std::memcpy(reservation.slot().data(), &mine, sizeof mine);
+        reservation.commit(sizeof mine);
+        std::uint64_t value = 0;
+        CPPUNIT_ASSERT(RingStatus::ok == ring.get(std::as_writable_bytes(std::span(&value, 1)), 0ms));
+        CPPUNIT_ASSERT_EQUAL(mine, value);  // not skipped by the child
+        CPPUNIT_ASSERT(RingStatus::ok == ring.get(std::as_writable_bytes(std::span(&value, 1)), 0ms));
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{5}, value);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t{0}, ring.repaired_slots());
     }
 
     void testNamedQueueIsSharedByNameAndKeepsItsKind() {

@@ -102,10 +102,18 @@ struct MpmcHeldSlot {
 
 // A slot reserve() claimed for this thread to fill in place: slot() is the payload (slot_size() bytes),
 // commit(length) publishes the first `length` bytes as the message. Destroyed (or cancel()ed) without a
-// commit, the slot is published as skipped: consumers step over it and nothing is lost. Move-only. Only
-// the thread that reserved may commit (StateError otherwise). While it holds a reservation, the thread
-// must not put or get on any mproc ring nor lock or unlock an mproc Lock/RLock or a robust pthread mutex:
-// the claim is covered against the thread's death by its list_op_pending alone, which those use too.
+// commit, the slot is published as skipped: consumers step over it and nothing is lost. commit() on a ring
+// closed meanwhile publishes the slot as skipped and throws Closed (consumers may already have been told
+// the ring is drained). Move-only.
+// A hold belongs to the thread that took it: its claim is covered against that thread's death by the
+// thread's list_op_pending alone. So, while a thread holds a reservation or a lease:
+// - it cannot take another, nor put or get on an MPMC ring, nor acquire an mproc Lock/RLock (StateError);
+//   it must not unlock an mproc lock, use a Pipe, Condition or Barrier, or lock a robust pthread mutex
+//   either (those cannot be checked: a death in that window would leave the slot claimed for good);
+// - commit() from another thread throws StateError; cancel(), release() or a destructor in another thread
+//   or in a fork child only drop the handle (the slot is repaired when the reserving thread ends);
+// - consumers that reach the held slot wait at it (blocking gets) or report empty (non-blocking ones),
+//   even though qsize() counts it.
 // The thread's death while it holds the reservation is the death of a producer inside put (mpmc_ring
 // above): a survivor repairs the slot.
 class MpmcReservation {
@@ -119,8 +127,8 @@ public:
 
     explicit operator bool() const noexcept { return held_.header != nullptr; }
     std::span<std::byte> slot() const noexcept { return {held_.payload, held_.length}; }
-    // ValueError for length > slot().size() (the slot is then published as skipped); StateError when empty
-    // or called by another thread than the one that reserved.
+    // ValueError for length > slot().size() and Closed for a ring closed meanwhile (the slot is then
+    // published as skipped); StateError when empty or called by another thread than the one that reserved.
     void commit(std::size_t length);
     void cancel() noexcept;
 
@@ -130,8 +138,9 @@ private:
 };
 
 // A message peek() claimed for this thread to read in place: message() is its bytes. release() (or the
-// destructor) consumes it and frees the slot. Same thread rules as MpmcReservation. The thread's death
-// while it holds the lease is a consumer's death inside get: the message is lost, the slot is freed.
+// destructor) consumes it and frees the slot. Same thread rules as MpmcReservation (producers reaching the
+// slot wait at it or report full). The thread's death while it holds the lease is a consumer's death
+// inside get: the message is lost, the slot is freed.
 class MpmcLease {
 public:
     MpmcLease() = default;

@@ -171,13 +171,14 @@ public:
         if (std::atomic_ref(control.constants.closed).load(std::memory_order_acquire) != 0) return false;
         // acquire: P1; a producer taking over from a dead one sees the last position published.
         const std::uint64_t position = std::atomic_ref(control.producer.position).load(std::memory_order_acquire);
-        // relaxed: the cache is written by this side only and is a lower bound whatever its age.
-        std::uint64_t consumer = std::atomic_ref(control.producer.cached_other).load(std::memory_order_relaxed);
+        // acquire: pairs with the release store below by whichever producer refreshed the cache (one that
+        // took over from a dead producer included), so the consumer's finished reads come with the value.
+        std::uint64_t consumer = std::atomic_ref(control.producer.cached_other).load(std::memory_order_acquire);
         if (position - consumer > mask_) {
             // acquire: P3, pairs with C5's release so that the consumer's reads of the freed slot are done.
             consumer = std::atomic_ref(control.consumer.position).load(std::memory_order_acquire);
-            // relaxed: see above.
-            std::atomic_ref(control.producer.cached_other).store(consumer, std::memory_order_relaxed);
+            // release: pairs with the acquire load of the cache above.
+            std::atomic_ref(control.producer.cached_other).store(consumer, std::memory_order_release);
             if (position - consumer > mask_) return false;  // full (or a corrupted distance)
         }
         std::memcpy(slots_ + (position & mask_) * stride_, message, size);  // P4
@@ -193,13 +194,14 @@ public:
         RingControl& control = *control_;
         // acquire: C1; a consumer taking over from a dead one sees the last position it released.
         const std::uint64_t position = std::atomic_ref(control.consumer.position).load(std::memory_order_acquire);
-        // relaxed: written by this side only; a lower bound.
-        std::uint64_t producer = std::atomic_ref(control.consumer.cached_other).load(std::memory_order_relaxed);
+        // acquire: pairs with the release store below by whichever consumer refreshed the cache (one that
+        // took over from a dead consumer included), so the slot bytes it acquired come with the value.
+        std::uint64_t producer = std::atomic_ref(control.consumer.cached_other).load(std::memory_order_acquire);
         if (producer - position - 1 > mask_) {  // nothing ready (or a distance beyond the capacity)
             // acquire: C3, pairs with P5 so that the slot's bytes written in P4 are visible.
             producer = std::atomic_ref(control.producer.position).load(std::memory_order_acquire);
-            // relaxed: see above.
-            std::atomic_ref(control.consumer.cached_other).store(producer, std::memory_order_relaxed);
+            // release: pairs with the acquire load of the cache above.
+            std::atomic_ref(control.consumer.cached_other).store(producer, std::memory_order_release);
             if (producer - position - 1 > mask_) return false;  // empty (or a corrupted distance)
         }
         std::memcpy(out, slots_ + (position & mask_) * stride_, size);  // C4
