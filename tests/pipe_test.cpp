@@ -244,10 +244,11 @@ public:
         std::atomic<bool> adopted{false};
         std::thread holder([&] {
             sender.adopt();
-            adopted.store(true);  // seq_cst: test handshake only
+            // release: pairs with the acquire below; the holder word adopt() wrote is visible before disown().
+            adopted.store(true, std::memory_order_release);
             sender.send_bytes(bytes_of(pattern(7)));
         });
-        while (!adopted.load()) std::this_thread::yield();
+        while (!adopted.load(std::memory_order_acquire)) std::this_thread::yield();  // acquire: see the store
         sender.disown();  // the worker is now the only holder; its end goes with it
         CPPUNIT_ASSERT(receiver.recv_bytes() == pattern(7));
         holder.join();
@@ -625,21 +626,25 @@ constexpr auto kSurvivorBound = 5s;
 
 void record_wrong(CrashBoard& board, const std::string& error) {
     std::snprintf(board.error, sizeof board.error, "%s", error.c_str());
-    board.end.store(static_cast<int>(StreamEnd::wrong));  // seq_cst: test bookkeeping read after the wait
+    // relaxed (all the board's counters and `end`): the parent reads them after waitpid() on both children,
+    // which orders every store a child made before it ended.
+    board.end.store(static_cast<int>(StreamEnd::wrong), std::memory_order_relaxed);
 }
 
 [[noreturn]] void crash_sender(PipeConnection& end, CrashBoard& board, std::uint64_t seed, std::size_t ring_slots) {
     end.adopt();
-    board.adopted.fetch_add(1);
+    // release: pairs with the parent's acquire load; the holder word adopt() wrote is visible before the
+    // parent closes its own copy of the end.
+    board.adopted.fetch_add(1, std::memory_order_release);
     try {
         for (std::uint64_t sequence = 0;; ++sequence) {
             const std::vector<std::byte> message = stream_message(seed, sequence, ring_slots);
-            board.sends_started.store(sequence + 1);
+            board.sends_started.store(sequence + 1, std::memory_order_relaxed);  // relaxed: see record_wrong()
             end.send_bytes(bytes_of(message));
-            board.sends_completed.store(sequence + 1);
+            board.sends_completed.store(sequence + 1, std::memory_order_relaxed);
         }
     } catch (const mproc::BrokenPipe& error) {
-        if (error.code() == EPIPE) board.end.store(static_cast<int>(StreamEnd::broken_pipe));
+        if (error.code() == EPIPE) board.end.store(static_cast<int>(StreamEnd::broken_pipe), std::memory_order_relaxed);
         else record_wrong(board, std::string("BrokenPipe with errno ") + std::to_string(error.code()));
     } catch (const std::exception& error) {
         record_wrong(board, std::string("sender: ") + error.what());
@@ -649,7 +654,7 @@ void record_wrong(CrashBoard& board, const std::string& error) {
 
 [[noreturn]] void crash_receiver(PipeConnection& end, CrashBoard& board, std::uint64_t seed, std::size_t ring_slots) {
     end.adopt();
-    board.adopted.fetch_add(1);
+    board.adopted.fetch_add(1, std::memory_order_release);  // release: as in crash_sender()
     try {
         for (std::uint64_t sequence = 0;; ++sequence) {
             const std::string error = stream_message_error(seed, sequence, ring_slots, end.recv_bytes());
@@ -657,21 +662,21 @@ void record_wrong(CrashBoard& board, const std::string& error) {
                 record_wrong(board, error);
                 std::_Exit(0);
             }
-            board.received.store(sequence + 1);
+            board.received.store(sequence + 1, std::memory_order_relaxed);  // relaxed: see record_wrong()
         }
     } catch (const mproc::Closed&) {
         try {
             end.recv_bytes();
             record_wrong(board, "a receive after Closed returned a message");
         } catch (const mproc::Closed&) {
-            board.end.store(static_cast<int>(StreamEnd::closed));
+            board.end.store(static_cast<int>(StreamEnd::closed), std::memory_order_relaxed);
         } catch (const std::exception& error) {
             record_wrong(board, std::string("a receive after Closed: ") + error.what());
         }
     } catch (const mproc::SystemError& error) {
         if (error.code() != EPROTO) record_wrong(board, std::string("receiver: ") + error.what());
         else if (end.readable()) record_wrong(board, "after EPROTO the end is still readable");
-        else board.end.store(static_cast<int>(StreamEnd::cut_message));
+        else board.end.store(static_cast<int>(StreamEnd::cut_message), std::memory_order_relaxed);
     } catch (const std::exception& error) {
         record_wrong(board, std::string("receiver: ") + error.what());
     }
@@ -702,7 +707,7 @@ void crash_round(std::mt19937& random, CrashTally& tally) {
     ForkedChild receiver([&] { crash_receiver(read_end, *board, seed, ring_slots); });
     ForkedChild sender([&] { crash_sender(write_end, *board, seed, ring_slots); });
     const auto give_up = Clock::now() + 10s;
-    while (board->adopted.load() < 2) {
+    while (board->adopted.load(std::memory_order_acquire) < 2) {  // acquire: pairs with the children's adds
         CPPUNIT_ASSERT_MESSAGE(round + ": the children did not adopt their ends", Clock::now() < give_up);
         std::this_thread::sleep_for(50us);
     }
@@ -728,11 +733,12 @@ void crash_round(std::mt19937& random, CrashTally& tally) {
                                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) +
                                " ms to see the death",
                            took < kSurvivorBound);
-    const auto end = static_cast<StreamEnd>(board->end.load());
+    // relaxed (these four): read after waitpid() on both children (see record_wrong()).
+    const auto end = static_cast<StreamEnd>(board->end.load(std::memory_order_relaxed));
     CPPUNIT_ASSERT_MESSAGE(round + ": " + board->error, end != StreamEnd::wrong);
-    const std::uint64_t started = board->sends_started.load();
-    const std::uint64_t completed = board->sends_completed.load();
-    const std::uint64_t received = board->received.load();
+    const std::uint64_t started = board->sends_started.load(std::memory_order_relaxed);
+    const std::uint64_t completed = board->sends_completed.load(std::memory_order_relaxed);
+    const std::uint64_t received = board->received.load(std::memory_order_relaxed);
     const std::string counts = round + ": sends started " + std::to_string(started) + ", completed " +
                                std::to_string(completed) + ", received " + std::to_string(received);
     if (kill_sender) {
