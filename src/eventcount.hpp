@@ -87,13 +87,21 @@ bool barrier_registered_notifiers() noexcept;
 // Set once a waiter's barrier failed in this process: its sleeps are then bounded by kUnfencedRecheckPeriod.
 extern std::atomic<bool> waiter_barrier_unavailable;
 
-// E3, E1, E2: returns the epoch to sleep on, after marking that a thread may sleep.
-inline std::uint32_t prepare_wait(EventCountLayout& event) noexcept {
+// E3, E1: returns the epoch to sleep on, after marking that a thread may sleep. The caller must issue E2
+// (barrier_registered_notifiers) before it re-tests its condition: one E2 after several of these serves
+// them all (wait() arms many objects, then sleeps once).
+inline std::uint32_t prepare_wait_without_barrier(EventCountLayout& event) noexcept {
     // acquire: E3, pairs with N3's release so that a newer epoch brings the store that caused it; read
     // before E1 (see the top of this file).
     const std::uint32_t key = epoch_of(event).load(std::memory_order_acquire);
     // acq_rel: E1; an RMW, so either it reads N2's 0 (and acquires the notifier's store) or N2 reads its 1.
     waiters_of(event).exchange(1, std::memory_order_acq_rel);
+    return key;
+}
+
+// E3, E1, E2: returns the epoch to sleep on, after marking that a thread may sleep.
+inline std::uint32_t prepare_wait(EventCountLayout& event) noexcept {
+    const std::uint32_t key = prepare_wait_without_barrier(event);
     barrier_registered_notifiers();  // E2
     return key;
 }

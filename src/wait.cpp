@@ -10,6 +10,8 @@
 //   the epoch).
 // - Queue: key = prepare_wait(ring.not_empty) (a put or close() moves the epoch, eventcount.hpp).
 // - Event: the word with kEventWaiters set by CAS (set() wakes all when it sees the bit, event.cpp).
+// The eventcounts' barrier (E2 of eventcount.hpp, one membarrier) is issued once after every flag is raised,
+// before the re-check: it orders all of them at once.
 // The facilities tried are capped by force_wait_backend() (wait_backend.hpp), the seam through which tests
 // run each fallback on a kernel that has the better paths.
 #include "mproc/wait.hpp"
@@ -86,6 +88,7 @@ struct Plan {
     std::vector<ArmedFutex> futexes;
     std::vector<pollfd> fds;
     std::vector<detail::PipeEnd*> pipe_peers;  // to spread a death wake-up the kernel gave to one sleeper
+    bool eventcounts_armed = false;             // an eventcount flag was raised: E2 is due before the re-test
 };
 
 detail::QueueCore& queue_of(const Waitable& object) { return *static_cast<detail::QueueCore*>(object.object()); }
@@ -153,7 +156,8 @@ Plan arm(std::span<const Waitable> objects) {
             detail::PipeEnd* peer = pipe->peer_end();
             if (ring == nullptr || peer == nullptr) break;  // ready: the check after arming says so
             detail::EventCountLayout& event = ring->control().not_empty.event;
-            plan.futexes.push_back({&event.epoch, detail::prepare_wait(event)});
+            plan.futexes.push_back({&event.epoch, detail::prepare_wait_without_barrier(event)});
+            plan.eventcounts_armed = true;
             for (detail::PipeHolder& holder : peer->holders) {
                 // relaxed: arms the kernel's comparison only; the check after arming reads with acquire.
                 const std::uint32_t word = std::atomic_ref(holder.word).load(std::memory_order_relaxed);
@@ -164,7 +168,8 @@ Plan arm(std::span<const Waitable> objects) {
         }
         case Waitable::Kind::queue: {
             detail::EventCountLayout& event = queue_of(object).control().not_empty.event;
-            plan.futexes.push_back({&event.epoch, detail::prepare_wait(event)});
+            plan.futexes.push_back({&event.epoch, detail::prepare_wait_without_barrier(event)});
+            plan.eventcounts_armed = true;
             break;
         }
         case Waitable::Kind::event: {
@@ -187,6 +192,8 @@ Plan arm(std::span<const Waitable> objects) {
     if (plan.futexes.size() > kMaxWaitFutexes)
         throw ValueError("wait: the objects need " + std::to_string(plan.futexes.size()) +
                          " futex words, at most " + std::to_string(kMaxWaitFutexes) + " can be waited on at once");
+    // E2 once for every eventcount armed above (eventcount.hpp): the caller re-tests after this returns.
+    if (plan.eventcounts_armed) detail::barrier_registered_notifiers();
     return plan;
 }
 
