@@ -152,15 +152,10 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// Re-tests of a condition before a waiter sets the flag and sleeps, at most: a few microseconds, against a
-// wake-up through the kernel that costs tens of microseconds (reference-figures.md). The queue waits spend
-// the calling thread's adaptive budget (adaptive_spin.hpp) under this cap.
-inline constexpr int kQueueSpinLimit = AdaptiveSpinBudget::kMaxSpins;
-
-// Spins (the thread's adaptive budget), then parks on `event`, until ready() or the deadline. Returns
-// ready()'s last answer.
+// Re-tests ready() for the calling thread's adaptive spin budget (adaptive_spin.hpp), pausing between
+// tests, and tells the budget how it went. true: ready() held.
 template <class Ready>
-bool await_condition(EventCountLayout& event, const Deadline* deadline, Ready&& ready) {
+bool spin_until(Ready&& ready) {
     AdaptiveSpinBudget& spin_budget = this_thread_spin_budget();
     const int spins = spin_budget.budget();
     for (int spin = 0; spin < spins; ++spin) {
@@ -171,6 +166,19 @@ bool await_condition(EventCountLayout& event, const Deadline* deadline, Ready&& 
         cpu_relax();
     }
     spin_budget.spin_failed();
+    return false;
+}
+
+// Re-tests of a condition before a waiter sets the flag and sleeps, at most: a few microseconds, against a
+// wake-up through the kernel that costs tens of microseconds (reference-figures.md). The queue waits spend
+// the calling thread's adaptive budget (adaptive_spin.hpp) under this cap.
+inline constexpr int kQueueSpinLimit = AdaptiveSpinBudget::kMaxSpins;
+
+// Spins (the thread's adaptive budget), then parks on `event`, until ready() or the deadline. Returns
+// ready()'s last answer.
+template <class Ready>
+bool await_condition(EventCountLayout& event, const Deadline* deadline, Ready&& ready) {
+    if (spin_until(ready)) return true;
     for (;;) {
         const std::uint32_t key = prepare_wait(event);
         if (ready()) return true;

@@ -207,16 +207,7 @@ bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, 
 // or the deadline. Returns ready() || gone.
 template <class Ready>
 bool await(detail::EventCountLayout& event, detail::PipeEnd& peer, const Deadline* deadline, Ready&& ready) {
-    detail::AdaptiveSpinBudget& spin_budget = detail::this_thread_spin_budget();
-    const int spins = spin_budget.budget();
-    for (int spin = 0; spin < spins; ++spin) {
-        if (ready() || !end_alive(peer)) {
-            spin_budget.spin_succeeded(spin);
-            return true;
-        }
-        detail::cpu_relax();
-    }
-    spin_budget.spin_failed();
+    if (detail::spin_until([&] { return ready() || !end_alive(peer); })) return true;
     for (;;) {
         const std::uint32_t key = detail::prepare_wait(event);
         if (ready() || !end_alive(peer)) return true;
