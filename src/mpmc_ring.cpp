@@ -502,7 +502,7 @@ struct CopyIn {
     std::span<const std::byte> message;
     static std::size_t write(void* context, std::span<std::byte> payload) noexcept {
         const auto& self = *static_cast<const CopyIn*>(context);
-        std::memcpy(payload.data(), self.message.data(), self.message.size());
+        detail::copy_message_in(payload.data(), self.message.data(), self.message.size());
         return self.message.size();
     }
 };

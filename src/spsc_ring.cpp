@@ -150,7 +150,7 @@ RingStatus RawSpscRing::put(std::span<const std::byte> message, std::optional<st
         if (detail::ring_closed(control_)) return RingStatus::closed;
         if (!ready) return RingStatus::timed_out;
     }
-    std::memcpy(slot_at(control_, window.position), message.data(), message.size());  // P4
+    detail::copy_message_in(slot_at(control_, window.position), message.data(), message.size());  // P4
     publish_puts(control_, window.position, 1);
     return RingStatus::ok;
 }
@@ -161,7 +161,7 @@ std::size_t RawSpscRing::put_many(const void* messages, std::size_t count) {
     const std::size_t size = slot_size();
     const auto* source = static_cast<const std::byte*>(messages);
     for (std::uint64_t i = 0; i < window.count; ++i)
-        std::memcpy(slot_at(control_, window.position + i), source + i * size, size);  // P4
+        detail::copy_message_in(slot_at(control_, window.position + i), source + i * size, size);  // P4
     if (window.count != 0) publish_puts(control_, window.position, window.count);
     return static_cast<std::size_t>(window.count);
 }

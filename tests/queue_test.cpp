@@ -202,6 +202,8 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testNotifyIsFenceFreeUnlessTheEnvironmentAsksForTheFence);
     CPPUNIT_TEST(testSpscFastPathKeepsTheConstantsItAttachedWith);
     CPPUNIT_TEST(testSpinBudgetShrinksWhenSpinningFailsAndGrowsWhenItPays);
+    CPPUNIT_TEST(testMessageCopyIsExactForEverySize);
+    CPPUNIT_TEST(testMessagesOfOddSizesCrossProcessesByteForByte);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -878,6 +880,60 @@ public:
 
     // The inline SPSC path copies the ring's constants when the handle attaches: a peer that rewrites them
     // afterwards (a hostile or broken process) cannot move its copies outside the ring.
+    // copy_message_in copies in words below kWordCopyLimit and by memcpy above it: every size on both sides
+    // of the limit, at every alignment of the source, copies exactly its bytes and touches nothing after.
+    void testMessageCopyIsExactForEverySize() {
+        constexpr std::size_t kLargest = mproc::detail::kWordCopyLimit + 20;
+        std::vector<std::byte> source(kLargest + 8);
+        for (std::size_t i = 0; i < source.size(); ++i) source[i] = static_cast<std::byte>(i * 7 + 1);
+        for (std::size_t size = 0; size <= kLargest; ++size) {
+            for (std::size_t offset = 0; offset < 8; ++offset) {
+                std::vector<std::byte> slot(kLargest + 16, std::byte{0xEE});
+                mproc::detail::copy_message_in(slot.data(), source.data() + offset, size);
+                for (std::size_t i = 0; i < size; ++i)
+                    CPPUNIT_ASSERT_EQUAL_MESSAGE("size " + std::to_string(size) + ", byte " + std::to_string(i),
+                                                 static_cast<int>(source[offset + i]), static_cast<int>(slot[i]));
+                for (std::size_t i = size; i < slot.size(); ++i)
+                    CPPUNIT_ASSERT_EQUAL_MESSAGE("size " + std::to_string(size) + ": byte " + std::to_string(i) +
+                                                     " after the message was written",
+                                                 0xEE, static_cast<int>(slot[i]));
+            }
+        }
+    }
+
+    // Typed queues whose item sizes are not multiples of the copy's 8-byte word (3, 72 bytes: the SPSC fast
+    // path and the MPMC path) and one above the word-copy limit, filled by a forked producer.
+    template <std::size_t kBytes>
+    static void check_odd_size_items_cross_intact(QueueKind kind) {
+        using Item = std::array<std::uint8_t, kBytes>;
+        constexpr int kItems = 500;
+        const auto item_for = [](int sequence) {
+            Item item;
+            for (std::size_t i = 0; i < kBytes; ++i) item[i] = static_cast<std::uint8_t>(sequence * 31 + i * 5 + 3);
+            return item;
+        };
+        Queue<Item> queue(16, kind);
+        ForkedChild producer([&] {
+            for (int sequence = 0; sequence < kItems; ++sequence) queue.put(item_for(sequence));
+            std::_Exit(0);
+        });
+        for (int sequence = 0; sequence < kItems; ++sequence) {
+            const Item got = queue.get(true, 10s);
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(kBytes) + "-byte item " + std::to_string(sequence) + " changed on the way",
+                                   got == item_for(sequence));
+        }
+        const int status = producer.wait(10s);
+        CPPUNIT_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+
+    void testMessagesOfOddSizesCrossProcessesByteForByte() {
+        for (QueueKind kind : {QueueKind::spsc, QueueKind::mpmc}) {
+            check_odd_size_items_cross_intact<3>(kind);
+            check_odd_size_items_cross_intact<72>(kind);
+            check_odd_size_items_cross_intact<mproc::detail::kWordCopyLimit + 13>(kind);
+        }
+    }
+
     void testSpscFastPathKeepsTheConstantsItAttachedWith() {
         constexpr std::size_t kCapacity = 4;
         const std::size_t size = Queue<std::uint64_t>::placed_size(kCapacity, QueueKind::spsc);

@@ -86,8 +86,12 @@ public:
     std::size_t get_many(void* out, std::size_t count);
     // The inline fast path (SPSC queues): one attempt that neither blocks nor throws; false means "call
     // put()/get()" (full, empty, closed, an MPMC queue, a moved-from handle).
-    bool put_fast(const void* message, std::size_t size) noexcept { return spsc_fast_.try_put(message, size); }
-    bool get_fast(void* out, std::size_t size) noexcept { return spsc_fast_.try_get(out, size); }
+    [[gnu::always_inline]] bool put_fast(const void* message, std::size_t size) noexcept {
+        return spsc_fast_.try_put(message, size);
+    }
+    [[gnu::always_inline]] bool get_fast(void* out, std::size_t size) noexcept {
+        return spsc_fast_.try_get(out, size);
+    }
 
     std::size_t qsize() const;
     bool empty() const { return qsize() == 0; }

@@ -22,8 +22,8 @@
 // - Zero-copy: reserve() gives the producer slot memory to fill in place, commit() publishes it; peek()
 //   gives the consumer the next slots in place, release() frees them.
 //
-// Costs: an uncontended put or get is a memcpy, a store-release of one index and a plain load of the
-// eventcount's sleeper flag (a locked exchange instead in a process that cannot use membarrier(), see
+// Costs: an uncontended put or get is a copy of the message, a store-release of one index and a plain
+// load of the eventcount's sleeper flag (a locked exchange instead in a process that cannot use membarrier(), see
 // src/eventcount.hpp); it reads the other side's index only when its cached copy says full/empty.
 // No system call unless the other side sleeps. A sleeping side costs one FUTEX_WAIT and the other side's
 // next operation one FUTEX_WAKE; operations after it make none until a thread parks again.
@@ -150,6 +150,32 @@ inline void notify(EventCountLayout& event) noexcept {
     wake_sleepers(event);
 }
 
+// Messages up to this size are copied into a slot by copy_message_in() in 8-byte words; larger ones by
+// memcpy, whose wide moves pay off there and whose first and last lines are a small part of the copy.
+inline constexpr std::size_t kWordCopyLimit = 256;
+
+// Copies a caller's message into a slot (P4). The caller has usually just written the message field by
+// field, and those stores may still sit in the store buffer: a load that spans more than one of them
+// cannot be forwarded and waits until they reach the cache — behind the previous put's index store, which waits for
+// the consumer's copy of that line to be invalidated. memcpy's 16- and 32-byte loads made every 64-byte
+// put pay that round trip (docs/benchmarks.md, "Why 64-byte puts copy in words"). An 8-byte load is
+// forwarded from an 8-byte or wider store that holds it; the empty asm keeps the compiler from merging the words back into vector moves.
+[[gnu::always_inline]] inline void copy_message_in(std::byte* slot, const void* message, std::size_t size) noexcept {
+    const auto* from = static_cast<const std::byte*>(message);
+    if (size > kWordCopyLimit) {
+        std::memcpy(slot, from, size);
+        return;
+    }
+    std::size_t done = 0;
+    for (; done + sizeof(std::uint64_t) <= size; done += sizeof(std::uint64_t)) {
+        std::uint64_t word;
+        std::memcpy(&word, from + done, sizeof word);
+        asm("" : "+r"(word));
+        std::memcpy(slot + done, &word, sizeof word);
+    }
+    if (done != size) std::memcpy(slot + done, from + done, size - done);
+}
+
 // The uncontended put and get of an SPSC ring, inline, on the ring's constants as they were validated when
 // the handle attached (copied, so that a peer rewriting the shared constants later cannot move a copy
 // outside the ring). One attempt each: false means "take the full path" (full, empty, closed, a size
@@ -164,7 +190,9 @@ public:
         : control_(&control), slots_(slots), mask_(capacity - 1), stride_(stride), slot_size_(slot_size) {}
 
     // P1..P6 of src/spsc_ring.cpp.
-    bool try_put(const void* message, std::size_t size) noexcept {
+    // Always inlined (as are QueueCore's put_fast/get_fast): the caller's constant size then reaches the
+    // copies, which become a few moves instead of a call to memcpy.
+    [[gnu::always_inline]] bool try_put(const void* message, std::size_t size) noexcept {
         if (control_ == nullptr || size > slot_size_) return false;
         RingControl& control = *control_;
         // acquire: pairs with the seq_cst store of close(); a closed ring takes the full path (Closed).
@@ -181,7 +209,7 @@ public:
             std::atomic_ref(control.producer.cached_other).store(consumer, std::memory_order_release);
             if (position - consumer > mask_) return false;  // full (or a corrupted distance)
         }
-        std::memcpy(slots_ + (position & mask_) * stride_, message, size);  // P4
+        copy_message_in(slots_ + (position & mask_) * stride_, message, size);  // P4
         // release: P5, pairs with C3; the slot's bytes are written before the position that publishes them.
         std::atomic_ref(control.producer.position).store(position + 1, std::memory_order_release);
         notify(control.not_empty.event);  // P6
@@ -189,7 +217,7 @@ public:
     }
 
     // C1..C6: copies a whole slot (size must be the slot size).
-    bool try_get(void* out, std::size_t size) noexcept {
+    [[gnu::always_inline]] bool try_get(void* out, std::size_t size) noexcept {
         if (control_ == nullptr || size != slot_size_) return false;
         RingControl& control = *control_;
         // acquire: C1; a consumer taking over from a dead one sees the last position it released.
