@@ -31,6 +31,7 @@
 // verify/lock/lock.pml models these functions step by step, with a crash injected at every step.
 #include "mproc/lock.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -62,8 +63,14 @@ constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
 // A TID no thread can have (pid_max is at most 2^22): the kernel never touches it, and every acquirer
 // recognises it.
 constexpr std::uint32_t kNotRecoverableWord = FUTEX_TID_MASK;
-// Re-reads of an owned word before sleeping: about a microsecond, the length of a short critical section.
-constexpr int kSpinLimit = 100;
+// The spin before sleeping on an owned word: look, then pause 1, 2, 4 ... up to kMaxBackoffPauses times
+// before the next look, until kSpinPauseBudget pauses are spent (about 13 µs on the reference guest, under
+// the 20-40 µs a sleep and wake-up cost there). Every look pulls the lock's line to the waiter and costs the
+// owner a line transfer on its next lock or unlock; looking after every pause made a contended hand-off
+// 0.5x glibc's robust mutex, whose waiters sleep at once, and backing off made it about 2x
+// (docs/benchmarks.md).
+constexpr int kMaxBackoffPauses = 64;
+constexpr int kSpinPauseBudget = 512;
 
 static_assert(static_cast<std::ptrdiff_t>(offsetof(RobustMutexLayout, word)) -
                       static_cast<std::ptrdiff_t>(offsetof(RobustMutexLayout, robust_next)) ==
@@ -155,7 +162,8 @@ AcquireStatus acquire_contended(RobustMutexLayout& lock, ThisThreadRobustList& s
     const bool bounded = timeout.has_value();
     std::optional<Deadline> deadline;
     const std::uint32_t me = self.tid();
-    int spins = 0;
+    int backoff_pauses = 1;
+    int paused = 0;
     for (;;) {
         const std::uint32_t owner = seen & kTidMask;
         if (owner == 0) {
@@ -180,9 +188,10 @@ AcquireStatus acquire_contended(RobustMutexLayout& lock, ThisThreadRobustList& s
             return AcquireStatus::timed_out;
         }
         if (bounded && !deadline) deadline = Deadline::after(*timeout);
-        if (spins < kSpinLimit) {
-            ++spins;
-            cpu_relax();
+        if (paused < kSpinPauseBudget) {
+            for (int pause = 0; pause < backoff_pauses; ++pause) cpu_relax();
+            paused += backoff_pauses;
+            backoff_pauses = std::min(2 * backoff_pauses, kMaxBackoffPauses);
             // relaxed: only a hint; the CAS above re-checks and orders.
             seen = word.load(std::memory_order_relaxed);
             continue;
