@@ -23,8 +23,10 @@
 namespace {
 
 using mproc::bench::BenchFailure;
+using mproc::bench::describe_mismatch;
 using mproc::bench::LatencySampler;
 using mproc::bench::Peer;
+using mproc::bench::SequencedMessage;
 using mproc::bench::SharedBlock;
 using mproc::bench::Spinner;
 
@@ -96,29 +98,6 @@ void BM_Ceiling_PipePingPong(benchmark::State& state) {
 BENCHMARK(BM_Ceiling_PipePingPong)->UseRealTime();
 
 // ---------------------------------------------------------------------------------------------------------
-// Messages of the streams: every 8-byte word carries the sequence number, so the receiver can tell a lost,
-// repeated or torn message by looking at the first and the last word.
-
-template <std::size_t kBytes>
-struct SequencedMessage {
-    static_assert(kBytes % sizeof(std::uint64_t) == 0);
-    std::uint64_t words[kBytes / sizeof(std::uint64_t)];
-
-    void fill(std::uint64_t sequence) noexcept {
-        for (std::uint64_t& word : words) word = sequence;
-    }
-    bool carries(std::uint64_t sequence) const noexcept {
-        return words[0] == sequence && words[kBytes / sizeof(std::uint64_t) - 1] == sequence;
-    }
-};
-static_assert(sizeof(SequencedMessage<8>) == 8 && sizeof(SequencedMessage<64>) == 64);
-
-std::string describe_mismatch(const char* stream, std::uint64_t expected, std::uint64_t first_word) {
-    return std::string(stream) + ": expected message " + std::to_string(expected) +
-           ", received one starting with " + std::to_string(first_word);
-}
-
-// ---------------------------------------------------------------------------------------------------------
 // (4) Pipe stream: the peer writes 64-byte messages, one write() each, until told to stop; the benchmark
 // reads up to 64 KiB per read() and consumes one message per iteration.
 
@@ -186,129 +165,8 @@ void BM_Ceiling_PipeStream64(benchmark::State& state) {
 BENCHMARK(BM_Ceiling_PipeStream64)->UseRealTime();
 
 // ---------------------------------------------------------------------------------------------------------
-// (5) The raw SPSC ring: fixed slots, a power-of-two mask, free-running 64-bit indices, each side keeping a
-// private copy of the other side's index and reloading it only when the copy says full (producer) or empty
-// (consumer). No wrap-around flags, no batching, no blocking: the bound a featureful queue is measured
-// against. The producer starts at fork, so up to kRingSlots messages are ready when the timed loop starts:
-// a head start of kRingSlots / iterations, under 0.1 % of any run that lasts the default minimum time.
+// (5) The raw SPSC ring (bench_support.cpp, so that bench_queue measures it beside its own streams too).
 
-constexpr std::uint64_t kRingSlots = 4096;
-static_assert((kRingSlots & (kRingSlots - 1)) == 0, "the slot index is the free-running index masked");
-
-template <class Message>
-struct RawSpscRing {
-    alignas(kSeparation) std::atomic<std::uint64_t> tail;  // messages pushed; written by the producer only
-    alignas(kSeparation) std::atomic<std::uint64_t> head;  // messages popped; written by the consumer only
-    alignas(kSeparation) std::atomic<std::uint32_t> stop;  // set once by the consumer (the benchmark)
-    alignas(kSeparation) Message slots[kRingSlots];
-};
-
-template <class Message>
-class RingProducer {
-public:
-    explicit RingProducer(RawSpscRing<Message>& ring) noexcept : ring_(ring) {}
-
-    bool try_push(const Message& message) noexcept {
-        if (tail_ - cached_head_ == kRingSlots) {
-            // acquire: pairs with the consumer's release store of head, so its reads of the slot we are
-            // about to overwrite are finished.
-            cached_head_ = ring_.head.load(std::memory_order_acquire);
-            if (tail_ - cached_head_ == kRingSlots) return false;
-        }
-        ring_.slots[tail_ & (kRingSlots - 1)] = message;
-        // release: pairs with the consumer's acquire load of tail, so the slot's bytes are visible first.
-        ring_.tail.store(++tail_, std::memory_order_release);
-        return true;
-    }
-
-private:
-    RawSpscRing<Message>& ring_;
-    std::uint64_t tail_ = 0;         // the producer is tail's only writer: no need to load it
-    std::uint64_t cached_head_ = 0;  // last head seen; head only grows, so this is a lower bound
-};
-
-template <class Message>
-class RingConsumer {
-public:
-    explicit RingConsumer(RawSpscRing<Message>& ring) noexcept : ring_(ring) {}
-
-    bool try_pop(Message& message) noexcept {
-        if (head_ == cached_tail_) {
-            // acquire: pairs with the producer's release store of tail.
-            cached_tail_ = ring_.tail.load(std::memory_order_acquire);
-            if (head_ == cached_tail_) return false;
-        }
-        message = ring_.slots[head_ & (kRingSlots - 1)];
-        // release: pairs with the producer's acquire load of head; the slot is free only after our read.
-        ring_.head.store(++head_, std::memory_order_release);
-        return true;
-    }
-
-private:
-    RawSpscRing<Message>& ring_;
-    std::uint64_t head_ = 0;
-    std::uint64_t cached_tail_ = 0;  // last tail seen; a lower bound on what is ready
-};
-
-template <std::size_t kBytes>
-void raw_spsc_ring(benchmark::State& state) {
-    using Message = SequencedMessage<kBytes>;
-    using Ring = RawSpscRing<Message>;
-    static_assert(std::is_standard_layout_v<Ring> && alignof(Ring) == kSeparation);
-    static_assert(offsetof(Ring, head) - offsetof(Ring, tail) == kSeparation &&
-                      offsetof(Ring, slots) - offsetof(Ring, stop) == kSeparation,
-                  "head and tail have different writers: they must not share a line or its prefetch pair");
-
-    SharedBlock<Ring> ring;
-    Peer peer("raw SPSC ring producer", [&] {
-        RingProducer<Message> producer(*ring);
-        Message message;
-        for (std::uint64_t sequence = 0;; ++sequence) {
-            message.fill(sequence);
-            if (producer.try_push(message)) continue;
-            Spinner spinner("room in the ring");
-            do {
-                // relaxed: stop only asks the producer to end; no data is published with it.
-                if (ring->stop.load(std::memory_order_relaxed) != 0) return;
-                spinner.pause();
-            } while (!producer.try_push(message));
-        }
-    });
-
-    RingConsumer<Message> consumer(*ring);
-    std::uint64_t expected = 0;
-    Message message;
-    for (auto _ : state) {
-        if (!consumer.try_pop(message)) {
-            Spinner spinner("a message from the producer", &peer);
-            do spinner.pause();
-            while (!consumer.try_pop(message));
-        }
-        if (!message.carries(expected))
-            throw BenchFailure(describe_mismatch("raw SPSC ring", expected, message.words[0]));
-        ++expected;
-    }
-    // relaxed: see the producer's load; it looks once the ring is full, which it soon is.
-    ring->stop.store(1, std::memory_order_relaxed);
-    peer.join();
-    state.SetItemsProcessed(state.iterations());
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kBytes));
-}
-
-void BM_Ceiling_RawSpscRing(benchmark::State& state) {
-    mproc::bench::run_guarded(state, [&] {
-        switch (state.range(0)) {
-        case 8:
-            raw_spsc_ring<8>(state);
-            break;
-        case 64:
-            raw_spsc_ring<64>(state);
-            break;
-        default:
-            throw BenchFailure("raw SPSC ring: no message type of " + std::to_string(state.range(0)) + " bytes");
-        }
-    });
-}
-BENCHMARK(BM_Ceiling_RawSpscRing)->Arg(8)->Arg(64)->UseRealTime();
+BENCHMARK(mproc::bench::measure_raw_spsc_ring)->Name("BM_Ceiling_RawSpscRing")->Arg(8)->Arg(64)->UseRealTime();
 
 }  // namespace

@@ -18,9 +18,10 @@
 //   onto a busy CPU hurts more than it helps). MPROC_BENCH_PIN="P,Q" pins the benchmark process to CPU P
 //   and every peer to CPU Q for the lifetime of the Peer.
 //
-// - measure_cache_line_ping_pong(), measure_futex_ping_pong(): the cache-line and futex ping-pong
-//   ceilings (BM_Ceiling_CacheLinePingPong, BM_Ceiling_FutexPingPong), callable from any binary so that
-//   a primitive's hand-off or wake latency is set beside a ceiling measured in the same run.
+// - measure_cache_line_ping_pong(), measure_futex_ping_pong(), measure_raw_spsc_ring(): the cache-line and
+//   futex ping-pong ceilings and the raw SPSC ring (BM_Ceiling_CacheLinePingPong, BM_Ceiling_FutexPingPong,
+//   BM_Ceiling_RawSpscRing), callable from any binary so that a primitive's hand-off, wake latency or stream
+//   is set beside a ceiling measured in the same run; SequencedMessage and describe_mismatch() for streams.
 // - run_python_peer(): runs a Python peer script (bench/peers/) whose loop is timed inside Python, and
 //   report_python_time() turns its elapsed time into the benchmark's manual time.
 //
@@ -259,6 +260,32 @@ private:
 // between two running processes. Reports p50_ns/p99_ns/p99.9_ns and items_per_second (round trips).
 // Register with UseRealTime().
 void measure_cache_line_ping_pong(benchmark::State& state);
+
+// Messages of the ceiling streams: every 8-byte word carries the sequence number, so the receiver can tell
+// a lost, repeated or torn message by looking at the first and the last word.
+template <std::size_t kBytes>
+struct SequencedMessage {
+    static_assert(kBytes % sizeof(std::uint64_t) == 0);
+    std::uint64_t words[kBytes / sizeof(std::uint64_t)];
+
+    void fill(std::uint64_t sequence) noexcept {
+        for (std::uint64_t& word : words) word = sequence;
+    }
+    bool carries(std::uint64_t sequence) const noexcept {
+        return words[0] == sequence && words[kBytes / sizeof(std::uint64_t) - 1] == sequence;
+    }
+};
+static_assert(sizeof(SequencedMessage<8>) == 8 && sizeof(SequencedMessage<64>) == 64);
+
+// "<stream>: expected message <expected>, received one starting with <first_word>".
+std::string describe_mismatch(const char* stream, std::uint64_t expected, std::uint64_t first_word);
+
+// The raw SPSC ring ceiling (BM_Ceiling_RawSpscRing/N): N-byte messages (state.range(0): 8 or 64) through the
+// smallest correct SPSC ring in shared memory, from a forked producer. Callable from any binary, so that a
+// queue's stream is set beside a ring measured in the same run and the same conditions. Register with
+// UseRealTime().
+void measure_raw_spsc_ring(benchmark::State& state);
+
 
 // The futex ping-pong ceiling: one shared word, odd values the peer's turn, even the benchmark's; each
 // side sleeps in FUTEX_WAIT until the other stores its value and calls FUTEX_WAKE. A round trip is two

@@ -24,6 +24,7 @@ CEILINGS = [
     ("raw SPSC ring in shared memory, 64-byte messages", "BM_Ceiling_RawSpscRing/64"),
     ("cache-line ping-pong, measured again beside the Pipe benchmarks", "BM_PipeCeiling/cache_line_ping_pong"),
     ("futex ping-pong, measured again beside the Pipe benchmarks", "BM_PipeCeiling/futex_ping_pong"),
+    ("raw SPSC ring, 64-byte messages, measured again beside the Queue benchmarks", "BM_QueueCeiling_RawSpscRing/64"),
     ("futex ping-pong, measured again beside the Connection benchmarks", "BM_ConnectionRoundTrip64/futex_ceiling"),
 ]
 
@@ -76,7 +77,7 @@ COMPARISONS += [
 ]
 
 # Queue streams: BM_Queue1P1C_<system>/<bytes> (one family per system, so that each is one series of the
-# throughput-by-size chart); the raw SPSC ring ceiling comes from bench_ceilings in the same run.
+# throughput-by-size chart); the raw SPSC ring ceiling is bench_queue's own measurement beside them.
 QUEUE_STREAM_PEERS = [("mproc_mpmc", "mproc::Queue, MPMC"), ("pipe", "pipe, one write per message"),
                       ("seqpacket", "AF_UNIX SOCK_SEQPACKET socketpair"), ("posix_mq", "POSIX message queue"),
                       ("boost", "Boost.Interprocess message_queue"), ("python", "Python multiprocessing.Queue"),
@@ -86,7 +87,7 @@ COMPARISONS += [
         "title": "Queue: 64-byte messages, 1 producer → 1 consumer (messages/s)",
         "metric": "rate",
         "rows": [("mproc::Queue, SPSC", "BM_Queue1P1C_mproc_spsc/64"),
-                 ("ceiling: raw SPSC ring", "BM_Ceiling_RawSpscRing/64")]
+                 ("ceiling: raw SPSC ring, measured beside", "BM_QueueCeiling_RawSpscRing/64")]
                 + [(label, f"BM_Queue1P1C_{system}/64") for system, label in QUEUE_STREAM_PEERS],
     },
     {
