@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -28,7 +27,6 @@ using mproc::bench::LatencySampler;
 using mproc::bench::Peer;
 using mproc::bench::SequencedMessage;
 using mproc::bench::SharedBlock;
-using mproc::bench::Spinner;
 
 // 128, not 64: the adjacent-line prefetcher of many x86 cores pulls 64-byte lines in pairs, so two hot
 // words 64 bytes apart can still interfere.

@@ -286,7 +286,6 @@ std::string describe_mismatch(const char* stream, std::uint64_t expected, std::u
 // UseRealTime().
 void measure_raw_spsc_ring(benchmark::State& state);
 
-
 // The futex ping-pong ceiling: one shared word, odd values the peer's turn, even the benchmark's; each
 // side sleeps in FUTEX_WAIT until the other stores its value and calls FUTEX_WAKE. A round trip is two
 // wake-ups through the kernel and nothing else: the floor under the wake latency of every blocking

@@ -64,11 +64,11 @@ constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
 // recognises it.
 constexpr std::uint32_t kNotRecoverableWord = FUTEX_TID_MASK;
 // The spin before sleeping on an owned word: look, then pause 1, 2, 4 ... up to kMaxBackoffPauses times
-// before the next look, until kSpinPauseBudget pauses are spent (about 13 µs on the reference guest, under
-// the 20-40 µs a sleep and wake-up cost there). Every look pulls the lock's line to the waiter and costs the
-// owner a line transfer on its next lock or unlock; looking after every pause made a contended hand-off
-// 0.5x glibc's robust mutex, whose waiters sleep at once, and backing off made it about 2x
-// (docs/benchmarks.md).
+// before the next look, until about kSpinPauseBudget pauses are spent (x86: about 14 µs on the reference
+// guest, whose pause takes 25 ns, under the 20-40 µs a sleep and wake-up cost there; aarch64's yield is far
+// shorter). Every look pulls the lock's line to the waiter and costs the owner a line transfer on its next
+// lock or unlock; looking after every pause made a contended hand-off 0.5x glibc's robust mutex, whose
+// waiters sleep at once, and backing off made it about 2x (docs/benchmarks.md).
 constexpr int kMaxBackoffPauses = 64;
 constexpr int kSpinPauseBudget = 512;
 
@@ -188,7 +188,8 @@ AcquireStatus acquire_contended(RobustMutexLayout& lock, ThisThreadRobustList& s
             return AcquireStatus::timed_out;
         }
         if (bounded && !deadline) deadline = Deadline::after(*timeout);
-        if (paused < kSpinPauseBudget) {
+        // A timed acquire also stops spinning at its deadline, so a timeout shorter than the spin is kept.
+        if (paused < kSpinPauseBudget && !(bounded && deadline->passed())) {
             for (int pause = 0; pause < backoff_pauses; ++pause) cpu_relax();
             paused += backoff_pauses;
             backoff_pauses = std::min(2 * backoff_pauses, kMaxBackoffPauses);

@@ -156,10 +156,12 @@ inline constexpr std::size_t kWordCopyLimit = 256;
 
 // Copies a caller's message into a slot (P4). The caller has usually just written the message field by
 // field, and those stores may still sit in the store buffer: a load that spans more than one of them
-// cannot be forwarded and waits until they reach the cache — behind the previous put's index store, which waits for
-// the consumer's copy of that line to be invalidated. memcpy's 16- and 32-byte loads made every 64-byte
-// put pay that round trip (docs/benchmarks.md, "Why 64-byte puts copy in words"). An 8-byte load is
-// forwarded from an 8-byte or wider store that holds it; the empty asm keeps the compiler from merging the words back into vector moves.
+// cannot be forwarded and waits until they reach the cache — behind the previous put's index store, which
+// waits for the consumer's copy of that line to be invalidated. memcpy's 16- and 32-byte loads made every
+// 64-byte put pay that round trip (docs/benchmarks.md, "Why 64-byte puts copy in words"). An 8-byte load
+// is forwarded from one store that covers it, so messages written in 8-byte (or wider) fields no longer
+// wait; fields of 4 bytes or less still do. The empty asm keeps the compiler from merging the words back
+// into vector moves.
 [[gnu::always_inline]] inline void copy_message_in(std::byte* slot, const void* message, std::size_t size) noexcept {
     const auto* from = static_cast<const std::byte*>(message);
     if (size > kWordCopyLimit) {
