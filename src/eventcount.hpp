@@ -169,11 +169,6 @@ bool spin_until(Ready&& ready) {
     return false;
 }
 
-// Re-tests of a condition before a waiter sets the flag and sleeps, at most: a few microseconds, against a
-// wake-up through the kernel that costs tens of microseconds (reference-figures.md). The queue waits spend
-// the calling thread's adaptive budget (adaptive_spin.hpp) under this cap.
-inline constexpr int kQueueSpinLimit = AdaptiveSpinBudget::kMaxSpins;
-
 // Spins (the thread's adaptive budget), then parks on `event`, until ready() or the deadline. Returns
 // ready()'s last answer.
 template <class Ready>

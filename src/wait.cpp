@@ -88,7 +88,6 @@ struct Plan {
     std::vector<ArmedFutex> futexes;
     std::vector<pollfd> fds;
     std::vector<detail::PipeEnd*> pipe_peers;  // to spread a death wake-up the kernel gave to one sleeper
-    bool eventcounts_armed = false;             // an eventcount flag was raised: E2 is due before the re-test
 };
 
 detail::QueueCore& queue_of(const Waitable& object) { return *static_cast<detail::QueueCore*>(object.object()); }
@@ -144,6 +143,7 @@ std::vector<std::size_t> ready_subset(std::span<const Waitable> objects) {
 // Announces a sleeper on every futex object and records what to sleep on.
 Plan arm(std::span<const Waitable> objects) {
     Plan plan;
+    bool eventcounts_armed = false;  // an eventcount flag was raised: E2 is due before the re-test
     for (const Waitable& object : objects) {
         switch (object.kind()) {
         case Waitable::Kind::connection: {
@@ -157,7 +157,7 @@ Plan arm(std::span<const Waitable> objects) {
             if (ring == nullptr || peer == nullptr) break;  // ready: the check after arming says so
             detail::EventCountLayout& event = ring->control().not_empty.event;
             plan.futexes.push_back({&event.epoch, detail::prepare_wait_without_barrier(event)});
-            plan.eventcounts_armed = true;
+            eventcounts_armed = true;
             for (detail::PipeHolder& holder : peer->holders) {
                 // relaxed: arms the kernel's comparison only; the check after arming reads with acquire.
                 const std::uint32_t word = std::atomic_ref(holder.word).load(std::memory_order_relaxed);
@@ -169,7 +169,7 @@ Plan arm(std::span<const Waitable> objects) {
         case Waitable::Kind::queue: {
             detail::EventCountLayout& event = queue_of(object).control().not_empty.event;
             plan.futexes.push_back({&event.epoch, detail::prepare_wait_without_barrier(event)});
-            plan.eventcounts_armed = true;
+            eventcounts_armed = true;
             break;
         }
         case Waitable::Kind::event: {
@@ -193,7 +193,7 @@ Plan arm(std::span<const Waitable> objects) {
         throw ValueError("wait: the objects need " + std::to_string(plan.futexes.size()) +
                          " futex words, at most " + std::to_string(kMaxWaitFutexes) + " can be waited on at once");
     // E2 once for every eventcount armed above (eventcount.hpp): the caller re-tests after this returns.
-    if (plan.eventcounts_armed) detail::barrier_registered_notifiers();
+    if (eventcounts_armed) detail::barrier_registered_notifiers();
     return plan;
 }
 
