@@ -9,6 +9,17 @@
 
 #include "mproc/error.hpp"
 
+#if defined(__SANITIZE_THREAD__)
+#define MPROC_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MPROC_TSAN 1
+#endif
+#endif
+#ifdef MPROC_TSAN
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace mproc::detail {
 
 namespace {
@@ -34,7 +45,7 @@ constexpr int kRequiredOpcodes[] = {IORING_OP_READ, IORING_OP_READ_FIXED, IORING
 
 std::string probe_kernel() {
     io_uring ring{};
-    const int result = io_uring_queue_init(4, &ring, 0);
+    const int result = set_up_ring(4, ring, 0);
     if (result < 0) {
         const int error_number = -result;
         std::string reason = std::string("io_uring_setup failed: ") + std::strerror(error_number) +
@@ -55,11 +66,35 @@ std::string probe_kernel() {
         }
         io_uring_free_probe(probe);
     }
-    io_uring_queue_exit(&ring);
+    tear_down_ring(ring);
     return reason;
 }
 
 }  // namespace
+
+#ifdef MPROC_TSAN
+namespace {
+// The token of set_up_ring/tear_down_ring's happens-before edges; only its address matters.
+char ring_mappings_token;
+}  // namespace
+#endif
+
+int set_up_ring(unsigned entries, io_uring& ring, unsigned flags) noexcept {
+    const int result = io_uring_queue_init(entries, &ring, flags);
+#ifdef MPROC_TSAN
+    // Pairs with the release in tear_down_ring(): every access to a ring unmapped before this one was mapped
+    // happened before the accesses to this one.
+    __tsan_acquire(&ring_mappings_token);
+#endif
+    return result;
+}
+
+void tear_down_ring(io_uring& ring) noexcept {
+#ifdef MPROC_TSAN
+    __tsan_release(&ring_mappings_token);  // pairs with the acquire in set_up_ring()
+#endif
+    io_uring_queue_exit(&ring);
+}
 
 std::string io_uring_unavailable_reason() {
     const char* disable = std::getenv("MPROC_DISABLE_IO_URING");
@@ -75,12 +110,12 @@ Uring::Uring(unsigned entries) : entries_(entries) {
     // SUBMIT_ALL (5.18): a failing SQE does not stop the rest of the batch from being submitted, so every
     // prepared SQE yields a CQE and completion counting stays exact. Older kernels reject the flag: retry
     // without it (they stop at a failed SQE only for errors in the SQE itself, which we never prepare).
-    int result = io_uring_queue_init(entries, &ring_, IORING_SETUP_SUBMIT_ALL);
-    if (result == -EINVAL) result = io_uring_queue_init(entries, &ring_, 0);
+    int result = set_up_ring(entries, ring_, IORING_SETUP_SUBMIT_ALL);
+    if (result == -EINVAL) result = set_up_ring(entries, ring_, 0);
     if (result < 0) throw_system_error("connection: io_uring_queue_init(" + std::to_string(entries) + ")", -result);
 }
 
-Uring::~Uring() { io_uring_queue_exit(&ring_); }
+Uring::~Uring() { tear_down_ring(ring_); }
 
 io_uring_sqe* Uring::next_sqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);

@@ -24,6 +24,15 @@ namespace mproc::detail {
 // Why io_uring cannot be used by this process now, or "" when it can.
 std::string io_uring_unavailable_reason();
 
+// io_uring_queue_init / io_uring_queue_exit, as every mproc ring must be set up and torn down.
+// Why not liburing's directly: liburing maps and unmaps a ring's queues with its own system calls, which
+// ThreadSanitizer does not intercept, so when a new ring is mapped where an old one was unmapped it takes
+// the old ring's accesses, made by another thread, for a race with the new ring's. The kernel orders the
+// unmap before the mapping that reuses the address; these two say so to ThreadSanitizer (a release on one
+// process-wide token at teardown, an acquire after setup). In other builds they are the plain calls.
+int set_up_ring(unsigned entries, io_uring& ring, unsigned flags) noexcept;
+void tear_down_ring(io_uring& ring) noexcept;
+
 class Uring {
 public:
     // A ring of `entries` SQEs; throws SystemError when io_uring_queue_init fails.

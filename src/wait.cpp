@@ -224,8 +224,12 @@ WaitMechanism sleep_on_futexes(const Plan& plan, const Deadline* deadline) {
         const timespec absolute = deadline != nullptr ? absolute_deadline(*deadline) : timespec{};
         const long result = ::syscall(kSysFutexWaitv, waiters.data(), static_cast<unsigned>(waiters.size()), 0u,
                                       deadline != nullptr ? &absolute : nullptr, CLOCK_MONOTONIC);
-        if (result >= 0 || errno != ENOSYS) return WaitMechanism::futex_waitv;
-        futex_waitv_missing.store(true, std::memory_order_relaxed);
+        // Woken, a word that no longer held its expected value, a signal, the deadline: it slept (or had
+        // no need to). Any other answer means this process cannot sleep in futex_waitv: ENOSYS before
+        // Linux 5.16, EPERM or EACCES from a seccomp filter. Returning as if it had slept would make the
+        // caller's loop spin, so fall back to FUTEX_WAIT for good.
+        if (result >= 0 || errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT) return WaitMechanism::futex_waitv;
+        futex_waitv_missing.store(true, std::memory_order_relaxed);  // relaxed: a cached capability
     }
     const timespec relative = Deadline::to_timespec(bounded(kWaitRecheckInterval, deadline));
     detail::futex_wait(plan.futexes.front().word, plan.futexes.front().expected, &relative);
@@ -258,11 +262,11 @@ bool uring_futex_usable() {
 bool sleep_on_uring(const Plan& plan, const Deadline* deadline) {
     io_uring ring{};
     const unsigned entries = static_cast<unsigned>(plan.futexes.size() + plan.fds.size());
-    if (io_uring_queue_init(std::max(entries, 2u), &ring, 0) < 0) return false;
+    if (detail::set_up_ring(std::max(entries, 2u), ring, 0) < 0) return false;
     for (const ArmedFutex& futex : plan.futexes) {
         io_uring_sqe* sqe = io_uring_get_sqe(&ring);
         if (sqe == nullptr) {  // cannot happen: the ring has an SQE per request
-            io_uring_queue_exit(&ring);
+            detail::tear_down_ring(ring);
             return false;
         }
         std::memset(sqe, 0, sizeof *sqe);
@@ -278,7 +282,7 @@ bool sleep_on_uring(const Plan& plan, const Deadline* deadline) {
     for (const pollfd& entry : plan.fds) {
         io_uring_sqe* sqe = io_uring_get_sqe(&ring);
         if (sqe == nullptr) {
-            io_uring_queue_exit(&ring);
+            detail::tear_down_ring(ring);
             return false;
         }
         io_uring_prep_poll_add(sqe, entry.fd, POLLIN);
@@ -301,7 +305,7 @@ bool sleep_on_uring(const Plan& plan, const Deadline* deadline) {
         usable = false;  // the probe said yes but the kernel refused the request: do not try again
         uring_futex_support.store(2, std::memory_order_relaxed);  // relaxed: a cached capability
     }
-    io_uring_queue_exit(&ring);
+    detail::tear_down_ring(ring);
     return usable;
 }
 
@@ -358,10 +362,15 @@ std::string detail::wait_backend_unavailable_reason(WaitBackend backend) {
     const bool wants_uring = backend == WaitBackend::io_uring;
     const bool wants_futex_waitv = wants_uring || backend == WaitBackend::futex_waitv;
     if (wants_futex_waitv) {
-        // No futex words: a kernel with futex_waitv answers EINVAL, one without it ENOSYS.
+        // No futex words: a kernel with futex_waitv answers EINVAL, one without it ENOSYS, a seccomp
+        // filter that refuses it EPERM or EACCES (or whatever it was told to).
         const long result = ::syscall(kSysFutexWaitv, nullptr, 0u, 0u, nullptr, CLOCK_MONOTONIC);
-        if ((result < 0 && errno == ENOSYS) || futex_waitv_missing.load(std::memory_order_relaxed))  // relaxed: cached
-            return "futex_waitv is ENOSYS (Linux 5.16 or later needed)";
+        const int error_number = result < 0 ? errno : EINVAL;
+        if (error_number == ENOSYS) return "futex_waitv is ENOSYS (Linux 5.16 or later needed)";
+        if (error_number != EINVAL)
+            return std::string("futex_waitv is refused: ") + std::strerror(error_number) + " (a seccomp filter?)";
+        if (futex_waitv_missing.load(std::memory_order_relaxed))  // relaxed: a cached capability
+            return "futex_waitv failed in an earlier wait (ENOSYS, or refused by a seccomp filter)";
     }
     if (wants_uring && !uring_futex_usable()) {
         const std::string uring_reason = io_uring_unavailable_reason();

@@ -19,7 +19,11 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "harness.hpp"
@@ -30,6 +34,7 @@
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/wait.hpp"
+#include "futex.hpp"
 #include "wait_backend.hpp"
 
 namespace {
@@ -392,8 +397,86 @@ public:
     WaitOverPollTest() : WaitTest(WaitBackend::poll) {}
 };
 
+#if defined(__x86_64__)
+constexpr std::uint32_t kThisAuditArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+constexpr std::uint32_t kThisAuditArch = AUDIT_ARCH_AARCH64;
+#else
+constexpr std::uint32_t kThisAuditArch = 0;
+#endif
+
+// Makes futex_waitv fail with EPERM in the calling process from now on, as the seccomp profile of a
+// container runtime written before the system call existed does. Returns why it could not, or "".
+std::string refuse_futex_waitv() {
+    if (kThisAuditArch == 0) return "no seccomp architecture constant for this CPU in the test";
+    sock_filter program[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kThisAuditArch, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(mproc::detail::kSysFutexWaitv), 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog filter{static_cast<unsigned short>(sizeof program / sizeof program[0]), program};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return std::string("prctl(PR_SET_NO_NEW_PRIVS): ") + std::strerror(errno);
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter, 0, 0) != 0)
+        return std::string("prctl(PR_SET_SECCOMP): ") + std::strerror(errno);
+    return "";
+}
+
+// wait() where futex_waitv exists but a seccomp filter refuses it: it must sleep another way, not loop.
+class WaitUnderSeccompTest : public CppUnit::TestFixture {
+    CPPUNIT_TEST_SUITE(WaitUnderSeccompTest);
+    CPPUNIT_TEST(testFutexWaitvRefusedByASeccompFilterFallsBackToSleeping);
+    CPPUNIT_TEST_SUITE_END();
+
+public:
+    void testFutexWaitvRefusedByASeccompFilterFallsBackToSleeping() {
+        const std::string reason = mproc::detail::wait_backend_unavailable_reason(WaitBackend::futex_waitv);
+        if (!reason.empty()) MPROC_SKIP("futex_waitv: " + reason + "; nothing for a filter to refuse");
+        struct Outcome {
+            char seccomp_unavailable[200];
+        };
+        Shared<Outcome> outcome;
+        run_in_processes(1, [&](int) {
+            const std::string why = refuse_futex_waitv();
+            if (!why.empty()) {
+                std::snprintf(outcome->seccomp_unavailable, sizeof outcome->seccomp_unavailable, "%s", why.c_str());
+                return;
+            }
+            const std::string refused = mproc::detail::wait_backend_unavailable_reason(WaitBackend::futex_waitv);
+            CPPUNIT_ASSERT_MESSAGE("reason given: '" + refused + "'",
+                                   refused.find("refused") != std::string::npos &&
+                                       refused.find(std::strerror(EPERM)) != std::string::npos);
+
+            mproc::Event event;
+            const std::vector<mproc::Waitable> objects = {event};
+            Indices ready;
+            const WaitTiming timing = timed_wait([&] { ready = mproc::wait(objects, 300ms); });
+            CPPUNIT_ASSERT_MESSAGE(text(ready), ready.empty());
+            assert_slept(timing);
+            CPPUNIT_ASSERT_EQUAL(name_of(WaitMechanism::futex_recheck), name_of(mproc::last_wait_mechanism()));
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(timing.waited.count()) + " ms", timing.waited >= 300ms);
+
+            std::thread setter([&] {
+                std::this_thread::sleep_for(50ms);
+                event.set();
+            });
+            const std::chrono::milliseconds waited = elapsed_of([&] { ready = mproc::wait(objects, 10s); });
+            setter.join();
+            CPPUNIT_ASSERT_EQUAL(text({0}), text(ready));
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited < 5s);
+        });
+        if (outcome->seccomp_unavailable[0] != '\0')
+            MPROC_SKIP(std::string("cannot install a seccomp filter: ") + outcome->seccomp_unavailable);
+    }
+};
+
 }  // namespace
 
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(WaitUnderSeccompTest, "unit");
 CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(WaitOverIoUringTest, "unit");
 CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(WaitOverFutexWaitvTest, "unit");
 CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(WaitOverPollTest, "unit");

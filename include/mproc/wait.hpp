@@ -21,8 +21,9 @@
 // How it sleeps (last_wait_mechanism() tells the caller which one the last wait() of its thread used):
 // - futex-only sets (Pipe ends, queues, events): futex_waitv (Linux 5.16) on every word at once — a
 //   Pipe end's ring eventcount and its peer's holder words, so a peer's death wakes it (pipe.hpp); a
-//   queue's not_empty eventcount; an event's word. Without futex_waitv: FUTEX_WAIT on the first word and a
-//   re-check of all of them every kWaitRecheckInterval.
+//   queue's not_empty eventcount; an event's word. Without futex_waitv (a kernel before 5.16, or a seccomp
+//   filter that refuses it): FUTEX_WAIT on the first word and a re-check of all of them every
+//   kWaitRecheckInterval.
 // - fd-only sets (FdConnections, Processes, raw fds): one ppoll.
 // - mixed sets: one io_uring with an IORING_OP_FUTEX_WAIT (Linux 6.7) per word and an IORING_OP_POLL_ADD
 //   per fd, submitted together; the first completion wakes the caller. The ring is created per call and
