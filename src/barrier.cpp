@@ -72,9 +72,6 @@ std::string describe(std::string_view label, const char* operation, const std::s
 
 using detail::FutexWaitv;
 using detail::kFutex2Size32;
-using detail::kSysFutexWaitv;
-
-std::atomic<bool> futex_waitv_missing{false};
 
 struct View {
     BarrierControl& control;
@@ -157,7 +154,7 @@ bool any_slot_dead(View& view) noexcept {
 // Sleeps on the state word (while it is `seen_state`) and on every slot word, until any of them is woken,
 // a value differs, or the deadline passes. The caller does not hold the internal lock.
 void sleep_on_state_and_slots(View& view, std::uint32_t seen_state, bool bounded, const Deadline& deadline) {
-    if (!futex_waitv_missing.load(std::memory_order_relaxed)) {  // relaxed: a cached capability
+    if (detail::futex_waitv_usable()) {
         FutexWaitv waiters[1 + RawBarrier::kMaxParties];
         std::uint32_t count = 0;
         waiters[count++] = {seen_state, reinterpret_cast<std::uintptr_t>(&view.control.state), kFutex2Size32, 0};
@@ -174,10 +171,9 @@ void sleep_on_state_and_slots(View& view, std::uint32_t seen_state, bool bounded
             absolute = Deadline::to_timespec(
                 std::chrono::nanoseconds(Deadline::monotonic_now_ns()) + deadline.remaining());
         }
-        const long result = ::syscall(kSysFutexWaitv, waiters, count, 0, bounded ? &absolute : nullptr,
-                                      CLOCK_MONOTONIC);
-        if (result >= 0 || errno != ENOSYS) return;  // woken, EAGAIN, ETIMEDOUT, EINTR: look again
-        futex_waitv_missing.store(true, std::memory_order_relaxed);
+        // Woken, a word changed, a signal, the deadline: look again. Refused: sleep as below.
+        if (detail::futex_waitv(waiters, count, bounded ? &absolute : nullptr) != detail::FutexWaitvOutcome::unusable)
+            return;
     }
     // No futex_waitv: sleep on the state word only, and look at the slots every kDeathPollInterval.
     if (any_slot_dead(view)) return;

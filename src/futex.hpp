@@ -66,7 +66,7 @@ inline int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcep
 }
 
 // futex_waitv(2), Linux 5.16: sleep until any of several futex words differs from its expected value.
-// Defined here because the kernel headers of Debian 12 predate it; callers fall back when it is ENOSYS.
+// Defined here because the kernel headers of Debian 12 predate it; callers fall back when it is refused.
 struct FutexWaitv {
     std::uint64_t val;
     std::uint64_t uaddr;
@@ -76,5 +76,33 @@ struct FutexWaitv {
 static_assert(sizeof(FutexWaitv) == 24, "struct futex_waitv of the kernel ABI");
 inline constexpr long kSysFutexWaitv = 449;
 inline constexpr std::uint32_t kFutex2Size32 = 2;  // FUTEX2_SIZE_U32; shared: no FUTEX2_PRIVATE
+
+// What one futex_waitv() did.
+enum class FutexWaitvOutcome {
+    woken,     // a wake-up on one of the words
+    returned,  // a word no longer held its expected value (EAGAIN), a signal (EINTR), the deadline (ETIMEDOUT)
+    unusable,  // this process cannot sleep in futex_waitv: the caller must sleep another way
+};
+
+// Set by the first futex_waitv the kernel refuses, for the whole process: later calls fall back at once.
+inline std::atomic<bool> futex_waitv_refused{false};
+
+// relaxed: a cached capability; any value is safe (a call made anyway is refused again).
+inline bool futex_waitv_usable() noexcept { return !futex_waitv_refused.load(std::memory_order_relaxed); }
+
+// Sleeps until a word differs from its expected value, a wake-up, or `absolute` (CLOCK_MONOTONIC; nullptr:
+// no limit). Any answer but the three of `returned` is `unusable`: the caller must sleep another way this
+// time, since treating the answer as a wake-up would make its loop spin. EFAULT (a word in a truncated
+// mapping), EINVAL and ENOMEM concern this call; anything else (ENOSYS before Linux 5.16, EPERM or EACCES
+// from a seccomp filter that predates the call, whatever else a filter answers) is remembered.
+inline FutexWaitvOutcome futex_waitv(FutexWaitv* waiters, std::uint32_t count, const timespec* absolute) noexcept {
+    const long result = ::syscall(kSysFutexWaitv, waiters, count, 0u, absolute, CLOCK_MONOTONIC);
+    if (result >= 0) return FutexWaitvOutcome::woken;
+    const int error_number = errno;
+    if (error_number == EAGAIN || error_number == EINTR || error_number == ETIMEDOUT) return FutexWaitvOutcome::returned;
+    if (error_number != EFAULT && error_number != EINVAL && error_number != ENOMEM)
+        futex_waitv_refused.store(true, std::memory_order_relaxed);  // relaxed: see futex_waitv_usable()
+    return FutexWaitvOutcome::unusable;
+}
 
 }  // namespace mproc::detail

@@ -65,8 +65,6 @@ constexpr std::uint32_t kTidMask = FUTEX_TID_MASK;
 
 using detail::FutexWaitv;
 using detail::kFutex2Size32;
-using detail::kSysFutexWaitv;
-std::atomic<bool> futex_waitv_missing{false};
 
 std::atomic_ref<std::uint32_t> word_of(PipeHolder& holder) noexcept { return std::atomic_ref(holder.word); }
 void* node_of(PipeHolder& holder) noexcept { return &holder.robust_next; }
@@ -167,7 +165,7 @@ bool revoke_other_holds(detail::PipeEnd& end, std::uint32_t self_tid) noexcept {
 bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, detail::PipeEnd& peer,
                             const Deadline* deadline) {
     if (deadline != nullptr && deadline->passed()) return false;
-    if (!futex_waitv_missing.load(std::memory_order_relaxed)) {  // relaxed: a cached capability
+    if (detail::futex_waitv_usable()) {
         FutexWaitv waiters[1 + detail::kPipeHolders];
         std::uint32_t count = 0;
         waiters[count++] = {key, reinterpret_cast<std::uintptr_t>(&event.epoch), kFutex2Size32, 0};
@@ -187,12 +185,11 @@ bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, 
         if (deadline != nullptr) span = std::min(span, deadline->remaining());
         const timespec absolute =
             Deadline::to_timespec(std::chrono::nanoseconds(Deadline::monotonic_now_ns()) + span);
-        const long result = ::syscall(kSysFutexWaitv, waiters, count, 0, &absolute, CLOCK_MONOTONIC);
-        if (result >= 0 || errno != ENOSYS) {
+        const detail::FutexWaitvOutcome outcome = detail::futex_waitv(waiters, count, &absolute);
+        if (outcome != detail::FutexWaitvOutcome::unusable) {
             spread_death_wake_ups(peer);
-            return deadline == nullptr || !deadline->passed() || result >= 0;
+            return deadline == nullptr || !deadline->passed() || outcome == detail::FutexWaitvOutcome::woken;
         }
-        futex_waitv_missing.store(true, std::memory_order_relaxed);
     }
     // No futex_waitv: sleep on the eventcount, and look at the holder words every kPipeDeathPollInterval.
     std::chrono::nanoseconds span =

@@ -59,7 +59,6 @@ using detail::FutexWaitv;
 using detail::kFutex2Size32;
 using detail::kSysFutexWaitv;
 
-std::atomic<bool> futex_waitv_missing{false};
 // 0 unknown, 1 io_uring with FUTEX_WAIT and POLL_ADD usable, 2 not usable.
 std::atomic<int> uring_futex_support{0};
 // A detail::WaitBackend: the cap force_wait_backend() set.
@@ -216,20 +215,15 @@ std::chrono::nanoseconds bounded(std::chrono::nanoseconds span, const Deadline* 
 
 // Futex-only sets.
 WaitMechanism sleep_on_futexes(const Plan& plan, const Deadline* deadline) {
-    if (futex_waitv_allowed() && !futex_waitv_missing.load(std::memory_order_relaxed)) {  // relaxed: cached
+    if (futex_waitv_allowed() && detail::futex_waitv_usable()) {
         std::vector<FutexWaitv> waiters;
         waiters.reserve(plan.futexes.size());
         for (const ArmedFutex& futex : plan.futexes)
             waiters.push_back({futex.expected, reinterpret_cast<std::uintptr_t>(futex.word), kFutex2Size32, 0});
         const timespec absolute = deadline != nullptr ? absolute_deadline(*deadline) : timespec{};
-        const long result = ::syscall(kSysFutexWaitv, waiters.data(), static_cast<unsigned>(waiters.size()), 0u,
-                                      deadline != nullptr ? &absolute : nullptr, CLOCK_MONOTONIC);
-        // Woken, a word that no longer held its expected value, a signal, the deadline: it slept (or had
-        // no need to). Any other answer means this process cannot sleep in futex_waitv: ENOSYS before
-        // Linux 5.16, EPERM or EACCES from a seccomp filter. Returning as if it had slept would make the
-        // caller's loop spin, so fall back to FUTEX_WAIT for good.
-        if (result >= 0 || errno == EAGAIN || errno == EINTR || errno == ETIMEDOUT) return WaitMechanism::futex_waitv;
-        futex_waitv_missing.store(true, std::memory_order_relaxed);  // relaxed: a cached capability
+        if (detail::futex_waitv(waiters.data(), static_cast<std::uint32_t>(waiters.size()),
+                                deadline != nullptr ? &absolute : nullptr) != detail::FutexWaitvOutcome::unusable)
+            return WaitMechanism::futex_waitv;
     }
     const timespec relative = Deadline::to_timespec(bounded(kWaitRecheckInterval, deadline));
     detail::futex_wait(plan.futexes.front().word, plan.futexes.front().expected, &relative);
@@ -369,8 +363,8 @@ std::string detail::wait_backend_unavailable_reason(WaitBackend backend) {
         if (error_number == ENOSYS) return "futex_waitv is ENOSYS (Linux 5.16 or later needed)";
         if (error_number != EINVAL)
             return std::string("futex_waitv is refused: ") + std::strerror(error_number) + " (a seccomp filter?)";
-        if (futex_waitv_missing.load(std::memory_order_relaxed))  // relaxed: a cached capability
-            return "futex_waitv failed in an earlier wait (ENOSYS, or refused by a seccomp filter)";
+        if (!detail::futex_waitv_usable())
+            return "futex_waitv was refused earlier in this process (ENOSYS, or a seccomp filter)";
     }
     if (wants_uring && !uring_futex_usable()) {
         const std::string uring_reason = io_uring_unavailable_reason();

@@ -95,6 +95,7 @@ class BarrierUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testIndicesAndActionAcrossProcesses);
     CPPUNIT_TEST(testSinglePartyReturnsAtOnce);
     CPPUNIT_TEST(testTimeoutBreaksBarrier);
+    CPPUNIT_TEST(testWaitSleepsWhenASeccompFilterRefusesFutexWaitv);
     CPPUNIT_TEST(testAbortBreaksWaitersAndLaterCalls);
     CPPUNIT_TEST(testResetWakesWaitersWithBrokenAndRestores);
     CPPUNIT_TEST(testThrowingActionBreaksBarrier);
@@ -119,6 +120,28 @@ public:
         CPPUNIT_ASSERT_EQUAL(2, actions);
         CPPUNIT_ASSERT_THROW(Barrier(0), mproc::ValueError);
         CPPUNIT_ASSERT_THROW(Barrier(RawBarrier::kMaxParties + 1), mproc::ValueError);
+    }
+
+    // The fallback sleep (the state word alone, the slots re-checked) must sleep, not spin on the refusal.
+    void testWaitSleepsWhenASeccompFilterRefusesFutexWaitv() {
+        run_with_futex_waitv_refused([] {
+            Barrier barrier(2);
+            const auto cpu_before = thread_cpu_time();
+            const auto waited = elapsed_of([&] { CPPUNIT_ASSERT_THROW(barrier.wait(300ms), mproc::BrokenBarrier); });
+            const auto cpu = thread_cpu_time() - cpu_before;
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited >= 300ms && waited < 2000ms);
+            CPPUNIT_ASSERT_MESSAGE("the wait used " + std::to_string(cpu.count()) + " ms of CPU in " +
+                                       std::to_string(waited.count()) + " ms",
+                                   cpu * 4 <= waited + 20ms);
+            barrier.reset();
+            std::thread partner([&] {
+                std::this_thread::sleep_for(50ms);
+                barrier.wait(10s);
+            });
+            const auto met = elapsed_of([&] { barrier.wait(10s); });
+            partner.join();
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(met.count()) + " ms", met < 5000ms);
+        });
     }
 
     void testTimeoutBreaksBarrier() {

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -12,7 +13,11 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -221,6 +226,61 @@ void run_in_threads(int count, const std::function<void(int index)>& body) {
         });
     for (auto& thread : threads) thread.join();
     if (first_error) std::rethrow_exception(first_error);
+}
+
+namespace {
+
+// Installs the filter of run_with_futex_waitv_refused() in the calling process; returns why it could not, or "".
+std::string refuse_futex_waitv_in_this_process() {
+#if defined(__x86_64__)
+    constexpr std::uint32_t kThisArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+    constexpr std::uint32_t kThisArch = AUDIT_ARCH_AARCH64;
+#else
+    constexpr std::uint32_t kThisArch = 0;
+#endif
+    if (kThisArch == 0) return "the test knows no seccomp architecture constant for this CPU";
+    constexpr std::uint32_t kFutexWaitvNumber = 449;  // the same on every architecture (asm-generic)
+    sock_filter program[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kThisArch, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kFutexWaitvNumber, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog filter{static_cast<unsigned short>(sizeof program / sizeof program[0]), program};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return std::string("prctl(PR_SET_NO_NEW_PRIVS): ") + std::strerror(errno);
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter, 0, 0) != 0)
+        return std::string("prctl(PR_SET_SECCOMP): ") + std::strerror(errno);
+    return "";
+}
+
+}  // namespace
+
+void run_with_futex_waitv_refused(const std::function<void()>& body) {
+    struct Refusal {
+        char failure[256];
+    };
+    Shared<Refusal> refusal;
+    run_in_processes(1, [&](int) {
+        const std::string failure = refuse_futex_waitv_in_this_process();
+        if (!failure.empty()) {
+            std::snprintf(refusal->failure, sizeof refusal->failure, "%s", failure.c_str());
+            return;
+        }
+        body();
+    });
+    if (refusal->failure[0] != '\0')
+        MPROC_SKIP(std::string("cannot install a seccomp filter: ") + refusal->failure);
+}
+
+std::chrono::milliseconds thread_cpu_time() {
+    timespec now{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return std::chrono::milliseconds(std::int64_t(now.tv_sec) * 1000 + now.tv_nsec / 1'000'000);
 }
 
 ForkedChild::ForkedChild(const std::function<void()>& body) {

@@ -48,6 +48,14 @@ void run_in_processes(int count, const std::function<void(int index)>& body,
 
 void run_in_threads(int count, const std::function<void(int index)>& body);
 
+// Runs body in a forked child in which futex_waitv fails with EPERM, as it does under the seccomp profile of
+// a container runtime written before the system call existed: for the tests of every primitive that sleeps
+// in futex_waitv. Fails as run_in_processes does; skips the test when the filter cannot be installed.
+void run_with_futex_waitv_refused(const std::function<void()>& body);
+
+// CPU time the calling thread has used: with the wall time, tells a wait that slept from one that spun.
+std::chrono::milliseconds thread_cpu_time();
+
 // A forked child running body, for tests that kill participants at chosen moments.
 class ForkedChild {
 public:

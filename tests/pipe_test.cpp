@@ -70,6 +70,7 @@ class PipeUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testShortBufferHandsOverTheMessage);
     CPPUNIT_TEST(testMaxlengthRefusesLongerMessage);
     CPPUNIT_TEST(testPollTimesOutAndSeesMessages);
+    CPPUNIT_TEST(testPollSleepsWhenASeccompFilterRefusesFutexWaitv);
     CPPUNIT_TEST(testOneWayPipeHasAReadEndAndAWriteEnd);
     CPPUNIT_TEST(testTypedValuesRoundTrip);
     CPPUNIT_TEST(testClosedHandleRefusesOperations);
@@ -292,6 +293,30 @@ public:
         CPPUNIT_ASSERT_THROW(left.recv_bytes(), mproc::StateError);
         left.send_bytes(bytes_of(pattern(2)));
         CPPUNIT_ASSERT(right.recv_bytes() == pattern(2));
+    }
+
+    // The fallback sleep (the eventcount alone, the holders re-checked) must sleep, not spin on the refusal.
+    void testPollSleepsWhenASeccompFilterRefusesFutexWaitv() {
+        run_with_futex_waitv_refused([] {
+            auto ends = mproc::Pipe();
+            auto& left = ends.first;
+            auto& right = ends.second;
+            const auto cpu_before = thread_cpu_time();
+            const auto waited = elapsed_of([&] { CPPUNIT_ASSERT(!left.poll(300ms)); });
+            const auto cpu = thread_cpu_time() - cpu_before;
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited >= 300ms && waited < 2000ms);
+            CPPUNIT_ASSERT_MESSAGE("the poll used " + std::to_string(cpu.count()) + " ms of CPU in " +
+                                       std::to_string(waited.count()) + " ms",
+                                   cpu * 4 <= waited + 20ms);
+            std::thread later([&] {
+                std::this_thread::sleep_for(50ms);
+                right.send_bytes(bytes_of(pattern(4)));
+            });
+            const auto woken = elapsed_of([&] { CPPUNIT_ASSERT(left.poll(10s)); });
+            later.join();
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(woken.count()) + " ms", woken < 5000ms);
+            CPPUNIT_ASSERT(left.recv_bytes() == pattern(4));
+        });
     }
 
     void testPollTimesOutAndSeesMessages() {

@@ -6,10 +6,12 @@
 // futex_waitv, futex_waitv with the ppoll re-check for mixed sets, and the FUTEX_WAIT / ppoll re-check
 // fallbacks alone; a backend the kernel lacks is skipped with the reason.
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <utility>
@@ -19,11 +21,7 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "harness.hpp"
@@ -34,7 +32,6 @@
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/wait.hpp"
-#include "futex.hpp"
 #include "wait_backend.hpp"
 
 namespace {
@@ -112,12 +109,6 @@ const Indices kAllKinds = {kPipeEnd, kFdConnection, kEvent, kQueue, kProcess, kR
 const Indices kFutexKinds = {kPipeEnd, kEvent, kQueue};
 const Indices kFdKinds = {kFdConnection, kProcess, kRawFd};
 
-std::chrono::milliseconds thread_cpu_now() {
-    timespec now{};
-    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-    return std::chrono::milliseconds(std::int64_t(now.tv_sec) * 1000 + now.tv_nsec / 1'000'000);
-}
-
 // How long a wait took, and the CPU time the calling thread used meanwhile.
 struct WaitTiming {
     std::chrono::milliseconds waited;
@@ -126,9 +117,9 @@ struct WaitTiming {
 
 template <class Fn>
 WaitTiming timed_wait(Fn&& fn) {
-    const std::chrono::milliseconds cpu_before = thread_cpu_now();
+    const std::chrono::milliseconds cpu_before = thread_cpu_time();
     const std::chrono::milliseconds waited = elapsed_of(std::forward<Fn>(fn));
-    return {waited, thread_cpu_now() - cpu_before};
+    return {waited, thread_cpu_time() - cpu_before};
 }
 
 // The wait slept rather than spun: its CPU time is a small part of the wall time (a wait that re-checks
@@ -397,35 +388,6 @@ public:
     WaitOverPollTest() : WaitTest(WaitBackend::poll) {}
 };
 
-#if defined(__x86_64__)
-constexpr std::uint32_t kThisAuditArch = AUDIT_ARCH_X86_64;
-#elif defined(__aarch64__)
-constexpr std::uint32_t kThisAuditArch = AUDIT_ARCH_AARCH64;
-#else
-constexpr std::uint32_t kThisAuditArch = 0;
-#endif
-
-// Makes futex_waitv fail with EPERM in the calling process from now on, as the seccomp profile of a
-// container runtime written before the system call existed does. Returns why it could not, or "".
-std::string refuse_futex_waitv() {
-    if (kThisAuditArch == 0) return "no seccomp architecture constant for this CPU in the test";
-    sock_filter program[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kThisAuditArch, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(mproc::detail::kSysFutexWaitv), 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    sock_fprog filter{static_cast<unsigned short>(sizeof program / sizeof program[0]), program};
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return std::string("prctl(PR_SET_NO_NEW_PRIVS): ") + std::strerror(errno);
-    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter, 0, 0) != 0)
-        return std::string("prctl(PR_SET_SECCOMP): ") + std::strerror(errno);
-    return "";
-}
-
 // wait() where futex_waitv exists but a seccomp filter refuses it: it must sleep another way, not loop.
 class WaitUnderSeccompTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(WaitUnderSeccompTest);
@@ -436,16 +398,7 @@ public:
     void testFutexWaitvRefusedByASeccompFilterFallsBackToSleeping() {
         const std::string reason = mproc::detail::wait_backend_unavailable_reason(WaitBackend::futex_waitv);
         if (!reason.empty()) MPROC_SKIP("futex_waitv: " + reason + "; nothing for a filter to refuse");
-        struct Outcome {
-            char seccomp_unavailable[200];
-        };
-        Shared<Outcome> outcome;
-        run_in_processes(1, [&](int) {
-            const std::string why = refuse_futex_waitv();
-            if (!why.empty()) {
-                std::snprintf(outcome->seccomp_unavailable, sizeof outcome->seccomp_unavailable, "%s", why.c_str());
-                return;
-            }
+        run_with_futex_waitv_refused([&] {
             const std::string refused = mproc::detail::wait_backend_unavailable_reason(WaitBackend::futex_waitv);
             CPPUNIT_ASSERT_MESSAGE("reason given: '" + refused + "'",
                                    refused.find("refused") != std::string::npos &&
@@ -469,8 +422,6 @@ public:
             CPPUNIT_ASSERT_EQUAL(text({0}), text(ready));
             CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited < 5s);
         });
-        if (outcome->seccomp_unavailable[0] != '\0')
-            MPROC_SKIP(std::string("cannot install a seccomp filter: ") + outcome->seccomp_unavailable);
     }
 };
 

@@ -34,7 +34,8 @@
 //   last arrival gets the action's exception, the others BrokenBarrier); reset() while participants wait;
 //   a participant died inside wait() (SIGKILL at any point, while sleeping, arriving or leaving).
 //   Waiters learn of a death at once (one wake-up from the kernel, then one FUTEX_WAKE of all), not at a
-//   timeout. With no futex_waitv (kernel < 5.16, ENOSYS) sleepers re-check the slots every 20 ms instead.
+//   timeout. Without futex_waitv (kernel < 5.16, or refused by a seccomp filter) sleepers re-check the slots
+//   every 20 ms instead.
 // - A timeout that expires while the last arrival runs the action is not a break: the action decides, as
 //   in Python (whose action runs under the lock the timed-out waiter needs).
 // - A participant that dies *outside* wait() is detected by nobody: the others wait for it as long as their

@@ -19,8 +19,8 @@
 //   partial message (Python: "got end of file during message") and the end is closed for reading.
 // - Death is pushed, never guessed: a blocked sender or receiver sleeps in futex_waitv on the ring's
 //   eventcount word *and* the peer's holder words; the kernel marks a dead holder's word FUTEX_OWNER_DIED
-//   and wakes one sleeper, which wakes the rest. Kernels without futex_waitv (before 5.16): sleeps on the
-//   eventcount alone and re-checks the holder words every kPipeDeathPollInterval.
+//   and wakes one sleeper, which wakes the rest. Without futex_waitv (before 5.16, or refused by a seccomp
+//   filter): sleeps on the eventcount alone and re-checks the holder words every kPipeDeathPollInterval.
 // - Corrupted ring contents (any bytes a hostile or broken peer can write) give SystemError(EPROTO) on
 //   receive and close the end for reading, never an access outside the segment nor an allocation of more
 //   than about twice the bytes actually received, whatever size a header announces (fuzz/fuzz-pipe.cpp).
