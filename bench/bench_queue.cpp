@@ -12,6 +12,7 @@
 //                               take, read in place), both ends forked peers, timed in the subscriber
 //                               (manual time; when iceoryx is found, skipped when no RouDi daemon runs)
 //   BM_Queue2P2C_<system>/<bytes>   two producer peers, two consumers (this process and a peer): mproc_mpmc,
+//                                   pipe (up to PIPE_BUF: larger writes are not atomic), seqpacket, posix_mq,
 //                                   boost; items_per_second counts what both consumers got
 //   BM_QueueRoundTrip_spin/<system>      a 64-byte message to a peer and back, both sides polling with
 //                                        try_get (mproc_spsc, mproc_mpmc; iceoryx: take()) — beside the
@@ -38,9 +39,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <mqueue.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -257,17 +260,28 @@ void pipe_stream(benchmark::State& state) {
 // An AF_UNIX SOCK_SEQPACKET socketpair: message boundaries kept by the kernel, one send() and one recv()
 // per message. Stopped as the pipe.
 
+struct SeqpacketPair {
+    mproc::bench::UniqueFd consumer_end;
+    mproc::bench::UniqueFd producer_end;
+};
+
+SeqpacketPair make_seqpacket_pair(const char* what) {
+    int ends[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0)
+        throw mproc::SystemError(std::string(what) + ": socketpair", errno);
+    SeqpacketPair pair{mproc::bench::UniqueFd(ends[0]), mproc::bench::UniqueFd(ends[1])};
+    // The default send buffer (about 208 KiB) holds three 64 KiB messages; let it hold a few more.
+    const int buffer_bytes = 1 << 20;
+    ::setsockopt(pair.producer_end.get(), SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+    return pair;
+}
+
 template <std::size_t kBytes>
 void seqpacket_stream(benchmark::State& state) {
     using M = Message<kBytes>;
-    int ends[2];
-    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0)
-        throw mproc::SystemError("seqpacket stream: socketpair", errno);
-    mproc::bench::UniqueFd consumer_end(ends[0]);
-    mproc::bench::UniqueFd producer_end(ends[1]);
-    // The default send buffer (about 208 KiB) holds three 64 KiB messages; let it hold a few more.
-    const int buffer_bytes = 1 << 20;
-    ::setsockopt(producer_end.get(), SOL_SOCKET, SO_SNDBUF, &buffer_bytes, sizeof buffer_bytes);
+    SeqpacketPair pair = make_seqpacket_pair("seqpacket stream");
+    mproc::bench::UniqueFd& consumer_end = pair.consumer_end;
+    mproc::bench::UniqueFd& producer_end = pair.producer_end;
     SharedBlock<StopFlag> control;
     Peer producer("seqpacket producer", [&] {
         consumer_end.close();
@@ -317,52 +331,85 @@ std::optional<long> read_proc_number(const char* path) {
     return value;
 }
 
-template <std::size_t kBytes>
-void posix_mq_stream(benchmark::State& state) {
-    using M = Message<kBytes>;
+// A POSIX message queue of kBytes messages, open (and already unlinked) in this process; nullopt, with the
+// benchmark skipped and the reason given, when the system's limits or mq_open refuse it.
+class PosixMq {
+public:
+    explicit PosixMq(mqd_t queue) noexcept : queue_(queue) {}
+    PosixMq(PosixMq&& other) noexcept : queue_(std::exchange(other.queue_, static_cast<mqd_t>(-1))) {}
+    PosixMq(const PosixMq&) = delete;
+    PosixMq& operator=(const PosixMq&) = delete;
+    ~PosixMq() {
+        if (queue_ != static_cast<mqd_t>(-1)) ::mq_close(queue_);
+    }
+    mqd_t get() const noexcept { return queue_; }
+
+private:
+    mqd_t queue_;
+};
+
+std::optional<PosixMq> open_posix_mq(benchmark::State& state, std::size_t bytes) {
     const std::optional<long> size_limit = read_proc_number("/proc/sys/fs/mqueue/msgsize_max");
-    if (size_limit && static_cast<long>(kBytes) > *size_limit) {
-        mproc::bench::skip(state, "POSIX mq: messages of " + std::to_string(kBytes) +
+    if (size_limit && static_cast<long>(bytes) > *size_limit) {
+        mproc::bench::skip(state, "POSIX mq: messages of " + std::to_string(bytes) +
                                       " bytes exceed /proc/sys/fs/mqueue/msgsize_max (" +
                                       std::to_string(*size_limit) + ")");
-        return;
+        return std::nullopt;
     }
     mq_attr attributes{};
     attributes.mq_maxmsg = std::min<long>(read_proc_number("/proc/sys/fs/mqueue/msg_max").value_or(10), 64);
-    attributes.mq_msgsize = static_cast<long>(kBytes);
+    attributes.mq_msgsize = static_cast<long>(bytes);
     const std::string name = "/mproc-bench-queue-" + std::to_string(::getpid());
     const mqd_t queue = ::mq_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &attributes);
     if (queue == static_cast<mqd_t>(-1)) {
         mproc::bench::skip(state, "POSIX mq: mq_open failed: " + std::string(std::strerror(errno)));
-        return;
+        return std::nullopt;
     }
     ::mq_unlink(name.c_str());
-    struct Closer {
-        mqd_t queue;
-        ~Closer() { ::mq_close(queue); }
-    } closer{queue};
+    return PosixMq(queue);
+}
+
+// The producer loop of every POSIX mq stream: sends with a 10 ms deadline until asked to stop.
+template <std::size_t kBytes>
+void posix_mq_produce(mqd_t queue, const StopFlag& control, std::uint64_t producer_id) {
+    auto message = std::make_unique<Message<kBytes>>();
+    for (std::uint64_t sequence = 0; !stop_requested(control);) {
+        message->fill(producer_id, sequence);
+        const timespec deadline = deadline_after(10ms);
+        if (::mq_timedsend(queue, reinterpret_cast<const char*>(message.get()), kBytes, 0, &deadline) == 0)
+            ++sequence;
+        else if (errno != ETIMEDOUT && errno != EINTR)
+            throw mproc::SystemError("POSIX mq producer: mq_timedsend", errno);
+    }
+}
+
+// One receive with a deadline `wait` from now: false when none came in time.
+template <std::size_t kBytes>
+bool posix_mq_receive(mqd_t queue, Message<kBytes>& message, std::chrono::milliseconds wait) {
+    const timespec deadline = deadline_after(wait);
+    const ssize_t got = ::mq_timedreceive(queue, reinterpret_cast<char*>(&message), kBytes, nullptr, &deadline);
+    if (got < 0) {
+        if (errno == ETIMEDOUT || errno == EINTR) return false;
+        throw mproc::SystemError("POSIX mq: mq_timedreceive", errno);
+    }
+    if (got != static_cast<ssize_t>(kBytes))
+        throw BenchFailure("POSIX mq: a message of " + std::to_string(got) + " bytes, expected " +
+                           std::to_string(kBytes));
+    return true;
+}
+
+template <std::size_t kBytes>
+void posix_mq_stream(benchmark::State& state) {
+    using M = Message<kBytes>;
+    const std::optional<PosixMq> opened = open_posix_mq(state, kBytes);
+    if (!opened) return;
+    const mqd_t queue = opened->get();
     SharedBlock<StopFlag> control;
-    Peer producer("POSIX mq producer", [&] {
-        auto message = std::make_unique<M>();
-        for (std::uint64_t sequence = 0; !stop_requested(*control);) {
-            message->fill(0, sequence);
-            const timespec deadline = deadline_after(10ms);
-            if (::mq_timedsend(queue, reinterpret_cast<const char*>(message.get()), kBytes, 0, &deadline) == 0)
-                ++sequence;
-            else if (errno != ETIMEDOUT && errno != EINTR)
-                throw mproc::SystemError("POSIX mq producer: mq_timedsend", errno);
-        }
-    });
+    Peer producer("POSIX mq producer", [&] { posix_mq_produce<kBytes>(queue, *control, 0); });
     auto message = std::make_unique<M>();
     SequenceCheck check("POSIX mq stream", true);
     for (auto _ : state) {
-        ssize_t got;
-        do got = ::mq_receive(queue, reinterpret_cast<char*>(message.get()), kBytes, nullptr);
-        while (got < 0 && errno == EINTR);
-        if (got < 0) throw mproc::SystemError("POSIX mq stream: mq_receive", errno);
-        if (got != static_cast<ssize_t>(kBytes))
-            throw BenchFailure("POSIX mq stream: a message of " + std::to_string(got) + " bytes, expected " +
-                               std::to_string(kBytes));
+        while (!posix_mq_receive(queue, *message, 1000ms)) producer.throw_if_ended();
         check.check(*message);
     }
     request_stop(*control);
@@ -453,88 +500,236 @@ void python_stream(benchmark::State& state, std::size_t bytes) {
 
 struct TwoConsumers {
     alignas(128) std::atomic<std::uint64_t> consumed;  // written by the consumer peer only
-    alignas(128) std::atomic<std::uint32_t> stop;      // set once by the benchmark process (Boost only)
 };
 
 // relaxed: a count read for the report; the messages themselves travel through the queue.
 std::uint64_t consumed_by_peer(const TwoConsumers& shared) { return shared.consumed.load(std::memory_order_relaxed); }
 
-template <std::size_t kBytes>
-void mproc_two_by_two(benchmark::State& state) {
+// What one receive of the consumer peer found.
+enum class PeerReceive { message, nothing_yet, end };
+
+// The frame every 2P2C system shares. produce(id) runs in each producer peer until the run ends;
+// peer_receive(message) is the consumer peer's receive; receive(message, producer0) is this process's,
+// which returns only with a message (or throws); end_run() ends the run so that every peer returns. A peer
+// that fails ends the run too, so that this process leaves its receive and reports the peer's reason.
+// items_per_second counts what both consumers got.
+template <std::size_t kBytes, class Produce, class PeerReceiveFn, class Receive, class EndRun>
+void two_by_two(benchmark::State& state, const std::string& system, Produce&& produce,
+                PeerReceiveFn&& peer_receive, Receive&& receive, EndRun&& end_run) {
     using M = Message<kBytes>;
-    mproc::Queue<M> queue(std::bit_ceil(queue_capacity(kBytes)), mproc::QueueKind::mpmc);
     SharedBlock<TwoConsumers> shared;
-    const auto produce = [&](std::uint64_t producer_id) {
-        const CloseOnFailure close_on_failure(queue);
-        M message{};
-        for (std::uint64_t sequence = 0;; ++sequence) {
-            message.fill(producer_id, sequence);
-            try {
-                queue.put(message);
-            } catch (const mproc::Closed&) {
-                return;
-            }
+    const auto ending_run_on_failure = [&](auto&& body) {
+        try {
+            body();
+        } catch (...) {
+            end_run();
+            throw;
         }
     };
-    Peer producer0("mproc 2P2C producer 0", [&] { produce(0); });
-    Peer producer1("mproc 2P2C producer 1", [&] { produce(1); });
-    Peer consumer("mproc 2P2C consumer", [&] {
-        const CloseOnFailure close_on_failure(queue);
-        SequenceCheck check("mproc 2P2C consumer peer", false);
-        for (;;) {
-            try {
-                check.check(queue.get());
-            } catch (const mproc::Closed&) {
-                return;
+    Peer producer0(system + " 2P2C producer 0", [&] { ending_run_on_failure([&] { produce(0); }); });
+    Peer producer1(system + " 2P2C producer 1", [&] { ending_run_on_failure([&] { produce(1); }); });
+    Peer consumer(system + " 2P2C consumer", [&] {
+        ending_run_on_failure([&] {
+            auto message = std::make_unique<M>();
+            const std::string label = system + " 2P2C consumer peer";
+            SequenceCheck check(label.c_str(), false);  // keeps the pointer: label outlives it
+            for (PeerReceive got; (got = peer_receive(*message)) != PeerReceive::end;) {
+                if (got == PeerReceive::nothing_yet) continue;
+                check.check(*message);
+                // relaxed: see consumed_by_peer().
+                shared->consumed.fetch_add(1, std::memory_order_relaxed);
             }
-            // relaxed: see consumed_by_peer().
-            shared->consumed.fetch_add(1, std::memory_order_relaxed);
-        }
+        });
     });
-    SequenceCheck check("mproc 2P2C stream", false);
+    auto message = std::make_unique<M>();
+    const std::string stream = system + " 2P2C stream";
+    SequenceCheck check(stream.c_str(), false);  // keeps the pointer: stream outlives it
     const std::uint64_t peer_before = consumed_by_peer(*shared);
-    for (auto _ : state) check.check(get_from_peer(queue, consumer, "mproc 2P2C stream"));
+    try {
+        for (auto _ : state) {
+            receive(*message, producer0);
+            check.check(*message);
+        }
+    } catch (...) {
+        end_run();
+        consumer.join();  // each join throws the peer's reason when it failed
+        producer1.join();
+        producer0.join();
+        throw;
+    }
     const std::uint64_t peer_after = consumed_by_peer(*shared);
-    queue.close();
+    end_run();
     producer0.join();
     producer1.join();
     consumer.join();
     count_stream(state, state.iterations() + static_cast<std::int64_t>(peer_after - peer_before), kBytes);
 }
 
+// mproc: blocking put and get; close() ends the run (puts and gets then throw Closed).
+template <std::size_t kBytes>
+void mproc_two_by_two(benchmark::State& state) {
+    using M = Message<kBytes>;
+    mproc::Queue<M> queue(std::bit_ceil(queue_capacity(kBytes)), mproc::QueueKind::mpmc);
+    two_by_two<kBytes>(
+        state, "mproc",
+        [&](std::uint64_t producer_id) {
+            const CloseOnFailure close_on_failure(queue);
+            M message{};
+            for (std::uint64_t sequence = 0;; ++sequence) {
+                message.fill(producer_id, sequence);
+                try {
+                    queue.put(message);
+                } catch (const mproc::Closed&) {
+                    return;
+                }
+            }
+        },
+        [&](M& message) {
+            const CloseOnFailure close_on_failure(queue);
+            try {
+                message = queue.get();
+                return PeerReceive::message;
+            } catch (const mproc::Closed&) {
+                return PeerReceive::end;
+            }
+        },
+        [&](M& message, Peer& producer) { message = get_from_peer(queue, producer, "mproc 2P2C stream"); },
+        [&] { queue.close(); });
+}
+
 #ifdef MPROC_BENCH_HAVE_BOOST
+// Boost: 10 ms deadlines in the peers, which watch the stop flag.
 template <std::size_t kBytes>
 void boost_two_by_two(benchmark::State& state) {
     BoostQueue queue(queue_capacity(kBytes), kBytes);
     SharedBlock<StopFlag> control;
-    SharedBlock<TwoConsumers> shared;
-    Peer producer0("Boost 2P2C producer 0", [&] { boost_produce<kBytes>(*queue, *control, 0); });
-    Peer producer1("Boost 2P2C producer 1", [&] { boost_produce<kBytes>(*queue, *control, 1); });
-    Peer consumer("Boost 2P2C consumer", [&] {
-        auto message = std::make_unique<Message<kBytes>>();
-        SequenceCheck check("Boost 2P2C consumer peer", false);
-        while (!stop_requested(*control)) {
-            if (!boost_receive(*queue, *message, 10ms)) continue;
-            check.check(*message);
-            // relaxed: see consumed_by_peer().
-            shared->consumed.fetch_add(1, std::memory_order_relaxed);
-        }
-    });
-    auto message = std::make_unique<Message<kBytes>>();
-    SequenceCheck check("Boost 2P2C stream", false);
-    const std::uint64_t peer_before = consumed_by_peer(*shared);
-    for (auto _ : state) {
-        while (!boost_receive(*queue, *message, 1000ms)) producer0.throw_if_ended();
-        check.check(*message);
-    }
-    const std::uint64_t peer_after = consumed_by_peer(*shared);
-    request_stop(*control);
-    producer0.join();
-    producer1.join();
-    consumer.join();
-    count_stream(state, state.iterations() + static_cast<std::int64_t>(peer_after - peer_before), kBytes);
+    two_by_two<kBytes>(
+        state, "Boost", [&](std::uint64_t producer_id) { boost_produce<kBytes>(*queue, *control, producer_id); },
+        [&](Message<kBytes>& message) {
+            if (stop_requested(*control)) return PeerReceive::end;
+            return boost_receive(*queue, message, 10ms) ? PeerReceive::message : PeerReceive::nothing_yet;
+        },
+        [&](Message<kBytes>& message, Peer& producer) {
+            while (!boost_receive(*queue, message, 1000ms)) producer.throw_if_ended();
+        },
+        [&] { request_stop(*control); });
 }
 #endif
+
+// The kernel transports with several writers and readers on one object.
+
+// POSIX mq: as Boost.
+template <std::size_t kBytes>
+void posix_mq_two_by_two(benchmark::State& state) {
+    const std::optional<PosixMq> opened = open_posix_mq(state, kBytes);
+    if (!opened) return;
+    const mqd_t queue = opened->get();
+    SharedBlock<StopFlag> control;
+    two_by_two<kBytes>(
+        state, "POSIX mq", [&](std::uint64_t producer_id) { posix_mq_produce<kBytes>(queue, *control, producer_id); },
+        [&](Message<kBytes>& message) {
+            if (stop_requested(*control)) return PeerReceive::end;
+            return posix_mq_receive(queue, message, 10ms) ? PeerReceive::message : PeerReceive::nothing_yet;
+        },
+        [&](Message<kBytes>& message, Peer& producer) {
+            while (!posix_mq_receive(queue, message, 1000ms)) producer.throw_if_ended();
+        },
+        [&] { request_stop(*control); });
+}
+
+// An AF_UNIX SOCK_SEQPACKET socketpair whose ends the forked peers share: the producers send on one, the
+// consumers receive on the other. shutdown(SHUT_RDWR) of the receiving socket ends the run: blocked
+// receives return 0 and blocked sends fail with EPIPE, in every process at once.
+template <std::size_t kBytes>
+void seqpacket_two_by_two(benchmark::State& state) {
+    using M = Message<kBytes>;
+    const SeqpacketPair pair = make_seqpacket_pair("seqpacket 2P2C");
+    const mproc::bench::UniqueFd& consumer_end = pair.consumer_end;
+    const mproc::bench::UniqueFd& producer_end = pair.producer_end;
+    // false at the end of the stream.
+    const auto receive = [&](M& message) {
+        ssize_t got;
+        do got = ::recv(consumer_end.get(), &message, kBytes, 0);
+        while (got < 0 && errno == EINTR);
+        if (got < 0) throw mproc::SystemError("seqpacket 2P2C: recv", errno);
+        if (got != 0 && got != static_cast<ssize_t>(kBytes))
+            throw BenchFailure("seqpacket 2P2C: a message of " + std::to_string(got) + " bytes, expected " +
+                               std::to_string(kBytes));
+        return got != 0;
+    };
+    two_by_two<kBytes>(
+        state, "seqpacket",
+        [&](std::uint64_t producer_id) {
+            auto message = std::make_unique<M>();
+            for (std::uint64_t sequence = 0;; ++sequence) {
+                message->fill(producer_id, sequence);
+                ssize_t sent;
+                do sent = ::send(producer_end.get(), message.get(), kBytes, MSG_NOSIGNAL);
+                while (sent < 0 && errno == EINTR);
+                if (sent < 0 && errno == EPIPE) return;  // the consumers' socket was shut down: the run is over
+                if (sent != static_cast<ssize_t>(kBytes))
+                    throw mproc::SystemError("seqpacket 2P2C producer: send", errno);
+            }
+        },
+        [&](M& message) { return receive(message) ? PeerReceive::message : PeerReceive::end; },
+        [&](M& message, Peer& producer) {
+            if (receive(message)) return;
+            producer.join();  // throws with the producer's reason when it failed
+            throw BenchFailure("seqpacket 2P2C: end of stream while the benchmark ran");
+        },
+        [&] { ::shutdown(consumer_end.get(), SHUT_RDWR); });
+}
+
+// A pipe with two writers and two readers keeps messages whole only while each write is atomic, that is up
+// to PIPE_BUF bytes; larger messages are skipped. A read of kBytes then takes exactly one whole message. The
+// producers write until asked to stop and exit (closing their ends); the consumers read to end of stream.
+template <std::size_t kBytes>
+void pipe_two_by_two(benchmark::State& state) {
+    using M = Message<kBytes>;
+    if (kBytes > PIPE_BUF) {
+        mproc::bench::skip(state, "pipe 2P2C: writes of " + std::to_string(kBytes) + " bytes exceed PIPE_BUF (" +
+                                      std::to_string(PIPE_BUF) + "), so two writers' messages could interleave");
+        return;
+    }
+    SharedBlock<StopFlag> control;
+    mproc::bench::Pipe pipe = mproc::bench::make_pipe("pipe 2P2C");
+    // false at the end of the stream. Each consumer first drops its copy of the write end, so that the end
+    // comes once the producers exit.
+    bool write_end_dropped = false;
+    const auto receive = [&](M& message) {
+        if (!write_end_dropped) {
+            pipe.write_end.close();
+            write_end_dropped = true;
+        }
+        const std::size_t got = mproc::bench::read_some(pipe.read_end.get(), &message, kBytes, "pipe 2P2C");
+        if (got != 0 && got != kBytes)
+            throw BenchFailure("pipe 2P2C: a read of " + std::to_string(got) + " bytes, expected " +
+                               std::to_string(kBytes));
+        return got != 0;
+    };
+    two_by_two<kBytes>(
+        state, "pipe",
+        [&](std::uint64_t producer_id) {
+            pipe.read_end.close();
+            auto message = std::make_unique<M>();
+            for (std::uint64_t sequence = 0; !stop_requested(*control); ++sequence) {
+                message->fill(producer_id, sequence);
+                mproc::bench::write_all(pipe.write_end.get(), message.get(), kBytes, "pipe 2P2C producer");
+            }
+        },
+        [&](M& message) { return receive(message) ? PeerReceive::message : PeerReceive::end; },
+        [&](M& message, Peer& producer) {
+            if (receive(message)) return;
+            producer.join();  // throws with the producer's reason when it failed
+            throw BenchFailure("pipe 2P2C: end of stream while the benchmark ran");
+        },
+        [&] {
+            request_stop(*control);
+            auto drained = std::make_unique<M>();
+            while (receive(*drained)) {
+            }
+        });
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Round trips of a 64-byte message: the benchmark puts sequence k on one queue, the peer answers k + 1 on
@@ -975,6 +1170,15 @@ void BM_Queue1P1C_python(benchmark::State& state) {
 void BM_Queue2P2C_mproc_mpmc(benchmark::State& state) {
     with_size(state, [&]<std::size_t N>() { mproc_two_by_two<N>(state); });
 }
+void BM_Queue2P2C_pipe(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { pipe_two_by_two<N>(state); });
+}
+void BM_Queue2P2C_seqpacket(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { seqpacket_two_by_two<N>(state); });
+}
+void BM_Queue2P2C_posix_mq(benchmark::State& state) {
+    with_size(state, [&]<std::size_t N>() { posix_mq_two_by_two<N>(state); });
+}
 #ifdef MPROC_BENCH_HAVE_ICEORYX
 void BM_Queue1P1C_iceoryx(benchmark::State& state) {
     with_size(state, [&]<std::size_t N>() { iceoryx_stream<N>(state); });
@@ -1010,6 +1214,9 @@ BENCHMARK(BM_Queue1P1C_iceoryx)->Apply(register_sizes)->UseManualTime();
 #endif
 BENCHMARK(BM_Queue1P1C_python)->Apply(register_sizes)->UseManualTime();
 BENCHMARK(BM_Queue2P2C_mproc_mpmc)->Apply(register_sizes)->UseRealTime();
+BENCHMARK(BM_Queue2P2C_pipe)->Apply(register_sizes)->UseRealTime();
+BENCHMARK(BM_Queue2P2C_seqpacket)->Apply(register_sizes)->UseRealTime();
+BENCHMARK(BM_Queue2P2C_posix_mq)->Apply(register_sizes)->UseRealTime();
 #ifdef MPROC_BENCH_HAVE_BOOST
 BENCHMARK(BM_Queue2P2C_boost)->Apply(register_sizes)->UseRealTime();
 #endif

@@ -93,8 +93,9 @@ COMPARISONS += [
     {
         "title": "Queue: 64-byte messages, 2 producers → 2 consumers (messages/s)",
         "metric": "rate",
-        "rows": [("mproc::Queue, MPMC", "BM_Queue2P2C_mproc_mpmc/64"),
-                 ("Boost.Interprocess message_queue", "BM_Queue2P2C_boost/64")],
+        "rows": [("mproc::Queue, MPMC", "BM_Queue2P2C_mproc_mpmc/64")]
+                + [(label, f"BM_Queue2P2C_{system}/64") for system, label in QUEUE_STREAM_PEERS
+                   if system in ("pipe", "seqpacket", "posix_mq", "boost")],
     },
     family("Queue: blocking round trip, 64-byte message", "BM_QueueRoundTrip_blocking", "time",
            [("mproc_spsc", "mproc::Queue, SPSC, get()"), ("mproc_mpmc", "mproc::Queue, MPMC, get()"),
