@@ -11,7 +11,7 @@
 //   K  claim: pending = node; CAS claim 0 -> TID      K' the same
 //      (acquire); OWNER_DIED found: repair, retry
 //   V  s == p again, under the claim, else retry      V' s == p + 1 again, else retry
-//   M  CAS enqueue position p -> p + 1                M' CAS dequeue position p -> p + 1
+//   M  enqueue position = p + 1                       M' dequeue position = p + 1
 //   W  write payload and length (the writer: a copy,   W' skipped: sequence = p + capacity, retry;
 //      or the caller's put_in_place callback)            else hand the checked length and payload to
 //                                                        the reader (a copy, or get_in_place's callback)
@@ -22,7 +22,8 @@
 // (sequence, length, payload). D pairs with B/B' of the other side, so that a thread that sees the new
 // sequence at B goes on to claim; V/V' re-read it under the claim, where it cannot change.
 // Why the position moves only under the claim (M after K and V): a sequence == p seen under the claim
-// means nobody advanced the position past p but the claimer itself, so M always succeeds, and a repairer
+// means nobody advanced the position past p but the claimer itself, so M can be a plain store (nobody
+// else writes the position meanwhile: the claimer of slot p + 1 first reads p + 1 from it), and a repairer
 // knows from the position alone whether the dead claimer had done M: position > p means it had.
 // Repair of a slot whose claimer died (repair_slot_of_dead_claimer), holding the claim:
 //   s free for position s and enqueue position > s: a producer died between M and D: flag the slot skipped,
@@ -289,14 +290,10 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
                 drop_claim(slot, self);
                 continue;
             }
-            std::uint64_t expected = position;
-            // relaxed: M; the position carries no data (the slot is published by D), and under the claim
-            // nobody else can move it from `position`.
-            if (!position_of(control.producer).compare_exchange_strong(expected, position + 1,
-                                                                        std::memory_order_relaxed)) {
-                drop_claim(slot, self);
-                continue;
-            }
+            // relaxed: M; the position carries no data (the slot is published by D). A store, not a CAS:
+            // under the claim, with V passed, nobody else can move the position from `position` (the
+            // queue model asserts it; a corrupted segment can only lose or repeat messages by it).
+            position_of(control.producer).store(position + 1, std::memory_order_relaxed);
             const std::size_t slot_size = control.constants.slot_size;
             if (hold != nullptr) {
                 *hold = {&control, slot.header, slot.payload, position, static_cast<std::uint32_t>(slot_size),
@@ -382,13 +379,8 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
                 drop_claim(slot, self);
                 continue;
             }
-            std::uint64_t expected = position;
-            // relaxed: M'; under the claim nobody else can move the position from `position`.
-            if (!position_of(control.consumer).compare_exchange_strong(expected, position + 1,
-                                                                        std::memory_order_relaxed)) {
-                drop_claim(slot, self);
-                continue;
-            }
+            // relaxed: M'; a store for the reason given at M.
+            position_of(control.consumer).store(position + 1, std::memory_order_relaxed);
             // relaxed: under the claim, published by D before K.
             const std::uint32_t stored_length = length_of(slot).load(std::memory_order_relaxed);
             const bool skipped = (stored_length & detail::kMpmcSlotSkipped) != 0;

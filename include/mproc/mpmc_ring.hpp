@@ -37,7 +37,7 @@
 // Zero-copy: put_in_place/get_in_place run a callable on the slot while this thread holds its claim;
 // reserve()/peek() hand the claimed slot to the caller (MpmcReservation, MpmcLease) until commit/release.
 //
-// Costs: uncontended put or get: a CAS on the claim word and one on the position, a copy, a store of the
+// Costs: uncontended put or get: a CAS on the claim word, a store of the position, a copy, a store of the
 // sequence, an exchange releasing the claim, a plain load of the eventcount's sleeper flag
 // (src/eventcount.hpp), and two plain stores to the thread's list_op_pending; no system call unless
 // someone sleeps. Each slot carries 16 bytes of header; the stride is rounded to 16 bytes. Producers (and

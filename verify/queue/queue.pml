@@ -4,7 +4,8 @@
  *
  * Mirrors src/mpmc_ring.cpp (step names as in its header comment):
  *   attempt_put    A pos = enqueue position; B s = sequence; s == pos: K take_claim, V s == pos again,
- *                  M CAS enqueue pos -> pos + 1, W payload and length, D sequence = pos + 1, R
+ *                  M enqueue position = pos + 1 (a store: the model asserts nobody else moved it from
+ *                  pos, which is why it need not be a CAS), W payload and length, D sequence = pos + 1, R
  *                  drop_claim, notify(not_empty); s < pos: an OWNER_DIED claim is taken and repaired,
  *                  a live claimer is waited for (blocking), else "no slot" once A is confirmed
  *   attempt_get    the same with A'..R'; a skipped slot is freed and stepped over
@@ -56,9 +57,9 @@
  *   BUG_PENDING_AFTER_CLAIM       list_op_pending is set after the claim's CAS: a death in between
  *                                 leaves the slot claimed by a dead TID the kernel never marks, and
  *                                 everyone waits on it for ever                               -> (b)
- *   BUG_NO_CLAIM_RECHECK          the consumer does not re-read the sequence under the claim (V') and
- *                                 advances the position with a plain store instead of the CAS: a
- *                                 consumer with a stale snapshot takes a slot twice           -> (a)
+ *   BUG_NO_CLAIM_RECHECK          the consumer does not re-read the sequence under the claim (V')
+ *                                 before its plain store of the position: a consumer with a stale
+ *                                 snapshot takes a slot twice                                 -> (a)
  */
 
 #include "../common/futex.pml"
@@ -451,14 +452,11 @@ active [PRODUCERS] proctype producer()
                     :: sequence[s] != pos -> may_die; drop_claim(s); goto retry_put
                     :: else -> may_die
                     fi;
-                    atomic {                                      /* M */
-                        if
-                        :: enqueue_position == pos -> enqueue_position = pos + 1; expected = 1
-                        :: else -> expected = 0
-                        fi
+                    atomic {                                      /* M, a plain store */
+                        assert(enqueue_position == pos);          /* under the claim, after V */
+                        enqueue_position = pos + 1
                     };
                     may_die;
-                    if :: expected == 0 -> drop_claim(s); goto retry_put :: else -> expected = 0 fi;
 #endif
                     atomic { payload[s] = message; skipped[s] = 0 };   /* W */
                     may_die;
@@ -567,25 +565,20 @@ active [CONSUMERS] proctype consumer()
                 :: sequence[s] != pos + 1 -> may_die; drop_claim(s); goto retry_get
                 :: else -> may_die
                 fi;
-                atomic {                                          /* M', and the ghost order check */
+                atomic {                                          /* M', a plain store; the ghost order check */
+                    assert(dequeue_position == pos);              /* under the claim, after V' */
+                    dequeue_position = pos + 1;
                     if
-                    :: dequeue_position == pos ->
-                        dequeue_position = pos + 1;
-                        expected = 1;
-                        if
-                        :: skipped[s] == 0 ->
-                            taking = payload[s];
-                            assert(taking != 0);          /* a written slot */
-                            /* per-producer FIFO, in the order of the dequeue positions */
-                            assert(consumed_upto[(taking - 1) / PER_PRODUCER] <= (taking - 1) % PER_PRODUCER);
-                            consumed_upto[(taking - 1) / PER_PRODUCER] = (taking - 1) % PER_PRODUCER + 1
-                        :: else -> skip
-                        fi
-                    :: else -> expected = 0
+                    :: skipped[s] == 0 ->
+                        taking = payload[s];
+                        assert(taking != 0);          /* a written slot */
+                        /* per-producer FIFO, in the order of the dequeue positions */
+                        assert(consumed_upto[(taking - 1) / PER_PRODUCER] <= (taking - 1) % PER_PRODUCER);
+                        consumed_upto[(taking - 1) / PER_PRODUCER] = (taking - 1) % PER_PRODUCER + 1
+                    :: else -> skip
                     fi
                 };
                 may_die;
-                if :: expected == 0 -> drop_claim(s); goto retry_get :: else -> expected = 0 fi;
 #endif
                 expected = 0;
                 value = skipped[s];                               /* the length */
