@@ -46,6 +46,7 @@
 #include <limits.h>
 #include <mqueue.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -518,11 +519,18 @@ void two_by_two(benchmark::State& state, const std::string& system, Produce&& pr
                 PeerReceiveFn&& peer_receive, Receive&& receive, EndRun&& end_run) {
     using M = Message<kBytes>;
     SharedBlock<TwoConsumers> shared;
+    // end_run() on a failure path must not replace the failure's own reason with one of its own.
+    const auto end_run_quietly = [&]() noexcept {
+        try {
+            end_run();
+        } catch (...) {
+        }
+    };
     const auto ending_run_on_failure = [&](auto&& body) {
         try {
             body();
         } catch (...) {
-            end_run();
+            end_run_quietly();
             throw;
         }
     };
@@ -551,7 +559,7 @@ void two_by_two(benchmark::State& state, const std::string& system, Produce&& pr
             check.check(*message);
         }
     } catch (...) {
-        end_run();
+        end_run_quietly();
         consumer.join();  // each join throws the peer's reason when it failed
         producer1.join();
         producer0.join();
@@ -646,16 +654,20 @@ void seqpacket_two_by_two(benchmark::State& state) {
     const SeqpacketPair pair = make_seqpacket_pair("seqpacket 2P2C");
     const mproc::bench::UniqueFd& consumer_end = pair.consumer_end;
     const mproc::bench::UniqueFd& producer_end = pair.producer_end;
-    // false at the end of the stream.
+    // Receives give up after a second, so that producers killed by a signal (which end nothing: every
+    // process still holds producer_end) are noticed rather than waited for.
+    const timeval receive_timeout{1, 0};
+    ::setsockopt(consumer_end.get(), SOL_SOCKET, SO_RCVTIMEO, &receive_timeout, sizeof receive_timeout);
     const auto receive = [&](M& message) {
         ssize_t got;
         do got = ::recv(consumer_end.get(), &message, kBytes, 0);
         while (got < 0 && errno == EINTR);
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return PeerReceive::nothing_yet;
         if (got < 0) throw mproc::SystemError("seqpacket 2P2C: recv", errno);
         if (got != 0 && got != static_cast<ssize_t>(kBytes))
             throw BenchFailure("seqpacket 2P2C: a message of " + std::to_string(got) + " bytes, expected " +
                                std::to_string(kBytes));
-        return got != 0;
+        return got != 0 ? PeerReceive::message : PeerReceive::end;
     };
     two_by_two<kBytes>(
         state, "seqpacket",
@@ -671,11 +683,17 @@ void seqpacket_two_by_two(benchmark::State& state) {
                     throw mproc::SystemError("seqpacket 2P2C producer: send", errno);
             }
         },
-        [&](M& message) { return receive(message) ? PeerReceive::message : PeerReceive::end; },
+        receive,
         [&](M& message, Peer& producer) {
-            if (receive(message)) return;
-            producer.join();  // throws with the producer's reason when it failed
-            throw BenchFailure("seqpacket 2P2C: end of stream while the benchmark ran");
+            for (;;) {
+                switch (receive(message)) {
+                case PeerReceive::message: return;
+                case PeerReceive::nothing_yet: producer.throw_if_ended(); continue;
+                case PeerReceive::end:
+                    producer.join();  // throws with the producer's reason when it failed
+                    throw BenchFailure("seqpacket 2P2C: end of stream while the benchmark ran");
+                }
+            }
         },
         [&] { ::shutdown(consumer_end.get(), SHUT_RDWR); });
 }
@@ -725,6 +743,7 @@ void pipe_two_by_two(benchmark::State& state) {
         },
         [&] {
             request_stop(*control);
+            if (pipe.read_end.get() < 0) return;  // a producer's end_run: the consumers drain
             auto drained = std::make_unique<M>();
             while (receive(*drained)) {
             }

@@ -290,9 +290,17 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
                 drop_claim(slot, self);
                 continue;
             }
+            // relaxed: a tripwire, not a synchronisation: in correct use the position is still `position`
+            // here (see M); a thread that breaks the rules (a TID shared across PID namespaces, a signal
+            // handler re-entering put) or a peer rewriting the segment is caught here as often as by the
+            // CAS this replaced, and the attempt starts over.
+            if (position_of(control.producer).load(std::memory_order_relaxed) != position) {
+                drop_claim(slot, self);
+                continue;
+            }
             // relaxed: M; the position carries no data (the slot is published by D). A store, not a CAS:
             // under the claim, with V passed, nobody else can move the position from `position` (the
-            // queue model asserts it; a corrupted segment can only lose or repeat messages by it).
+            // queue model asserts it).
             position_of(control.producer).store(position + 1, std::memory_order_relaxed);
             const std::size_t slot_size = control.constants.slot_size;
             if (hold != nullptr) {
@@ -379,7 +387,11 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
                 drop_claim(slot, self);
                 continue;
             }
-            // relaxed: M'; a store for the reason given at M.
+            // relaxed (both): the tripwire and M' of attempt_put's M.
+            if (position_of(control.consumer).load(std::memory_order_relaxed) != position) {
+                drop_claim(slot, self);
+                continue;
+            }
             position_of(control.consumer).store(position + 1, std::memory_order_relaxed);
             // relaxed: under the claim, published by D before K.
             const std::uint32_t stored_length = length_of(slot).load(std::memory_order_relaxed);

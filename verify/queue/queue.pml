@@ -57,6 +57,9 @@
  *   BUG_PENDING_AFTER_CLAIM       list_op_pending is set after the claim's CAS: a death in between
  *                                 leaves the slot claimed by a dead TID the kernel never marks, and
  *                                 everyone waits on it for ever                               -> (b)
+ *   BUG_NO_PUT_RECHECK            the producer does not re-read the sequence under the claim (V)
+ *                                 before its plain store of the position: a producer with a stale
+ *                                 snapshot moves the position back (the assertion at M)       -> (a)
  *   BUG_NO_CLAIM_RECHECK          the consumer does not re-read the sequence under the claim (V')
  *                                 before its plain store of the position: a consumer with a stale
  *                                 snapshot takes a slot twice                                 -> (a)
@@ -448,12 +451,15 @@ active [PRODUCERS] proctype producer()
                     :: claimed == TAKEN_DEAD -> repair(s); goto retry_put
                     :: else -> skip
                     fi;
+#ifndef BUG_NO_PUT_RECHECK
                     if                                            /* V */
                     :: sequence[s] != pos -> may_die; drop_claim(s); goto retry_put
                     :: else -> may_die
                     fi;
+#endif
                     atomic {                                      /* M, a plain store */
-                        assert(enqueue_position == pos);          /* under the claim, after V */
+                        /* under the claim, after V; so the code's tripwire before M never fires */
+                        assert(enqueue_position == pos);
                         enqueue_position = pos + 1
                     };
                     may_die;
