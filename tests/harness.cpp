@@ -283,6 +283,12 @@ std::chrono::milliseconds thread_cpu_time() {
     return std::chrono::milliseconds(std::int64_t(now.tv_sec) * 1000 + now.tv_nsec / 1'000'000);
 }
 
+void assert_slept(const WaitTiming& timing) {
+    CPPUNIT_ASSERT_MESSAGE("the wait used " + std::to_string(timing.cpu.count()) + " ms of CPU in " +
+                               std::to_string(timing.waited.count()) + " ms",
+                           timing.cpu * 4 <= timing.waited + 20ms);
+}
+
 ForkedChild::ForkedChild(const std::function<void()>& body) {
     std::fflush(nullptr);
     pid_ = ::fork();

@@ -53,9 +53,6 @@ void run_in_threads(int count, const std::function<void(int index)>& body);
 // in futex_waitv. Fails as run_in_processes does; skips the test when the filter cannot be installed.
 void run_with_futex_waitv_refused(const std::function<void()>& body);
 
-// CPU time the calling thread has used: with the wall time, tells a wait that slept from one that spun.
-std::chrono::milliseconds thread_cpu_time();
-
 // A forked child running body, for tests that kill participants at chosen moments.
 class ForkedChild {
 public:
@@ -145,6 +142,26 @@ std::chrono::milliseconds elapsed_of(Fn&& fn) {
     fn();
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
 }
+
+// CPU time the calling thread has used: with the wall time, tells a wait that slept from one that spun.
+std::chrono::milliseconds thread_cpu_time();
+
+// How long a wait took, and the CPU time the calling thread used meanwhile.
+struct WaitTiming {
+    std::chrono::milliseconds waited;
+    std::chrono::milliseconds cpu;
+};
+
+template <class Fn>
+WaitTiming timed_wait(Fn&& fn) {
+    const std::chrono::milliseconds cpu_before = thread_cpu_time();
+    const std::chrono::milliseconds waited = elapsed_of(std::forward<Fn>(fn));
+    return {waited, thread_cpu_time() - cpu_before};
+}
+
+// The wait slept rather than spun: its CPU time is a small part of the wall time (a wait that re-checks
+// in a loop burns all of it). Asserted after any helper thread is joined.
+void assert_slept(const WaitTiming& timing);
 
 // Fails unless `status` (from ForkedChild::wait) says the child exited with status 0.
 void assert_exited_cleanly(int status);

@@ -109,27 +109,6 @@ const Indices kAllKinds = {kPipeEnd, kFdConnection, kEvent, kQueue, kProcess, kR
 const Indices kFutexKinds = {kPipeEnd, kEvent, kQueue};
 const Indices kFdKinds = {kFdConnection, kProcess, kRawFd};
 
-// How long a wait took, and the CPU time the calling thread used meanwhile.
-struct WaitTiming {
-    std::chrono::milliseconds waited;
-    std::chrono::milliseconds cpu;
-};
-
-template <class Fn>
-WaitTiming timed_wait(Fn&& fn) {
-    const std::chrono::milliseconds cpu_before = thread_cpu_time();
-    const std::chrono::milliseconds waited = elapsed_of(std::forward<Fn>(fn));
-    return {waited, thread_cpu_time() - cpu_before};
-}
-
-// The wait slept rather than spun: its CPU time is a small part of the wall time (a wait that re-checks
-// in a loop burns all of it). Asserted after any helper thread is joined.
-void assert_slept(const WaitTiming& timing) {
-    CPPUNIT_ASSERT_MESSAGE("the wait used " + std::to_string(timing.cpu.count()) + " ms of CPU in " +
-                               std::to_string(timing.waited.count()) + " ms",
-                           timing.cpu * 4 <= timing.waited + 20ms);
-}
-
 std::string name_of(WaitMechanism mechanism) { return std::string(mproc::wait_mechanism_name(mechanism)); }
 
 std::string name_of(WaitBackend backend) {
