@@ -6,7 +6,8 @@
 // queue (validate_object_header, then attach to the payload). Every attach either throws InvalidObject or
 // returns a queue, on which a program of non-blocking operations runs (try_put, try_get, put/get with
 // block=false or a zero timeout, put_many, get_many, qsize, close; reserve/commit and peek/release on an
-// SPSC ring, put_in_place/get_in_place on an MPMC ring). The program is taken from bytes 64..127 of the
+// SPSC ring, put_in_place/get_in_place on an MPMC ring, and a rewrite of the ring's constants while all
+// of that is attached, as a peer could do at any time). The program is taken from bytes 64..127 of the
 // input, inside the padding of the ring's constants line, which the ring never reads.
 // Properties: each call returns a result within the ring's bounds (a length at most the slot size, counts at
 // most what was asked, qsize() at most the capacity, reserved and peeked slots inside the buffer) or throws
@@ -50,9 +51,12 @@ volatile std::sig_atomic_t current_operation = 0;
 constexpr const char* kOperationNames[] = {
     "try_put",         "try_get",       "put(block=false)", "get(block=false)", "put(timeout=0)",
     "get(timeout=0)",  "put_many",      "get_many",         "qsize",            "close",
-    "reserve/commit",  "peek/release",  "put_in_place",     "get_in_place",     "attach",
+    "reserve/commit",  "peek/release",  "put_in_place",     "get_in_place",     "rewrite constants",
+    "attach",
 };
 constexpr int kOperationCount = sizeof kOperationNames / sizeof kOperationNames[0];
+// Operations a program can name (all but "attach", which is not one of its steps).
+constexpr int kProgramOperations = kOperationCount - 1;
 
 extern "C" void report_stuck_operation(int) {
     const char* name = kOperationNames[current_operation];
@@ -91,12 +95,17 @@ public:
         // Validation accepted the sizes: every slot fits the memory.
         require(slot_size_ >= 1 && capacity_ >= 2 && slot_size_ <= size && capacity_ <= size);
         buffer_.resize(slot_size_ * kMaxBatch);
+        // Raw handles attached once, like the queue's, so that a later rewrite of the constants meets them.
+        if (queue.kind() == mproc::QueueKind::spsc)
+            spsc_.emplace(mproc::RawSpscRing::attach(memory, size));
+        else
+            mpmc_.emplace(mproc::RawMpmcRing::attach(memory, size));
     }
 
     void run(std::uint8_t operation, std::uint8_t argument) {
-        current_operation = operation % 14;
+        current_operation = operation % kProgramOperations;
         try {
-            step(operation % 14, argument);
+            step(operation % kProgramOperations, argument);
         } catch (const mproc::Error&) {
             // Full, Empty, Closed, InvalidObject, StateError: a clear error is an acceptable answer.
         }
@@ -138,6 +147,7 @@ private:
         case 11: if (queue_.kind() == mproc::QueueKind::spsc) peek_release(argument); break;
         case 12: if (queue_.kind() == mproc::QueueKind::mpmc) put_in_place(argument); break;
         case 13: if (queue_.kind() == mproc::QueueKind::mpmc) get_in_place(); break;
+        case 14: rewrite_constants(argument); break;
         default: break;
         }
     }
@@ -150,8 +160,20 @@ private:
         for (std::size_t i = 0; i < region.count; ++i) require(inside(memory_, size_, region.slot(i), slot_size_));
     }
 
+    // A peer rewriting the ring's constants while the handles are attached: they must go on using the
+    // constants they validated (each property above is checked against those).
+    void rewrite_constants(std::uint8_t argument) {
+        mproc::detail::RingConstants constants;
+        std::memcpy(&constants, memory_, sizeof constants);
+        constants.capacity = std::uint64_t{1} << (argument % 64);
+        constants.slot_stride = (argument * 4099u) << (argument % 16);
+        constants.slot_size = constants.slot_stride + (argument & 1);
+        constants.total_size = ~std::uint64_t{0} >> (argument % 8);
+        std::memcpy(memory_, &constants, offsetof(mproc::detail::RingConstants, closed));
+    }
+
     void reserve_commit(std::uint8_t argument) {
-        mproc::RawSpscRing& ring = mproc::RawSpscRing::attach(memory_, size_);
+        mproc::RawSpscRing& ring = *spsc_;
         const std::size_t asked = argument % (kMaxBatch + 1);
         const mproc::RingRegion region = ring.reserve(asked);
         check_region(region, asked);
@@ -160,7 +182,7 @@ private:
     }
 
     void peek_release(std::uint8_t argument) {
-        mproc::RawSpscRing& ring = mproc::RawSpscRing::attach(memory_, size_);
+        mproc::RawSpscRing& ring = *spsc_;
         const std::size_t asked = argument % (kMaxBatch + 1);
         const mproc::RingRegion region = ring.peek(asked);
         check_region(region, asked);
@@ -169,7 +191,7 @@ private:
     }
 
     void put_in_place(std::uint8_t argument) {
-        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        mproc::RawMpmcRing& ring = *mpmc_;
         const std::size_t length = std::min<std::size_t>(argument, slot_size_);
         (void)ring.put_in_place(
             [&](std::span<std::byte> slot) {
@@ -181,7 +203,7 @@ private:
     }
 
     void get_in_place() {
-        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        mproc::RawMpmcRing& ring = *mpmc_;
         (void)ring.get_in_place(
             [&](std::span<const std::byte> message) {
                 require(message.size() <= slot_size_ && inside(memory_, size_, message.data(), message.size()));
@@ -196,6 +218,8 @@ private:
     std::size_t slot_size_;
     std::size_t capacity_;
     std::vector<std::byte> buffer_;
+    std::optional<mproc::RawSpscRing> spsc_;
+    std::optional<mproc::RawMpmcRing> mpmc_;
 };
 
 void attach_and_exercise(std::byte* memory, std::size_t size, const std::uint8_t* data, std::size_t data_size) {

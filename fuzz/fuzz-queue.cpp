@@ -259,7 +259,7 @@ private:
     // SPSC zero-copy put: reserve up to `want` slots (as many as are free and in a row to the end of the
     // ring), fill some, commit them; then a commit of more than is free must be refused.
     void reserve_commit(std::uint8_t argument) {
-        mproc::RawSpscRing& ring = mproc::RawSpscRing::attach(memory_, size_);
+        mproc::RawSpscRing ring = mproc::RawSpscRing::attach(memory_, size_);
         const std::size_t want = argument % 8;
         const mproc::RingRegion region = ring.reserve(want);
         const std::size_t to_end = model_.capacity - (model_.produced % model_.capacity);
@@ -279,7 +279,7 @@ private:
     // SPSC zero-copy get: peek up to `want` messages in place, check them, release some; then a release of
     // more than is ready must be refused.
     void peek_release(std::uint8_t argument) {
-        mproc::RawSpscRing& ring = mproc::RawSpscRing::attach(memory_, size_);
+        mproc::RawSpscRing ring = mproc::RawSpscRing::attach(memory_, size_);
         const std::size_t want = argument % 8;
         const mproc::RingRegion region = ring.peek(want);
         const std::size_t to_end = model_.capacity - (model_.consumed % model_.capacity);
@@ -296,7 +296,7 @@ private:
     // MPMC zero-copy put: the fill writes in place; a fill that throws publishes a skipped slot; a fill
     // that claims more than a slot holds is refused (ValueError) and publishes a skipped slot too.
     void put_in_place(std::uint8_t argument) {
-        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        mproc::RawMpmcRing ring = mproc::RawMpmcRing::attach(memory_, size_);
         const std::uint64_t value = fresh_value();
         const int behaviour = argument % 4;  // 0, 1: fill; 2: throw; 3: report too many bytes
         auto fill = [&](std::span<std::byte> slot) -> std::size_t {
@@ -327,7 +327,7 @@ private:
 
     // MPMC zero-copy get: the read sees the message in place; a read that throws consumes it.
     void get_in_place(std::uint8_t argument) {
-        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        mproc::RawMpmcRing ring = mproc::RawMpmcRing::attach(memory_, size_);
         const bool read_throws = argument & 1;
         std::optional<std::uint64_t> seen;
         auto read = [&](std::span<const std::byte> message) {
@@ -353,7 +353,7 @@ private:
     // MPMC split zero-copy put: a reservation committed, committed too long (ValueError, skipped) or
     // dropped (skipped).
     void reserve_commit_mpmc(std::uint8_t argument) {
-        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        mproc::RawMpmcRing ring = mproc::RawMpmcRing::attach(memory_, size_);
         mproc::MpmcReservation reservation;
         const mproc::RingStatus status = ring.reserve(reservation, 0ns);
         if (model_.closed || model_.room() == 0) {
@@ -382,7 +382,7 @@ private:
 
     // MPMC split zero-copy get: the lease shows the next message in place; releasing consumes it.
     void peek_release_mpmc() {
-        mproc::RawMpmcRing& ring = mproc::RawMpmcRing::attach(memory_, size_);
+        mproc::RawMpmcRing ring = mproc::RawMpmcRing::attach(memory_, size_);
         mproc::MpmcLease lease;
         if (!model_.has_message()) {
             const bool closed = model_.closed;

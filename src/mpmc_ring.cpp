@@ -63,6 +63,7 @@ namespace {
 using detail::Deadline;
 using detail::MpmcSlotHeader;
 using detail::RingControl;
+using detail::RingGeometry;
 using detail::ThisThreadRobustList;
 using detail::position_of;
 
@@ -83,9 +84,8 @@ struct Slot {
     std::byte* payload;
 };
 
-Slot slot_at(RingControl& control, std::uint64_t position) noexcept {
-    std::byte* base = detail::slot_area(control) +
-                      (position & (control.constants.capacity - 1)) * control.constants.slot_stride;
+Slot slot_at(const RingGeometry& ring, std::uint64_t position) noexcept {
+    std::byte* base = ring.slot_at(position);
     return {reinterpret_cast<MpmcSlotHeader*>(base), base + sizeof(MpmcSlotHeader)};
 }
 
@@ -155,9 +155,10 @@ bool wait_for_claim(const Slot& slot, std::uint32_t seen, const Deadline* deadli
 }
 
 // The repair described at the top, holding the claim of a slot whose previous claimer died; then R.
-void repair_slot_of_dead_claimer(RingControl& control, const Slot& slot, std::uint64_t slot_index,
+void repair_slot_of_dead_claimer(const RingGeometry& ring, const Slot& slot, std::uint64_t slot_index,
                                  ThisThreadRobustList& self) noexcept {
-    const std::uint64_t capacity = control.constants.capacity;
+    RingControl& control = *ring.control;
+    const std::uint64_t capacity = ring.capacity;
     const std::uint64_t mask = capacity - 1;
     // relaxed: under the claim, after K's acquire.
     const std::uint64_t sequence = sequence_of(slot).load(std::memory_order_relaxed);
@@ -195,14 +196,14 @@ enum class Attempt { done, no_slot, timed_out };
 // One put: A..R. `deadline` bounds waits on a live claimer (nullptr: none).
 // Publishes a slot this thread claimed and advanced the position for, but has no message for (the
 // writer threw): flagged skipped, as the repair of a dead producer would, so that the ring moves on.
-void publish_skipped_slot(RingControl& control, const Slot& slot, std::uint64_t position,
+void publish_skipped_slot(const RingGeometry& ring, const Slot& slot, std::uint64_t position,
                           ThisThreadRobustList& self) noexcept {
     // relaxed: published by the release store below.
     length_of(slot).store(detail::kMpmcSlotSkipped, std::memory_order_relaxed);
     // release: D for an empty slot, pairs with B'.
     sequence_of(slot).store(position + 1, std::memory_order_release);
     drop_claim(slot, self);
-    detail::notify(control.not_empty.event);
+    detail::notify(ring.control->not_empty.event);
 }
 
 // A thread that holds a reserved slot or a peeked message must finish it first: its claim is covered by
@@ -215,23 +216,23 @@ void require_no_slot_hold(const ThisThreadRobustList& self, const char* operatio
 }
 
 // D, R: publishes a slot this thread claimed, advanced the position for and wrote `written` bytes into.
-void finish_put(RingControl& control, const Slot& slot, std::uint64_t position, std::size_t written,
+void finish_put(const RingGeometry& ring, const Slot& slot, std::uint64_t position, std::size_t written,
                 ThisThreadRobustList& self, bool notify) noexcept {
     // relaxed: W; published by D.
     length_of(slot).store(static_cast<std::uint32_t>(written), std::memory_order_relaxed);
     // release: D, pairs with B' so that a consumer that sees p + 1 sees length and payload.
     sequence_of(slot).store(position + 1, std::memory_order_release);
     drop_claim(slot, self);
-    if (notify) detail::notify(control.not_empty.event);
+    if (notify) detail::notify(ring.control->not_empty.event);
 }
 
 // D', R': frees a slot whose message this thread claimed, advanced the position past and read.
-void finish_get(RingControl& control, const Slot& slot, std::uint64_t position, ThisThreadRobustList& self,
+void finish_get(const RingGeometry& ring, const Slot& slot, std::uint64_t position, ThisThreadRobustList& self,
                 bool notify) noexcept {
     // release: D', pairs with B in put(): the slot was read before it is handed to a producer.
-    sequence_of(slot).store(position + control.constants.capacity, std::memory_order_release);
+    sequence_of(slot).store(position + ring.capacity, std::memory_order_release);
     drop_claim(slot, self);
-    if (notify) detail::notify(control.not_full.event);
+    if (notify) detail::notify(ring.control->not_full.event);
 }
 
 // How long a non-blocking call waits for another thread's claim on the slot it needs before it reports
@@ -258,16 +259,17 @@ const Deadline* claim_wait_bound(bool blocking, const Deadline* deadline, std::o
 
 // With `hold`, the slot is claimed and the position advanced, then handed to the caller (reserve()) instead
 // of written and published here: finish_put() or publish_skipped_slot() completes it later.
-Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, const Deadline* deadline, bool notify,
-                    bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
+Attempt attempt_put(const RingGeometry& ring, const detail::SlotWriter& writer, const Deadline* deadline,
+                    bool notify, bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     require_no_slot_hold(self, "put");
-    const std::uint64_t mask = control.constants.capacity - 1;
+    RingControl& control = *ring.control;
+    const std::uint64_t mask = ring.capacity - 1;
     std::optional<Deadline> nonblocking_bound;
     for (;;) {
         // acquire: A; pairs with M of the previous producer (its slot claim came before).
         const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
-        const Slot slot = slot_at(control, position);
+        const Slot slot = slot_at(ring, position);
         // acquire: B; pairs with D' of the consumer that freed the slot.
         const std::uint64_t sequence = sequence_of(slot).load(std::memory_order_acquire);
         const std::int64_t lag = distance(position, sequence);
@@ -282,7 +284,7 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
                 continue;
             }
             if (claim == ClaimResult::taken_from_dead) {
-                repair_slot_of_dead_claimer(control, slot, position & mask, self);
+                repair_slot_of_dead_claimer(ring, slot, position & mask, self);
                 continue;
             }
             // relaxed: V, under the claim.
@@ -302,9 +304,9 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
             // under the claim, with V passed, nobody else can move the position from `position` (the
             // queue model asserts it).
             position_of(control.producer).store(position + 1, std::memory_order_relaxed);
-            const std::size_t slot_size = control.constants.slot_size;
+            const std::size_t slot_size = ring.slot_size;
             if (hold != nullptr) {
-                *hold = {&control, slot.header, slot.payload, position, static_cast<std::uint32_t>(slot_size),
+                *hold = {ring, slot.header, slot.payload, position, static_cast<std::uint32_t>(slot_size),
                          self.tid()};
                 return Attempt::done;  // claim and list_op_pending stay set until the hold is finished
             }
@@ -312,15 +314,15 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
             try {
                 written = writer.write(writer.context, {slot.payload, slot_size});  // W
             } catch (...) {
-                publish_skipped_slot(control, slot, position, self);
+                publish_skipped_slot(ring, slot, position, self);
                 throw;
             }
             if (written > slot_size) {
-                publish_skipped_slot(control, slot, position, self);
+                publish_skipped_slot(ring, slot, position, self);
                 throw ValueError(std::string(kLabel) + ": put_in_place: the writer reported " + std::to_string(written) +
                                  " bytes, a slot holds " + std::to_string(slot_size));
             }
-            finish_put(control, slot, position, written, self, notify);
+            finish_put(ring, slot, position, written, self, notify);
             return Attempt::done;
         }
         if (lag < 0) {
@@ -329,7 +331,7 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
             const std::uint32_t claimer = claim_of(slot).load(std::memory_order_relaxed);
             if (claimer != 0 && (claimer & kTidMask) == 0) {
                 if (take_claim(slot, self, seen) == ClaimResult::taken_from_dead)
-                    repair_slot_of_dead_claimer(control, slot, position & mask, self);
+                    repair_slot_of_dead_claimer(ring, slot, position & mask, self);
                 else if (seen == 0)
                     drop_claim(slot, self);
                 continue;
@@ -353,18 +355,19 @@ Attempt attempt_put(RingControl& control, const detail::SlotWriter& writer, cons
 // One get: A'..R'. length receives the producer's byte count.
 // With `hold`, the message is claimed and the position advanced, then handed to the caller (peek()) instead
 // of read and freed here: finish_get() completes it later. Skipped slots are stepped over either way.
-Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, const Deadline* deadline, bool notify,
-                    bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
+Attempt attempt_get(const RingGeometry& ring, const detail::SlotReader& reader, const Deadline* deadline,
+                    bool notify, bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     require_no_slot_hold(self, "get");
-    const std::uint64_t capacity = control.constants.capacity;
+    RingControl& control = *ring.control;
+    const std::uint64_t capacity = ring.capacity;
     const std::uint64_t mask = capacity - 1;
-    const std::size_t slot_size = control.constants.slot_size;
+    const std::size_t slot_size = ring.slot_size;
     std::optional<Deadline> nonblocking_bound;
     for (;;) {
         // acquire: A'; pairs with M' of the previous consumer.
         const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
-        const Slot slot = slot_at(control, position);
+        const Slot slot = slot_at(ring, position);
         // acquire: B'; pairs with D of the producer (or the repair's publication of a skipped slot).
         const std::uint64_t sequence = sequence_of(slot).load(std::memory_order_acquire);
         const std::int64_t lag = distance(position + 1, sequence);
@@ -379,7 +382,7 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
                 continue;
             }
             if (claim == ClaimResult::taken_from_dead) {
-                repair_slot_of_dead_claimer(control, slot, position & mask, self);
+                repair_slot_of_dead_claimer(ring, slot, position & mask, self);
                 continue;
             }
             // relaxed: V', under the claim.
@@ -400,7 +403,7 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
                 // A length is used only once checked against the slot: a corrupted one cannot overrun.
                 const std::size_t checked = std::min<std::size_t>(stored_length, slot_size);
                 if (hold != nullptr) {
-                    *hold = {&control, slot.header, slot.payload, position, static_cast<std::uint32_t>(checked),
+                    *hold = {ring, slot.header, slot.payload, position, static_cast<std::uint32_t>(checked),
                              self.tid()};
                     return Attempt::done;  // claim and list_op_pending stay set until the lease is released
                 }
@@ -415,7 +418,7 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
                     throw;
                 }
             }
-            finish_get(control, slot, position, self, notify || skipped);
+            finish_get(ring, slot, position, self, notify || skipped);
             if (skipped) continue;
             return Attempt::done;
         }
@@ -425,7 +428,7 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
             const std::uint32_t claimer = claim_of(slot).load(std::memory_order_relaxed);
             if (claimer != 0 && (claimer & kTidMask) == 0) {
                 if (take_claim(slot, self, seen) == ClaimResult::taken_from_dead)
-                    repair_slot_of_dead_claimer(control, slot, position & mask, self);
+                    repair_slot_of_dead_claimer(ring, slot, position & mask, self);
                 else if (seen == 0)
                     drop_claim(slot, self);
                 continue;
@@ -446,21 +449,23 @@ Attempt attempt_get(RingControl& control, const detail::SlotReader& reader, cons
 }
 
 // Whether a put could make progress now: a free slot, a claim to wait on or repair, or a closed ring.
-bool put_may_proceed(RingControl& control) noexcept {
+bool put_may_proceed(const RingGeometry& ring) noexcept {
+    RingControl& control = *ring.control;
     if (detail::ring_closed(control)) return true;
     // acquire: as A and B in attempt_put.
     const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
-    const Slot slot = slot_at(control, position);
+    const Slot slot = slot_at(ring, position);
     // relaxed (claim): a hint; acquire (sequence): as B.
     return sequence_of(slot).load(std::memory_order_acquire) == position ||
            claim_of(slot).load(std::memory_order_relaxed) != 0;
 }
 
-bool get_may_proceed(RingControl& control) noexcept {
+bool get_may_proceed(const RingGeometry& ring) noexcept {
+    RingControl& control = *ring.control;
     if (detail::ring_closed(control)) return true;
     // acquire: as A' and B' in attempt_get.
     const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
-    const Slot slot = slot_at(control, position);
+    const Slot slot = slot_at(ring, position);
     // relaxed (claim): a hint; acquire (sequence): as B'.
     return sequence_of(slot).load(std::memory_order_acquire) == position + 1 ||
            claim_of(slot).load(std::memory_order_relaxed) != 0;
@@ -478,26 +483,27 @@ std::size_t RawMpmcRing::required_size(std::size_t capacity, std::size_t slot_si
     return detail::ring_total_size(capacity, mpmc_stride(slot_size));
 }
 
-RawMpmcRing& RawMpmcRing::init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size) {
+RawMpmcRing RawMpmcRing::init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size) {
     detail::register_for_fence_free_notify();  // before this process can notify through the ring
     const std::size_t required = required_size(capacity, slot_size);
     detail::check_placement(memory, size, required, kLabel, "init");
     const std::size_t stride = mpmc_stride(slot_size);
     detail::place_ring_control(memory, detail::kMpmcRingMagic, capacity, slot_size, stride);
-    auto& ring = *std::launder(static_cast<RawMpmcRing*>(memory));
+    const RingGeometry ring = detail::geometry_of(memory, capacity, stride, static_cast<std::uint32_t>(slot_size));
     for (std::uint64_t i = 0; i < capacity; ++i) {
         MpmcSlotHeader header{};
         header.sequence = i;  // free for the message at position i
-        std::memcpy(detail::slot_area(ring.control_) + i * stride, &header, sizeof header);
+        std::memcpy(ring.slots + i * stride, &header, sizeof header);
     }
-    return ring;
+    return RawMpmcRing(ring);
 }
 
-RawMpmcRing& RawMpmcRing::attach(void* memory, std::size_t size) {
+RawMpmcRing RawMpmcRing::attach(void* memory, std::size_t size) {
     detail::register_for_fence_free_notify();  // before this process can notify through the ring
     detail::check_placement(memory, size, 0, kLabel, "attach");
-    detail::validate_ring_control(memory, size, detail::kMpmcRingMagic, sizeof(MpmcSlotHeader), kLabel);
-    return *std::launder(static_cast<RawMpmcRing*>(memory));
+    const detail::RingConstants constants =
+        detail::validate_ring_control(memory, size, detail::kMpmcRingMagic, sizeof(MpmcSlotHeader), kLabel);
+    return RawMpmcRing(detail::geometry_of(memory, constants.capacity, constants.slot_stride, constants.slot_size));
 }
 
 namespace {
@@ -537,13 +543,13 @@ RingStatus RawMpmcRing::put_with(const detail::SlotWriter& writer, std::optional
     const std::optional<Deadline> deadline = deadline_for(timeout);
     const Deadline* bound = deadline ? &*deadline : nullptr;
     for (;;) {
-        if (detail::ring_closed(control_)) return RingStatus::closed;
-        const Attempt attempt = attempt_put(control_, writer, blocking ? bound : nullptr, true, blocking, hold);
+        if (detail::ring_closed(*ring_.control)) return RingStatus::closed;
+        const Attempt attempt = attempt_put(ring_, writer, blocking ? bound : nullptr, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (!blocking) return RingStatus::full;
-        if (!detail::await_condition(control_.not_full.event, bound, [&] { return put_may_proceed(control_); }) &&
-            !put_may_proceed(control_))
+        if (!detail::await_condition(ring_.control->not_full.event, bound, [&] { return put_may_proceed(ring_); }) &&
+            !put_may_proceed(ring_))
             return RingStatus::timed_out;
     }
 }
@@ -563,17 +569,17 @@ RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional
     const std::optional<Deadline> deadline = deadline_for(timeout);
     const Deadline* bound = deadline ? &*deadline : nullptr;
     for (;;) {
-        const Attempt attempt = attempt_get(control_, reader, blocking ? bound : nullptr, true, blocking, hold);
+        const Attempt attempt = attempt_get(ring_, reader, blocking ? bound : nullptr, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
-        if (detail::ring_closed(control_)) {
+        if (detail::ring_closed(*ring_.control)) {
             // A message put before close() is still delivered; only a drained ring reports closed.
-            if (attempt_get(control_, reader, nullptr, true, false, hold) == Attempt::done) return RingStatus::ok;
+            if (attempt_get(ring_, reader, nullptr, true, false, hold) == Attempt::done) return RingStatus::ok;
             return RingStatus::closed;
         }
         if (!blocking) return RingStatus::empty;
-        if (!detail::await_condition(control_.not_empty.event, bound, [&] { return get_may_proceed(control_); }) &&
-            !get_may_proceed(control_))
+        if (!detail::await_condition(ring_.control->not_empty.event, bound, [&] { return get_may_proceed(ring_); }) &&
+            !get_may_proceed(ring_))
             return RingStatus::timed_out;
     }
 }
@@ -638,18 +644,18 @@ void MpmcReservation::commit(std::size_t length) {
         throw StateError(std::string(kLabel) + ": commit: only the thread that reserved the slot may commit it");
     const detail::MpmcHeldSlot held = std::exchange(held_, {});
     self.remove_slot_hold();
-    if (detail::ring_closed(*held.control)) {
+    if (detail::ring_closed(*held.ring.control)) {
         // Consumers may already have been told the ring is drained: the message must not appear after that.
-        publish_skipped_slot(*held.control, slot_of(held), held.position, self);
+        publish_skipped_slot(held.ring, slot_of(held), held.position, self);
         throw Closed(std::string(kLabel) + ": commit: the ring was closed while the slot was reserved; the "
                                            "message was dropped");
     }
     if (length > held.length) {
-        publish_skipped_slot(*held.control, slot_of(held), held.position, self);
+        publish_skipped_slot(held.ring, slot_of(held), held.position, self);
         throw ValueError(std::string(kLabel) + ": commit: " + std::to_string(length) + " bytes, a slot holds " +
                          std::to_string(held.length));
     }
-    finish_put(*held.control, slot_of(held), held.position, length, self, true);
+    finish_put(held.ring, slot_of(held), held.position, length, self, true);
 }
 
 void MpmcReservation::cancel() noexcept {
@@ -661,7 +667,7 @@ void MpmcReservation::cancel() noexcept {
     // already, into a later lap, where a publish from here would corrupt it.
     if (!held_by_this_thread(held, self)) return;
     self.remove_slot_hold();
-    publish_skipped_slot(*held.control, slot_of(held), held.position, self);
+    publish_skipped_slot(held.ring, slot_of(held), held.position, self);
 }
 
 MpmcLease& MpmcLease::operator=(MpmcLease&& other) noexcept {
@@ -678,19 +684,19 @@ void MpmcLease::release() noexcept {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     if (!held_by_this_thread(held, self)) return;  // as MpmcReservation::cancel()
     self.remove_slot_hold();
-    finish_get(*held.control, slot_of(held), held.position, self, true);
+    finish_get(held.ring, slot_of(held), held.position, self, true);
 }
 
 std::size_t RawMpmcRing::put_many(const void* messages, std::size_t count) {
     const auto* source = static_cast<const std::byte*>(messages);
     const std::size_t size = slot_size();
     std::size_t done = 0;
-    if (detail::ring_closed(control_)) return 0;
+    if (detail::ring_closed(*ring_.control)) return 0;
     for (; done < count; ++done) {
         CopyIn copy{{source + done * size, size}};
-        if (attempt_put(control_, {&CopyIn::write, &copy}, nullptr, false, false) != Attempt::done) break;
+        if (attempt_put(ring_, {&CopyIn::write, &copy}, nullptr, false, false) != Attempt::done) break;
     }
-    if (done != 0) detail::notify(control_.not_empty.event);
+    if (done != 0) detail::notify(ring_.control->not_empty.event);
     return done;
 }
 
@@ -700,21 +706,21 @@ std::size_t RawMpmcRing::get_many(void* out, std::size_t count) {
     std::size_t done = 0;
     for (; done < count; ++done) {
         CopyOut copy{{target + done * size, size}, nullptr};
-        if (attempt_get(control_, {&CopyOut::read, &copy}, nullptr, false, false) != Attempt::done) break;
+        if (attempt_get(ring_, {&CopyOut::read, &copy}, nullptr, false, false) != Attempt::done) break;
     }
-    if (done != 0) detail::notify(control_.not_full.event);
+    if (done != 0) detail::notify(ring_.control->not_full.event);
     return done;
 }
 
-std::size_t RawMpmcRing::size() const noexcept { return detail::ring_size(const_cast<RingControl&>(control_)); }
+std::size_t RawMpmcRing::size() const noexcept { return detail::ring_size(ring_); }
 
-bool RawMpmcRing::closed() const noexcept { return detail::ring_closed(const_cast<RingControl&>(control_)); }
+bool RawMpmcRing::closed() const noexcept { return detail::ring_closed(*ring_.control); }
 
-void RawMpmcRing::close() noexcept { detail::close_ring(control_); }
+void RawMpmcRing::close() noexcept { detail::close_ring(*ring_.control); }
 
 std::uint32_t RawMpmcRing::repaired_slots() const noexcept {
     // relaxed: a statistic.
-    return std::atomic_ref(const_cast<std::uint32_t&>(control_.constants.repaired_slots)).load(std::memory_order_relaxed);
+    return std::atomic_ref(ring_.control->constants.repaired_slots).load(std::memory_order_relaxed);
 }
 
 }  // namespace mproc

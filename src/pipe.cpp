@@ -23,6 +23,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <optional>
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -42,7 +43,7 @@ namespace detail {
 struct PipeShared {
     SharedMemory segment;
     PipeControl* control = nullptr;
-    RawSpscRing* rings[2] = {nullptr, nullptr};
+    std::optional<RawSpscRing> rings[2];
 };
 
 }  // namespace detail
@@ -290,8 +291,8 @@ detail::PipeReader::Step detail::PipeReader::feed(std::span<const std::byte> slo
 
 PipeConnection::PipeConnection(std::shared_ptr<detail::PipeShared> shared, int end, bool readable, bool writable)
     : shared_(std::move(shared)), end_(end) {
-    if (readable) in_ = shared_->rings[end_];
-    if (writable) out_ = shared_->rings[1 - end_];
+    if (readable) in_ = &*shared_->rings[end_];
+    if (writable) out_ = &*shared_->rings[1 - end_];
 }
 
 PipeConnection::PipeConnection(PipeConnection&& other) noexcept
@@ -350,8 +351,8 @@ namespace {
 // After a hold of `end` stopped counting: wakes the peer's sleepers on both rings (they re-test the
 // holders), which is how a revocation reaches them and how the fallback without futex_waitv learns at once.
 void wake_peer_sleepers(detail::PipeShared& shared, int end) noexcept {
-    if (shared.rings[end] != nullptr) detail::notify_always(shared.rings[end]->control().not_full.event);
-    if (shared.rings[1 - end] != nullptr) detail::notify_always(shared.rings[1 - end]->control().not_empty.event);
+    if (shared.rings[end]) detail::notify_always(shared.rings[end]->control().not_full.event);
+    if (shared.rings[1 - end]) detail::notify_always(shared.rings[1 - end]->control().not_empty.event);
 }
 
 detail::ThisThreadRobustList* robust_list_or_null() noexcept {
@@ -538,7 +539,7 @@ std::pair<PipeConnection, PipeConnection> Pipe(bool duplex, std::size_t ring_slo
     const std::size_t ring_count = duplex ? 2 : 1;
     const std::size_t total = sizeof(PipeControl) + ring_count * ring_size;
     std::shared_ptr<detail::PipeShared> shared(
-        new detail::PipeShared{SharedMemory::anonymous(total + RawSpscRing::kAlignment), nullptr, {nullptr, nullptr}},
+        new detail::PipeShared{SharedMemory::anonymous(total + RawSpscRing::kAlignment), nullptr, {}},
         unmap_unless_still_listed);
     std::byte* base = shared->segment.bytes().data();
     const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(base) % RawSpscRing::kAlignment;
@@ -553,7 +554,7 @@ std::pair<PipeConnection, PipeConnection> Pipe(bool duplex, std::size_t ring_slo
     for (std::size_t ring = 0; ring < ring_count; ++ring) {
         const std::size_t offset = sizeof(PipeControl) + ring * ring_size;
         control->header.ring_offset[ring] = offset;
-        shared->rings[ring] = &RawSpscRing::init(base + offset, ring_size, ring_slots, detail::kPipeSlotSize);
+        shared->rings[ring] = RawSpscRing::init(base + offset, ring_size, ring_slots, detail::kPipeSlotSize);
     }
     detail::ThisThreadRobustList& self = detail::this_thread_robust_list();
     claim_hold(control->ends[0], self);

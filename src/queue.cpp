@@ -41,21 +41,6 @@ void check_kind(QueueKind kind) {
         throw ValueError("queue: kind " + std::to_string(static_cast<std::uint32_t>(kind)) + " is neither mpmc nor spsc");
 }
 
-// The SPSC fast path on one read of the ring's constants, checked again here: attach() validated them, but
-// a peer could have rewritten them since, and the fast path never reads them from the ring again.
-SpscFastPath fast_path_on(RawSpscRing& ring, std::size_t size, const std::string& label) {
-    RingControl& control = ring.control();
-    // One read of each constant (never written after init(); `closed`, which is, is not copied).
-    const std::uint64_t capacity = control.constants.capacity;
-    const std::uint64_t stride = control.constants.slot_stride;
-    const std::uint64_t slot_size = control.constants.slot_size;
-    const std::uint64_t room = size - sizeof(RingControl);  // attach() checked size >= sizeof(RingControl)
-    if (capacity < 2 || (capacity & (capacity - 1)) != 0 || capacity > kMaxRingCapacity || slot_size == 0 ||
-        slot_size > stride || stride > kMaxRingSlotSize + 128 || capacity * stride > room)
-        throw InvalidObject(label + ": the ring's constants changed while it was attached");
-    return SpscFastPath(control, slot_area(control), capacity, stride, slot_size);
-}
-
 std::atomic_ref<std::uint64_t> unfinished_of(RingControl& control) noexcept {
     return std::atomic_ref(control.tasks.unfinished);
 }
@@ -129,22 +114,22 @@ void QueueCore::adopt(void* memory, std::size_t size, std::size_t expected_slot_
     try {
         if (magic == kSpscRingMagic) {
             validate_ring_control(memory, size, kSpscRingMagic, 0, label_);
-            spsc_ = &RawSpscRing::attach(memory, size);
-            spsc_fast_ = fast_path_on(*spsc_, size, label_);
+            spsc_ = RawSpscRing::attach(memory, size);
+            spsc_fast_ = SpscFastPath(spsc_->geometry());
         } else {
             validate_ring_control(memory, size, kMpmcRingMagic, sizeof(MpmcSlotHeader), label_);
-            mpmc_ = &RawMpmcRing::attach(memory, size);
+            mpmc_ = RawMpmcRing::attach(memory, size);
         }
     } catch (...) {
-        spsc_ = nullptr;
-        mpmc_ = nullptr;
+        spsc_.reset();
+        mpmc_.reset();
         spsc_fast_ = SpscFastPath();
         throw;
     }
     if (expected_slot_size != 0 && slot_size() != expected_slot_size) {
         const std::size_t found = slot_size();
-        spsc_ = nullptr;
-        mpmc_ = nullptr;
+        spsc_.reset();
+        mpmc_.reset();
         spsc_fast_ = SpscFastPath();
         throw InvalidObject(label_ + ": items of " + std::to_string(found) + " bytes, expected " +
                             std::to_string(expected_slot_size));
@@ -153,8 +138,8 @@ void QueueCore::adopt(void* memory, std::size_t size, std::size_t expected_slot_
 
 QueueCore::QueueCore(QueueCore&& other) noexcept
     : segment_(std::move(other.segment_)),
-      spsc_(std::exchange(other.spsc_, nullptr)),
-      mpmc_(std::exchange(other.mpmc_, nullptr)),
+      spsc_(std::exchange(other.spsc_, std::nullopt)),
+      mpmc_(std::exchange(other.mpmc_, std::nullopt)),
       spsc_fast_(std::exchange(other.spsc_fast_, SpscFastPath())),
       label_(std::move(other.label_)) {
     other.segment_.reset();
@@ -164,8 +149,8 @@ QueueCore& QueueCore::operator=(QueueCore&& other) noexcept {
     if (this != &other) {
         segment_ = std::move(other.segment_);
         other.segment_.reset();
-        spsc_ = std::exchange(other.spsc_, nullptr);
-        mpmc_ = std::exchange(other.mpmc_, nullptr);
+        spsc_ = std::exchange(other.spsc_, std::nullopt);
+        mpmc_ = std::exchange(other.mpmc_, std::nullopt);
         spsc_fast_ = std::exchange(other.spsc_fast_, SpscFastPath());
         label_ = std::move(other.label_);
     }
@@ -175,19 +160,19 @@ QueueCore& QueueCore::operator=(QueueCore&& other) noexcept {
 QueueCore::~QueueCore() = default;
 
 void QueueCore::check(const char* operation) const {
-    if (spsc_ == nullptr && mpmc_ == nullptr) throw StateError(std::string("queue: ") + operation + ": moved-from handle");
+    if (!spsc_ && !mpmc_) throw StateError(std::string("queue: ") + operation + ": moved-from handle");
 }
 
 RingControl& QueueCore::control() const {
     check("control");
-    return spsc_ != nullptr ? spsc_->control() : mpmc_->control();
+    return spsc_ ? spsc_->control() : mpmc_->control();
 }
 
 void QueueCore::put(std::span<const std::byte> message, bool block, std::optional<std::chrono::nanoseconds> timeout) {
     check("put");
     if (!block && timeout) throw ValueError(label_ + ": put: a timeout cannot be given for a non-blocking call");
     const std::optional<std::chrono::nanoseconds> bound = block ? timeout : std::chrono::nanoseconds(0);
-    const RingStatus status = spsc_ != nullptr ? spsc_->put(message, bound) : mpmc_->put(message, bound);
+    const RingStatus status = spsc_ ? spsc_->put(message, bound) : mpmc_->put(message, bound);
     switch (status) {
     case RingStatus::ok: return;
     case RingStatus::closed: throw Closed(label_ + ": put: the queue is closed");
@@ -199,7 +184,7 @@ void QueueCore::put(std::span<const std::byte> message, bool block, std::optiona
 bool QueueCore::try_put(std::span<const std::byte> message) {
     check("try_put");
     const std::optional<std::chrono::nanoseconds> bound = std::chrono::nanoseconds(0);
-    const RingStatus status = spsc_ != nullptr ? spsc_->put(message, bound) : mpmc_->put(message, bound);
+    const RingStatus status = spsc_ ? spsc_->put(message, bound) : mpmc_->put(message, bound);
     if (status == RingStatus::closed) throw Closed(label_ + ": try_put: the queue is closed");
     return status == RingStatus::ok;
 }
@@ -209,7 +194,7 @@ std::size_t QueueCore::get(std::span<std::byte> out, bool block, std::optional<s
     if (!block && timeout) throw ValueError(label_ + ": get: a timeout cannot be given for a non-blocking call");
     const std::optional<std::chrono::nanoseconds> bound = block ? timeout : std::chrono::nanoseconds(0);
     std::size_t length = slot_size();
-    const RingStatus status = spsc_ != nullptr ? spsc_->get(out, bound) : mpmc_->get(out, bound, &length);
+    const RingStatus status = spsc_ ? spsc_->get(out, bound) : mpmc_->get(out, bound, &length);
     switch (status) {
     case RingStatus::ok: return length;
     case RingStatus::closed: throw Closed(label_ + ": get: the queue is closed and drained");
@@ -222,7 +207,7 @@ std::optional<std::size_t> QueueCore::try_get(std::span<std::byte> out) {
     check("try_get");
     const std::optional<std::chrono::nanoseconds> bound = std::chrono::nanoseconds(0);
     std::size_t length = slot_size();
-    const RingStatus status = spsc_ != nullptr ? spsc_->get(out, bound) : mpmc_->get(out, bound, &length);
+    const RingStatus status = spsc_ ? spsc_->get(out, bound) : mpmc_->get(out, bound, &length);
     if (status == RingStatus::closed) throw Closed(label_ + ": try_get: the queue is closed and drained");
     if (status != RingStatus::ok) return std::nullopt;
     return length;
@@ -230,47 +215,47 @@ std::optional<std::size_t> QueueCore::try_get(std::span<std::byte> out) {
 
 std::size_t QueueCore::put_many(const void* messages, std::size_t count) {
     check("put_many");
-    return spsc_ != nullptr ? spsc_->put_many(messages, count) : mpmc_->put_many(messages, count);
+    return spsc_ ? spsc_->put_many(messages, count) : mpmc_->put_many(messages, count);
 }
 
 std::size_t QueueCore::get_many(void* out, std::size_t count) {
     check("get_many");
-    return spsc_ != nullptr ? spsc_->get_many(out, count) : mpmc_->get_many(out, count);
+    return spsc_ ? spsc_->get_many(out, count) : mpmc_->get_many(out, count);
 }
 
 std::size_t QueueCore::qsize() const {
     check("qsize");
-    return spsc_ != nullptr ? spsc_->size() : mpmc_->size();
+    return spsc_ ? spsc_->size() : mpmc_->size();
 }
 
 void QueueCore::close() {
     check("close");
-    spsc_ != nullptr ? spsc_->close() : mpmc_->close();
+    spsc_ ? spsc_->close() : mpmc_->close();
 }
 
 bool QueueCore::closed() const {
     check("closed");
-    return spsc_ != nullptr ? spsc_->closed() : mpmc_->closed();
+    return spsc_ ? spsc_->closed() : mpmc_->closed();
 }
 
 std::uint32_t QueueCore::repaired_slots() const {
     check("repaired_slots");
-    return spsc_ != nullptr ? 0 : mpmc_->repaired_slots();
+    return spsc_ ? 0 : mpmc_->repaired_slots();
 }
 
 std::size_t QueueCore::capacity() const {
     check("capacity");
-    return spsc_ != nullptr ? spsc_->capacity() : mpmc_->capacity();
+    return spsc_ ? spsc_->capacity() : mpmc_->capacity();
 }
 
 std::size_t QueueCore::slot_size() const {
     check("slot_size");
-    return spsc_ != nullptr ? spsc_->slot_size() : mpmc_->slot_size();
+    return spsc_ ? spsc_->slot_size() : mpmc_->slot_size();
 }
 
 QueueKind QueueCore::kind() const {
     check("kind");
-    return spsc_ != nullptr ? QueueKind::spsc : QueueKind::mpmc;
+    return spsc_ ? QueueKind::spsc : QueueKind::mpmc;
 }
 
 const std::string& QueueCore::name() const noexcept {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "eventcount.hpp"
@@ -63,8 +64,9 @@ inline void place_ring_control(void* memory, std::uint32_t magic, std::size_t ca
 }
 
 // Checks a control block found in `size` bytes at memory; reads nothing outside them. Copies the
-// constants once and checks the copy.
-inline void validate_ring_control(const void* memory, std::size_t size, std::uint32_t expected_magic,
+// constants once, checks the copy and returns it: the caller builds its RingGeometry from this copy, never
+// from a second read of the shared bytes.
+inline RingConstants validate_ring_control(const void* memory, std::size_t size, std::uint32_t expected_magic,
                                   std::size_t minimum_stride_overhead, std::string_view label) {
     const std::string name(label);
     if (size < sizeof(RingControl))
@@ -96,10 +98,17 @@ inline void validate_ring_control(const void* memory, std::size_t size, std::uin
     if (constants.total_size != total || total > size)
         throw InvalidObject(name + ": the ring occupies " + std::to_string(total) + " bytes (header says " +
                             std::to_string(constants.total_size) + "), " + std::to_string(size) + " available");
+    return constants;
 }
 
 inline std::byte* slot_area(RingControl& control) noexcept {
     return reinterpret_cast<std::byte*>(&control) + sizeof(RingControl);
+}
+
+// The geometry of the ring at memory, from constants that init() chose or validate_ring_control() checked.
+inline RingGeometry geometry_of(void* memory, std::uint64_t capacity, std::uint64_t stride, std::uint32_t slot_size) noexcept {
+    RingControl& control = *std::launder(static_cast<RingControl*>(memory));
+    return {&control, slot_area(control), capacity, stride, slot_size};
 }
 
 inline bool ring_closed(RingControl& control) noexcept {
@@ -116,8 +125,9 @@ inline void close_ring(RingControl& control) noexcept {
 
 // Messages between the two positions, read so that the answer is a value the ring had: the consumer's
 // position is read before and after the producer's, and the pair is retried until both reads agree.
-inline std::size_t ring_size(RingControl& control) noexcept {
-    const std::uint64_t capacity = control.constants.capacity;
+inline std::size_t ring_size(const RingGeometry& ring) noexcept {
+    RingControl& control = *ring.control;
+    const std::uint64_t capacity = ring.capacity;
     for (;;) {
         // acquire (both): a snapshot consistent with the slots' contents; the retry makes it a pair.
         const std::uint64_t dequeued = position_of(control.consumer).load(std::memory_order_acquire);

@@ -33,6 +33,7 @@ namespace {
 
 using detail::Deadline;
 using detail::RingControl;
+using detail::RingGeometry;
 using detail::cached_of;
 using detail::position_of;
 
@@ -46,8 +47,9 @@ struct Window {
 };
 
 // P1..P3: the producer's position and how many slots after it are free (up to `wanted`, 0 when full).
-Window free_slots(RingControl& control, std::uint64_t wanted) noexcept {
-    const std::uint64_t capacity = control.constants.capacity;
+Window free_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
+    RingControl& control = *ring.control;
+    const std::uint64_t capacity = ring.capacity;
     // acquire: P1; a producer taking over from a dead one sees the last position published.
     const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
     // acquire: pairs with the release store below, made by whichever producer refreshed the cache last (a
@@ -66,8 +68,9 @@ Window free_slots(RingControl& control, std::uint64_t wanted) noexcept {
 }
 
 // C1..C3: the consumer's position and how many messages after it are ready (up to `wanted`).
-Window ready_slots(RingControl& control, std::uint64_t wanted) noexcept {
-    const std::uint64_t capacity = control.constants.capacity;
+Window ready_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
+    RingControl& control = *ring.control;
+    const std::uint64_t capacity = ring.capacity;
     // acquire: C1; a consumer taking over from a dead one sees the last position it released.
     const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
     // acquire: pairs with the release store below, made by whichever consumer refreshed the cache last (a
@@ -83,10 +86,6 @@ Window ready_slots(RingControl& control, std::uint64_t wanted) noexcept {
     }
     if (ready > capacity) ready = 0;  // a corrupted or misused producer position: nothing is trusted
     return {position, std::min(ready, wanted)};
-}
-
-std::byte* slot_at(RingControl& control, std::uint64_t position) noexcept {
-    return detail::slot_area(control) + (position & (control.constants.capacity - 1)) * control.constants.slot_stride;
 }
 
 // P5, P6.
@@ -119,131 +118,132 @@ std::size_t RawSpscRing::required_size(std::size_t capacity, std::size_t slot_si
     return detail::ring_total_size(capacity, spsc_stride(slot_size));
 }
 
-RawSpscRing& RawSpscRing::init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size) {
+RawSpscRing RawSpscRing::init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size) {
     detail::register_for_fence_free_notify();  // before this process can notify through the ring
     const std::size_t required = required_size(capacity, slot_size);
     detail::check_placement(memory, size, required, kLabel, "init");
-    detail::place_ring_control(memory, detail::kSpscRingMagic, capacity, slot_size, spsc_stride(slot_size));
-    return *std::launder(static_cast<RawSpscRing*>(memory));
+    const std::size_t stride = spsc_stride(slot_size);
+    detail::place_ring_control(memory, detail::kSpscRingMagic, capacity, slot_size, stride);
+    return RawSpscRing(detail::geometry_of(memory, capacity, stride, static_cast<std::uint32_t>(slot_size)));
 }
 
-RawSpscRing& RawSpscRing::attach(void* memory, std::size_t size) {
+RawSpscRing RawSpscRing::attach(void* memory, std::size_t size) {
     detail::register_for_fence_free_notify();  // before this process can notify through the ring
     detail::check_placement(memory, size, 0, kLabel, "attach");
-    detail::validate_ring_control(memory, size, detail::kSpscRingMagic, 0, kLabel);
-    return *std::launder(static_cast<RawSpscRing*>(memory));
+    const detail::RingConstants constants = detail::validate_ring_control(memory, size, detail::kSpscRingMagic, 0, kLabel);
+    return RawSpscRing(detail::geometry_of(memory, constants.capacity, constants.slot_stride, constants.slot_size));
 }
 
 RingStatus RawSpscRing::put(std::span<const std::byte> message, std::optional<std::chrono::nanoseconds> timeout) {
     if (message.size() > slot_size())
         throw ValueError(std::string(kLabel) + ": put: a message of " + std::to_string(message.size()) +
                          " bytes does not fit a slot of " + std::to_string(slot_size()));
-    if (detail::ring_closed(control_)) return RingStatus::closed;
-    Window window = free_slots(control_, 1);
+    if (detail::ring_closed(*ring_.control)) return RingStatus::closed;
+    Window window = free_slots(ring_, 1);
     if (window.count == 0) {
         if (non_blocking(timeout)) return RingStatus::full;
         const std::optional<Deadline> deadline = deadline_for(timeout);
-        const bool ready = detail::await_condition(control_.not_full.event, deadline ? &*deadline : nullptr, [&] {
-            window = free_slots(control_, 1);
-            return window.count != 0 || detail::ring_closed(control_);
+        const bool ready = detail::await_condition(ring_.control->not_full.event, deadline ? &*deadline : nullptr, [&] {
+            window = free_slots(ring_, 1);
+            return window.count != 0 || detail::ring_closed(*ring_.control);
         });
-        if (detail::ring_closed(control_)) return RingStatus::closed;
+        if (detail::ring_closed(*ring_.control)) return RingStatus::closed;
         if (!ready) return RingStatus::timed_out;
     }
-    detail::copy_message_in(slot_at(control_, window.position), message.data(), message.size());  // P4
-    publish_puts(control_, window.position, 1);
+    detail::copy_message_in(ring_.slot_at(window.position), message.data(), message.size());  // P4
+    publish_puts(*ring_.control, window.position, 1);
     return RingStatus::ok;
 }
 
 std::size_t RawSpscRing::put_many(const void* messages, std::size_t count) {
-    if (count == 0 || detail::ring_closed(control_)) return 0;
-    const Window window = free_slots(control_, count);
+    if (count == 0 || detail::ring_closed(*ring_.control)) return 0;
+    const Window window = free_slots(ring_, count);
     const std::size_t size = slot_size();
     const auto* source = static_cast<const std::byte*>(messages);
     for (std::uint64_t i = 0; i < window.count; ++i)
-        detail::copy_message_in(slot_at(control_, window.position + i), source + i * size, size);  // P4
-    if (window.count != 0) publish_puts(control_, window.position, window.count);
+        detail::copy_message_in(ring_.slot_at(window.position + i), source + i * size, size);  // P4
+    if (window.count != 0) publish_puts(*ring_.control, window.position, window.count);
     return static_cast<std::size_t>(window.count);
 }
 
 RingRegion RawSpscRing::reserve(std::size_t count) {
-    if (count == 0 || detail::ring_closed(control_)) return {};
-    const Window window = free_slots(control_, count);
-    const std::uint64_t capacity = control_.constants.capacity;
+    if (count == 0 || detail::ring_closed(*ring_.control)) return {};
+    const Window window = free_slots(ring_, count);
+    const std::uint64_t capacity = ring_.capacity;
     const std::uint64_t to_end = capacity - (window.position & (capacity - 1));
-    return {slot_at(control_, window.position), static_cast<std::size_t>(std::min(window.count, to_end)),
-            control_.constants.slot_stride};
+    return {ring_.slot_at(window.position), static_cast<std::size_t>(std::min(window.count, to_end)),
+            ring_.stride};
 }
 
 void RawSpscRing::commit(std::size_t count) {
     if (count == 0) return;
-    const Window window = free_slots(control_, count);
+    const Window window = free_slots(ring_, count);
     if (window.count < count)
         throw StateError(std::string(kLabel) + ": commit: " + std::to_string(count) + " slots, only " +
                          std::to_string(window.count) + " were free to reserve");
-    publish_puts(control_, window.position, count);
+    publish_puts(*ring_.control, window.position, count);
 }
 
 RingStatus RawSpscRing::get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout) {
     if (out.size() < slot_size())
         throw ValueError(std::string(kLabel) + ": get: a buffer of " + std::to_string(out.size()) +
                          " bytes cannot hold a slot of " + std::to_string(slot_size()));
-    Window window = ready_slots(control_, 1);
+    Window window = ready_slots(ring_, 1);
     if (window.count == 0) {
-        if (detail::ring_closed(control_)) {
-            window = ready_slots(control_, 1);  // a message put before close() is still delivered
+        if (detail::ring_closed(*ring_.control)) {
+            window = ready_slots(ring_, 1);  // a message put before close() is still delivered
             if (window.count == 0) return RingStatus::closed;
         } else if (non_blocking(timeout)) {
             return RingStatus::empty;
         } else {
             const std::optional<Deadline> deadline = deadline_for(timeout);
             bool closed = false;
-            const bool ready = detail::await_condition(control_.not_empty.event, deadline ? &*deadline : nullptr, [&] {
-                closed = detail::ring_closed(control_);
-                window = ready_slots(control_, 1);
+            const bool ready = detail::await_condition(ring_.control->not_empty.event, deadline ? &*deadline : nullptr, [&] {
+                closed = detail::ring_closed(*ring_.control);
+                window = ready_slots(ring_, 1);
                 return window.count != 0 || closed;
             });
             if (window.count == 0) return closed ? RingStatus::closed : (ready ? RingStatus::empty : RingStatus::timed_out);
         }
     }
-    std::memcpy(out.data(), slot_at(control_, window.position), slot_size());  // C4
-    release_gets(control_, window.position, 1);
+    std::memcpy(out.data(), ring_.slot_at(window.position), slot_size());  // C4
+    release_gets(*ring_.control, window.position, 1);
     return RingStatus::ok;
 }
 
 std::size_t RawSpscRing::get_many(void* out, std::size_t count) {
     if (count == 0) return 0;
-    const Window window = ready_slots(control_, count);
+    const Window window = ready_slots(ring_, count);
     const std::size_t size = slot_size();
     auto* target = static_cast<std::byte*>(out);
     for (std::uint64_t i = 0; i < window.count; ++i)
-        std::memcpy(target + i * size, slot_at(control_, window.position + i), size);  // C4
-    if (window.count != 0) release_gets(control_, window.position, window.count);
+        std::memcpy(target + i * size, ring_.slot_at(window.position + i), size);  // C4
+    if (window.count != 0) release_gets(*ring_.control, window.position, window.count);
     return static_cast<std::size_t>(window.count);
 }
 
 RingRegion RawSpscRing::peek(std::size_t count) {
     if (count == 0) return {};
-    const Window window = ready_slots(control_, count);
-    const std::uint64_t capacity = control_.constants.capacity;
+    const Window window = ready_slots(ring_, count);
+    const std::uint64_t capacity = ring_.capacity;
     const std::uint64_t to_end = capacity - (window.position & (capacity - 1));
-    return {slot_at(control_, window.position), static_cast<std::size_t>(std::min(window.count, to_end)),
-            control_.constants.slot_stride};
+    return {ring_.slot_at(window.position), static_cast<std::size_t>(std::min(window.count, to_end)),
+            ring_.stride};
 }
 
 void RawSpscRing::release(std::size_t count) {
     if (count == 0) return;
-    const Window window = ready_slots(control_, count);
+    const Window window = ready_slots(ring_, count);
     if (window.count < count)
         throw StateError(std::string(kLabel) + ": release: " + std::to_string(count) + " slots, only " +
                          std::to_string(window.count) + " were ready to peek");
-    release_gets(control_, window.position, count);
+    release_gets(*ring_.control, window.position, count);
 }
 
-std::size_t RawSpscRing::size() const noexcept { return detail::ring_size(const_cast<RingControl&>(control_)); }
+std::size_t RawSpscRing::size() const noexcept { return detail::ring_size(ring_); }
 
-bool RawSpscRing::closed() const noexcept { return detail::ring_closed(const_cast<RingControl&>(control_)); }
+bool RawSpscRing::closed() const noexcept { return detail::ring_closed(*ring_.control); }
 
-void RawSpscRing::close() noexcept { detail::close_ring(control_); }
+void RawSpscRing::close() noexcept { detail::close_ring(*ring_.control); }
 
 }  // namespace mproc

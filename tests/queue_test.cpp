@@ -193,6 +193,7 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testNamedOpenErrorsAreClear);
     CPPUNIT_TEST(testPlacedQueueInCallerMemoryWorksAcrossFork);
     CPPUNIT_TEST(testRawRingsValidateTheirBytes);
+    CPPUNIT_TEST(testRawRingsKeepTheConstantsTheyAttachedWith);
     CPPUNIT_TEST(testInvalidShapesAreValueErrors);
     CPPUNIT_TEST(testByteQueueCarriesVariableLengthMessages);
     CPPUNIT_TEST(testByteQueueRejectsOversizedAndCorruptedRecords);
@@ -398,7 +399,7 @@ public:
     void testSpscReserveCommitPeekReleaseAreZeroCopy() {
         const std::size_t size = RawSpscRing::required_size(4, sizeof(std::uint64_t));
         SharedBytes bytes(size);
-        RawSpscRing& ring = RawSpscRing::init(bytes.memory, size, 4, sizeof(std::uint64_t));
+        RawSpscRing ring = RawSpscRing::init(bytes.memory, size, 4, sizeof(std::uint64_t));
         std::uint64_t value = 0;
         ring.put(std::as_bytes(std::span(&value, 1)));
         ring.get(std::as_writable_bytes(std::span(&value, 1)));  // positions now 1: the ring wraps below
@@ -412,7 +413,7 @@ public:
         ring.commit(3);
         CPPUNIT_ASSERT_EQUAL(std::size_t{3}, ring.size());
         ForkedChild consumer([&] {
-            RawSpscRing& same = RawSpscRing::attach(bytes.memory, size);
+            RawSpscRing same = RawSpscRing::attach(bytes.memory, size);
             const mproc::RingRegion ready = same.peek(8);
             if (ready.count != 3) std::_Exit(3);
             for (std::size_t i = 0; i < ready.count; ++i) {
@@ -434,7 +435,7 @@ public:
     void testMpmcPutInPlaceAndGetInPlaceAreZeroCopy() {
         const std::size_t size = RawMpmcRing::required_size(4, 32);
         SharedBytes bytes(size);
-        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 32);
+        RawMpmcRing ring = RawMpmcRing::init(bytes.memory, size, 4, 32);
         const std::byte* slot_memory = nullptr;
         CPPUNIT_ASSERT(RingStatus::ok == ring.put_in_place([&](std::span<std::byte> slot) {
             CPPUNIT_ASSERT_EQUAL(std::size_t{32}, slot.size());
@@ -452,7 +453,7 @@ public:
         const std::uint64_t tail = 99;
         ring.put(std::as_bytes(std::span(&tail, 1)));
         ForkedChild consumer([&] {
-            RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+            RawMpmcRing same = RawMpmcRing::attach(bytes.memory, size);
             std::string first;
             if (same.get_in_place([&](std::span<const std::byte> message) {
                     first.assign(reinterpret_cast<const char*>(message.data()), message.size());
@@ -476,7 +477,7 @@ public:
     void testMpmcReserveCommitPeekReleaseAreZeroCopy() {
         const std::size_t size = RawMpmcRing::required_size(4, 32);
         SharedBytes bytes(size);
-        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 32);
+        RawMpmcRing ring = RawMpmcRing::init(bytes.memory, size, 4, 32);
         const auto inside_ring = [&](const std::byte* address) {
             return address > static_cast<std::byte*>(bytes.memory) && address < static_cast<std::byte*>(bytes.memory) + size;
         };
@@ -522,7 +523,7 @@ public:
         CPPUNIT_ASSERT(RingStatus::full == ring.reserve(none, 0ms));
         CPPUNIT_ASSERT(!none);
         ForkedChild consumer([&] {
-            RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+            RawMpmcRing same = RawMpmcRing::attach(bytes.memory, size);
             mproc::MpmcLease lease;
             if (same.peek(lease, 0ms) != RingStatus::ok || !inside_ring(lease.message().data()) ||
                 std::string(reinterpret_cast<const char*>(lease.message().data()), lease.message().size()) != "hello")
@@ -547,7 +548,7 @@ public:
     void testHeldSlotBlocksOtherClaimsOfItsThreadUntilFinished() {
         const std::size_t size = RawMpmcRing::required_size(4, 8);
         SharedBytes bytes(size);
-        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
+        RawMpmcRing ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
         const std::uint64_t item = 7;
         std::uint64_t value = 0;
         mproc::Lock lock;
@@ -585,7 +586,7 @@ public:
     void testCommitOnAClosedRingDropsTheMessage() {
         const std::size_t size = RawMpmcRing::required_size(4, 8);
         SharedBytes bytes(size);
-        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
+        RawMpmcRing ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
         mproc::MpmcReservation reservation;
         CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(reservation));
         ring.close();
@@ -604,7 +605,7 @@ public:
     void testForkChildDropsItsCopyOfAHoldWithoutFinishingIt() {
         const std::size_t size = RawMpmcRing::required_size(4, 8);
         SharedBytes bytes(size);
-        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
+        RawMpmcRing ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
         mproc::MpmcReservation reservation;
         CPPUNIT_ASSERT(RingStatus::ok == ring.reserve(reservation));
         ForkedChild child([&] {
@@ -707,6 +708,92 @@ public:
         CPPUNIT_ASSERT_THROW(RawMpmcRing::attach(bytes.memory, size), mproc::InvalidObject);
     }
 
+    // Attach validates the shared constants once; the handle keeps its copy. A peer that rewrites them later
+    // (a hostile or broken process) must not move any slot access outside the ring, nor any copy past the
+    // caller's buffer. The ring ends just before a PROT_NONE page, and the operations run in a child, so an
+    // access that strays ends the child by a signal instead of passing unseen.
+    void testRawRingsKeepTheConstantsTheyAttachedWith() {
+        constexpr std::size_t kCapacity = 4;
+        constexpr std::size_t kSlotSize = 8;
+        check_ring_survives_rewritten_constants<RawSpscRing>(kCapacity, kSlotSize);
+        check_ring_survives_rewritten_constants<RawMpmcRing>(kCapacity, kSlotSize);
+    }
+
+    template <class Ring>
+    static void check_ring_survives_rewritten_constants(std::size_t capacity, std::size_t slot_size) {
+        const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+        const std::size_t size = Ring::required_size(capacity, slot_size);
+        const std::size_t ring_pages = (size + page - 1) / page;
+        SharedBytes bytes((ring_pages + 1) * page);
+        auto* base = static_cast<std::byte*>(bytes.memory);
+        CPPUNIT_ASSERT_EQUAL(0, ::mprotect(base + ring_pages * page, page, PROT_NONE));
+        std::byte* memory = base + (ring_pages * page - size) / Ring::kAlignment * Ring::kAlignment;
+        const Ring ring = Ring::init(memory, size, capacity, slot_size);
+        const std::size_t expected_stride = ring.geometry().stride;
+        ForkedChild user([&] {
+            Ring attached = Ring::attach(memory, size);
+            mproc::detail::RingConstants& shared = attached.control().constants;  // the hostile rewrite:
+            shared.capacity = std::uint64_t{1} << 40;
+            shared.slot_stride = 1u << 20;
+            shared.slot_size = 1u << 20;
+            std::uint64_t next = 0;
+            // Puts and gets one at a time, around the ring twice: every slot is visited.
+            for (std::size_t i = 0; i < 2 * capacity; ++i) {
+                const std::uint64_t item = 1000 + next++;
+                if (attached.put(std::as_bytes(std::span(&item, 1)), 0s) != RingStatus::ok) std::_Exit(10);
+                std::uint64_t out[3] = {~0ull, 0, ~0ull};  // a canary either side of the 8 bytes got
+                if (attached.get(std::as_writable_bytes(std::span(&out[1], 1)), 0s) != RingStatus::ok) std::_Exit(11);
+                if (out[0] != ~0ull || out[2] != ~0ull) std::_Exit(12);
+                if (out[1] != item) std::_Exit(13);
+            }
+            // Batches fill the ring and drain it.
+            std::uint64_t batch[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+            if (attached.put_many(batch, 8) != capacity) std::_Exit(14);
+            if (attached.size() != capacity) std::_Exit(15);
+            std::uint64_t drained[9] = {};
+            drained[capacity] = ~0ull;
+            if (attached.get_many(drained, 8) != capacity) std::_Exit(16);
+            if (drained[capacity] != ~0ull || drained[capacity - 1] != capacity) std::_Exit(17);
+            if constexpr (std::is_same_v<Ring, RawSpscRing>) {
+                // In place: the regions name the stride and count the handle attached with.
+                const mproc::RingRegion free = attached.reserve(capacity);
+                if (free.count == 0 || free.count > capacity || free.stride != expected_stride) std::_Exit(18);
+                for (std::size_t i = 0; i < free.count; ++i) std::memcpy(free.slot(i), &next, sizeof next);
+                attached.commit(free.count);
+                const mproc::RingRegion ready = attached.peek(capacity);
+                if (ready.count != free.count || ready.stride != expected_stride) std::_Exit(19);
+                attached.release(ready.count);
+            } else {
+                // A length rewritten beyond the slot is clamped to the slot size the handle attached with.
+                const std::uint64_t item = 7;
+                if (attached.put(std::as_bytes(std::span(&item, 1)), 0s) != RingStatus::ok) std::_Exit(20);
+                auto* header = reinterpret_cast<mproc::detail::MpmcSlotHeader*>(attached.geometry().slot_at(
+                    std::atomic_ref(attached.control().consumer.position).load(std::memory_order_relaxed)));
+                header->length = 1u << 20;
+                std::uint64_t out[3] = {~0ull, 0, ~0ull};
+                std::size_t length = 0;
+                if (attached.get(std::as_writable_bytes(std::span(&out[1], 1)), 0s, &length) != RingStatus::ok)
+                    std::_Exit(21);
+                if (length != slot_size || out[0] != ~0ull || out[2] != ~0ull || out[1] != item) std::_Exit(22);
+                mproc::MpmcReservation reservation;
+                if (attached.reserve(reservation, 0s) != RingStatus::ok || reservation.slot().size() != slot_size)
+                    std::_Exit(23);
+                reservation.commit(slot_size);
+                mproc::MpmcLease lease;
+                if (attached.peek(lease, 0s) != RingStatus::ok || lease.message().size() != slot_size) std::_Exit(24);
+                lease.release();
+            }
+            // A new handle refuses the rewritten constants outright.
+            try {
+                Ring::attach(memory, size);
+                std::_Exit(25);
+            } catch (const mproc::InvalidObject&) {
+            }
+            std::_Exit(0);
+        });
+        assert_exited_cleanly(user.wait(10s));
+    }
+
     void testInvalidShapesAreValueErrors() {
         CPPUNIT_ASSERT_THROW(Queue<int>(0), mproc::ValueError);
         CPPUNIT_ASSERT_THROW(Queue<int>(1), mproc::ValueError);
@@ -716,7 +803,7 @@ public:
         SharedBytes bytes(4096);
         CPPUNIT_ASSERT_THROW(RawSpscRing::init(bytes.memory, 100, 8, 8), mproc::ValueError);
         const std::size_t size = RawSpscRing::required_size(8, 8);
-        RawSpscRing& ring = RawSpscRing::init(bytes.memory, size, 8, 8);
+        RawSpscRing ring = RawSpscRing::init(bytes.memory, size, 8, 8);
         std::array<std::byte, 16> big{};
         CPPUNIT_ASSERT_THROW(ring.put(big), mproc::ValueError);
         std::array<std::byte, 4> small{};
@@ -1182,7 +1269,7 @@ public:
             CPPUNIT_ASSERT(Clock::now() < give_up);
             std::this_thread::sleep_for(1ms);
         }
-        RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+        RawMpmcRing same = RawMpmcRing::attach(bytes.memory, size);
         std::uint64_t value = 0;
         CPPUNIT_ASSERT(RingStatus::empty == same.try_get(std::as_writable_bytes(std::span(&value, 1))));
         std::thread killer([&] {
@@ -1210,7 +1297,7 @@ public:
     void testKilledHoldersOfReservationAndLeaseAreRepaired() {
         const std::size_t size = RawMpmcRing::required_size(4, 8);
         SharedBytes bytes(size);
-        RawMpmcRing& ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
+        RawMpmcRing ring = RawMpmcRing::init(bytes.memory, size, 4, 8);
         auto* control = static_cast<mproc::detail::RingControl*>(bytes.memory);
         const auto wait_for_position = [&](std::uint64_t& position, std::uint64_t value) {
             const auto give_up = Clock::now() + 10s;
@@ -1220,7 +1307,7 @@ public:
             }
         };
         ForkedChild producer([&] {
-            RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+            RawMpmcRing same = RawMpmcRing::attach(bytes.memory, size);
             mproc::MpmcReservation reservation;
             if (same.reserve(reservation) != RingStatus::ok) std::_Exit(3);
             for (;;) ::pause();  // killed here, holding the slot
@@ -1238,7 +1325,7 @@ public:
         const std::uint64_t lost = 42;
         ring.put(std::as_bytes(std::span(&lost, 1)));
         ForkedChild consumer([&] {
-            RawMpmcRing& same = RawMpmcRing::attach(bytes.memory, size);
+            RawMpmcRing same = RawMpmcRing::attach(bytes.memory, size);
             mproc::MpmcLease lease;
             if (same.peek(lease) != RingStatus::ok) std::_Exit(3);
             for (;;) ::pause();  // killed here, holding the message

@@ -1,7 +1,8 @@
 // mproc/mpmc_ring.hpp — a bounded multi-producer multi-consumer ring of fixed-size slots in shared memory
 // (offsets only) that survives the death of any producer or consumer at any instruction.
 //
-// Defines: detail::MpmcSlotHeader (the 16 bytes before each slot's payload), RawMpmcRing.
+// Defines: detail::MpmcSlotHeader (the 16 bytes before each slot's payload), RawMpmcRing (a process-local
+// handle on a ring).
 //
 // Algorithm (Vyukov's bounded MPMC queue with per-slot sequence numbers, plus a robust claim per slot):
 // slot i carries `sequence`: == p when it is free for the message at position p (p & mask == i), == p + 1
@@ -47,6 +48,8 @@
 // list_op_pending, and a death in that window then goes unnoticed (the slot stays claimed).
 // Limits: Linux with glibc (its robust-list layout: futex_offset -32), a TID fits 30 bits. Threads of
 // processes in different PID namespaces must not share a ring (TIDs could collide).
+// Trust: as RawSpscRing: attach() validates the constants once and the handle keeps them, so a peer that
+// rewrites them later moves no access outside the ring; a stored length is clamped to the slot size.
 #pragma once
 
 #include <chrono>
@@ -90,7 +93,7 @@ struct SlotReader {
 
 // What reserve()/peek() hand over between claiming a slot and finishing with it.
 struct MpmcHeldSlot {
-    RingControl* control = nullptr;
+    RingGeometry ring;
     MpmcSlotHeader* header = nullptr;
     std::byte* payload = nullptr;
     std::uint64_t position = 0;
@@ -159,18 +162,20 @@ private:
     detail::MpmcHeldSlot held_;
 };
 
+// A process-local handle on an MPMC ring in shared memory, as RawSpscRing: small, copyable, and holding
+// the ring's validated RingGeometry, so no operation trusts the shared constants after init()/attach().
 class RawMpmcRing {
 public:
     static constexpr std::size_t kAlignment = 128;
 
     // As RawSpscRing: capacity a power of two, at least 2; slot_size 1..kMaxRingSlotSize.
     static std::size_t required_size(std::size_t capacity, std::size_t slot_size);
-    static RawMpmcRing& init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size);
+    static RawMpmcRing init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size);
     // InvalidObject for an SPSC ring, wrong magic or version, sizes that disagree or exceed `size`.
-    static RawMpmcRing& attach(void* memory, std::size_t size);
+    static RawMpmcRing attach(void* memory, std::size_t size);
 
-    std::size_t capacity() const noexcept { return static_cast<std::size_t>(control_.constants.capacity); }
-    std::size_t slot_size() const noexcept { return control_.constants.slot_size; }
+    std::size_t capacity() const noexcept { return static_cast<std::size_t>(ring_.capacity); }
+    std::size_t slot_size() const noexcept { return ring_.slot_size; }
 
     // Copies message (at most slot_size() bytes: ValueError otherwise) into the next slot. timeout nullopt:
     // wait forever; zero or less: one attempt (full instead of timed_out).
@@ -228,18 +233,17 @@ public:
     // producer's slot, or the freeing of a dead consumer's): for monitoring; wraps at 2^32.
     std::uint32_t repaired_slots() const noexcept;
 
-    detail::RingControl& control() noexcept { return control_; }
+    // The shared control block (its constants are not what the handle uses; see detail::RingGeometry).
+    detail::RingControl& control() const noexcept { return *ring_.control; }
+    const detail::RingGeometry& geometry() const noexcept { return ring_; }
 
 private:
-    RawMpmcRing() = default;
+    explicit RawMpmcRing(const detail::RingGeometry& ring) noexcept : ring_(ring) {}
     RingStatus put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout,
                         detail::MpmcHeldSlot* hold = nullptr);
     RingStatus get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout,
                         detail::MpmcHeldSlot* hold = nullptr);
-    detail::RingControl control_;
+    detail::RingGeometry ring_;
 };
-
-static_assert(std::is_standard_layout_v<RawMpmcRing> && sizeof(RawMpmcRing) == sizeof(detail::RingControl),
-              "RawMpmcRing is its control block; the slots follow it");
 
 }  // namespace mproc

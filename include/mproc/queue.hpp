@@ -121,9 +121,9 @@ private:
     void check(const char* operation) const;
 
     std::optional<SharedMemory> segment_;
-    RawSpscRing* spsc_ = nullptr;
-    RawMpmcRing* mpmc_ = nullptr;
-    SpscFastPath spsc_fast_;  // on spsc_, with the constants adopt() validated
+    std::optional<RawSpscRing> spsc_;  // one of the two, on segment_ or the caller's memory
+    std::optional<RawMpmcRing> mpmc_;
+    SpscFastPath spsc_fast_;  // on spsc_'s geometry
     std::string label_;
 };
 

@@ -2,7 +2,8 @@
 // entirely in shared memory (offsets only), with blocking, timeouts and close().
 //
 // Defines: RingStatus, detail::EventCountLayout and detail::RingControl (the control block every mproc
-// ring starts with, shared with mpmc_ring.hpp), RingRegion, RawSpscRing.
+// ring starts with, shared with mpmc_ring.hpp), detail::RingGeometry (a ring's validated shape, kept
+// process-locally), RingRegion, RawSpscRing (a process-local handle on a ring).
 //
 // Layout: [RingControl: 6 × 128 bytes | capacity slots of slot_stride bytes]. The producer's index and its
 // cached copy of the consumer's index share one 128-byte block, the consumer's the next one, so the two
@@ -39,10 +40,11 @@
 // - A thread killed asleep leaves the eventcount's flag set: the next operation of the other side makes
 //   one FUTEX_WAKE that finds nobody and clears it.
 //
-// Trust: attach() validates the control block (magic, version, sizes that fit the memory); indices are
-// re-checked at use (a consumer never reads past what the producer published, the distance between the
-// indices is checked against the capacity), so corrupted indices give lost or repeated messages, never an
-// access outside the ring.
+// Trust: attach() validates the control block (magic, version, sizes that fit the memory) and the handle
+// keeps the validated capacity, slot size and stride in its own memory: a peer that rewrites the shared
+// constants afterwards changes nothing this handle does. Indices are re-checked at use (a consumer never
+// reads past what the producer published, the distance between the indices is checked against the
+// capacity), so corrupted indices give lost or repeated messages, never an access outside the ring.
 #pragma once
 
 #include <atomic>
@@ -178,18 +180,30 @@ inline constexpr std::size_t kWordCopyLimit = 256;
     if (done != size) std::memcpy(slot + done, from + done, size - done);
 }
 
-// The uncontended put and get of an SPSC ring, inline, on the ring's constants as they were validated when
-// the handle attached (copied, so that a peer rewriting the shared constants later cannot move a copy
-// outside the ring). One attempt each: false means "take the full path" (full, empty, closed, a size
-// that is not the slot size, or no ring).
+// A ring's shape as init() made it or attach() validated it, held in process-local memory. Every slot
+// address and copy length comes from here, never from the shared constants again: a peer that rewrites
+// those after attach (a hostile or broken process) cannot move an access outside the ring or past a
+// caller's buffer. Read-only after construction.
+struct RingGeometry {
+    RingControl* control = nullptr;
+    std::byte* slots = nullptr;     // the first slot: control + sizeof(RingControl)
+    std::uint64_t capacity = 0;     // a power of two, 2..kMaxRingCapacity
+    std::uint64_t stride = 0;       // bytes from one slot to the next
+    std::uint32_t slot_size = 0;    // payload bytes per slot (<= stride)
+
+    std::byte* slot_at(std::uint64_t position) const noexcept {
+        return slots + (position & (capacity - 1)) * stride;
+    }
+};
+
+// The uncontended put and get of an SPSC ring, inline, on the ring's RingGeometry. One attempt each: false
+// means "take the full path" (full, empty, closed, a size that is not the slot size, or no ring).
 class SpscFastPath {
 public:
     SpscFastPath() = default;
-    // capacity (a power of two), stride and slot_size as the caller read them once and checked against the
-    // memory holding `slots`.
-    SpscFastPath(RingControl& control, std::byte* slots, std::uint64_t capacity, std::uint64_t stride,
-                 std::uint64_t slot_size) noexcept
-        : control_(&control), slots_(slots), mask_(capacity - 1), stride_(stride), slot_size_(slot_size) {}
+    explicit SpscFastPath(const RingGeometry& ring) noexcept
+        : control_(ring.control), slots_(ring.slots), mask_(ring.capacity - 1), stride_(ring.stride),
+          slot_size_(ring.slot_size) {}
 
     // P1..P6 of src/spsc_ring.cpp.
     // Always inlined (as are QueueCore's put_fast/get_fast): the caller's constant size then reaches the
@@ -260,6 +274,9 @@ struct RingRegion {
     std::byte* slot(std::size_t index) const noexcept { return data + index * stride; }
 };
 
+// A process-local handle on an SPSC ring in shared memory: small, copyable, and holding the ring's
+// RingGeometry (see there), so its operations never trust the shared constants after init()/attach().
+// Handles on the same memory, in one process or several, operate on the same ring.
 class RawSpscRing {
 public:
     static constexpr std::size_t kAlignment = 128;
@@ -269,13 +286,13 @@ public:
     static std::size_t required_size(std::size_t capacity, std::size_t slot_size);
     // Makes the required_size() bytes at memory an empty ring. memory must be kAlignment-aligned and hold
     // `size` >= required_size() bytes (ValueError otherwise). Call once, before any other thread uses them.
-    static RawSpscRing& init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size);
+    static RawSpscRing init(void* memory, std::size_t size, std::size_t capacity, std::size_t slot_size);
     // A ring made by init(), validated (InvalidObject: too few bytes, wrong magic or version, an MPMC ring,
-    // sizes that disagree; ValueError: misaligned).
-    static RawSpscRing& attach(void* memory, std::size_t size);
+    // sizes that disagree; ValueError: misaligned). The constants are read once, checked, and kept.
+    static RawSpscRing attach(void* memory, std::size_t size);
 
-    std::size_t capacity() const noexcept { return static_cast<std::size_t>(control_.constants.capacity); }
-    std::size_t slot_size() const noexcept { return control_.constants.slot_size; }
+    std::size_t capacity() const noexcept { return static_cast<std::size_t>(ring_.capacity); }
+    std::size_t slot_size() const noexcept { return ring_.slot_size; }
 
     // Producer. `message` holds at most slot_size() bytes (ValueError otherwise); the rest of the slot is
     // left as it was. timeout nullopt: wait forever; zero or less: one attempt (full instead of timed_out).
@@ -307,14 +324,13 @@ public:
     // Marks the ring closed and wakes every sleeper on both sides. Idempotent.
     void close() noexcept;
 
-    detail::RingControl& control() noexcept { return control_; }
+    // The shared control block (its constants are not what the handle uses; see RingGeometry).
+    detail::RingControl& control() const noexcept { return *ring_.control; }
+    const detail::RingGeometry& geometry() const noexcept { return ring_; }
 
 private:
-    RawSpscRing() = default;
-    detail::RingControl control_;
+    explicit RawSpscRing(const detail::RingGeometry& ring) noexcept : ring_(ring) {}
+    detail::RingGeometry ring_;
 };
-
-static_assert(std::is_standard_layout_v<RawSpscRing> && sizeof(RawSpscRing) == sizeof(detail::RingControl),
-              "RawSpscRing is its control block; the slots follow it");
 
 }  // namespace mproc
