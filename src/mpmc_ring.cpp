@@ -76,7 +76,7 @@ constexpr std::chrono::milliseconds kClaimRecheckPeriod{50};
 constexpr int kClaimSpinLimit = 200;
 
 std::size_t mpmc_stride(std::size_t slot_size) noexcept {
-    return detail::round_up(sizeof(MpmcSlotHeader) + slot_size, 16);
+    return detail::round_up(sizeof(MpmcSlotHeader) + slot_size, detail::kMpmcStrideAlignment);
 }
 
 struct Slot {
@@ -502,7 +502,8 @@ RawMpmcRing RawMpmcRing::attach(void* memory, std::size_t size) {
     detail::register_for_fence_free_notify();  // before this process can notify through the ring
     detail::check_placement(memory, size, 0, kLabel, "attach");
     const detail::RingConstants constants =
-        detail::validate_ring_control(memory, size, detail::kMpmcRingMagic, sizeof(MpmcSlotHeader), kLabel);
+        detail::validate_ring_control(memory, size, detail::kMpmcRingMagic, sizeof(MpmcSlotHeader),
+                                      detail::kMpmcStrideAlignment, kLabel);
     return RawMpmcRing(detail::geometry_of(memory, constants.capacity, constants.slot_stride, constants.slot_size));
 }
 

@@ -113,11 +113,12 @@ void QueueCore::adopt(void* memory, std::size_t size, std::size_t expected_slot_
     std::memcpy(&magic, memory, sizeof magic);
     try {
         if (magic == kSpscRingMagic) {
-            validate_ring_control(memory, size, kSpscRingMagic, 0, label_);
+            validate_ring_control(memory, size, kSpscRingMagic, 0, kSpscStrideAlignment, label_);
             spsc_ = RawSpscRing::attach(memory, size);
             spsc_fast_ = SpscFastPath(spsc_->geometry());
         } else {
-            validate_ring_control(memory, size, kMpmcRingMagic, sizeof(MpmcSlotHeader), label_);
+            validate_ring_control(memory, size, kMpmcRingMagic, sizeof(MpmcSlotHeader), kMpmcStrideAlignment,
+                                  label_);
             mpmc_ = RawMpmcRing::attach(memory, size);
         }
     } catch (...) {

@@ -67,7 +67,8 @@ inline void place_ring_control(void* memory, std::uint32_t magic, std::size_t ca
 // constants once, checks the copy and returns it: the caller builds its RingGeometry from this copy, never
 // from a second read of the shared bytes.
 inline RingConstants validate_ring_control(const void* memory, std::size_t size, std::uint32_t expected_magic,
-                                  std::size_t minimum_stride_overhead, std::string_view label) {
+                                  std::size_t minimum_stride_overhead, std::size_t stride_alignment,
+                                  std::string_view label) {
     const std::string name(label);
     if (size < sizeof(RingControl))
         throw InvalidObject(name + ": " + std::to_string(size) + " bytes, a ring needs at least " +
@@ -90,7 +91,7 @@ inline RingConstants validate_ring_control(const void* memory, std::size_t size,
         throw InvalidObject(name + ": capacity " + std::to_string(capacity) + " is not a power of two in 2.." +
                             std::to_string(kMaxRingCapacity));
     if (constants.slot_size == 0 || constants.slot_size > kMaxRingSlotSize ||
-        constants.slot_stride < constants.slot_size + minimum_stride_overhead || constants.slot_stride % 8 != 0 ||
+        constants.slot_stride < constants.slot_size + minimum_stride_overhead || constants.slot_stride % stride_alignment != 0 ||
         constants.slot_stride > kMaxRingSlotSize + 128)
         throw InvalidObject(name + ": slot size " + std::to_string(constants.slot_size) + " and stride " +
                             std::to_string(constants.slot_stride) + " disagree");

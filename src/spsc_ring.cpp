@@ -39,7 +39,9 @@ using detail::position_of;
 
 constexpr const char* kLabel = "spsc ring";
 
-std::size_t spsc_stride(std::size_t slot_size) noexcept { return detail::round_up(slot_size, 8); }
+std::size_t spsc_stride(std::size_t slot_size) noexcept {
+    return detail::round_up(slot_size, detail::kSpscStrideAlignment);
+}
 
 struct Window {
     std::uint64_t position;
@@ -130,7 +132,8 @@ RawSpscRing RawSpscRing::init(void* memory, std::size_t size, std::size_t capaci
 RawSpscRing RawSpscRing::attach(void* memory, std::size_t size) {
     detail::register_for_fence_free_notify();  // before this process can notify through the ring
     detail::check_placement(memory, size, 0, kLabel, "attach");
-    const detail::RingConstants constants = detail::validate_ring_control(memory, size, detail::kSpscRingMagic, 0, kLabel);
+    const detail::RingConstants constants = 
+        detail::validate_ring_control(memory, size, detail::kSpscRingMagic, 0, detail::kSpscStrideAlignment, kLabel);
     return RawSpscRing(detail::geometry_of(memory, constants.capacity, constants.slot_stride, constants.slot_size));
 }
 

@@ -64,6 +64,35 @@ struct SharedBytes {
     std::size_t size;
 };
 
+// `size` bytes of shared memory that end exactly where a PROT_NONE page begins, so that an access one byte
+// past them faults. size must be a multiple of 128 (the rings' alignment) for the end to be flush.
+struct BytesBeforeGuardPage {
+    explicit BytesBeforeGuardPage(std::size_t size)
+        : page(static_cast<std::size_t>(::sysconf(_SC_PAGESIZE))), pages((size + page - 1) / page),
+          mapping((pages + 1) * page) {
+        CPPUNIT_ASSERT_EQUAL_MESSAGE("a size that ends flush with the guard page", std::size_t{0}, size % 128);
+        auto* base = static_cast<std::byte*>(mapping.memory);
+        guard = base + pages * page;
+        CPPUNIT_ASSERT_EQUAL(0, ::mprotect(guard, page, PROT_NONE));
+        memory = guard - size;
+    }
+    std::size_t page;
+    std::size_t pages;
+    SharedBytes mapping;
+    std::byte* guard = nullptr;
+    std::byte* memory = nullptr;
+};
+
+// What a hostile peer writes over a ring's constants in the tests below: a capacity that would send a slot
+// index past the ring, and a stride (with a slot size to match) that would put slot 1 inside the guard page
+// after a ring whose slots take `slot_bytes`.
+void rewrite_ring_constants(mproc::detail::RingControl& control, std::size_t slot_bytes) {
+    mproc::detail::RingConstants& shared = control.constants;
+    shared.capacity = std::uint64_t{1} << 40;
+    shared.slot_stride = static_cast<std::uint32_t>(slot_bytes + 128);
+    shared.slot_size = shared.slot_stride;
+}
+
 // A 64-byte message naming its producer and its place in that producer's sequence.
 struct Message {
     std::uint32_t producer;
@@ -201,7 +230,7 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testJoinableQueueJoinWaitsForEveryTaskDone);
     CPPUNIT_TEST(testTooManyTaskDoneIsValueError);
     CPPUNIT_TEST(testNotifyIsFenceFreeUnlessTheEnvironmentAsksForTheFence);
-    CPPUNIT_TEST(testSpscFastPathKeepsTheConstantsItAttachedWith);
+    CPPUNIT_TEST(testQueueKeepsTheConstantsItAttachedWith);
     CPPUNIT_TEST(testSpinBudgetShrinksWhenSpinningFailsAndGrowsWhenItPays);
     CPPUNIT_TEST(testMessageCopyIsExactForEverySize);
     CPPUNIT_TEST(testMessagesOfOddSizesCrossProcessesByteForByte);
@@ -706,36 +735,38 @@ public:
         constants->capacity = 8;
         constants->layout_version = 9;
         CPPUNIT_ASSERT_THROW(RawMpmcRing::attach(bytes.memory, size), mproc::InvalidObject);
+        constants->layout_version = mproc::detail::kRingLayoutVersion;
+        RawMpmcRing::attach(bytes.memory, size);
+        // A stride that fits but is not a multiple of 16 would misalign every other slot header.
+        constants->slot_size = 8;
+        constants->slot_stride = 24;
+        constants->total_size = sizeof(mproc::detail::RingControl) + 8 * 24;
+        CPPUNIT_ASSERT_THROW(RawMpmcRing::attach(bytes.memory, size), mproc::InvalidObject);
+        constants->slot_stride = 32;
+        constants->total_size = sizeof(mproc::detail::RingControl) + 8 * 32;
+        RawMpmcRing::attach(bytes.memory, size);
     }
 
-    // Attach validates the shared constants once; the handle keeps its copy. A peer that rewrites them later
-    // (a hostile or broken process) must not move any slot access outside the ring, nor any copy past the
-    // caller's buffer. The ring ends just before a PROT_NONE page, and the operations run in a child, so an
-    // access that strays ends the child by a signal instead of passing unseen.
+    // Attach validates the shared constants; the handle keeps the checked copy. A peer that rewrites them
+    // later (a hostile or broken process) must not move any slot access outside the ring, nor any copy past
+    // the caller's buffer. Each ring ends flush with a PROT_NONE page, and the operations run in a child, so
+    // an access that strays ends the child by a signal instead of passing unseen.
     void testRawRingsKeepTheConstantsTheyAttachedWith() {
-        constexpr std::size_t kCapacity = 4;
-        constexpr std::size_t kSlotSize = 8;
-        check_ring_survives_rewritten_constants<RawSpscRing>(kCapacity, kSlotSize);
-        check_ring_survives_rewritten_constants<RawMpmcRing>(kCapacity, kSlotSize);
+        // Shapes whose sizes are multiples of 128, so that the guard page follows the last slot at once.
+        check_ring_survives_rewritten_constants<RawSpscRing>(16, 8);
+        check_ring_survives_rewritten_constants<RawMpmcRing>(4, 8);
     }
 
     template <class Ring>
     static void check_ring_survives_rewritten_constants(std::size_t capacity, std::size_t slot_size) {
-        const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
         const std::size_t size = Ring::required_size(capacity, slot_size);
-        const std::size_t ring_pages = (size + page - 1) / page;
-        SharedBytes bytes((ring_pages + 1) * page);
-        auto* base = static_cast<std::byte*>(bytes.memory);
-        CPPUNIT_ASSERT_EQUAL(0, ::mprotect(base + ring_pages * page, page, PROT_NONE));
-        std::byte* memory = base + (ring_pages * page - size) / Ring::kAlignment * Ring::kAlignment;
+        BytesBeforeGuardPage bytes(size);
+        std::byte* memory = bytes.memory;
         const Ring ring = Ring::init(memory, size, capacity, slot_size);
         const std::size_t expected_stride = ring.geometry().stride;
         ForkedChild user([&] {
             Ring attached = Ring::attach(memory, size);
-            mproc::detail::RingConstants& shared = attached.control().constants;  // the hostile rewrite:
-            shared.capacity = std::uint64_t{1} << 40;
-            shared.slot_stride = 1u << 20;
-            shared.slot_size = 1u << 20;
+            rewrite_ring_constants(attached.control(), capacity * expected_stride);
             std::uint64_t next = 0;
             // Puts and gets one at a time, around the ring twice: every slot is visited.
             for (std::size_t i = 0; i < 2 * capacity; ++i) {
@@ -747,12 +778,12 @@ public:
                 if (out[1] != item) std::_Exit(13);
             }
             // Batches fill the ring and drain it.
-            std::uint64_t batch[8] = {1, 2, 3, 4, 5, 6, 7, 8};
-            if (attached.put_many(batch, 8) != capacity) std::_Exit(14);
+            std::vector<std::uint64_t> batch(capacity + 4);
+            for (std::size_t i = 0; i < batch.size(); ++i) batch[i] = i + 1;
+            if (attached.put_many(batch.data(), batch.size()) != capacity) std::_Exit(14);
             if (attached.size() != capacity) std::_Exit(15);
-            std::uint64_t drained[9] = {};
-            drained[capacity] = ~0ull;
-            if (attached.get_many(drained, 8) != capacity) std::_Exit(16);
+            std::vector<std::uint64_t> drained(capacity + 4, ~0ull);
+            if (attached.get_many(drained.data(), capacity + 3) != capacity) std::_Exit(16);
             if (drained[capacity] != ~0ull || drained[capacity - 1] != capacity) std::_Exit(17);
             if constexpr (std::is_same_v<Ring, RawSpscRing>) {
                 // In place: the regions name the stride and count the handle attached with.
@@ -1020,24 +1051,43 @@ public:
         }
     }
 
-    // The inline SPSC path copies the ring's constants when the handle attaches: a peer that rewrites them
-    // afterwards (a hostile or broken process) cannot move its copies outside the ring.
-    void testSpscFastPathKeepsTheConstantsItAttachedWith() {
-        constexpr std::size_t kCapacity = 4;
-        const std::size_t size = Queue<std::uint64_t>::placed_size(kCapacity, QueueKind::spsc);
-        void* memory = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        CPPUNIT_ASSERT(memory != MAP_FAILED);
-        {
-            auto queue = Queue<std::uint64_t>::place(memory, size, kCapacity, QueueKind::spsc);
-            mproc::detail::RingControl& control = queue.core().control();
-            control.constants.capacity = std::uint64_t{1} << 40;  // the hostile rewrite
-            control.constants.slot_stride = 1u << 20;
-            for (std::uint64_t i = 0; i < kCapacity; ++i) queue.put(i, false);
-            for (std::uint64_t i = 0; i < kCapacity; ++i) CPPUNIT_ASSERT_EQUAL(i, queue.get(false));
-            // A new handle refuses the rewritten constants outright.
-            CPPUNIT_ASSERT_THROW(Queue<std::uint64_t>::attach(memory, size), mproc::InvalidObject);
+    // The same for the Queue handle, through its inline SPSC path, its full path (blocking calls with a
+    // timeout, batches) and an MPMC queue: a rewrite after attach changes nothing it does.
+    void testQueueKeepsTheConstantsItAttachedWith() {
+        for (QueueKind kind : {QueueKind::spsc, QueueKind::mpmc}) {
+            // 16 SPSC slots of 8 bytes, 4 MPMC slots of 32: sizes that are multiples of 128.
+            const std::size_t capacity = kind == QueueKind::spsc ? 16 : 4;
+            const std::size_t size = Queue<std::uint64_t>::placed_size(capacity, kind);
+            BytesBeforeGuardPage bytes(size);
+            std::byte* memory = bytes.memory;
+            auto queue = Queue<std::uint64_t>::place(memory, size, capacity, kind);
+            const std::size_t slot_bytes =
+                static_cast<std::size_t>(bytes.guard - memory) - sizeof(mproc::detail::RingControl);
+            ForkedChild user([&] {
+                auto attached = Queue<std::uint64_t>::attach(memory, size);
+                rewrite_ring_constants(attached.core().control(), slot_bytes);
+                for (std::uint64_t round = 0; round < 2; ++round) {
+                    for (std::uint64_t i = 0; i < capacity; ++i) attached.put(round * 100 + i, false);  // inline
+                    if (attached.qsize() != capacity || !attached.full()) std::_Exit(10);
+                    for (std::uint64_t i = 0; i < capacity; ++i)
+                        if (attached.get(false) != round * 100 + i) std::_Exit(11);
+                }
+                for (std::uint64_t i = 0; i < 2 * capacity; ++i) {  // the full path, with a timeout
+                    attached.put(i, true, 1s);
+                    if (attached.get(true, 1s) != i) std::_Exit(12);
+                }
+                std::vector<std::uint64_t> batch(capacity + 2, 5);
+                if (attached.put_many(batch) != capacity) std::_Exit(13);
+                if (attached.get_many(batch) != capacity) std::_Exit(14);
+                try {
+                    Queue<std::uint64_t>::attach(memory, size);
+                    std::_Exit(15);
+                } catch (const mproc::InvalidObject&) {
+                }
+                std::_Exit(0);
+            });
+            assert_exited_cleanly(user.wait(10s));
         }
-        ::munmap(memory, size);
     }
 };
 

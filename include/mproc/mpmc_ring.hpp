@@ -80,6 +80,8 @@ static_assert(std::is_standard_layout_v<MpmcSlotHeader> && std::is_trivially_cop
               "shared between processes built separately: plain bytes only");
 
 inline constexpr std::uint32_t kMpmcSlotSkipped = 0x80000000u;
+// MPMC slots start at multiples of this: each begins with an MpmcSlotHeader, which must be aligned.
+inline constexpr std::size_t kMpmcStrideAlignment = alignof(MpmcSlotHeader);
 
 // What put/get do inside the claim, as a plain function and its context (no allocation, no std::function).
 struct SlotWriter {
@@ -164,6 +166,7 @@ private:
 
 // A process-local handle on an MPMC ring in shared memory, as RawSpscRing: small, copyable, and holding
 // the ring's validated RingGeometry, so no operation trusts the shared constants after init()/attach().
+// The memory must outlive every handle on it and every MpmcReservation or MpmcLease taken from one.
 class RawMpmcRing {
 public:
     static constexpr std::size_t kAlignment = 128;

@@ -132,6 +132,8 @@ inline constexpr std::uint32_t kRingLayoutVersion = 1;
 // Slots above this size are refused (ValueError): a ring is for messages, not for bulk data.
 inline constexpr std::uint32_t kMaxRingSlotSize = 1u << 24;
 inline constexpr std::uint64_t kMaxRingCapacity = 1ull << 32;
+// SPSC slots start at multiples of this (the word copy's 8-byte stores stay aligned).
+inline constexpr std::size_t kSpscStrideAlignment = 8;
 
 
 // The eventcount's notify() (N2..N4 of src/eventcount.hpp, which holds the algorithm and its proof), here so
@@ -183,7 +185,7 @@ inline constexpr std::size_t kWordCopyLimit = 256;
 // A ring's shape as init() made it or attach() validated it, held in process-local memory. Every slot
 // address and copy length comes from here, never from the shared constants again: a peer that rewrites
 // those after attach (a hostile or broken process) cannot move an access outside the ring or past a
-// caller's buffer. Read-only after construction.
+// caller's buffer. Handles expose it only as const: it never changes once the handle is made.
 struct RingGeometry {
     RingControl* control = nullptr;
     std::byte* slots = nullptr;     // the first slot: control + sizeof(RingControl)
@@ -276,7 +278,8 @@ struct RingRegion {
 
 // A process-local handle on an SPSC ring in shared memory: small, copyable, and holding the ring's
 // RingGeometry (see there), so its operations never trust the shared constants after init()/attach().
-// Handles on the same memory, in one process or several, operate on the same ring.
+// Handles on the same memory, in one process or several, operate on the same ring. The memory must outlive
+// every handle on it and every RingRegion taken from one.
 class RawSpscRing {
 public:
     static constexpr std::size_t kAlignment = 128;
