@@ -541,11 +541,13 @@ RingStatus RawMpmcRing::put(std::span<const std::byte> message, std::optional<st
 RingStatus RawMpmcRing::put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout,
                                  detail::MpmcHeldSlot* hold) {
     const bool blocking = !timeout || timeout->count() > 0;
-    const std::optional<Deadline> deadline = deadline_for(timeout);
+    // Only a blocking call bounds its waits with the caller's deadline: a non-blocking one (try_put, try_get,
+    // a zero timeout) never reads the clock unless it meets a claim (claim_wait_bound), so polling stays cheap.
+    const std::optional<Deadline> deadline = blocking ? deadline_for(timeout) : std::nullopt;
     const Deadline* bound = deadline ? &*deadline : nullptr;
     for (;;) {
         if (detail::ring_closed(*ring_.control)) return RingStatus::closed;
-        const Attempt attempt = attempt_put(ring_, writer, blocking ? bound : nullptr, true, blocking, hold);
+        const Attempt attempt = attempt_put(ring_, writer, bound, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (!blocking) return RingStatus::full;
@@ -567,10 +569,12 @@ RingStatus RawMpmcRing::get(std::span<std::byte> out, std::optional<std::chrono:
 RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout,
                                  detail::MpmcHeldSlot* hold) {
     const bool blocking = !timeout || timeout->count() > 0;
-    const std::optional<Deadline> deadline = deadline_for(timeout);
+    // Only a blocking call bounds its waits with the caller's deadline: a non-blocking one (try_put, try_get,
+    // a zero timeout) never reads the clock unless it meets a claim (claim_wait_bound), so polling stays cheap.
+    const std::optional<Deadline> deadline = blocking ? deadline_for(timeout) : std::nullopt;
     const Deadline* bound = deadline ? &*deadline : nullptr;
     for (;;) {
-        const Attempt attempt = attempt_get(ring_, reader, blocking ? bound : nullptr, true, blocking, hold);
+        const Attempt attempt = attempt_get(ring_, reader, bound, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (detail::ring_closed(*ring_.control)) {
