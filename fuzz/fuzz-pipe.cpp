@@ -4,9 +4,10 @@
 // never a crash, an access outside the segment (ASan) or a hang.
 //
 // Input: byte 0 = how the reader receives (recv_bytes, with a small maxlength, or recv_bytes_into a
-// small or a large buffer); byte 1 = how many slots the "producer" published (0..kSlots, or more: a
-// corrupted index the ring must refuse); bytes 2..9 = the consumer index to start from (wraps anywhere);
-// the rest fills the slots, one after the other (a short input leaves the rest of a slot zero).
+// small or a large buffer); byte 1 = how many slots the "producer" published (their sequence words say so,
+// up to kSlots; the producer's index says all, beyond kSlots a corrupted index); bytes 2..9 = the consumer
+// index to start from (wraps anywhere); the rest fills the slots' payloads, kPipeSlotSize bytes each, one
+// after the other (a short input leaves the rest of a slot zero).
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
@@ -40,12 +41,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     mproc::RawSpscRing* ring = reader.read_ring();
     mproc::detail::RingControl& control = ring->control();
     std::byte* slots = reinterpret_cast<std::byte*>(&control) + sizeof(mproc::detail::RingControl);
-    const std::size_t stride = control.constants.slot_stride;
-    std::memset(slots, 0, kSlots * stride);
-    std::memcpy(slots, slot_bytes, std::min(slot_bytes_size, kSlots * stride));
-    // The positions as a peer could have left them; nobody else touches the ring.
+    // Slot i's payload (kPipeSlotSize bytes) is the input's i-th piece of that size; its sequence word follows.
+    const std::size_t stride = ring->geometry().stride;
+    for (std::size_t i = 0; i < kSlots; ++i) {
+        std::byte* payload = slots + i * stride;
+        std::memset(payload, 0, mproc::detail::kPipeSlotSize);
+        const std::size_t offset = i * mproc::detail::kPipeSlotSize;
+        if (offset < slot_bytes_size)
+            std::memcpy(payload, slot_bytes + offset, std::min(slot_bytes_size - offset, mproc::detail::kPipeSlotSize));
+    }
+    // The positions and sequences as a peer could have left them (a slot holds one message, so at most
+    // kSlots are published, whatever the producer's position says); nobody else touches the ring.
     std::atomic_ref(control.consumer.position).store(consumer, std::memory_order_relaxed);
-    std::atomic_ref(control.consumer.cached_other).store(consumer, std::memory_order_relaxed);
+    for (std::uint64_t position = consumer; position != consumer + std::min<std::uint64_t>(published, kSlots); ++position)
+        mproc::detail::spsc_sequence_of(slots + (position % kSlots) * stride, stride)
+            .store(position + 1, std::memory_order_release);
     std::atomic_ref(control.producer.position).store(consumer + published, std::memory_order_release);
     writer.close();  // the peer is gone: every receive ends, none blocks
 

@@ -535,7 +535,10 @@ void unmap_unless_still_listed(detail::PipeShared* shared) noexcept {
 }  // namespace
 
 std::pair<PipeConnection, PipeConnection> Pipe(bool duplex, std::size_t ring_slots) {
-    const std::size_t ring_size = RawSpscRing::required_size(ring_slots, detail::kPipeSlotSize);
+    // Each ring starts 128-aligned: its size is rounded up (a slot is its payload plus a sequence word, so
+    // the ring's own size need not be a multiple of 128).
+    const std::size_t ring_size = (RawSpscRing::required_size(ring_slots, detail::kPipeSlotSize) +
+                                   RawSpscRing::kAlignment - 1) / RawSpscRing::kAlignment * RawSpscRing::kAlignment;
     const std::size_t ring_count = duplex ? 2 : 1;
     const std::size_t total = sizeof(PipeControl) + ring_count * ring_size;
     std::shared_ptr<detail::PipeShared> shared(

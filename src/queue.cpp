@@ -113,7 +113,7 @@ void QueueCore::adopt(void* memory, std::size_t size, std::size_t expected_slot_
     std::memcpy(&magic, memory, sizeof magic);
     try {
         if (magic == kSpscRingMagic) {
-            validate_ring_control(memory, size, kSpscRingMagic, 0, kSpscStrideAlignment, label_);
+            validate_ring_control(memory, size, kSpscRingMagic, kSpscSequenceBytes, kSpscStrideAlignment, label_);
             spsc_ = RawSpscRing::attach(memory, size);
             spsc_fast_ = SpscFastPath(spsc_->geometry());
         } else {

@@ -51,11 +51,15 @@ inline void check_placement(void* memory, std::size_t size, std::size_t required
                          " bytes, the ring needs " + std::to_string(required));
 }
 
+inline std::uint32_t ring_layout_version(std::uint32_t magic) noexcept {
+    return magic == kSpscRingMagic ? kSpscRingLayoutVersion : kMpmcRingLayoutVersion;
+}
+
 inline void place_ring_control(void* memory, std::uint32_t magic, std::size_t capacity, std::size_t slot_size,
                                std::size_t stride) {
     RingControl control{};
     control.constants.magic = magic;
-    control.constants.layout_version = kRingLayoutVersion;
+    control.constants.layout_version = ring_layout_version(magic);
     control.constants.slot_size = static_cast<std::uint32_t>(slot_size);
     control.constants.slot_stride = static_cast<std::uint32_t>(stride);
     control.constants.capacity = capacity;
@@ -83,9 +87,9 @@ inline RingConstants validate_ring_control(const void* memory, std::size_t size,
                                    : "magic " + std::to_string(constants.magic) + ", expected " +
                                          std::to_string(expected_magic)));
     }
-    if (constants.layout_version != kRingLayoutVersion)
+    if (constants.layout_version != ring_layout_version(expected_magic))
         throw InvalidObject(name + ": ring layout version " + std::to_string(constants.layout_version) +
-                            ", expected " + std::to_string(kRingLayoutVersion));
+                            ", expected " + std::to_string(ring_layout_version(expected_magic)));
     const std::uint64_t capacity = constants.capacity;
     if (capacity < 2 || !std::has_single_bit(capacity) || capacity > kMaxRingCapacity)
         throw InvalidObject(name + ": capacity " + std::to_string(capacity) + " is not a power of two in 2.." +

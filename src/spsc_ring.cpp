@@ -1,21 +1,34 @@
-// RawSpscRing: Lamport's ring with cached indices (one writer per index), an eventcount per direction.
+// RawSpscRing: Lamport's ring with a cached consumer index and a sequence word per slot, an eventcount per
+// direction.
 //
-// Producer (one thread at a time)               Consumer (one thread at a time)
-//   P1 pos = producer.position                    C1 pos = consumer.position
-//   P2 free = capacity - (pos - cached_consumer)  C2 ready = cached_producer - pos
-//   P3 if free == 0: cached_consumer =            C3 if ready == 0: cached_producer =
-//        consumer.position (acquire)                   producer.position (acquire)
-//   P4 copy the message into slot pos & mask      C4 copy slot pos & mask out
-//   P5 producer.position = pos + n (release)      C5 consumer.position = pos + n (release)
-//   P6 notify(not_empty)                          C6 notify(not_full)
-// P5 pairs with C3: a consumer that sees the new position sees the slot bytes written in P4. C5 pairs with
-// P3: a producer that sees a slot freed overwrites it only after C4 finished reading it.
-// The cached copies live in each side's own 128-byte block; they are lower bounds of the other side's
-// position (positions only grow), so a stale cache can only make a side look for more, never use a slot it
-// does not own. Distances are clamped to the capacity, so a corrupted position cannot send a copy past the
-// ring.
+// Producer (one thread at a time)                   Consumer (one thread at a time)
+//   P1 pos = producer.position                        C1 pos = consumer.position
+//   P2 the slot before pos published (its sequence    C2 slot pos's sequence (acquire): pos + 1: ready;
+//      is pos), else repair_unpublished_slots()          (pos + 1) | skipped: step over it (C5 for it);
+//   P3 free = capacity - (pos - cached_consumer);        else nothing to get
+//      if 0: cached_consumer = consumer.position      C3 batches: the following slots likewise
+//      (acquire)
+//   P4 copy the message into slot pos & mask          C4 copy slot pos & mask out
+//   P5 producer.position = pos + n (relaxed)          C5 consumer.position = pos + n (release)
+//   P6 each slot's sequence = its position + 1        C6 notify(not_full)
+//      (release)
+//   P7 notify(not_empty)
+// P6 pairs with C2: a consumer that sees a slot's sequence sees the bytes written in P4. C5 pairs with P3:
+// a producer that sees a slot freed overwrites it only after C4 finished reading it. The consumer never
+// reads the producer's position: each put then moves one cache line to the consumer (the slot's), where
+// polling the position moved two.
+// The producer's position carries no data; it tells a producer taking over from a dead one where to start
+// (and size() what to count). A producer killed between P5 and P6 leaves slots the position passed but
+// nobody published: the consumer would wait at the first for ever. The next put finds the slot before its
+// position unpublished (P2) and publishes such slots as skipped: their messages, which the dead producer
+// was putting, are lost, nothing else. Sequences start as "published one lap ago" (p + 1 - capacity), so
+// the very first put passes P2.
+// The cached consumer position lives in the producer's 128-byte block; it is a lower bound of the
+// consumer's position (positions only grow), so a stale cache can only make the producer look again, never
+// use a slot it does not own. Distances are clamped to the capacity and sequences compared exactly, so a
+// corrupted position or sequence gives lost or repeated messages, never a copy outside the ring.
 // Blocking: a side that finds no slot spins, then sleeps on the other side's eventcount (eventcount.hpp),
-// re-testing "slot available or ring closed". P6/C6 make a system call only while somebody sleeps.
+// re-testing "slot available or ring closed". P7/C6 make a system call only while somebody sleeps.
 #include "mproc/spsc_ring.hpp"
 
 #include <algorithm>
@@ -39,8 +52,29 @@ using detail::position_of;
 
 constexpr const char* kLabel = "spsc ring";
 
+// [payload | sequence]: the sequence follows the payload, so that the line the consumer polls is the one
+// the producer writes last (a sequence before the payload measured no faster than polling the position).
 std::size_t spsc_stride(std::size_t slot_size) noexcept {
-    return detail::round_up(slot_size, detail::kSpscStrideAlignment);
+    return detail::round_up(slot_size, detail::kSpscStrideAlignment) + detail::kSpscSequenceBytes;
+}
+
+std::atomic_ref<std::uint64_t> sequence_at(const RingGeometry& ring, std::uint64_t position) noexcept {
+    return detail::spsc_sequence_of(ring.slot_at(position), ring.stride);
+}
+
+// P2 in the full path: publishes as skipped the slots before `position` that a producer killed between P5
+// and P6 left unpublished (at most the capacity, for corrupted bytes), oldest first.
+void repair_unpublished_slots(const RingGeometry& ring, std::uint64_t position) noexcept {
+    std::uint64_t first = position;
+    // relaxed: a dead producer's stores are visible once its death is known (its exit is a full barrier, and
+    // whoever learnt of it synchronised with that); a live producer reads its own.
+    while (position - first < ring.capacity &&
+           (sequence_at(ring, first - 1).load(std::memory_order_relaxed) & ~detail::kSpscSlotSkipped) != first)
+        --first;
+    for (std::uint64_t hole = first; hole != position; ++hole)
+        // release: pairs with C2, as P6 does; the consumer steps over the slot without reading it.
+        sequence_at(ring, hole).store((hole + 1) | detail::kSpscSlotSkipped, std::memory_order_release);
+    if (first != position) detail::notify(ring.control->not_empty.event);
 }
 
 struct Window {
@@ -52,8 +86,9 @@ struct Window {
 Window free_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
     RingControl& control = *ring.control;
     const std::uint64_t capacity = ring.capacity;
-    // acquire: P1; a producer taking over from a dead one sees the last position published.
+    // acquire: P1; a producer taking over from a dead one sees the last position stored.
     const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
+    repair_unpublished_slots(ring, position);  // P2
     // acquire: pairs with the release store below, made by whichever producer refreshed the cache last (a
     // producer taking over from a dead one included): the consumer's reads it had acquired come with it.
     std::uint64_t consumer = cached_of(control.producer).load(std::memory_order_acquire);
@@ -69,32 +104,39 @@ Window free_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
     return {position, std::min(free, wanted)};
 }
 
-// C1..C3: the consumer's position and how many messages after it are ready (up to `wanted`).
+// C1..C3: the consumer's position and how many messages after it are ready (up to `wanted`). Slots
+// published as skipped at the head are stepped over first (C5, C6 for them).
 Window ready_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
     RingControl& control = *ring.control;
-    const std::uint64_t capacity = ring.capacity;
     // acquire: C1; a consumer taking over from a dead one sees the last position it released.
-    const std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
-    // acquire: pairs with the release store below, made by whichever consumer refreshed the cache last (a
-    // consumer taking over from a dead one included): the slot bytes that consumer acquired come with it.
-    std::uint64_t producer = cached_of(control.consumer).load(std::memory_order_acquire);
-    std::uint64_t ready = producer - position;
-    if (ready == 0 || ready > capacity || ready < wanted) {
-        // acquire: C3, pairs with P5 so that the slots' bytes written in P4 are visible.
-        producer = position_of(control.producer).load(std::memory_order_acquire);
-        // release: pairs with the acquire load of the cache above (see there).
-        cached_of(control.consumer).store(producer, std::memory_order_release);
-        ready = producer - position;
+    std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
+    bool stepped = false;
+    // acquire: C2, pairs with the release that published the skip (repair_unpublished_slots).
+    for (std::uint64_t steps = 0; steps < ring.capacity && sequence_at(ring, position).load(std::memory_order_acquire) ==
+                                                               ((position + 1) | detail::kSpscSlotSkipped);
+         ++steps) {
+        ++position;
+        // release: C5 for a slot nobody reads; pairs with P3 as C5 does.
+        position_of(control.consumer).store(position, std::memory_order_release);
+        stepped = true;
     }
-    if (ready > capacity) ready = 0;  // a corrupted or misused producer position: nothing is trusted
-    return {position, std::min(ready, wanted)};
+    if (stepped) detail::notify(control.not_full.event);
+    std::uint64_t ready = 0;
+    // acquire: C2, C3, pair with P6 so that the slots' bytes written in P4 are visible.
+    while (ready < wanted && ready < ring.capacity &&
+           sequence_at(ring, position + ready).load(std::memory_order_acquire) == position + ready + 1)
+        ++ready;
+    return {position, ready};
 }
 
-// P5, P6.
-void publish_puts(RingControl& control, std::uint64_t position, std::uint64_t count) noexcept {
-    // release: P5, pairs with C3; the slots' bytes are written before the position that publishes them.
-    position_of(control.producer).store(position + count, std::memory_order_release);
-    detail::notify(control.not_empty.event);
+// P5..P7.
+void publish_puts(const RingGeometry& ring, std::uint64_t position, std::uint64_t count) noexcept {
+    // relaxed: P5; no data goes with the position (see the top of this file).
+    position_of(ring.control->producer).store(position + count, std::memory_order_relaxed);
+    for (std::uint64_t i = 0; i < count; ++i)
+        // release: P6, pairs with C2; the slot's bytes are written before the sequence that publishes them.
+        sequence_at(ring, position + i).store(position + i + 1, std::memory_order_release);
+    detail::notify(ring.control->not_empty.event);  // P7
 }
 
 // C5, C6.
@@ -126,14 +168,21 @@ RawSpscRing RawSpscRing::init(void* memory, std::size_t size, std::size_t capaci
     detail::check_placement(memory, size, required, kLabel, "init");
     const std::size_t stride = spsc_stride(slot_size);
     detail::place_ring_control(memory, detail::kSpscRingMagic, capacity, slot_size, stride);
-    return RawSpscRing(detail::geometry_of(memory, capacity, stride, static_cast<std::uint32_t>(slot_size)));
+    const RingGeometry ring = detail::geometry_of(memory, capacity, stride, static_cast<std::uint32_t>(slot_size));
+    for (std::uint64_t i = 0; i < capacity; ++i) {
+        const std::uint64_t published_a_lap_ago = i + 1 - capacity;  // not ready for C2; passes P2 at position 0
+        std::memcpy(ring.slot_at(i) + stride - detail::kSpscSequenceBytes, &published_a_lap_ago,
+                    sizeof published_a_lap_ago);
+    }
+    return RawSpscRing(ring);
 }
 
 RawSpscRing RawSpscRing::attach(void* memory, std::size_t size) {
     detail::register_for_fence_free_notify();  // before this process can notify through the ring
     detail::check_placement(memory, size, 0, kLabel, "attach");
     const detail::RingConstants constants = 
-        detail::validate_ring_control(memory, size, detail::kSpscRingMagic, 0, detail::kSpscStrideAlignment, kLabel);
+        detail::validate_ring_control(memory, size, detail::kSpscRingMagic, detail::kSpscSequenceBytes,
+                                      detail::kSpscStrideAlignment, kLabel);
     return RawSpscRing(detail::geometry_of(memory, constants.capacity, constants.slot_stride, constants.slot_size));
 }
 
@@ -154,7 +203,7 @@ RingStatus RawSpscRing::put(std::span<const std::byte> message, std::optional<st
         if (!ready) return RingStatus::timed_out;
     }
     detail::copy_message_in(ring_.slot_at(window.position), message.data(), message.size());  // P4
-    publish_puts(*ring_.control, window.position, 1);
+    publish_puts(ring_, window.position, 1);
     return RingStatus::ok;
 }
 
@@ -165,7 +214,7 @@ std::size_t RawSpscRing::put_many(const void* messages, std::size_t count) {
     const auto* source = static_cast<const std::byte*>(messages);
     for (std::uint64_t i = 0; i < window.count; ++i)
         detail::copy_message_in(ring_.slot_at(window.position + i), source + i * size, size);  // P4
-    if (window.count != 0) publish_puts(*ring_.control, window.position, window.count);
+    if (window.count != 0) publish_puts(ring_, window.position, window.count);
     return static_cast<std::size_t>(window.count);
 }
 
@@ -184,7 +233,7 @@ void RawSpscRing::commit(std::size_t count) {
     if (window.count < count)
         throw StateError(std::string(kLabel) + ": commit: " + std::to_string(count) + " slots, only " +
                          std::to_string(window.count) + " were free to reserve");
-    publish_puts(*ring_.control, window.position, count);
+    publish_puts(ring_, window.position, count);
 }
 
 RingStatus RawSpscRing::get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout) {

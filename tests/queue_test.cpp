@@ -212,6 +212,7 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testClosedQueueDeliversWhatIsLeftThenReportsClosed);
     CPPUNIT_TEST(testQsizeIsExactAndFullAndEmptyFollowIt);
     CPPUNIT_TEST(testPutManyAndGetManyMoveBatchesInOrder);
+    CPPUNIT_TEST(testSpscSlotsLeftUnpublishedByADeadProducerAreSkipped);
     CPPUNIT_TEST(testSpscReserveCommitPeekReleaseAreZeroCopy);
     CPPUNIT_TEST(testMpmcPutInPlaceAndGetInPlaceAreZeroCopy);
     CPPUNIT_TEST(testMpmcReserveCommitPeekReleaseAreZeroCopy);
@@ -423,6 +424,53 @@ public:
             for (std::size_t i = 0; i < 7; ++i) CPPUNIT_ASSERT_EQUAL(105 + i, rest[i]);
             CPPUNIT_ASSERT_EQUAL(std::size_t{0}, queue.get_many(rest));
         }
+    }
+
+    // A producer killed after advancing its position (P5) but before publishing the slots (P6) leaves slots
+    // nobody will publish. The producer that takes over publishes them as skipped: the consumer steps over
+    // them (their messages, which the dead producer was putting, are lost) and gets what follows.
+    void testSpscSlotsLeftUnpublishedByADeadProducerAreSkipped() {
+        const std::size_t size = RawSpscRing::required_size(4, sizeof(std::uint64_t));
+        SharedBytes bytes(size);
+        RawSpscRing ring = RawSpscRing::init(bytes.memory, size, 4, sizeof(std::uint64_t));
+        auto put = [](RawSpscRing& into, std::uint64_t value) {
+            return into.put(std::as_bytes(std::span(&value, 1)), 0s);
+        };
+        auto get = [&](std::uint64_t& value) { return ring.get(std::as_writable_bytes(std::span(&value, 1)), 0s); };
+        CPPUNIT_ASSERT(put(ring, 1) == RingStatus::ok);
+        // The dead producer's steps: P4 (the message written), P5 (the position moved over it and one more,
+        // as put_many of two would), and no P6.
+        const std::uint64_t doomed = 2;
+        std::memcpy(ring.geometry().slot_at(1), &doomed, sizeof doomed);
+        std::memcpy(ring.geometry().slot_at(2), &doomed, sizeof doomed);
+        std::atomic_ref(ring.control().producer.position).store(3, std::memory_order_release);
+        std::uint64_t value = 0;
+        CPPUNIT_ASSERT(get(value) == RingStatus::ok);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{1}, value);
+        CPPUNIT_ASSERT(get(value) == RingStatus::empty);  // nothing published: the consumer waits there
+        ForkedChild replacement([&] {
+            RawSpscRing producer = RawSpscRing::attach(bytes.memory, size);
+            std::_Exit(put(producer, 3) == RingStatus::ok && put(producer, 4) == RingStatus::ok ? 0 : 1);
+        });
+        assert_exited_cleanly(replacement.wait(10s));
+        CPPUNIT_ASSERT(get(value) == RingStatus::ok);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{3}, value);
+        CPPUNIT_ASSERT(get(value) == RingStatus::ok);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{4}, value);
+        CPPUNIT_ASSERT(get(value) == RingStatus::empty);
+        CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.size());
+
+        // The same through Queue<T>, whose inline put sees the unpublished slot first (P2).
+        const std::size_t queue_size = Queue<std::uint64_t>::placed_size(4, QueueKind::spsc);
+        SharedBytes queue_bytes(queue_size);
+        auto queue = Queue<std::uint64_t>::place(queue_bytes.memory, queue_size, 4, QueueKind::spsc);
+        queue.put(10, false);
+        std::atomic_ref(queue.core().control().producer.position).store(2, std::memory_order_release);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{10}, queue.get(false));
+        CPPUNIT_ASSERT_THROW(queue.get(false), mproc::Empty);
+        queue.put(11, false);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{11}, queue.get(false));
+        CPPUNIT_ASSERT_EQUAL(std::size_t{0}, queue.qsize());
     }
 
     void testSpscReserveCommitPeekReleaseAreZeroCopy() {
@@ -735,7 +783,7 @@ public:
         constants->capacity = 8;
         constants->layout_version = 9;
         CPPUNIT_ASSERT_THROW(RawMpmcRing::attach(bytes.memory, size), mproc::InvalidObject);
-        constants->layout_version = mproc::detail::kRingLayoutVersion;
+        constants->layout_version = mproc::detail::kMpmcRingLayoutVersion;
         RawMpmcRing::attach(bytes.memory, size);
         // A stride that fits but is not a multiple of 16 would misalign every other slot header.
         constants->slot_size = 8;

@@ -5,10 +5,11 @@
 // ring starts with, shared with mpmc_ring.hpp), detail::RingGeometry (a ring's validated shape, kept
 // process-locally), RingRegion, RawSpscRing (a process-local handle on a ring).
 //
-// Layout: [RingControl: 6 × 128 bytes | capacity slots of slot_stride bytes]. The producer's index and its
-// cached copy of the consumer's index share one 128-byte block, the consumer's the next one, so the two
-// sides never write the same cache line (nor its adjacent-line prefetch partner). Indices are 64-bit and
-// only grow; a slot is index & mask, capacity is a power of two.
+// Layout: [RingControl: 6 × 128 bytes | capacity slots of slot_stride bytes], each slot [payload, rounded
+// up to 8 bytes | 8-byte sequence word]. The producer's index and its cached copy of the consumer's index
+// share one 128-byte block, the consumer's index the next one, so the two sides never write the same cache
+// line (nor its adjacent-line prefetch partner). Indices are 64-bit and only grow; a slot is index & mask,
+// capacity is a power of two. A slot's sequence word says which position it holds (kSpscSlotSkipped).
 //
 // Contract: at most one producer thread and one consumer thread use the ring at a time; any other usage
 // is invalid (messages may be duplicated or lost, nothing else: every index and length is checked before
@@ -19,19 +20,25 @@
 // - put/get block (spin, then FUTEX_WAIT through an eventcount) until room/a message, the deadline, or
 //   close(). A deadline of zero or less makes one attempt. close() makes later puts return
 //   RingStatus::closed and gets return the remaining messages and then RingStatus::closed.
-// - Batch calls (put_many/get_many) move as many slots as fit with one index store and one wake-up check.
+// - Batch calls (put_many/get_many) move as many slots as fit with one index store (and a sequence store
+//   per slot) and one wake-up check.
 // - Zero-copy: reserve() gives the producer slot memory to fill in place, commit() publishes it; peek()
 //   gives the consumer the next slots in place, release() frees them.
 //
-// Costs: an uncontended put or get is a copy of the message, a store-release of one index and a plain
-// load of the eventcount's sleeper flag (a locked exchange instead in a process that cannot use membarrier(), see
-// src/eventcount.hpp); it reads the other side's index only when its cached copy says full/empty.
+// Costs: an uncontended put is a copy of the message, a plain store of its index, a store-release of the
+// slot's sequence word and a plain load of the eventcount's sleeper flag (a locked exchange instead in a
+// process that cannot use membarrier(), see src/eventcount.hpp); it reads the consumer's index only when
+// its cached copy says full. An uncontended get reads the slot's sequence word (never the producer's
+// index: polling it cost every put a second cache-line transfer), copies the message out and stores its
+// index with release.
 // No system call unless the other side sleeps. A sleeping side costs one FUTEX_WAIT and the other side's
 // next operation one FUTEX_WAKE; operations after it make none until a thread parks again.
 //
 // Participant death (SIGKILL at any instruction)
-// - A producer killed inside put loses the message it was putting (it is never half-visible: the index
-//   store that publishes it is the last write). Another producer may then attach and continue.
+// - A producer killed inside put loses the message it was putting (it is never half-visible: the sequence
+//   store that publishes it is the last write). Another producer may then attach and continue; if the dead
+//   one had advanced its index past slots it never published, the next put publishes them as skipped and
+//   the consumer steps over them.
 // - A consumer killed inside get: the message it was taking is either still at the head (it had not yet
 //   advanced the index: the next consumer gets it) or gone (it had). A consumer killed between peek() and
 //   release() leaves the messages for the next consumer, which sees them again.
@@ -97,7 +104,7 @@ struct alignas(128) RingTaskLine {
 
 struct alignas(128) RingConstants {
     std::uint32_t magic;           // kSpscRingMagic / kMpmcRingMagic
-    std::uint32_t layout_version;  // kRingLayoutVersion
+    std::uint32_t layout_version;  // kSpscRingLayoutVersion / kMpmcRingLayoutVersion
     std::uint32_t slot_size;       // bytes of payload per slot
     std::uint32_t slot_stride;     // bytes from one slot to the next
     std::uint64_t capacity;        // slots; a power of two
@@ -128,12 +135,25 @@ static_assert(std::is_standard_layout_v<RingControl> && std::is_trivially_copyab
 
 inline constexpr std::uint32_t kSpscRingMagic = 0x53504d52;  // "RMPS"
 inline constexpr std::uint32_t kMpmcRingMagic = 0x4d504d52;  // "RMPM"
-inline constexpr std::uint32_t kRingLayoutVersion = 1;
+// Layout versions, per ring kind. SPSC 2: each slot ends with a sequence word (see SpscFastPath).
+inline constexpr std::uint32_t kMpmcRingLayoutVersion = 1;
+inline constexpr std::uint32_t kSpscRingLayoutVersion = 2;
 // Slots above this size are refused (ValueError): a ring is for messages, not for bulk data.
 inline constexpr std::uint32_t kMaxRingSlotSize = 1u << 24;
 inline constexpr std::uint64_t kMaxRingCapacity = 1ull << 32;
 // SPSC slots start at multiples of this (the word copy's 8-byte stores stay aligned).
 inline constexpr std::size_t kSpscStrideAlignment = 8;
+// An SPSC slot is [payload, rounded up to 8 bytes | sequence: 8 bytes]. The sequence is p + 1 once the
+// slot holds the message at position p; with kSpscSlotSkipped also set, the slot was left unpublished by a
+// producer that died putting it, and the consumer steps over it. The consumer reads the sequence, never the
+// producer's position: polling the position made every put pay a second cache-line transfer.
+inline constexpr std::size_t kSpscSequenceBytes = sizeof(std::uint64_t);
+inline constexpr std::uint64_t kSpscSlotSkipped = std::uint64_t{1} << 63;
+
+// The sequence word of the SPSC slot at `slot` (stride bytes long).
+inline std::atomic_ref<std::uint64_t> spsc_sequence_of(std::byte* slot, std::uint64_t stride) noexcept {
+    return std::atomic_ref(*reinterpret_cast<std::uint64_t*>(slot + stride - kSpscSequenceBytes));
+}
 
 
 // The eventcount's notify() (N2..N4 of src/eventcount.hpp, which holds the algorithm and its proof), here so
@@ -207,7 +227,7 @@ public:
         : control_(ring.control), slots_(ring.slots), mask_(ring.capacity - 1), stride_(ring.stride),
           slot_size_(ring.slot_size) {}
 
-    // P1..P6 of src/spsc_ring.cpp.
+    // P1..P7 of src/spsc_ring.cpp.
     // Always inlined (as are QueueCore's put_fast/get_fast): the caller's constant size then reaches the
     // copies, which become a few moves instead of a call to memcpy.
     [[gnu::always_inline]] bool try_put(const void* message, std::size_t size) noexcept {
@@ -215,8 +235,13 @@ public:
         RingControl& control = *control_;
         // acquire: pairs with the seq_cst store of close(); a closed ring takes the full path (Closed).
         if (std::atomic_ref(control.constants.closed).load(std::memory_order_acquire) != 0) return false;
-        // acquire: P1; a producer taking over from a dead one sees the last position published.
+        // acquire: P1; a producer taking over from a dead one sees the last position stored.
         const std::uint64_t position = std::atomic_ref(control.producer.position).load(std::memory_order_acquire);
+        // relaxed: P2; the last put's own store (or a dead producer's, visible once its death is known). A
+        // previous slot not published means a producer died between P5 and P6: the full path repairs it.
+        if ((spsc_sequence_of(slot_at(position - 1), stride_).load(std::memory_order_relaxed) & ~kSpscSlotSkipped) !=
+            position)
+            return false;
         // acquire: pairs with the release store below by whichever producer refreshed the cache (one that
         // took over from a dead producer included), so the consumer's finished reads come with the value.
         std::uint64_t consumer = std::atomic_ref(control.producer.cached_other).load(std::memory_order_acquire);
@@ -227,10 +252,14 @@ public:
             std::atomic_ref(control.producer.cached_other).store(consumer, std::memory_order_release);
             if (position - consumer > mask_) return false;  // full (or a corrupted distance)
         }
-        copy_message_in(slots_ + (position & mask_) * stride_, message, size);  // P4
-        // release: P5, pairs with C3; the slot's bytes are written before the position that publishes them.
-        std::atomic_ref(control.producer.position).store(position + 1, std::memory_order_release);
-        notify(control.not_empty.event);  // P6
+        std::byte* slot = slot_at(position);
+        copy_message_in(slot, message, size);  // P4
+        // relaxed: P5; the position carries no data (the consumer reads the sequence): it is where a
+        // producer taking over starts, and what size() counts.
+        std::atomic_ref(control.producer.position).store(position + 1, std::memory_order_relaxed);
+        // release: P6, pairs with C2; the slot's bytes are written before the sequence that publishes them.
+        spsc_sequence_of(slot, stride_).store(position + 1, std::memory_order_release);
+        notify(control.not_empty.event);  // P7
         return true;
     }
 
@@ -240,17 +269,11 @@ public:
         RingControl& control = *control_;
         // acquire: C1; a consumer taking over from a dead one sees the last position it released.
         const std::uint64_t position = std::atomic_ref(control.consumer.position).load(std::memory_order_acquire);
-        // acquire: pairs with the release store below by whichever consumer refreshed the cache (one that
-        // took over from a dead consumer included), so the slot bytes it acquired come with the value.
-        std::uint64_t producer = std::atomic_ref(control.consumer.cached_other).load(std::memory_order_acquire);
-        if (producer - position - 1 > mask_) {  // nothing ready (or a distance beyond the capacity)
-            // acquire: C3, pairs with P5 so that the slot's bytes written in P4 are visible.
-            producer = std::atomic_ref(control.producer.position).load(std::memory_order_acquire);
-            // release: pairs with the acquire load of the cache above.
-            std::atomic_ref(control.consumer.cached_other).store(producer, std::memory_order_release);
-            if (producer - position - 1 > mask_) return false;  // empty (or a corrupted distance)
-        }
-        std::memcpy(out, slots_ + (position & mask_) * stride_, size);  // C4
+        std::byte* slot = slot_at(position);
+        // acquire: C2, pairs with P6 so that the slot's bytes written in P4 are visible. Anything but
+        // position + 1 (nothing yet, a skipped slot, corrupted bytes) takes the full path.
+        if (spsc_sequence_of(slot, stride_).load(std::memory_order_acquire) != position + 1) return false;
+        std::memcpy(out, slot, size);  // C4
         // release: C5, pairs with P3; the slot is read before it is handed back.
         std::atomic_ref(control.consumer.position).store(position + 1, std::memory_order_release);
         notify(control.not_full.event);  // C6
@@ -263,6 +286,8 @@ private:
     std::uint64_t mask_ = 0;
     std::uint64_t stride_ = 0;
     std::uint64_t slot_size_ = 0;
+
+    std::byte* slot_at(std::uint64_t position) const noexcept { return slots_ + (position & mask_) * stride_; }
 };
 
 }  // namespace detail

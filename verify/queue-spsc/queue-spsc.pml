@@ -3,20 +3,22 @@
  * producer or the consumer at any step, after which a replacement process takes over the role.
  *
  * Mirrors src/spsc_ring.cpp:
- *   free_slots   P1 pos = producer.position; P2 cached consumer; P3 if full: reload consumer.position,
- *                store it in the cache
+ *   free_slots   P1 pos = producer.position; P2 repair_unpublished_slots: slots before pos that nobody
+ *                published (their producer died between P5 and P6) are published as skipped; P3 cached
+ *                consumer, if full: reload consumer.position, store it in the cache
  *   put          free_slots; if none: await_condition(not_full, free_slots() || closed); P4 write the
- *                slot; P5 producer.position = pos + 1 (publish_puts); P6 notify(not_empty)
- *   ready_slots  C1 pos = consumer.position; C2 cached producer; C3 if nothing (or > capacity): reload
- *                producer.position, store it in the cache
+ *                slot; P5 producer.position = pos + 1; P6 the slot's sequence = pos + 1 (publish_puts);
+ *                P7 notify(not_empty)
+ *   ready_slots  C1 pos = consumer.position; C2 the slot's sequence: pos + 1 ready, pos + 1 and skipped:
+ *                step over it (consumer.position = pos + 1, then notify(not_full)), else nothing
  *   get          ready_slots; if none: closed -> look once more, else await_condition(not_empty,
  *                closed || ready_slots()); C4 read the slot; C5 consumer.position = pos + 1; C6
  *                notify(not_full)
  *   close_ring   closed = 1; notify_always(not_empty); notify_always(not_full)
  * and src/eventcount.hpp (prepare_wait E1/E3, wait E4 without deadline, notify N2..N4, notify_always;
- * the spin phase of await_condition is its first test).  The caches live in shared memory, as in the
+ * the spin phase of await_condition is its first test).  The cache lives in shared memory, as in the
  * ring, so a replacement inherits the dead process's cache.  One Promela step per C++ atomic operation
- * (a slot copy is one step: only its order against the positions matters).
+ * (a slot copy is one step: only its order against the positions and sequences matters).
  *
  * Processes: the producer role puts MESSAGES messages (ids 1..MESSAGES) into a ring of CAPACITY slots,
  * then closes the ring; the consumer role gets until get() reports closed.  With PRODUCER_DIES or
@@ -51,12 +53,16 @@
  *   FUTEX_SPURIOUS_WAKEUPS futex waits may return early (see ../common/futex.pml)
  *
  * Seeded bugs (each must be rejected)
- *   BUG_PUBLISH_BEFORE_WRITE    the producer stores the position (P5) before writing the slot (P4): the
- *                               consumer reads a slot that does not hold the message yet       -> (a)
+ *   BUG_PUBLISH_BEFORE_WRITE    the producer publishes the slot's sequence (P6) before writing the slot
+ *                               (P4): the consumer reads a slot that does not hold the message yet -> (a)
  *   BUG_RELEASE_BEFORE_READ     the consumer stores its position (C5) before reading the slot (C4): the
  *                               producer overwrites the message before it is read              -> (a)
- *   BUG_NOTIFY_BEFORE_PUBLISH   the producer notifies (P6) before it stores the position (P5): the
+ *   BUG_NOTIFY_BEFORE_PUBLISH   the producer notifies (P7) before it publishes the sequence (P6): the
  *                               consumer's re-test misses the message and nothing wakes it      -> (b)
+ *   BUG_NO_REPAIR               no P2: after a producer killed between P5 and P6, the consumer waits at
+ *                               the unpublished slot for ever and what follows is never got      -> (a)
+ *   BUG_PUBLISH_BEFORE_POSITION P6 before P5: a producer killed between them leaves a published slot
+ *                               behind the position, and its replacement overwrites it           -> (a)
  */
 
 #include "../common/futex.pml"
@@ -81,8 +87,13 @@
 byte producer_position = 0;
 byte consumer_position = 0;
 byte producer_cache = 0;      /* producer.cached_other: a lower bound of consumer_position */
-byte consumer_cache = 0;      /* consumer.cached_other: a lower bound of producer_position */
 byte slot[CAPACITY];          /* the id of the message a slot holds; 0: never written */
+/* Each slot's sequence word: p + 1 once it holds the message at position p, with `skipped` set when a
+ * replacement producer published it empty.  One 64-bit word in the ring, so both change in one step.
+ * Initially 0: no position's p + 1, and what P2 expects before the first put (init() stores i + 1 -
+ * capacity, which is 0 for the last slot, the only one P2 reads then). */
+byte seq[CAPACITY];
+bit skipped[CAPACITY];
 bit closed = 0;
 /* The two eventcounts: not_empty (consumers sleep) and not_full (producers sleep). */
 int epoch[2];
@@ -160,12 +171,39 @@ inline wait_for_notification(e)
     may_die
 }
 
+/* P2 (repair_unpublished_slots): slots the position passed that nobody published -- a producer killed
+ * between P5 and P6 -- are published as skipped, oldest first. */
+inline repair_unpublished_slots()
+{
+    first = pos;
+    do
+    :: (pos - first < CAPACITY) && seq[(first + CAPACITY - 1) % CAPACITY] != first -> first--; may_die
+    :: else -> break
+    od;
+    if
+    :: first != pos ->
+        do
+        :: first != pos ->
+            atomic { seq[first % CAPACITY] = first + 1; skipped[first % CAPACITY] = 1 };
+            may_die;
+            first++
+        :: else -> break
+        od;
+        notify(NOT_EMPTY)
+    :: else -> skip
+    fi;
+    first = 0
+}
+
 /* P1..P3: free := whether the slot at pos is free. */
 inline free_slots()
 {
     pos = producer_position;                                      /* P1 */
     may_die;
-    other = producer_cache;                                       /* P2 */
+#ifndef BUG_NO_REPAIR
+    repair_unpublished_slots();                                   /* P2 */
+#endif
+    other = producer_cache;                                       /* P3 */
     may_die;
     if
     :: pos - other >= CAPACITY ->
@@ -179,23 +217,29 @@ inline free_slots()
     other = 0
 }
 
-/* C1..C3: ready := whether the slot at pos holds a message. */
+/* C1, C2: ready := whether the slot at pos holds a message; skipped slots are stepped over first. */
 inline ready_slots()
 {
     pos = consumer_position;                                      /* C1 */
     may_die;
-    other = consumer_cache;                                       /* C2 */
-    may_die;
-    if
-    :: other - pos == 0 || other - pos > CAPACITY ->
-        other = producer_position;                                /* C3 */
+    do
+    :: atomic { sequence = seq[pos % CAPACITY]; was_skipped = skipped[pos % CAPACITY] };   /* C2 */
         may_die;
-        consumer_cache = other;
-        may_die
+        if
+        :: sequence == pos + 1 && was_skipped ->
+            consumer_position = pos + 1;                          /* C5 for a skipped slot */
+            may_die;
+            pos = pos + 1;
+            stepped = true
+        :: else -> break
+        fi
+    od;
+    if
+    :: stepped -> stepped = false; notify(NOT_FULL)
     :: else -> skip
     fi;
-    ready = (other - pos > 0 && other - pos <= CAPACITY);
-    other = 0
+    ready = (sequence == pos + 1 && !was_skipped);
+    sequence = 0; was_skipped = 0
 }
 
 active proctype producer()
@@ -204,6 +248,7 @@ active proctype producer()
     byte next = 1;            /* the message this incarnation puts next */
     byte pos = 0;
     byte other = 0;
+    byte first = 0;
     bool free = false;
     bool is_closed = false;
     bit flag = 0;
@@ -242,23 +287,37 @@ start:
             assert(!is_closed)
         fi;
 #if defined(BUG_PUBLISH_BEFORE_WRITE)
-        producer_position = pos + 1;                              /* P5 first */
+        producer_position = pos + 1;                              /* P5 */
+        may_die;
+        atomic { seq[pos % CAPACITY] = pos + 1; skipped[pos % CAPACITY] = 0 };   /* P6 first */
         may_die;
         slot[pos % CAPACITY] = next;                              /* P4 */
         may_die;
-        notify(NOT_EMPTY);                                        /* P6 */
+        notify(NOT_EMPTY);                                        /* P7 */
 #elif defined(BUG_NOTIFY_BEFORE_PUBLISH)
         slot[pos % CAPACITY] = next;                              /* P4 */
         may_die;
-        notify(NOT_EMPTY);                                        /* P6 first */
         producer_position = pos + 1;                              /* P5 */
         may_die;
+        notify(NOT_EMPTY);                                        /* P7 first */
+        atomic { seq[pos % CAPACITY] = pos + 1; skipped[pos % CAPACITY] = 0 };   /* P6 */
+        may_die;
+#elif defined(BUG_PUBLISH_BEFORE_POSITION)
+        slot[pos % CAPACITY] = next;                              /* P4 */
+        may_die;
+        atomic { seq[pos % CAPACITY] = pos + 1; skipped[pos % CAPACITY] = 0 };   /* P6 first */
+        may_die;
+        producer_position = pos + 1;                              /* P5 */
+        may_die;
+        notify(NOT_EMPTY);                                        /* P7 */
 #else
         slot[pos % CAPACITY] = next;                              /* P4 */
         may_die;
         producer_position = pos + 1;                              /* P5 */
         may_die;
-        notify(NOT_EMPTY);                                        /* P6 */
+        atomic { seq[pos % CAPACITY] = pos + 1; skipped[pos % CAPACITY] = 0 };   /* P6 */
+        may_die;
+        notify(NOT_EMPTY);                                        /* P7 */
 #endif
         pos = 0; free = false;
         next++
@@ -279,7 +338,7 @@ died:
         sleepers[NOT_FULL] = sleepers[NOT_FULL] & ~futex_self;
         deaths++;
         if :: next <= MESSAGES -> may_be_lost = may_be_lost | (1 << next); next++ :: else -> skip fi;
-        pos = 0; other = 0; free = false; is_closed = false; flag = 0; key = 0; ret = 0
+        pos = 0; other = 0; first = 0; free = false; is_closed = false; flag = 0; key = 0; ret = 0
     };
     goto start;   /* the replacement producer */
 end:
@@ -290,7 +349,9 @@ active proctype consumer()
 {
     bool victim = consumer_victim;
     byte pos = 0;
-    byte other = 0;
+    byte sequence = 0;
+    bit was_skipped = 0;
+    bool stepped = false;
     bool ready = false;
     bool is_closed = false;
     byte got = 0;
@@ -360,7 +421,8 @@ died:
         sleepers[NOT_EMPTY] = sleepers[NOT_EMPTY] & ~futex_self;
         deaths++;
         if :: got != 0 -> may_be_lost = may_be_lost | (1 << got) :: else -> skip fi;
-        pos = 0; other = 0; ready = false; is_closed = false; got = 0; flag = 0; key = 0; ret = 0
+        pos = 0; sequence = 0; was_skipped = 0; stepped = false; ready = false; is_closed = false; got = 0; flag = 0;
+        key = 0; ret = 0
     };
     goto start;   /* the replacement consumer */
 end:
