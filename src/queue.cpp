@@ -229,6 +229,11 @@ std::size_t QueueCore::qsize() const {
     return spsc_ ? spsc_->size() : mpmc_->size();
 }
 
+bool QueueCore::ready_to_get() const {
+    check("ready_to_get");
+    return spsc_ ? spsc_->ready_to_get() : mpmc_->size() > 0;
+}
+
 void QueueCore::close() {
     check("close");
     spsc_ ? spsc_->close() : mpmc_->close();

@@ -294,6 +294,13 @@ void RawSpscRing::release(std::size_t count) {
 
 std::size_t RawSpscRing::size() const noexcept { return detail::ring_size(ring_); }
 
+bool RawSpscRing::ready_to_get() const noexcept {
+    // acquire: C1, as ready_slots().
+    const std::uint64_t position = position_of(ring_.control->consumer).load(std::memory_order_acquire);
+    // acquire: C2, pairs with P6 (or the release that published a skip).
+    return (sequence_at(ring_, position).load(std::memory_order_acquire) & ~detail::kSpscSlotSkipped) == position + 1;
+}
+
 bool RawSpscRing::closed() const noexcept { return detail::ring_closed(*ring_.control); }
 
 void RawSpscRing::close() noexcept { detail::close_ring(*ring_.control); }

@@ -123,7 +123,7 @@ bool is_ready(const Waitable& object) {
     }
     case Waitable::Kind::queue: {
         detail::QueueCore& queue = queue_of(object);
-        return queue.qsize() > 0 || queue.closed();
+        return queue.ready_to_get() || queue.closed();
     }
     case Waitable::Kind::event: return static_cast<Event*>(object.object())->is_set();
     case Waitable::Kind::process:

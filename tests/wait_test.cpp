@@ -143,6 +143,7 @@ class WaitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testKilledPipePeerWakesFutexOnlyWaitPromptly);
     CPPUNIT_TEST(testKilledPipePeerWakesMixedWaitPromptly);
     CPPUNIT_TEST(testClosedQueueIsReady);
+    CPPUNIT_TEST(testSpscSlotLeftUnpublishedIsNotReady);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -242,6 +243,28 @@ public:
         CPPUNIT_ASSERT(mproc::wait({event, queue}, 10s) == Indices{1});
         later.join();
         assert_mechanism(futex_only_mechanism(), "event and closed queue");
+    }
+
+    // An SPSC queue whose producer died after moving its index over a slot but before publishing it has
+    // qsize() 1 and nothing to get: wait() must sleep (it spun, returning the queue as ready, when
+    // readiness was qsize() > 0), and wake when the next put publishes the slot as skipped and a message.
+    void testSpscSlotLeftUnpublishedIsNotReady() {
+        mproc::Queue<int> queue(4, mproc::QueueKind::spsc);
+        queue.put(1);
+        CPPUNIT_ASSERT_EQUAL(1, queue.get());
+        std::atomic_ref(queue.core().control().producer.position).fetch_add(1, std::memory_order_release);  // the death
+        CPPUNIT_ASSERT_EQUAL(std::size_t{1}, queue.qsize());
+        Indices ready;
+        const WaitTiming timing = timed_wait([&] { ready = mproc::wait({queue}, 100ms); });
+        assert_slept(timing);
+        CPPUNIT_ASSERT_MESSAGE(text(ready), ready.empty());
+        std::thread replacement([&] {
+            std::this_thread::sleep_for(50ms);
+            queue.put(2);
+        });
+        CPPUNIT_ASSERT(mproc::wait({queue}, 10s) == Indices{0});
+        replacement.join();
+        CPPUNIT_ASSERT_EQUAL(2, queue.get(false));
     }
 
 private:

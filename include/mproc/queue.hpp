@@ -17,7 +17,8 @@
 // closed for every process; later puts throw Closed; gets return what is left, then throw Closed instead
 // of blocking; blocked callers on both sides are woken. A put that overlaps close() may still land.
 // qsize() is exact while nobody puts or gets (unlike Python's, which is approximate), and otherwise a
-// value the queue had during the call.
+// value the queue had during the call; a slot whose producer was killed putting it counts until it is
+// repaired (MPMC: by the get that reaches it; SPSC: by the next put).
 //
 // Guarantees, costs and participant death: those of the ring (mpmc_ring.hpp, spsc_ring.hpp). In short: no
 // message is duplicated; a SIGKILL at any instruction loses at most the message the killed process was in
@@ -94,6 +95,9 @@ public:
     }
 
     std::size_t qsize() const;
+    // Whether a get would look at a published slot now (wait()'s readiness): RawSpscRing::ready_to_get(),
+    // qsize() > 0 for an MPMC queue (whose gets repair what a dead producer left).
+    bool ready_to_get() const;
     bool empty() const { return qsize() == 0; }
     bool full() const { return qsize() >= capacity(); }
     void close();

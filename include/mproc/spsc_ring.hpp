@@ -346,8 +346,12 @@ public:
     // Frees the first `count` slots of the last peek().
     void release(std::size_t count = 1);
 
-    // Messages in the ring now: exact while nobody puts or gets, else a value it had during the call.
+    // Messages in the ring now: exact while nobody puts or gets, else a value it had during the call. A
+    // slot that a producer killed inside put left unpublished counts until the next put steps over it.
     std::size_t size() const noexcept;
+    // Whether the slot at the consumer's head is published (a message, or a slot to step over): what a get
+    // looks at first. Unlike size() > 0, false for a slot a dead producer left unpublished.
+    bool ready_to_get() const noexcept;
     bool closed() const noexcept;
     // Marks the ring closed and wakes every sleeper on both sides. Idempotent.
     void close() noexcept;
