@@ -31,7 +31,7 @@ constexpr std::size_t kSlots = 8;
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 10) return 0;
     const std::uint8_t mode = data[0] % 4;
-    const std::uint64_t published = data[1] % 12;  // up to 11: beyond the 8 slots, refused by the ring
+    const std::uint64_t published = (data[1] & 0x3f) % 12;  // up to 11: a producer index beyond the 8 slots
     std::uint64_t consumer = 0;
     std::memcpy(&consumer, data + 2, sizeof consumer);
     const std::uint8_t* slot_bytes = data + 10;
@@ -53,9 +53,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // The positions and sequences as a peer could have left them (a slot holds one message, so at most
     // kSlots are published, whatever the producer's position says); nobody else touches the ring.
     std::atomic_ref(control.consumer.position).store(consumer, std::memory_order_relaxed);
-    for (std::uint64_t position = consumer; position != consumer + std::min<std::uint64_t>(published, kSlots); ++position)
+    // Bit 7 of byte 1 also marks the slot after the published ones as skipped (a repair's mark, or a
+    // hostile one: the receiver steps over it); bit 6 writes a sequence word from the input into every slot
+    // first (hostile or stale words: they are compared exactly, never used as a length or an index).
+    if ((data[1] & 0x40) != 0)
+        for (std::size_t i = 0; i < kSlots; ++i)
+            mproc::detail::spsc_sequence_of(slots + i * stride, stride).store(consumer + i * 0x9e3779b97f4a7c15ull,
+                                                                              std::memory_order_relaxed);
+    const std::uint64_t end = consumer + std::min<std::uint64_t>(published, kSlots);
+    for (std::uint64_t position = consumer; position != end; ++position)
         mproc::detail::spsc_sequence_of(slots + (position % kSlots) * stride, stride)
             .store(position + 1, std::memory_order_release);
+    if ((data[1] & 0x80) != 0 && end - consumer < kSlots)
+        mproc::detail::spsc_sequence_of(slots + (end % kSlots) * stride, stride)
+            .store((end + 1) ^ mproc::detail::kSpscSlotSkipped, std::memory_order_release);
     std::atomic_ref(control.producer.position).store(consumer + published, std::memory_order_release);
     writer.close();  // the peer is gone: every receive ends, none blocks
 

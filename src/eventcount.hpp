@@ -25,8 +25,9 @@
 // executed after X, it reads E1's 1 and takes the slow path; if before X, N1 (before N2 in program order)
 // was before X too and is globally visible when E2 returns, so the re-test sees it. The price moves to the
 // side that is about to sleep anyway: one membarrier() (about half a microsecond) per prepare_wait, against
-// a locked instruction per notify() that would wait for the index store's cache line — the store the
-// consumer keeps reading — on every message (measured: 85 % of a producer's put() time in that stall).
+// a locked instruction per notify() that would wait for the publishing store's cache line — the line the
+// consumer keeps reading (then the producer's index, now the slot's sequence word) — on every message
+// (measured: 85 % of a producer's put() time in that stall).
 // A process registers once, when it first initialises or attaches a ring (register_for_fence_free_notify);
 // the registration is inherited by fork() and dropped by exec(), as is this library's record of it. A
 // process that is not registered (membarrier missing or forbidden, or MPROC_NOTIFY_FENCE=1 in its

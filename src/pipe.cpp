@@ -2,7 +2,8 @@
 //
 // Send (the producer of the ring to the peer):
 //   for each chunk: wait until a slot is free or the peer is gone (gone: BrokenPipe); write header and
-//   payload into the slot (reserve), publish it (commit: release store of the producer index + notify).
+//   payload into the slot (reserve), publish it (commit: the producer index, then a release store of the
+//   slot's sequence word, then notify).
 // Receive (the consumer of the ring to this end):
 //   wait until a slot is ready or the peer is gone (gone and nothing ready: Closed, or EPROTO inside a
 //   message); feed the slot to the PipeReader, release it; until the reader says complete.
@@ -400,7 +401,7 @@ bool PipeConnection::peer_gone() const {
 bool PipeConnection::ready_to_receive() const noexcept {
     if (shared_ == nullptr || in_ == nullptr) return true;  // a receive throws at once
     if (!end_alive(shared_->control->ends[1 - end_])) return true;
-    return in_->peek(1).count != 0;
+    return in_->ready_to_get();  // read-only: wait() and poll() may run beside a receive
 }
 
 void PipeConnection::send_bytes(std::span<const std::byte> message) {
@@ -497,7 +498,7 @@ bool PipeConnection::poll(std::optional<std::chrono::nanoseconds> timeout) {
     std::optional<Deadline> deadline;
     if (timeout) deadline = Deadline::after(*timeout);
     return await(in_->control().not_empty.event, peer, deadline ? &*deadline : nullptr,
-                 [&] { return in_->peek(1).count != 0; });
+                 [&] { return in_->ready_to_get(); });
 }
 
 namespace {

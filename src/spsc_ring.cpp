@@ -62,6 +62,14 @@ std::atomic_ref<std::uint64_t> sequence_at(const RingGeometry& ring, std::uint64
     return detail::spsc_sequence_of(ring.slot_at(position), ring.stride);
 }
 
+// The sequence of the slot at `position` once a repair published it empty.
+std::uint64_t skipped_sequence(std::uint64_t position) noexcept { return (position + 1) ^ detail::kSpscSlotSkipped; }
+
+// Whether `sequence` says the slot at `position` was published, with a message or empty.
+bool published(std::uint64_t sequence, std::uint64_t position) noexcept {
+    return sequence == position + 1 || sequence == skipped_sequence(position);
+}
+
 // P2 in the full path: publishes as skipped the slots before `position` that a producer killed between P5
 // and P6 left unpublished (at most the capacity, for corrupted bytes), oldest first.
 void repair_unpublished_slots(const RingGeometry& ring, std::uint64_t position) noexcept {
@@ -69,11 +77,11 @@ void repair_unpublished_slots(const RingGeometry& ring, std::uint64_t position) 
     // relaxed: a dead producer's stores are visible once its death is known (its exit is a full barrier, and
     // whoever learnt of it synchronised with that); a live producer reads its own.
     while (position - first < ring.capacity &&
-           (sequence_at(ring, first - 1).load(std::memory_order_relaxed) & ~detail::kSpscSlotSkipped) != first)
+           !published(sequence_at(ring, first - 1).load(std::memory_order_relaxed), first - 1))
         --first;
     for (std::uint64_t hole = first; hole != position; ++hole)
         // release: pairs with C2, as P6 does; the consumer steps over the slot without reading it.
-        sequence_at(ring, hole).store((hole + 1) | detail::kSpscSlotSkipped, std::memory_order_release);
+        sequence_at(ring, hole).store(skipped_sequence(hole), std::memory_order_release);
     if (first != position) detail::notify(ring.control->not_empty.event);
 }
 
@@ -86,8 +94,8 @@ struct Window {
 Window free_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
     RingControl& control = *ring.control;
     const std::uint64_t capacity = ring.capacity;
-    // acquire: P1; a producer taking over from a dead one sees the last position stored.
-    const std::uint64_t position = position_of(control.producer).load(std::memory_order_acquire);
+    // relaxed: P1, as in SpscFastPath::try_put.
+    const std::uint64_t position = position_of(control.producer).load(std::memory_order_relaxed);
     repair_unpublished_slots(ring, position);  // P2
     // acquire: pairs with the release store below, made by whichever producer refreshed the cache last (a
     // producer taking over from a dead one included): the consumer's reads it had acquired come with it.
@@ -112,8 +120,8 @@ Window ready_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
     std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
     bool stepped = false;
     // acquire: C2, pairs with the release that published the skip (repair_unpublished_slots).
-    for (std::uint64_t steps = 0; steps < ring.capacity && sequence_at(ring, position).load(std::memory_order_acquire) ==
-                                                               ((position + 1) | detail::kSpscSlotSkipped);
+    for (std::uint64_t steps = 0;
+         steps < ring.capacity && sequence_at(ring, position).load(std::memory_order_acquire) == skipped_sequence(position);
          ++steps) {
         ++position;
         // release: C5 for a slot nobody reads; pairs with P3 as C5 does.
@@ -296,9 +304,14 @@ std::size_t RawSpscRing::size() const noexcept { return detail::ring_size(ring_)
 
 bool RawSpscRing::ready_to_get() const noexcept {
     // acquire: C1, as ready_slots().
-    const std::uint64_t position = position_of(ring_.control->consumer).load(std::memory_order_acquire);
-    // acquire: C2, pairs with P6 (or the release that published a skip).
-    return (sequence_at(ring_, position).load(std::memory_order_acquire) & ~detail::kSpscSlotSkipped) == position + 1;
+    std::uint64_t position = position_of(ring_.control->consumer).load(std::memory_order_acquire);
+    // Skipped slots are looked past, not stepped over: this only reads (wait() may run beside a get).
+    for (std::uint64_t steps = 0; steps < ring_.capacity; ++steps, ++position) {
+        // acquire: C2, pairs with P6 (or the release that published a skip).
+        const std::uint64_t sequence = sequence_at(ring_, position).load(std::memory_order_acquire);
+        if (sequence != skipped_sequence(position)) return sequence == position + 1;
+    }
+    return false;
 }
 
 bool RawSpscRing::closed() const noexcept { return detail::ring_closed(*ring_.control); }

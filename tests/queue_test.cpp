@@ -1284,7 +1284,13 @@ void crash_round(QueueKind kind, std::mt19937& random, int& killed_total, std::u
             CPPUNIT_ASSERT_MESSAGE("a surviving consumer did not finish cleanly, status " + std::to_string(status),
                                    WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
-    CPPUNIT_ASSERT_EQUAL(std::size_t{0}, queue.qsize());
+    // Nothing is left to get. An SPSC producer killed between moving its index and publishing leaves a slot
+    // that qsize() counts until a next put (there is none here) publishes it as skipped.
+    CPPUNIT_ASSERT(!queue.core().ready_to_get());
+    const std::size_t producers_killed =
+        static_cast<std::size_t>(std::count(producer_killed.begin(), producer_killed.end(), true));
+    CPPUNIT_ASSERT_MESSAGE("qsize " + std::to_string(queue.qsize()),
+                           queue.qsize() <= (kind == QueueKind::spsc ? producers_killed : 0));
     repaired_total += queue.repaired_slots();
 
     // relaxed (all board loads): every producer and consumer was reaped above, which orders their stores.

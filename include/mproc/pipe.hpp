@@ -76,7 +76,7 @@ namespace detail {
 
 inline constexpr std::size_t kPipeHolders = 4;
 inline constexpr std::size_t kPipeSlotSize = 2048;
-inline constexpr std::size_t kPipeDefaultRingSlots = 128;  // 256 KiB per direction
+inline constexpr std::size_t kPipeDefaultRingSlots = 128;  // 2 KiB and a sequence word each: about 257 KiB per direction
 inline constexpr std::chrono::milliseconds kPipeDeathPollInterval{20};
 
 // One holder word with its robust-list node (the layout RawLock uses: word 32 bytes before the node).

@@ -17,8 +17,8 @@
 // closed for every process; later puts throw Closed; gets return what is left, then throw Closed instead
 // of blocking; blocked callers on both sides are woken. A put that overlaps close() may still land.
 // qsize() is exact while nobody puts or gets (unlike Python's, which is approximate), and otherwise a
-// value the queue had during the call; a slot whose producer was killed putting it counts until it is
-// repaired (MPMC: by the get that reaches it; SPSC: by the next put).
+// value the queue had during the call; a slot whose producer was killed putting it counts until a get
+// steps over it (SPSC: once the next put has published it as skipped).
 //
 // Guarantees, costs and participant death: those of the ring (mpmc_ring.hpp, spsc_ring.hpp). In short: no
 // message is duplicated; a SIGKILL at any instruction loses at most the message the killed process was in
@@ -190,7 +190,7 @@ public:
     }
 
     // As many items as fit / are ready, without blocking; returns how many moved. The SPSC queue
-    // publishes a batch with one index store and one wake-up check.
+    // publishes a batch with one index store, a sequence store per slot and one wake-up check.
     std::size_t put_many(std::span<const T> items) { return core_.put_many(items.data(), items.size()); }
     std::size_t get_many(std::span<T> items) { return core_.get_many(items.data(), items.size()); }
 

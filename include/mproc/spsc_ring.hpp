@@ -21,7 +21,8 @@
 //   close(). A deadline of zero or less makes one attempt. close() makes later puts return
 //   RingStatus::closed and gets return the remaining messages and then RingStatus::closed.
 // - Batch calls (put_many/get_many) move as many slots as fit with one index store (and a sequence store
-//   per slot) and one wake-up check.
+//   per slot) and one wake-up check. A producer killed inside put_many or commit(n) may have published
+//   part of the batch: the consumer gets that part, and the rest is lost (skipped) as one message would be.
 // - Zero-copy: reserve() gives the producer slot memory to fill in place, commit() publishes it; peek()
 //   gives the consumer the next slots in place, release() frees them.
 //
@@ -49,9 +50,10 @@
 //
 // Trust: attach() validates the control block (magic, version, sizes that fit the memory) and the handle
 // keeps the validated capacity, slot size and stride in its own memory: a peer that rewrites the shared
-// constants afterwards changes nothing this handle does. Indices are re-checked at use (a consumer never
-// reads past what the producer published, the distance between the indices is checked against the
-// capacity), so corrupted indices give lost or repeated messages, never an access outside the ring.
+// constants afterwards changes nothing this handle does. Indices and sequence words are re-checked at use
+// (a consumer takes a slot only when its sequence word equals its position + 1 exactly; the producer's
+// distance to the consumer is checked against the capacity; every walk is bounded by the capacity), so
+// corrupted bytes give lost or repeated messages, never an access outside the ring.
 #pragma once
 
 #include <atomic>
@@ -85,7 +87,8 @@ struct EventCountLayout {
 // 128 bytes of one writer.
 struct alignas(128) RingSide {
     std::uint64_t position;      // next index this side uses; written by its side only
-    std::uint64_t cached_other;  // this side's last-read copy of the other side's position (a lower bound)
+    std::uint64_t cached_other;  // producer: its last-read copy of the consumer's position (a lower bound);
+                                 // unused on the consumer's side (it reads the slots' sequence words)
     std::uint8_t padding[112];
 };
 
@@ -144,9 +147,11 @@ inline constexpr std::uint64_t kMaxRingCapacity = 1ull << 32;
 // SPSC slots start at multiples of this (the word copy's 8-byte stores stay aligned).
 inline constexpr std::size_t kSpscStrideAlignment = 8;
 // An SPSC slot is [payload, rounded up to 8 bytes | sequence: 8 bytes]. The sequence is p + 1 once the
-// slot holds the message at position p; with kSpscSlotSkipped also set, the slot was left unpublished by a
-// producer that died putting it, and the consumer steps over it. The consumer reads the sequence, never the
-// producer's position: polling the position made every put pay a second cache-line transfer.
+// slot holds the message at position p, and (p + 1) ^ kSpscSlotSkipped once a producer taking over
+// published it empty (a producer that died putting it had moved its index past it): the consumer steps
+// over it. Both compare exactly, so no position is mistaken for the other form. The consumer reads the
+// sequence, never the producer's position: polling the position made every put pay a second cache-line
+// transfer.
 inline constexpr std::size_t kSpscSequenceBytes = sizeof(std::uint64_t);
 inline constexpr std::uint64_t kSpscSlotSkipped = std::uint64_t{1} << 63;
 
@@ -235,13 +240,13 @@ public:
         RingControl& control = *control_;
         // acquire: pairs with the seq_cst store of close(); a closed ring takes the full path (Closed).
         if (std::atomic_ref(control.constants.closed).load(std::memory_order_acquire) != 0) return false;
-        // acquire: P1; a producer taking over from a dead one sees the last position stored.
-        const std::uint64_t position = std::atomic_ref(control.producer.position).load(std::memory_order_acquire);
-        // relaxed: P2; the last put's own store (or a dead producer's, visible once its death is known). A
-        // previous slot not published means a producer died between P5 and P6: the full path repairs it.
-        if ((spsc_sequence_of(slot_at(position - 1), stride_).load(std::memory_order_relaxed) & ~kSpscSlotSkipped) !=
-            position)
-            return false;
+        // relaxed: P1; this producer's own last store, or a dead producer's, which is visible once its death
+        // is known (the contract: a producer takes over only then). No data comes with the position.
+        const std::uint64_t position = std::atomic_ref(control.producer.position).load(std::memory_order_relaxed);
+        // relaxed: P2, as P1. A previous slot not published means a producer died between P5 and P6: the
+        // full path repairs it.
+        const std::uint64_t previous = spsc_sequence_of(slot_at(position - 1), stride_).load(std::memory_order_relaxed);
+        if (previous != position && previous != (position ^ kSpscSlotSkipped)) return false;
         // acquire: pairs with the release store below by whichever producer refreshed the cache (one that
         // took over from a dead producer included), so the consumer's finished reads come with the value.
         std::uint64_t consumer = std::atomic_ref(control.producer.cached_other).load(std::memory_order_acquire);
@@ -293,7 +298,8 @@ private:
 }  // namespace detail
 
 // Slots to fill (reserve) or read (peek) in place: `count` slots of `stride` bytes from `data`, each
-// holding slot_size() bytes of payload. Empty when count == 0.
+// holding slot_size() bytes of payload. Write only those: an SPSC slot's last 8 bytes are its sequence
+// word. Empty when count == 0.
 struct RingRegion {
     std::byte* data = nullptr;
     std::size_t count = 0;
@@ -328,7 +334,7 @@ public:
                    std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
     RingStatus try_put(std::span<const std::byte> message) { return put(message, std::chrono::nanoseconds(0)); }
     // Copies up to `count` slot_size()-byte messages from `messages` (count * slot_size() bytes) without
-    // blocking; returns how many went in (all of them publish with one index store).
+    // blocking; returns how many went in (one index store for all, then a sequence store per slot).
     std::size_t put_many(const void* messages, std::size_t count);
     // Up to `count` free slots in a row (fewer at the end of the ring, none when full) to fill in place.
     RingRegion reserve(std::size_t count = 1);
@@ -347,7 +353,8 @@ public:
     void release(std::size_t count = 1);
 
     // Messages in the ring now: exact while nobody puts or gets, else a value it had during the call. A
-    // slot that a producer killed inside put left unpublished counts until the next put steps over it.
+    // slot that a producer killed inside put left unpublished counts until the next put has published it as
+    // skipped and a get has stepped over it.
     std::size_t size() const noexcept;
     // Whether the slot at the consumer's head is published (a message, or a slot to step over): what a get
     // looks at first. Unlike size() > 0, false for a slot a dead producer left unpublished.

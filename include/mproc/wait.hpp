@@ -7,8 +7,9 @@
 // Ready means:
 // - Connection (PipeConnection or FdConnection): a receive would not block — a message or part of one is
 //   there, or end of stream, or the connection is closed for reading (the receive then throws at once).
-// - Queue<T>, ByteQueue, detail::QueueCore: readable — qsize() > 0 or the queue is closed (a get would not
-//   block; for an MPMC queue a get may still wait the moment a producer takes to publish its claimed slot).
+// - Queue<T>, ByteQueue, detail::QueueCore: readable — QueueCore::ready_to_get() or the queue is closed (a
+//   get would not block; for an MPMC queue a get may still wait the moment a producer takes to publish its
+//   claimed slot). Readiness only reads the ring: it never steps over a skipped SPSC slot itself.
 // - Process: it has ended (its sentinel() fd is readable).
 // - Event: it is set.
 // - A raw fd: poll(2) reports POLLIN (or POLLHUP/POLLERR) on it.

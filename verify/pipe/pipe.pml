@@ -4,7 +4,7 @@
  * before it received every message the peer published.
  *
  * Mirrors src/pipe.cpp:
- *   PipeConnection::send_bytes  (proctype sender: publish = commit, P5 + eventcount notify N2..N4)
+ *   PipeConnection::send_bytes  (proctype sender: publish = commit, P5, P6 + eventcount notify N2..N4)
  *   PipeConnection::close / release_hold  (the sender's close: holder word := 0, FUTEX_WAKE all)
  *   the kernel's handle_futex_death for a holder word in the dead sender's robust list
  *       (word := OWNER_DIED | WAITERS, wake one sleeper queued on the word)

@@ -9,7 +9,8 @@
  *   barrier_registered_notifiers  E2 membarrier(GLOBAL_EXPEDITED), after E1 (FENCE_FREE_NOTIFY)
  *   await_condition       test; loop { E3, E1[, E2]; test; E4; test }  (the spin phase is one more test)
  * The condition is "the notifier made at least r + 1 items" for the waiter's round r: the notifier's
- * release store of a ring position in the rings, here the increment of `items`, made before notify().
+ * release store that publishes (an SPSC slot's sequence word, an MPMC position or sequence), here the
+ * increment of `items`, made before notify().
  * Each C++ atomic operation is one Promela step; Promela is sequentially consistent, and the orderings
  * the comments of eventcount.hpp claim (E1/N2 RMWs of one word, N3 release / E3 acquire) are what makes
  * the C++ behave like this model.  A missing ordering is a seeded bug that moves a step.
