@@ -21,8 +21,8 @@
 // (and size() what to count). A producer killed between P5 and P6 leaves slots the position passed but
 // nobody published: the consumer would wait at the first for ever. The next put finds the slot before its
 // position unpublished (P2) and publishes such slots as skipped: their messages, which the dead producer
-// was putting, are lost, nothing else. Sequences start as "published one lap ago" (p + 1 - capacity), so
-// the very first put passes P2.
+// was putting, are lost, nothing else. The initial sequences (init()) let the first put pass P2 and match no
+// position of their slot, so a consumer started at any position finds nothing before the first put.
 // The cached consumer position lives in the producer's 128-byte block; it is a lower bound of the
 // consumer's position (positions only grow), so a stale cache can only make the producer look again, never
 // use a slot it does not own. Distances are clamped to the capacity and sequences compared exactly, so a
@@ -178,9 +178,11 @@ RawSpscRing RawSpscRing::init(void* memory, std::size_t size, std::size_t capaci
     detail::place_ring_control(memory, detail::kSpscRingMagic, capacity, slot_size, stride);
     const RingGeometry ring = detail::geometry_of(memory, capacity, stride, static_cast<std::uint32_t>(slot_size));
     for (std::uint64_t i = 0; i < capacity; ++i) {
-        const std::uint64_t published_a_lap_ago = i + 1 - capacity;  // not ready for C2; passes P2 at position 0
-        std::memcpy(ring.slot_at(i) + stride - detail::kSpscSequenceBytes, &published_a_lap_ago,
-                    sizeof published_a_lap_ago);
+        // The last slot: published empty at position -1, which is what P2 looks for before the first put.
+        // The others: i + 2, the sequence of position i + 1, which lies in another slot, so that no position
+        // of slot i, however corrupted, finds it published.
+        const std::uint64_t initial = i + 1 == capacity ? skipped_sequence(~std::uint64_t{0}) : i + 2;
+        std::memcpy(ring.slot_at(i) + stride - detail::kSpscSequenceBytes, &initial, sizeof initial);
     }
     return RawSpscRing(ring);
 }

@@ -37,9 +37,10 @@
 //
 // Participant death (SIGKILL at any instruction)
 // - A producer killed inside put loses the message it was putting (it is never half-visible: the sequence
-//   store that publishes it is the last write). Another producer may then attach and continue; if the dead
-//   one had advanced its index past slots it never published, the next put publishes them as skipped and
-//   the consumer steps over them.
+//   store that publishes it is the last write). Another producer may then attach and continue, once the old
+//   one is known dead (waitpid, a pidfd: that is what makes the dead one's stores visible to it); if the
+//   dead one had advanced its index past slots it never published, the next put publishes them as skipped
+//   and the consumer steps over them.
 // - A consumer killed inside get: the message it was taking is either still at the head (it had not yet
 //   advanced the index: the next consumer gets it) or gone (it had). A consumer killed between peek() and
 //   release() leaves the messages for the next consumer, which sees them again.

@@ -90,8 +90,8 @@ byte producer_cache = 0;      /* producer.cached_other: a lower bound of consume
 byte slot[CAPACITY];          /* the id of the message a slot holds; 0: never written */
 /* Each slot's sequence word: p + 1 once it holds the message at position p, with `skipped` set when a
  * replacement producer published it empty.  One 64-bit word in the ring, so both change in one step.
- * Initially 0: no position's p + 1, and what P2 expects before the first put (init() stores i + 1 -
- * capacity, which is 0 for the last slot, the only one P2 reads then). */
+ * Initially 0: no position's p + 1, and what P2 expects before the first put (init() stores the skipped
+ * form of position -1 in the last slot, the only one P2 reads then, and i + 2 in the others). */
 byte seq[CAPACITY];
 bit skipped[CAPACITY];
 bit closed = 0;
