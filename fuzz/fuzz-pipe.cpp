@@ -58,6 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // first (hostile or stale words: they are compared exactly, never used as a length or an index).
     if ((data[1] & 0x40) != 0)
         for (std::size_t i = 0; i < kSlots; ++i)
+            // relaxed: plain bytes of a hostile peer; this thread is the ring's only user until the receives.
             mproc::detail::spsc_sequence_of(slots + i * stride, stride).store(consumer + i * 0x9e3779b97f4a7c15ull,
                                                                               std::memory_order_relaxed);
     const std::uint64_t end = consumer + std::min<std::uint64_t>(published, kSlots);
