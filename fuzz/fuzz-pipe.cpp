@@ -67,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             .store(position + 1, std::memory_order_release);
     if ((data[1] & 0x80) != 0 && end - consumer < kSlots)
         mproc::detail::spsc_sequence_of(slots + (end % kSlots) * stride, stride)
-            .store((end + 1) ^ mproc::detail::kSpscSlotSkipped, std::memory_order_release);
+            .store(mproc::detail::spsc_skipped_sequence(end), std::memory_order_release);
     std::atomic_ref(control.producer.position).store(consumer + published, std::memory_order_release);
     writer.close();  // the peer is gone: every receive ends, none blocks
 

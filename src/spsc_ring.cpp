@@ -62,14 +62,6 @@ std::atomic_ref<std::uint64_t> sequence_at(const RingGeometry& ring, std::uint64
     return detail::spsc_sequence_of(ring.slot_at(position), ring.stride);
 }
 
-// The sequence of the slot at `position` once a repair published it empty.
-std::uint64_t skipped_sequence(std::uint64_t position) noexcept { return (position + 1) ^ detail::kSpscSlotSkipped; }
-
-// Whether `sequence` says the slot at `position` was published, with a message or empty.
-bool published(std::uint64_t sequence, std::uint64_t position) noexcept {
-    return sequence == position + 1 || sequence == skipped_sequence(position);
-}
-
 // P2 in the full path: publishes as skipped the slots before `position` that a producer killed between P5
 // and P6 left unpublished (at most the capacity, for corrupted bytes), oldest first.
 void repair_unpublished_slots(const RingGeometry& ring, std::uint64_t position) noexcept {
@@ -77,11 +69,11 @@ void repair_unpublished_slots(const RingGeometry& ring, std::uint64_t position) 
     // relaxed: a dead producer's stores are visible once its death is known (its exit is a full barrier, and
     // whoever learnt of it synchronised with that); a live producer reads its own.
     while (position - first < ring.capacity &&
-           !published(sequence_at(ring, first - 1).load(std::memory_order_relaxed), first - 1))
+           !detail::spsc_published(sequence_at(ring, first - 1).load(std::memory_order_relaxed), first - 1))
         --first;
     for (std::uint64_t hole = first; hole != position; ++hole)
         // release: pairs with C2, as P6 does; the consumer steps over the slot without reading it.
-        sequence_at(ring, hole).store(skipped_sequence(hole), std::memory_order_release);
+        sequence_at(ring, hole).store(detail::spsc_skipped_sequence(hole), std::memory_order_release);
     if (first != position) detail::notify(ring.control->not_empty.event);
 }
 
@@ -119,10 +111,10 @@ Window ready_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
     // acquire: C1; a consumer taking over from a dead one sees the last position it released.
     std::uint64_t position = position_of(control.consumer).load(std::memory_order_acquire);
     bool stepped = false;
-    // acquire: C2, pairs with the release that published the skip (repair_unpublished_slots).
-    for (std::uint64_t steps = 0;
-         steps < ring.capacity && sequence_at(ring, position).load(std::memory_order_acquire) == skipped_sequence(position);
-         ++steps) {
+    for (std::uint64_t steps = 0; steps < ring.capacity; ++steps) {
+        // acquire: C2, pairs with the release that published the skip (repair_unpublished_slots).
+        if (sequence_at(ring, position).load(std::memory_order_acquire) != detail::spsc_skipped_sequence(position))
+            break;
         ++position;
         // release: C5 for a slot nobody reads; pairs with P3 as C5 does.
         position_of(control.consumer).store(position, std::memory_order_release);
@@ -181,7 +173,7 @@ RawSpscRing RawSpscRing::init(void* memory, std::size_t size, std::size_t capaci
         // The last slot: published empty at position -1, which is what P2 looks for before the first put.
         // The others: i + 2, the sequence of position i + 1, which lies in another slot, so that no position
         // of slot i, however corrupted, finds it published.
-        const std::uint64_t initial = i + 1 == capacity ? skipped_sequence(~std::uint64_t{0}) : i + 2;
+        const std::uint64_t initial = i + 1 == capacity ? detail::spsc_skipped_sequence(~std::uint64_t{0}) : i + 2;
         std::memcpy(ring.slot_at(i) + stride - detail::kSpscSequenceBytes, &initial, sizeof initial);
     }
     return RawSpscRing(ring);
@@ -311,7 +303,7 @@ bool RawSpscRing::ready_to_get() const noexcept {
     for (std::uint64_t steps = 0; steps < ring_.capacity; ++steps, ++position) {
         // acquire: C2, pairs with P6 (or the release that published a skip).
         const std::uint64_t sequence = sequence_at(ring_, position).load(std::memory_order_acquire);
-        if (sequence != skipped_sequence(position)) return sequence == position + 1;
+        if (sequence != detail::spsc_skipped_sequence(position)) return sequence == position + 1;
     }
     return false;
 }

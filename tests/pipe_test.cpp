@@ -329,7 +329,7 @@ public:
         // What a sender killed after moving its index to 2, then a repair, leave behind.
         std::atomic_ref(ring.producer.position).store(2, std::memory_order_relaxed);
         mproc::detail::spsc_sequence_of(geometry.slot_at(1), geometry.stride)
-            .store(2 ^ mproc::detail::kSpscSlotSkipped, std::memory_order_release);
+            .store(mproc::detail::spsc_skipped_sequence(1), std::memory_order_release);
         CPPUNIT_ASSERT(!reader.poll(0ns));  // nothing after the skipped slot yet
         writer.send_bytes(bytes_of(pattern(5)));
         CPPUNIT_ASSERT(reader.poll(0ns));

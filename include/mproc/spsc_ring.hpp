@@ -156,6 +156,16 @@ inline constexpr std::size_t kSpscStrideAlignment = 8;
 inline constexpr std::size_t kSpscSequenceBytes = sizeof(std::uint64_t);
 inline constexpr std::uint64_t kSpscSlotSkipped = std::uint64_t{1} << 63;
 
+// The sequence of the SPSC slot for `position` once a repair published it empty.
+constexpr std::uint64_t spsc_skipped_sequence(std::uint64_t position) noexcept {
+    return (position + 1) ^ kSpscSlotSkipped;
+}
+
+// Whether `sequence` says the SPSC slot for `position` was published, with a message or empty.
+constexpr bool spsc_published(std::uint64_t sequence, std::uint64_t position) noexcept {
+    return sequence == position + 1 || sequence == spsc_skipped_sequence(position);
+}
+
 // The sequence word of the SPSC slot at `slot` (stride bytes long).
 inline std::atomic_ref<std::uint64_t> spsc_sequence_of(std::byte* slot, std::uint64_t stride) noexcept {
     return std::atomic_ref(*reinterpret_cast<std::uint64_t*>(slot + stride - kSpscSequenceBytes));
@@ -247,7 +257,7 @@ public:
         // relaxed: P2, as P1. A previous slot not published means a producer died between P5 and P6: the
         // full path repairs it.
         const std::uint64_t previous = spsc_sequence_of(slot_at(position - 1), stride_).load(std::memory_order_relaxed);
-        if (previous != position && previous != (position ^ kSpscSlotSkipped)) return false;
+        if (!spsc_published(previous, position - 1)) return false;
         // acquire: pairs with the release store below by whichever producer refreshed the cache (one that
         // took over from a dead producer included), so the consumer's finished reads come with the value.
         std::uint64_t consumer = std::atomic_ref(control.producer.cached_other).load(std::memory_order_acquire);
