@@ -1,8 +1,8 @@
 // src/deadline.hpp (private) — a point in time on CLOCK_MONOTONIC, for every bounded wait in mproc.
 //
-// A timeout is turned into a Deadline once, at the start of the operation; each retry (after EINTR, a
-// spurious futex wake-up, a short sleep) asks for remaining() instead of waiting the full timeout again, so
-// the total wait never exceeds the timeout the caller gave. CLOCK_MONOTONIC is what FUTEX_WAIT measures a
+// A timeout is turned into a Deadline once, at the start of the operation (or at its first wait: see
+// DeadlineOnDemand); each retry (after EINTR, a spurious futex wake-up, a short sleep) asks for remaining()
+// instead of waiting the full timeout again, so the total wait never exceeds the timeout the caller gave. CLOCK_MONOTONIC is what FUTEX_WAIT measures a
 // relative timeout on, and it does not jump when the wall clock is set.
 // Cost: one clock_gettime (vDSO, no system call) per passed()/remaining().
 #pragma once
@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <optional>
 
 #include <time.h>
 
@@ -58,6 +59,24 @@ private:
 
     std::int64_t at_ns_;  // CLOCK_MONOTONIC nanoseconds
     std::chrono::nanoseconds timeout_;
+};
+
+// A Deadline made when a wait first needs it, so that an operation that succeeds at its first attempt
+// never reads the clock. The timeout then counts from that first wait, which begins at most one attempt
+// (a few stores, no waiting) after the call did. Empty timeout: no deadline, get() is nullptr.
+class DeadlineOnDemand {
+public:
+    explicit DeadlineOnDemand(std::optional<std::chrono::nanoseconds> timeout) noexcept : timeout_(timeout) {}
+
+    const Deadline* get() noexcept {
+        if (!timeout_) return nullptr;
+        if (!deadline_) deadline_ = Deadline::after(*timeout_);
+        return &*deadline_;
+    }
+
+private:
+    std::optional<std::chrono::nanoseconds> timeout_;
+    std::optional<Deadline> deadline_;
 };
 
 }  // namespace mproc::detail

@@ -61,6 +61,7 @@ namespace mproc {
 namespace {
 
 using detail::Deadline;
+using detail::DeadlineOnDemand;
 using detail::MpmcSlotHeader;
 using detail::RingControl;
 using detail::RingGeometry;
@@ -193,7 +194,6 @@ void repair_slot_of_dead_claimer(const RingGeometry& ring, const Slot& slot, std
 
 enum class Attempt { done, no_slot, timed_out };
 
-// One put: A..R. `deadline` bounds waits on a live claimer (nullptr: none).
 // Publishes a slot this thread claimed and advanced the position for, but has no message for (the
 // writer threw): flagged skipped, as the repair of a dead producer would, so that the ring moves on.
 void publish_skipped_slot(const RingGeometry& ring, const Slot& slot, std::uint64_t position,
@@ -242,8 +242,8 @@ void finish_get(const RingGeometry& ring, const Slot& slot, std::uint64_t positi
 constexpr std::chrono::milliseconds kNonBlockingClaimWait{1};
 
 // The bound wait_for_claim() gets: the caller's deadline when blocking, a short one made on first use when not.
-const Deadline* claim_wait_bound(bool blocking, const Deadline* deadline, std::optional<Deadline>& nonblocking) {
-    if (blocking) return deadline;
+const Deadline* claim_wait_bound(bool blocking, DeadlineOnDemand* deadline, std::optional<Deadline>& nonblocking) {
+    if (blocking) return deadline != nullptr ? deadline->get() : nullptr;
     if (!nonblocking) nonblocking = Deadline::after(kNonBlockingClaimWait);
     return &*nonblocking;
 }
@@ -257,9 +257,10 @@ const Deadline* claim_wait_bound(bool blocking, const Deadline* deadline, std::o
                         " is ahead of it: the ring's bytes are corrupted");
 }
 
+// One put: A..R. `deadline` bounds waits on a live claimer (nullptr: none); it is made only if one waits.
 // With `hold`, the slot is claimed and the position advanced, then handed to the caller (reserve()) instead
 // of written and published here: finish_put() or publish_skipped_slot() completes it later.
-Attempt attempt_put(const RingGeometry& ring, const detail::SlotWriter& writer, const Deadline* deadline,
+Attempt attempt_put(const RingGeometry& ring, const detail::SlotWriter& writer, DeadlineOnDemand* deadline,
                     bool notify, bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     require_no_slot_hold(self, "put");
@@ -338,7 +339,7 @@ Attempt attempt_put(const RingGeometry& ring, const detail::SlotWriter& writer, 
             }
             if (claimer != 0 && blocking) {
                 // A live consumer is taking the message: the slot frees soon.
-                if (!wait_for_claim(slot, claimer, deadline)) return Attempt::timed_out;
+                if (!wait_for_claim(slot, claimer, deadline != nullptr ? deadline->get() : nullptr)) return Attempt::timed_out;
                 continue;
             }
             // relaxed: confirms `position` was not stale.
@@ -352,10 +353,10 @@ Attempt attempt_put(const RingGeometry& ring, const detail::SlotWriter& writer, 
     }
 }
 
-// One get: A'..R'. length receives the producer's byte count.
+// One get: A'..R'. length receives the producer's byte count. `deadline` as in attempt_put.
 // With `hold`, the message is claimed and the position advanced, then handed to the caller (peek()) instead
 // of read and freed here: finish_get() completes it later. Skipped slots are stepped over either way.
-Attempt attempt_get(const RingGeometry& ring, const detail::SlotReader& reader, const Deadline* deadline,
+Attempt attempt_get(const RingGeometry& ring, const detail::SlotReader& reader, DeadlineOnDemand* deadline,
                     bool notify, bool blocking, detail::MpmcHeldSlot* hold = nullptr) {
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     require_no_slot_hold(self, "get");
@@ -434,7 +435,7 @@ Attempt attempt_get(const RingGeometry& ring, const detail::SlotReader& reader, 
                 continue;
             }
             if (claimer != 0 && blocking) {
-                if (!wait_for_claim(slot, claimer, deadline)) return Attempt::timed_out;
+                if (!wait_for_claim(slot, claimer, deadline != nullptr ? deadline->get() : nullptr)) return Attempt::timed_out;
                 continue;
             }
             // relaxed: confirms `position` was not stale.
@@ -469,11 +470,6 @@ bool get_may_proceed(const RingGeometry& ring) noexcept {
     // relaxed (claim): a hint; acquire (sequence): as B'.
     return sequence_of(slot).load(std::memory_order_acquire) == position + 1 ||
            claim_of(slot).load(std::memory_order_relaxed) != 0;
-}
-
-std::optional<Deadline> deadline_for(std::optional<std::chrono::nanoseconds> timeout) {
-    if (!timeout) return std::nullopt;
-    return Deadline::after(*timeout);
 }
 
 }  // namespace
@@ -541,17 +537,17 @@ RingStatus RawMpmcRing::put(std::span<const std::byte> message, std::optional<st
 RingStatus RawMpmcRing::put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout,
                                  detail::MpmcHeldSlot* hold) {
     const bool blocking = !timeout || timeout->count() > 0;
-    // Only a blocking call bounds its waits with the caller's deadline: a non-blocking one (try_put, try_get,
-    // a zero timeout) never reads the clock unless it meets a claim (claim_wait_bound), so polling stays cheap.
-    const std::optional<Deadline> deadline = blocking ? deadline_for(timeout) : std::nullopt;
-    const Deadline* bound = deadline ? &*deadline : nullptr;
+    // Only a blocking call bounds its waits with the caller's deadline, made at its first wait: a call that
+    // succeeds at once never reads the clock, and a non-blocking one (try_put, try_get, a zero timeout) only
+    // when it meets a claim (claim_wait_bound), so polling stays cheap.
+    DeadlineOnDemand deadline(blocking ? timeout : std::nullopt);
     for (;;) {
         if (detail::ring_closed(*ring_.control)) return RingStatus::closed;
-        const Attempt attempt = attempt_put(ring_, writer, bound, true, blocking, hold);
+        const Attempt attempt = attempt_put(ring_, writer, &deadline, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (!blocking) return RingStatus::full;
-        if (!detail::await_condition(ring_.control->not_full.event, bound, [&] { return put_may_proceed(ring_); }) &&
+        if (!detail::await_condition(ring_.control->not_full.event, deadline.get(), [&] { return put_may_proceed(ring_); }) &&
             !put_may_proceed(ring_))
             return RingStatus::timed_out;
     }
@@ -569,12 +565,12 @@ RingStatus RawMpmcRing::get(std::span<std::byte> out, std::optional<std::chrono:
 RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout,
                                  detail::MpmcHeldSlot* hold) {
     const bool blocking = !timeout || timeout->count() > 0;
-    // Only a blocking call bounds its waits with the caller's deadline: a non-blocking one (try_put, try_get,
-    // a zero timeout) never reads the clock unless it meets a claim (claim_wait_bound), so polling stays cheap.
-    const std::optional<Deadline> deadline = blocking ? deadline_for(timeout) : std::nullopt;
-    const Deadline* bound = deadline ? &*deadline : nullptr;
+    // Only a blocking call bounds its waits with the caller's deadline, made at its first wait: a call that
+    // succeeds at once never reads the clock, and a non-blocking one (try_put, try_get, a zero timeout) only
+    // when it meets a claim (claim_wait_bound), so polling stays cheap.
+    DeadlineOnDemand deadline(blocking ? timeout : std::nullopt);
     for (;;) {
-        const Attempt attempt = attempt_get(ring_, reader, bound, true, blocking, hold);
+        const Attempt attempt = attempt_get(ring_, reader, &deadline, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (detail::ring_closed(*ring_.control)) {
@@ -583,7 +579,7 @@ RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional
             return RingStatus::closed;
         }
         if (!blocking) return RingStatus::empty;
-        if (!detail::await_condition(ring_.control->not_empty.event, bound, [&] { return get_may_proceed(ring_); }) &&
+        if (!detail::await_condition(ring_.control->not_empty.event, deadline.get(), [&] { return get_may_proceed(ring_); }) &&
             !get_may_proceed(ring_))
             return RingStatus::timed_out;
     }

@@ -169,11 +169,21 @@ RingControl& QueueCore::control() const {
     return spsc_ ? spsc_->control() : mpmc_->control();
 }
 
+RingStatus QueueCore::put_to_ring(std::span<const std::byte> message, std::optional<std::chrono::nanoseconds> timeout) {
+    return spsc_ ? spsc_->put(message, timeout) : mpmc_->put(message, timeout);
+}
+
+RingStatus QueueCore::get_from_ring(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout,
+                                    std::size_t& length) {
+    return spsc_ ? spsc_->get(out, timeout) : mpmc_->get(out, timeout, &length);
+}
+
 void QueueCore::put(std::span<const std::byte> message, bool block, std::optional<std::chrono::nanoseconds> timeout) {
     check("put");
     if (!block && timeout) throw ValueError(label_ + ": put: a timeout cannot be given for a non-blocking call");
-    const std::optional<std::chrono::nanoseconds> bound = block ? timeout : std::chrono::nanoseconds(0);
-    const RingStatus status = spsc_ ? spsc_->put(message, bound) : mpmc_->put(message, bound);
+    // Two calls rather than one with a chosen optional: the chosen one went through the stack as a byte and
+    // a word and was read back as one 16-byte value, which the store buffer cannot forward.
+    const RingStatus status = block ? put_to_ring(message, timeout) : put_to_ring(message, std::chrono::nanoseconds(0));
     switch (status) {
     case RingStatus::ok: return;
     case RingStatus::closed: throw Closed(label_ + ": put: the queue is closed");
@@ -193,9 +203,9 @@ bool QueueCore::try_put(std::span<const std::byte> message) {
 std::size_t QueueCore::get(std::span<std::byte> out, bool block, std::optional<std::chrono::nanoseconds> timeout) {
     check("get");
     if (!block && timeout) throw ValueError(label_ + ": get: a timeout cannot be given for a non-blocking call");
-    const std::optional<std::chrono::nanoseconds> bound = block ? timeout : std::chrono::nanoseconds(0);
     std::size_t length = slot_size();
-    const RingStatus status = spsc_ ? spsc_->get(out, bound) : mpmc_->get(out, bound, &length);
+    const RingStatus status =
+        block ? get_from_ring(out, timeout, length) : get_from_ring(out, std::chrono::nanoseconds(0), length);
     switch (status) {
     case RingStatus::ok: return length;
     case RingStatus::closed: throw Closed(label_ + ": get: the queue is closed and drained");
