@@ -160,14 +160,24 @@ private:
     int exceptions_;
 };
 
-// get() in the benchmark process: a queue closed while the benchmark still runs means a peer failed.
+// How long the benchmark process's get() waits before it looks whether the peer still runs. A peer that
+// fails by an exception closes the queue (CloseOnFailure); one killed by a signal closes nothing, and an
+// untimed get() would wait for it for ever.
+constexpr std::chrono::seconds kPeerCheckPeriod{1};
+
+// get() in the benchmark process: a queue closed while the benchmark still runs means a peer failed. The
+// timeout costs nothing while messages flow: a get that succeeds at once never reads the clock.
 template <class M>
 M get_from_peer(mproc::Queue<M>& queue, Peer& peer, const char* stream) {
-    try {
-        return queue.get();
-    } catch (const mproc::Closed&) {
-        peer.join();  // throws with the peer's reason
-        throw BenchFailure(std::string(stream) + ": the queue was closed while the benchmark ran");
+    for (;;) {
+        try {
+            return queue.get(true, kPeerCheckPeriod);
+        } catch (const mproc::Empty&) {
+            peer.throw_if_ended();  // throws, with the reason when the peer failed
+        } catch (const mproc::Closed&) {
+            peer.join();  // throws with the peer's reason
+            throw BenchFailure(std::string(stream) + ": the queue was closed while the benchmark ran");
+        }
     }
 }
 
