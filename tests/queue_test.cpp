@@ -213,6 +213,7 @@ class QueueUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testQsizeIsExactAndFullAndEmptyFollowIt);
     CPPUNIT_TEST(testPutManyAndGetManyMoveBatchesInOrder);
     CPPUNIT_TEST(testSpscSlotsLeftUnpublishedByADeadProducerAreSkipped);
+    CPPUNIT_TEST(testSpscBatchKilledWhilePublishingLosesOnlyItsUnpublishedRest);
     CPPUNIT_TEST(testSpscReserveCommitPeekReleaseAreZeroCopy);
     CPPUNIT_TEST(testMpmcPutInPlaceAndGetInPlaceAreZeroCopy);
     CPPUNIT_TEST(testMpmcReserveCommitPeekReleaseAreZeroCopy);
@@ -471,6 +472,47 @@ public:
         queue.put(11, false);
         CPPUNIT_ASSERT_EQUAL(std::uint64_t{11}, queue.get(false));
         CPPUNIT_ASSERT_EQUAL(std::size_t{0}, queue.qsize());
+    }
+
+    // put_many publishes its slots one by one after one position store (P5, then P6 per slot): a producer
+    // killed among those stores leaves a published prefix, then holes. The prefix is delivered, the holes
+    // are stepped over once a new producer's first put has repaired them, and nothing else is lost.
+    void testSpscBatchKilledWhilePublishingLosesOnlyItsUnpublishedRest() {
+        const std::size_t size = RawSpscRing::required_size(8, sizeof(std::uint64_t));
+        SharedBytes bytes(size);
+        RawSpscRing ring = RawSpscRing::init(bytes.memory, size, 8, sizeof(std::uint64_t));
+        const std::uint64_t first = 100;
+        CPPUNIT_ASSERT(ring.put(std::as_bytes(std::span(&first, 1)), 0s) == RingStatus::ok);
+        // The dead producer's put_many of positions 1..4: P4 for all four, P5 past all four, P6 for 1 and 2.
+        for (std::uint64_t position = 1; position <= 4; ++position) {
+            const std::uint64_t message = 100 + position;
+            std::memcpy(ring.geometry().slot_at(position), &message, sizeof message);
+        }
+        std::atomic_ref(ring.control().producer.position).store(5, std::memory_order_release);
+        for (std::uint64_t position = 1; position <= 2; ++position)
+            mproc::detail::spsc_sequence_of(ring.geometry().slot_at(position), ring.geometry().stride)
+                .store(position + 1, std::memory_order_release);
+
+        std::uint64_t got[8] = {};
+        CPPUNIT_ASSERT_EQUAL(std::size_t{3}, ring.get_many(got, 8));  // the message before and the prefix
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{100}, got[0]);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{101}, got[1]);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{102}, got[2]);
+        CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.get_many(got, 8));  // the holes are not ready
+        CPPUNIT_ASSERT(!ring.ready_to_get());
+
+        ForkedChild replacement([&] {
+            RawSpscRing producer = RawSpscRing::attach(bytes.memory, size);
+            const std::uint64_t messages[2] = {200, 201};
+            std::_Exit(producer.put_many(messages, 2) == 2 ? 0 : 1);
+        });
+        assert_exited_cleanly(replacement.wait(10s));
+        CPPUNIT_ASSERT(ring.ready_to_get());
+        CPPUNIT_ASSERT_EQUAL(std::size_t{2}, ring.get_many(got, 8));  // 103 and 104 were lost with the producer
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{200}, got[0]);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{201}, got[1]);
+        CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.size());
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{7}, std::atomic_ref(ring.control().consumer.position).load());
     }
 
     void testSpscReserveCommitPeekReleaseAreZeroCopy() {

@@ -9,6 +9,9 @@
  *   put          free_slots; if none: await_condition(not_full, free_slots() || closed); P4 write the
  *                slot; P5 producer.position = pos + 1; P6 the slot's sequence = pos + 1 (publish_puts);
  *                P7 notify(not_empty)
+ *   put_many     (with BATCH) as put, for up to two messages at once when the ring has room for them: P4
+ *                for each slot, one P5 past all of them, then P6 slot by slot, oldest first
+ *                (publish_puts), so a death among the P6 leaves a published prefix and then holes
  *   ready_slots  C1 pos = consumer.position; C2 the slot's sequence: pos + 1 ready, pos + 1 and skipped:
  *                step over it (consumer.position = pos + 1, then notify(not_full)), else nothing
  *   get          ready_slots; if none: closed -> look once more, else await_condition(not_empty,
@@ -20,11 +23,11 @@
  * ring, so a replacement inherits the dead process's cache.  One Promela step per C++ atomic operation
  * (a slot copy is one step: only its order against the positions and sequences matters).
  *
- * Processes: the producer role puts MESSAGES messages (ids 1..MESSAGES) into a ring of CAPACITY slots,
- * then closes the ring; the consumer role gets until get() reports closed.  With PRODUCER_DIES or
+ * Processes: the producer role puts MESSAGES messages (ids 1..MESSAGES) into a ring of CAPACITY slots
+ * (with BATCH, two at a time where they fit), then closes the ring; the consumer role gets until get() reports closed.  With PRODUCER_DIES or
  * CONSUMER_DIES that role's process may be killed at any step, asleep included (a victim's futex sleep
  * is timed, its expiry a possible death); a replacement process then takes over the role: a producer
- * goes on with the message after the one the dead one was putting, a consumer simply calls get() again.
+ * goes on with the message after the one(s) the dead one was putting, a consumer simply calls get() again.
  * At most MAX_DEATHS deaths (default 1).
  *
  * Properties
@@ -50,6 +53,7 @@
  *   PRODUCER_DIES, CONSUMER_DIES, MAX_DEATHS   who may die, how many times in all
  *   CLOSE_WHEN_DELIVERED   the producer role closes only once every message was got or lost
  *   CAPACITY, MESSAGES     ring slots (default 2), messages put (default 3, so the ring fills)
+ *   BATCH                  the producer puts with put_many (batches of up to two)
  *   FUTEX_SPURIOUS_WAKEUPS futex waits may return early (see ../common/futex.pml)
  *
  * Seeded bugs (each must be rejected)
@@ -63,6 +67,9 @@
  *                               the unpublished slot for ever and what follows is never got      -> (a)
  *   BUG_PUBLISH_BEFORE_POSITION P6 before P5: a producer killed between them leaves a published slot
  *                               behind the position, and its replacement overwrites it           -> (a)
+ *   BUG_PUBLISH_NEWEST_FIRST    (with BATCH) P6 newest slot first: a death among them leaves a hole
+ *                               before a published slot, which P2 takes for a finished batch, so the
+ *                               consumer waits at the hole for ever, and the producer for room -> (b)
  */
 
 #include "../common/futex.pml"
@@ -214,6 +221,7 @@ inline free_slots()
     :: else -> skip
     fi;
     free = (pos - other < CAPACITY);
+    room = CAPACITY - (pos - other);   /* free slots, for put_many; meaningless when !free */
     other = 0
 }
 
@@ -250,6 +258,9 @@ active proctype producer()
     byte other = 0;
     byte first = 0;
     bool free = false;
+    byte room = 0;
+    byte batch = 0;           /* messages of the put_many under way, 0 outside one */
+    byte i = 0;
     bool is_closed = false;
     bit flag = 0;
     int key = 0;
@@ -286,7 +297,36 @@ start:
             may_die;
             assert(!is_closed)
         fi;
-#if defined(BUG_PUBLISH_BEFORE_WRITE)
+#ifdef BATCH
+        /* put_many(next, next + 1): as many as fit, at least this one (free). */
+        batch = MESSAGES - next + 1;
+        if :: batch > 2 -> batch = 2 :: else -> skip fi;
+        if :: batch > room -> batch = room :: else -> skip fi;
+        i = 0;
+        do
+        :: i < batch -> slot[(pos + i) % CAPACITY] = next + i; may_die; i++            /* P4 */
+        :: else -> break
+        od;
+        producer_position = pos + batch;                          /* P5, once */
+        may_die;
+#ifdef BUG_PUBLISH_NEWEST_FIRST
+        i = batch;
+        do
+        :: i > 0 -> i--; atomic { seq[(pos + i) % CAPACITY] = pos + i + 1; skipped[(pos + i) % CAPACITY] = 0 }; may_die
+        :: else -> break
+        od;
+#else
+        i = 0;
+        do
+        :: i < batch -> atomic { seq[(pos + i) % CAPACITY] = pos + i + 1; skipped[(pos + i) % CAPACITY] = 0 };  /* P6 */
+            may_die; i++
+        :: else -> break
+        od;
+#endif
+        notify(NOT_EMPTY);                                        /* P7 */
+        next = next + batch - 1;     /* and the ++ below */
+        batch = 0; i = 0; room = 0;
+#elif defined(BUG_PUBLISH_BEFORE_WRITE)
         producer_position = pos + 1;                              /* P5 */
         may_die;
         atomic { seq[pos % CAPACITY] = pos + 1; skipped[pos % CAPACITY] = 0 };   /* P6 first */
@@ -337,8 +377,17 @@ died:
     atomic {
         sleepers[NOT_FULL] = sleepers[NOT_FULL] & ~futex_self;
         deaths++;
-        if :: next <= MESSAGES -> may_be_lost = may_be_lost | (1 << next); next++ :: else -> skip fi;
-        pos = 0; other = 0; first = 0; free = false; is_closed = false; flag = 0; key = 0; ret = 0
+        if
+        :: batch > 0 ->   /* killed inside put_many: any of its messages may be lost */
+            do
+            :: batch > 0 -> may_be_lost = may_be_lost | (1 << next); next++; batch--
+            :: else -> break
+            od
+        :: else ->
+            if :: next <= MESSAGES -> may_be_lost = may_be_lost | (1 << next); next++ :: else -> skip fi
+        fi;
+        pos = 0; other = 0; first = 0; free = false; room = 0; i = 0; is_closed = false; flag = 0; key = 0;
+        ret = 0
     };
     goto start;   /* the replacement producer */
 end:
