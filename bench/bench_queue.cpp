@@ -494,12 +494,14 @@ void boost_stream(benchmark::State& state) {
 #endif
 
 // ---------------------------------------------------------------------------------------------------------
-// Python's multiprocessing.Queue, one producer process and the consumer, timed inside python3.
+// Python's multiprocessing.Queue: one producer process and the consumer (stream), or two producer and two
+// consumer processes (two_by_two, items_per_second counting both consumers), timed inside python3.
 
-void python_stream(benchmark::State& state, std::size_t bytes) {
+// mode: "stream" (1P1C) or "two_by_two" (2P2C), as bench/peers/python_queue.py takes them.
+void python_queue(benchmark::State& state, const char* mode, std::size_t bytes) {
     const auto figures = mproc::bench::run_python_peer(
         state, kPythonQueueScript,
-        "stream " + std::to_string(bytes) + " " + std::to_string(state.max_iterations), 1);
+        std::string(mode) + " " + std::to_string(bytes) + " " + std::to_string(state.max_iterations), 1);
     if (!figures) return;
     mproc::bench::report_python_time(state, (*figures)[0]);
     state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
@@ -1194,7 +1196,10 @@ void BM_Queue1P1C_posix_mq(benchmark::State& state) {
     with_size(state, [&]<std::size_t N>() { posix_mq_stream<N>(state); });
 }
 void BM_Queue1P1C_python(benchmark::State& state) {
-    mproc::bench::run_guarded(state, [&] { python_stream(state, static_cast<std::size_t>(state.range(0))); });
+    mproc::bench::run_guarded(state, [&] { python_queue(state, "stream", static_cast<std::size_t>(state.range(0))); });
+}
+void BM_Queue2P2C_python(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] { python_queue(state, "two_by_two", static_cast<std::size_t>(state.range(0))); });
 }
 void BM_Queue2P2C_mproc_mpmc(benchmark::State& state) {
     with_size(state, [&]<std::size_t N>() { mproc_two_by_two<N>(state); });
@@ -1249,6 +1254,7 @@ BENCHMARK(BM_Queue2P2C_posix_mq)->Apply(register_sizes)->UseRealTime();
 #ifdef MPROC_BENCH_HAVE_BOOST
 BENCHMARK(BM_Queue2P2C_boost)->Apply(register_sizes)->UseRealTime();
 #endif
+BENCHMARK(BM_Queue2P2C_python)->Apply(register_sizes)->UseManualTime();
 
 void round_trip_entry(benchmark::State& state, mproc::QueueKind kind, bool spin) {
     mproc::bench::run_guarded(state, [&] { mproc_round_trip(state, kind, spin); });

@@ -95,7 +95,7 @@ COMPARISONS += [
         "metric": "rate",
         "rows": [("mproc::Queue, MPMC", "BM_Queue2P2C_mproc_mpmc/64")]
                 + [(label, f"BM_Queue2P2C_{system}/64") for system, label in QUEUE_STREAM_PEERS
-                   if system in ("pipe", "seqpacket", "posix_mq", "boost")],
+                   if system in ("pipe", "seqpacket", "posix_mq", "boost", "python")],
     },
     family("Queue: blocking round trip, 64-byte message", "BM_QueueRoundTrip_blocking", "time",
            [("mproc_spsc", "mproc::Queue, SPSC, get()"), ("mproc_mpmc", "mproc::Queue, MPMC, get()"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Python's side of the BM_Queue1P1C_python benchmarks (bench/bench_queue.cpp): times a stream of COUNT
-messages through multiprocessing.Queue inside Python and prints the result on one line. Standard library
-only; the 'fork' start method, as the C++ peers fork.
+"""Python's side of the BM_Queue1P1C_python and BM_Queue2P2C_python benchmarks (bench/bench_queue.cpp):
+times COUNT messages through multiprocessing.Queue inside Python and prints the result on one line.
+Standard library only; the 'fork' start method, as the C++ peers fork.
 
 usage: python_queue.py stream SIZE COUNT
            A producer process puts COUNT bytes objects of SIZE bytes (SIZE a multiple of 8, at least 8) on
@@ -9,11 +9,21 @@ usage: python_queue.py stream SIZE COUNT
            in its first and last 8 bytes, checked on receipt. The clock starts once the producer runs (it
            waits for a start signal) and stops when the last message is got.
            Prints: elapsed_ns
+       python_queue.py two_by_two SIZE COUNT
+           Two producer processes put COUNT messages between them (each about half, SIZE bytes, with a
+           sequence number in the first and last 8 bytes: producer p sends the numbers of parity p) on one
+           Queue of at most 1024 items; this process and a consumer process get them, each checking that every producer's
+           messages reach it in order. Each producer ends with one end mark, each consumer stops at the
+           first end mark it gets. The clock runs from the start signal until both consumers are done; the
+           counts and sequence sums of both together must be every message exactly once.
+           Prints: elapsed_ns
 Exit status 1, with the reason on stderr, when a message is lost, repeated, reordered or torn.
 """
 import multiprocessing
+import os
 import struct
 import sys
+import threading
 import time
 
 QUEUE_ITEMS = 1024  # as the mproc queues of small messages in bench_queue.cpp
@@ -37,6 +47,7 @@ def stream(size, count):
     ready, go = context.Event(), context.Event()
     producer = context.Process(target=produce, args=(queue, size, count, ready, go))
     producer.start()
+    watch([producer])
     ready.wait()
     began = time.monotonic_ns()
     go.set()
@@ -55,10 +66,101 @@ def stream(size, count):
     print(elapsed)
 
 
+def watch(processes):
+    """Ends this script when one of `processes` fails: a consumer would otherwise wait for it for ever."""
+    def run():
+        while True:
+            for process in processes:
+                if process.exitcode not in (None, 0):
+                    print(f"python_queue.py: a peer process exited with {process.exitcode}", file=sys.stderr)
+                    for other in processes:
+                        if other.exitcode is None:
+                            other.kill()
+                    os._exit(1)
+            time.sleep(0.2)
+    threading.Thread(target=run, daemon=True).start()
+
+
+def consume_share(queue, size):
+    """Gets until an end mark; returns (count, sequence sum) per producer, or exits on a bad message."""
+    next_expected = [0, 0]  # per producer: every later message must be at least this
+    counts = [0, 0]
+    sums = [0, 0]
+    while True:
+        message = queue.get()
+        if len(message) == 1:
+            return counts, sums
+        if len(message) != size:
+            sys.exit(f"python_queue.py two_by_two: a message of {len(message)} bytes, expected {size}")
+        first, = struct.unpack_from("<Q", message, 0)
+        last, = struct.unpack_from("<Q", message, size - 8)
+        producer_id = first & 1
+        if first != last or first < next_expected[producer_id]:
+            sys.exit(f"python_queue.py two_by_two: producer {producer_id}'s message {first}/{last} after "
+                     f"{next_expected[producer_id] - 1}: torn or out of order")
+        next_expected[producer_id] = first + 1
+        counts[producer_id] += 1
+        sums[producer_id] += first
+
+
+def consumer_peer(queue, size, results):
+    results.send(consume_share(queue, size))
+
+
+def two_by_two(size, count):
+    if size < 8 or size % 8 != 0:
+        sys.exit(f"python_queue.py two_by_two: SIZE {size} must be a multiple of 8, at least 8")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue(QUEUE_ITEMS)
+    shares = [count // 2, count - count // 2]
+    ready = [context.Event(), context.Event()]
+    go = context.Event()
+    producers = [context.Process(target=produce_share, args=(queue, p, size, shares[p], ready[p], go))
+                 for p in (0, 1)]
+    receiving, sending = context.Pipe(duplex=False)
+    consumer = context.Process(target=consumer_peer, args=(queue, size, sending))
+    for process in producers + [consumer]:
+        process.start()
+    sending.close()  # the consumer holds the only sending end: its death ends recv() below
+    watch(producers + [consumer])
+    for event in ready:
+        event.wait()
+    began = time.monotonic_ns()
+    go.set()
+    counts, sums = consume_share(queue, size)
+    peer_counts, peer_sums = receiving.recv()
+    elapsed = time.monotonic_ns() - began
+    for process in producers + [consumer]:
+        process.join()
+        if process.exitcode != 0:
+            sys.exit(f"python_queue.py two_by_two: a peer process exited with {process.exitcode}")
+    for p in (0, 1):
+        sequences = range(p, 2 * shares[p], 2)
+        if counts[p] + peer_counts[p] != shares[p] or sums[p] + peer_sums[p] != sum(sequences):
+            sys.exit(f"python_queue.py two_by_two: producer {p} put {shares[p]} messages, the consumers got "
+                     f"{counts[p] + peer_counts[p]} (sequence sum {sums[p] + peer_sums[p]}, expected "
+                     f"{sum(sequences)}): lost or repeated")
+    print(elapsed)
+
+
+def produce_share(queue, producer_id, size, count, ready, go):
+    """Puts producer_id's share: the sequence numbers of its parity, then one end mark."""
+    buffer = bytearray(size)
+    ready.set()
+    go.wait()
+    for index in range(count):
+        sequence = 2 * index + producer_id
+        struct.pack_into("<Q", buffer, 0, sequence)
+        struct.pack_into("<Q", buffer, size - 8, sequence)
+        queue.put(bytes(buffer))
+    queue.put(producer_id.to_bytes(1, "little"))
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] != "stream" or int(sys.argv[2]) < 1 or int(sys.argv[3]) < 1:
+    modes = {"stream": stream, "two_by_two": two_by_two}
+    if len(sys.argv) != 4 or sys.argv[1] not in modes or int(sys.argv[2]) < 1 or int(sys.argv[3]) < 1:
         sys.exit(__doc__)
-    stream(int(sys.argv[2]), int(sys.argv[3]))
+    modes[sys.argv[1]](int(sys.argv[2]), int(sys.argv[3]))
 
 
 if __name__ == "__main__":
