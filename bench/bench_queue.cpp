@@ -36,15 +36,19 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include <fcntl.h>
 #include <limits.h>
 #include <mqueue.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -160,24 +164,48 @@ private:
     int exceptions_;
 };
 
-// How long the benchmark process's get() waits before it looks whether the peer still runs. A peer that
-// fails by an exception closes the queue (CloseOnFailure); one killed by a signal closes nothing, and an
-// untimed get() would wait for it for ever.
-constexpr std::chrono::seconds kPeerCheckPeriod{1};
+// Closes `queue` as soon as one of `peers` ends, from a thread asleep in poll() on their pidfds. A peer that
+// fails by an exception closes the queue itself (CloseOnFailure); one killed by a signal closes nothing, and
+// the benchmark process's untimed get() would wait for it for ever. Closed, that get() throws Closed and
+// get_from_peer() reports the peer's reason. The measured calls stay the untimed get() their rows name.
+// Declared after the queue and the peers, so that it stops (destructor: an eventfd write) before they go.
+template <class M>
+class CloseWhenAPeerEnds {
+public:
+    CloseWhenAPeerEnds(mproc::Queue<M>& queue, std::initializer_list<const Peer*> peers)
+        : stop_(::eventfd(0, EFD_CLOEXEC)) {
+        if (stop_ < 0) throw mproc::SystemError("CloseWhenAPeerEnds: eventfd", errno);
+        std::vector<pollfd> watched{{stop_, POLLIN, 0}};
+        for (const Peer* peer : peers) watched.push_back({peer->sentinel(), POLLIN, 0});
+        watcher_ = std::thread([&queue, watched]() mutable {
+            while (::poll(watched.data(), watched.size(), -1) < 0 && errno == EINTR) {
+            }
+            if (watched[0].revents == 0) queue.close();  // a peer ended, not the stop request
+        });
+    }
+    CloseWhenAPeerEnds(const CloseWhenAPeerEnds&) = delete;
+    CloseWhenAPeerEnds& operator=(const CloseWhenAPeerEnds&) = delete;
+    ~CloseWhenAPeerEnds() {
+        const std::uint64_t one = 1;
+        [[maybe_unused]] const ssize_t written = ::write(stop_, &one, sizeof one);
+        watcher_.join();
+        ::close(stop_);
+    }
 
-// get() in the benchmark process: a queue closed while the benchmark still runs means a peer failed. The
-// timeout costs nothing while messages flow: a get that succeeds at once never reads the clock.
+private:
+    int stop_;
+    std::thread watcher_;
+};
+
+// get() in the benchmark process: a queue closed while the benchmark still runs means a peer failed (or
+// ended: see CloseWhenAPeerEnds).
 template <class M>
 M get_from_peer(mproc::Queue<M>& queue, Peer& peer, const char* stream) {
-    for (;;) {
-        try {
-            return queue.get(true, kPeerCheckPeriod);
-        } catch (const mproc::Empty&) {
-            peer.throw_if_ended();  // throws, with the reason when the peer failed
-        } catch (const mproc::Closed&) {
-            peer.join();  // throws with the peer's reason
-            throw BenchFailure(std::string(stream) + ": the queue was closed while the benchmark ran");
-        }
+    try {
+        return queue.get();
+    } catch (const mproc::Closed&) {
+        peer.join();  // throws with the peer's reason
+        throw BenchFailure(std::string(stream) + ": the queue was closed while the benchmark ran");
     }
 }
 
@@ -215,6 +243,7 @@ void mproc_stream(benchmark::State& state, mproc::QueueKind kind) {
             }
         }
     });
+    const CloseWhenAPeerEnds<M> close_when_the_producer_ends(queue, {&producer});
     SequenceCheck check("mproc queue stream", true);
     for (auto _ : state) check.check(get_from_peer(queue, producer, "mproc queue stream"));
     queue.close();
@@ -521,14 +550,21 @@ std::uint64_t consumed_by_peer(const TwoConsumers& shared) { return shared.consu
 // What one receive of the consumer peer found.
 enum class PeerReceive { message, nothing_yet, end };
 
+// two_by_two()'s default watch: the system's receive notices a dead peer by itself (a timeout, end of file).
+struct NoWatch {
+    int operator()(const Peer&, const Peer&, const Peer&) const noexcept { return 0; }
+};
+
 // The frame every 2P2C system shares. produce(id) runs in each producer peer until the run ends;
 // peer_receive(message) is the consumer peer's receive; receive(message, producer0) is this process's,
 // which returns only with a message (or throws); end_run() ends the run so that every peer returns. A peer
 // that fails ends the run too, so that this process leaves its receive and reports the peer's reason.
+// watch(producer0, producer1, consumer), called once the peers run, returns what keeps an eye on them for
+// the rest of the run (CloseWhenAPeerEnds for a receive that would otherwise wait for a killed peer).
 // items_per_second counts what both consumers got.
-template <std::size_t kBytes, class Produce, class PeerReceiveFn, class Receive, class EndRun>
+template <std::size_t kBytes, class Produce, class PeerReceiveFn, class Receive, class EndRun, class Watch = NoWatch>
 void two_by_two(benchmark::State& state, const std::string& system, Produce&& produce,
-                PeerReceiveFn&& peer_receive, Receive&& receive, EndRun&& end_run) {
+                PeerReceiveFn&& peer_receive, Receive&& receive, EndRun&& end_run, Watch&& watch = Watch{}) {
     using M = Message<kBytes>;
     SharedBlock<TwoConsumers> shared;
     // end_run() on a failure path must not replace the failure's own reason with one of its own.
@@ -561,6 +597,7 @@ void two_by_two(benchmark::State& state, const std::string& system, Produce&& pr
             }
         });
     });
+    [[maybe_unused]] const auto watching = watch(producer0, producer1, consumer);
     auto message = std::make_unique<M>();
     const std::string stream = system + " 2P2C stream";
     SequenceCheck check(stream.c_str(), false);  // keeps the pointer: stream outlives it
@@ -614,7 +651,10 @@ void mproc_two_by_two(benchmark::State& state) {
             }
         },
         [&](M& message, Peer& producer) { message = get_from_peer(queue, producer, "mproc 2P2C stream"); },
-        [&] { queue.close(); });
+        [&] { queue.close(); },
+        [&](const Peer& producer0, const Peer& producer1, const Peer& consumer) {
+            return CloseWhenAPeerEnds<M>(queue, {&producer0, &producer1, &consumer});
+        });
 }
 
 #ifdef MPROC_BENCH_HAVE_BOOST
@@ -799,6 +839,7 @@ void mproc_round_trip(benchmark::State& state, mproc::QueueKind kind, bool spin)
             from_peer.put(message);
         }
     });
+    const CloseWhenAPeerEnds<RoundTripMessage> close_when_the_peer_ends(from_peer, {&peer});
     LatencySampler sampler(state);
     RoundTripMessage message{};
     std::uint64_t sequence = 0;

@@ -173,6 +173,9 @@ public:
     // text when it failed). One waitid() system call.
     void throw_if_ended();
 
+    // A pollable descriptor that becomes readable when the peer ends (mproc::Process::sentinel()).
+    int sentinel() const { return process_.sentinel(); }
+
 private:
     struct PinPlan {
         int benchmark_cpu;

@@ -2,8 +2,9 @@
 //
 // A timeout is turned into a Deadline once, at the start of the operation (or at its first wait: see
 // DeadlineOnDemand); each retry (after EINTR, a spurious futex wake-up, a short sleep) asks for remaining()
-// instead of waiting the full timeout again, so the total wait never exceeds the timeout the caller gave. CLOCK_MONOTONIC is what FUTEX_WAIT measures a
-// relative timeout on, and it does not jump when the wall clock is set.
+// instead of waiting the full timeout again, so the total wait never exceeds the timeout the caller gave.
+// CLOCK_MONOTONIC is what FUTEX_WAIT measures a relative timeout on, and it does not jump when the wall
+// clock is set.
 // Cost: one clock_gettime (vDSO, no system call) per passed()/remaining().
 #pragma once
 
@@ -63,20 +64,31 @@ private:
 
 // A Deadline made when a wait first needs it, so that an operation that succeeds at its first attempt
 // never reads the clock. The timeout then counts from that first wait, which begins at most one attempt
-// (a few stores, no waiting) after the call did. Empty timeout: no deadline, get() is nullptr.
+// after the call did: an attempt never waits (it may repair what a dead peer left, which can cost a
+// FUTEX_WAKE). Unbounded: no deadline, get() is nullptr.
+// The timeout is kept as a flag and a count, not as an optional: GCC copies an optional with one 16-byte
+// load, which the store buffer cannot forward from the separate stores of its value and flag.
 class DeadlineOnDemand {
 public:
-    explicit DeadlineOnDemand(std::optional<std::chrono::nanoseconds> timeout) noexcept : timeout_(timeout) {}
+    // bounded false: no deadline (timeout is then ignored).
+    DeadlineOnDemand(bool bounded, std::chrono::nanoseconds timeout) noexcept
+        : bounded_(bounded), timeout_(timeout) {}
 
     const Deadline* get() noexcept {
-        if (!timeout_) return nullptr;
-        if (!deadline_) deadline_ = Deadline::after(*timeout_);
+        if (!bounded_) return nullptr;
+        if (!deadline_) deadline_ = Deadline::after(timeout_);
         return &*deadline_;
     }
 
 private:
-    std::optional<std::chrono::nanoseconds> timeout_;
+    bool bounded_;
+    std::chrono::nanoseconds timeout_;
     std::optional<Deadline> deadline_;
 };
+
+// The deadline of an optional DeadlineOnDemand: nullptr (no bound) when there is none.
+inline const Deadline* deadline_of(DeadlineOnDemand* deadline) noexcept {
+    return deadline != nullptr ? deadline->get() : nullptr;
+}
 
 }  // namespace mproc::detail

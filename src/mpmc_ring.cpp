@@ -243,7 +243,7 @@ constexpr std::chrono::milliseconds kNonBlockingClaimWait{1};
 
 // The bound wait_for_claim() gets: the caller's deadline when blocking, a short one made on first use when not.
 const Deadline* claim_wait_bound(bool blocking, DeadlineOnDemand* deadline, std::optional<Deadline>& nonblocking) {
-    if (blocking) return deadline != nullptr ? deadline->get() : nullptr;
+    if (blocking) return detail::deadline_of(deadline);
     if (!nonblocking) nonblocking = Deadline::after(kNonBlockingClaimWait);
     return &*nonblocking;
 }
@@ -339,7 +339,7 @@ Attempt attempt_put(const RingGeometry& ring, const detail::SlotWriter& writer, 
             }
             if (claimer != 0 && blocking) {
                 // A live consumer is taking the message: the slot frees soon.
-                if (!wait_for_claim(slot, claimer, deadline != nullptr ? deadline->get() : nullptr)) return Attempt::timed_out;
+                if (!wait_for_claim(slot, claimer, detail::deadline_of(deadline))) return Attempt::timed_out;
                 continue;
             }
             // relaxed: confirms `position` was not stale.
@@ -435,7 +435,7 @@ Attempt attempt_get(const RingGeometry& ring, const detail::SlotReader& reader, 
                 continue;
             }
             if (claimer != 0 && blocking) {
-                if (!wait_for_claim(slot, claimer, deadline != nullptr ? deadline->get() : nullptr)) return Attempt::timed_out;
+                if (!wait_for_claim(slot, claimer, detail::deadline_of(deadline))) return Attempt::timed_out;
                 continue;
             }
             // relaxed: confirms `position` was not stale.
@@ -526,7 +526,7 @@ struct CopyOut {
 
 }  // namespace
 
-RingStatus RawMpmcRing::put(std::span<const std::byte> message, std::optional<std::chrono::nanoseconds> timeout) {
+RingStatus RawMpmcRing::put(std::span<const std::byte> message, const std::optional<std::chrono::nanoseconds>& timeout) {
     if (message.size() > slot_size())
         throw ValueError(std::string(kLabel) + ": put: a message of " + std::to_string(message.size()) +
                          " bytes does not fit a slot of " + std::to_string(slot_size()));
@@ -534,26 +534,26 @@ RingStatus RawMpmcRing::put(std::span<const std::byte> message, std::optional<st
     return put_with({&CopyIn::write, &copy}, timeout);
 }
 
-RingStatus RawMpmcRing::put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout,
+RingStatus RawMpmcRing::put_with(const detail::SlotWriter& writer, const std::optional<std::chrono::nanoseconds>& timeout,
                                  detail::MpmcHeldSlot* hold) {
     const bool blocking = !timeout || timeout->count() > 0;
     // Only a blocking call bounds its waits with the caller's deadline, made at its first wait: a call that
     // succeeds at once never reads the clock, and a non-blocking one (try_put, try_get, a zero timeout) only
     // when it meets a claim (claim_wait_bound), so polling stays cheap.
-    DeadlineOnDemand deadline(blocking ? timeout : std::nullopt);
+    DeadlineOnDemand deadline(blocking && timeout.has_value(), timeout.value_or(std::chrono::nanoseconds(0)));
     for (;;) {
         if (detail::ring_closed(*ring_.control)) return RingStatus::closed;
         const Attempt attempt = attempt_put(ring_, writer, &deadline, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (!blocking) return RingStatus::full;
-        if (!detail::await_condition(ring_.control->not_full.event, deadline.get(), [&] { return put_may_proceed(ring_); }) &&
-            !put_may_proceed(ring_))
+        const auto ready = [&] { return put_may_proceed(ring_); };
+        if (!detail::await_condition(ring_.control->not_full.event, deadline.get(), ready) && !ready())
             return RingStatus::timed_out;
     }
 }
 
-RingStatus RawMpmcRing::get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout,
+RingStatus RawMpmcRing::get(std::span<std::byte> out, const std::optional<std::chrono::nanoseconds>& timeout,
                             std::size_t* length) {
     if (out.size() < slot_size())
         throw ValueError(std::string(kLabel) + ": get: a buffer of " + std::to_string(out.size()) +
@@ -562,13 +562,13 @@ RingStatus RawMpmcRing::get(std::span<std::byte> out, std::optional<std::chrono:
     return get_with({&CopyOut::read, &copy}, timeout);
 }
 
-RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout,
+RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, const std::optional<std::chrono::nanoseconds>& timeout,
                                  detail::MpmcHeldSlot* hold) {
     const bool blocking = !timeout || timeout->count() > 0;
     // Only a blocking call bounds its waits with the caller's deadline, made at its first wait: a call that
     // succeeds at once never reads the clock, and a non-blocking one (try_put, try_get, a zero timeout) only
     // when it meets a claim (claim_wait_bound), so polling stays cheap.
-    DeadlineOnDemand deadline(blocking ? timeout : std::nullopt);
+    DeadlineOnDemand deadline(blocking && timeout.has_value(), timeout.value_or(std::chrono::nanoseconds(0)));
     for (;;) {
         const Attempt attempt = attempt_get(ring_, reader, &deadline, true, blocking, hold);
         if (attempt == Attempt::done) return RingStatus::ok;
@@ -579,8 +579,8 @@ RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, std::optional
             return RingStatus::closed;
         }
         if (!blocking) return RingStatus::empty;
-        if (!detail::await_condition(ring_.control->not_empty.event, deadline.get(), [&] { return get_may_proceed(ring_); }) &&
-            !get_may_proceed(ring_))
+        const auto ready = [&] { return get_may_proceed(ring_); };
+        if (!detail::await_condition(ring_.control->not_empty.event, deadline.get(), ready) && !ready())
             return RingStatus::timed_out;
     }
 }

@@ -188,7 +188,7 @@ RawSpscRing RawSpscRing::attach(void* memory, std::size_t size) {
     return RawSpscRing(detail::geometry_of(memory, constants.capacity, constants.slot_stride, constants.slot_size));
 }
 
-RingStatus RawSpscRing::put(std::span<const std::byte> message, std::optional<std::chrono::nanoseconds> timeout) {
+RingStatus RawSpscRing::put(std::span<const std::byte> message, const std::optional<std::chrono::nanoseconds>& timeout) {
     if (message.size() > slot_size())
         throw ValueError(std::string(kLabel) + ": put: a message of " + std::to_string(message.size()) +
                          " bytes does not fit a slot of " + std::to_string(slot_size()));
@@ -238,7 +238,7 @@ void RawSpscRing::commit(std::size_t count) {
     publish_puts(ring_, window.position, count);
 }
 
-RingStatus RawSpscRing::get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout) {
+RingStatus RawSpscRing::get(std::span<std::byte> out, const std::optional<std::chrono::nanoseconds>& timeout) {
     if (out.size() < slot_size())
         throw ValueError(std::string(kLabel) + ": get: a buffer of " + std::to_string(out.size()) +
                          " bytes cannot hold a slot of " + std::to_string(slot_size()));

@@ -488,8 +488,10 @@ public:
             const std::uint64_t message = 100 + position;
             std::memcpy(ring.geometry().slot_at(position), &message, sizeof message);
         }
+        // release: as P5 (stronger than its relaxed store; the replacement's attach follows a fork anyway).
         std::atomic_ref(ring.control().producer.position).store(5, std::memory_order_release);
         for (std::uint64_t position = 1; position <= 2; ++position)
+            // release: P6, pairs with the consumer's C2 below, as publish_puts does.
             mproc::detail::spsc_sequence_of(ring.geometry().slot_at(position), ring.geometry().stride)
                 .store(position + 1, std::memory_order_release);
 
@@ -512,7 +514,9 @@ public:
         CPPUNIT_ASSERT_EQUAL(std::uint64_t{200}, got[0]);
         CPPUNIT_ASSERT_EQUAL(std::uint64_t{201}, got[1]);
         CPPUNIT_ASSERT_EQUAL(std::size_t{0}, ring.size());
-        CPPUNIT_ASSERT_EQUAL(std::uint64_t{7}, std::atomic_ref(ring.control().consumer.position).load());
+        // relaxed: this thread's own last store (C5 of the get_many above).
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t{7},
+                             std::atomic_ref(ring.control().consumer.position).load(std::memory_order_relaxed));
     }
 
     void testSpscReserveCommitPeekReleaseAreZeroCopy() {

@@ -27,6 +27,43 @@ import threading
 import time
 
 QUEUE_ITEMS = 1024  # as the mproc queues of small messages in bench_queue.cpp
+PEERS = []  # the processes this script started, for fail() and watch()
+
+
+def fail(message):
+    """Reports, kills the peers and ends the script at once. sys.exit would run multiprocessing's exit
+    handler, which joins the producers: a producer blocked on a full queue would keep it waiting for ever."""
+    print(f"python_queue.py: {message}", file=sys.stderr)
+    for process in PEERS:
+        try:
+            process.kill()  # nothing when it was reaped already
+        except (OSError, ValueError):
+            pass
+    os._exit(1)
+
+
+def start(process):
+    process.start()
+    PEERS.append(process)
+
+
+def watch():
+    """Ends the script when a peer fails: a consumer would otherwise wait for it for ever. Looks with
+    WNOWAIT, so that the child stays for join() to reap."""
+    def run():
+        while True:
+            for process in list(PEERS):
+                try:
+                    info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    continue  # reaped by join(): its exit code is checked there
+                if info is None or (info.si_code == os.CLD_EXITED and info.si_status == 0):
+                    continue
+                if info.si_code == os.CLD_EXITED:
+                    fail(f"a peer process exited with {info.si_status}")
+                fail(f"a peer process was killed by signal {info.si_status}")
+            time.sleep(0.2)
+    threading.Thread(target=run, daemon=True).start()
 
 
 def produce(queue, size, count, ready, go):
@@ -46,39 +83,24 @@ def stream(size, count):
     queue = context.Queue(QUEUE_ITEMS)
     ready, go = context.Event(), context.Event()
     producer = context.Process(target=produce, args=(queue, size, count, ready, go))
-    producer.start()
-    watch([producer])
+    start(producer)
+    watch()
     ready.wait()
     began = time.monotonic_ns()
     go.set()
     for expected in range(count):
         message = queue.get()
         if len(message) != size:
-            sys.exit(f"python_queue.py stream: a message of {len(message)} bytes, expected {size}")
+            fail(f"stream: a message of {len(message)} bytes, expected {size}")
         first, = struct.unpack_from("<Q", message, 0)
         last, = struct.unpack_from("<Q", message, size - 8)
         if first != expected or last != expected:
-            sys.exit(f"python_queue.py stream: expected message {expected}, received {first}/{last}")
+            fail(f"stream: expected message {expected}, received {first}/{last}")
     elapsed = time.monotonic_ns() - began
     producer.join()
     if producer.exitcode != 0:
-        sys.exit(f"python_queue.py stream: producer exited with {producer.exitcode}")
+        fail(f"stream: producer exited with {producer.exitcode}")
     print(elapsed)
-
-
-def watch(processes):
-    """Ends this script when one of `processes` fails: a consumer would otherwise wait for it for ever."""
-    def run():
-        while True:
-            for process in processes:
-                if process.exitcode not in (None, 0):
-                    print(f"python_queue.py: a peer process exited with {process.exitcode}", file=sys.stderr)
-                    for other in processes:
-                        if other.exitcode is None:
-                            other.kill()
-                    os._exit(1)
-            time.sleep(0.2)
-    threading.Thread(target=run, daemon=True).start()
 
 
 def consume_share(queue, size):
@@ -91,13 +113,13 @@ def consume_share(queue, size):
         if len(message) == 1:
             return counts, sums
         if len(message) != size:
-            sys.exit(f"python_queue.py two_by_two: a message of {len(message)} bytes, expected {size}")
+            fail(f"two_by_two: a message of {len(message)} bytes, expected {size}")
         first, = struct.unpack_from("<Q", message, 0)
         last, = struct.unpack_from("<Q", message, size - 8)
         producer_id = first & 1
         if first != last or first < next_expected[producer_id]:
-            sys.exit(f"python_queue.py two_by_two: producer {producer_id}'s message {first}/{last} after "
-                     f"{next_expected[producer_id] - 1}: torn or out of order")
+            fail(f"two_by_two: producer {producer_id}'s message {first}/{last} after "
+                 f"{next_expected[producer_id] - 1}: torn or out of order")
         next_expected[producer_id] = first + 1
         counts[producer_id] += 1
         sums[producer_id] += first
@@ -117,12 +139,13 @@ def two_by_two(size, count):
     go = context.Event()
     producers = [context.Process(target=produce_share, args=(queue, p, size, shares[p], ready[p], go))
                  for p in (0, 1)]
-    receiving, sending = context.Pipe(duplex=False)
+    for producer in producers:
+        start(producer)
+    receiving, sending = context.Pipe(duplex=False)  # made after the producers: only the consumer inherits it
     consumer = context.Process(target=consumer_peer, args=(queue, size, sending))
-    for process in producers + [consumer]:
-        process.start()
-    sending.close()  # the consumer holds the only sending end: its death ends recv() below
-    watch(producers + [consumer])
+    start(consumer)
+    sending.close()  # the consumer now holds the only sending end: its death ends recv() below
+    watch()
     for event in ready:
         event.wait()
     began = time.monotonic_ns()
@@ -133,13 +156,13 @@ def two_by_two(size, count):
     for process in producers + [consumer]:
         process.join()
         if process.exitcode != 0:
-            sys.exit(f"python_queue.py two_by_two: a peer process exited with {process.exitcode}")
+            fail(f"two_by_two: a peer process exited with {process.exitcode}")
     for p in (0, 1):
         sequences = range(p, 2 * shares[p], 2)
         if counts[p] + peer_counts[p] != shares[p] or sums[p] + peer_sums[p] != sum(sequences):
-            sys.exit(f"python_queue.py two_by_two: producer {p} put {shares[p]} messages, the consumers got "
-                     f"{counts[p] + peer_counts[p]} (sequence sum {sums[p] + peer_sums[p]}, expected "
-                     f"{sum(sequences)}): lost or repeated")
+            fail(f"two_by_two: producer {p} put {shares[p]} messages, the consumers got "
+                 f"{counts[p] + peer_counts[p]} (sequence sum {sums[p] + peer_sums[p]}, expected "
+                 f"{sum(sequences)}): lost or repeated")
     print(elapsed)
 
 

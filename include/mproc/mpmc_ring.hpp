@@ -183,11 +183,11 @@ public:
     // Copies message (at most slot_size() bytes: ValueError otherwise) into the next slot. timeout nullopt:
     // wait forever; zero or less: one attempt (full instead of timed_out).
     RingStatus put(std::span<const std::byte> message,
-                   std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+                   const std::optional<std::chrono::nanoseconds>& timeout = std::nullopt);
     RingStatus try_put(std::span<const std::byte> message) { return put(message, std::chrono::nanoseconds(0)); }
     // Copies the next message into out (out.size() >= slot_size(): ValueError otherwise); *length (when
     // given) receives the byte count the producer put.
-    RingStatus get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
+    RingStatus get(std::span<std::byte> out, const std::optional<std::chrono::nanoseconds>& timeout = std::nullopt,
                    std::size_t* length = nullptr);
     RingStatus try_get(std::span<std::byte> out, std::size_t* length = nullptr) {
         return get(out, std::chrono::nanoseconds(0), length);
@@ -242,9 +242,9 @@ public:
 
 private:
     explicit RawMpmcRing(const detail::RingGeometry& ring) noexcept : ring_(ring) {}
-    RingStatus put_with(const detail::SlotWriter& writer, std::optional<std::chrono::nanoseconds> timeout,
+    RingStatus put_with(const detail::SlotWriter& writer, const std::optional<std::chrono::nanoseconds>& timeout,
                         detail::MpmcHeldSlot* hold = nullptr);
-    RingStatus get_with(const detail::SlotReader& reader, std::optional<std::chrono::nanoseconds> timeout,
+    RingStatus get_with(const detail::SlotReader& reader, const std::optional<std::chrono::nanoseconds>& timeout,
                         detail::MpmcHeldSlot* hold = nullptr);
     detail::RingGeometry ring_;
 };

@@ -123,9 +123,6 @@ private:
     QueueCore() = default;
     void adopt(void* memory, std::size_t size, std::size_t expected_slot_size);
     void check(const char* operation) const;
-    RingStatus put_to_ring(std::span<const std::byte> message, std::optional<std::chrono::nanoseconds> timeout);
-    RingStatus get_from_ring(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout,
-                             std::size_t& length);
 
     std::optional<SharedMemory> segment_;
     std::optional<RawSpscRing> spsc_;  // one of the two, on segment_ or the caller's memory

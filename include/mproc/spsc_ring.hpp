@@ -342,7 +342,7 @@ public:
     // Producer. `message` holds at most slot_size() bytes (ValueError otherwise); the rest of the slot is
     // left as it was. timeout nullopt: wait forever; zero or less: one attempt (full instead of timed_out).
     RingStatus put(std::span<const std::byte> message,
-                   std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+                   const std::optional<std::chrono::nanoseconds>& timeout = std::nullopt);
     RingStatus try_put(std::span<const std::byte> message) { return put(message, std::chrono::nanoseconds(0)); }
     // Copies up to `count` slot_size()-byte messages from `messages` (count * slot_size() bytes) without
     // blocking; returns how many went in (one index store for all, then a sequence store per slot).
@@ -354,7 +354,7 @@ public:
 
     // Consumer. Copies the next message's slot_size() bytes into out (out.size() >= slot_size(),
     // ValueError otherwise).
-    RingStatus get(std::span<std::byte> out, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    RingStatus get(std::span<std::byte> out, const std::optional<std::chrono::nanoseconds>& timeout = std::nullopt);
     RingStatus try_get(std::span<std::byte> out) { return get(out, std::chrono::nanoseconds(0)); }
     // Copies up to `count` messages into out (count * slot_size() bytes); returns how many.
     std::size_t get_many(void* out, std::size_t count);

@@ -67,6 +67,9 @@
  *                               the unpublished slot for ever and what follows is never got      -> (a)
  *   BUG_PUBLISH_BEFORE_POSITION P6 before P5: a producer killed between them leaves a published slot
  *                               behind the position, and its replacement overwrites it           -> (a)
+ *   BUG_OVER_REPAIR             the repair also publishes as skipped the published slot before the
+ *                               first hole: with BATCH, the published prefix of a dead producer's
+ *                               batch is lost although the contract delivers it                  -> (a)
  *   BUG_PUBLISH_NEWEST_FIRST    (with BATCH) P6 newest slot first: a death among them leaves a hole
  *                               before a published slot, which P2 takes for a finished batch, so the
  *                               consumer waits at the hole for ever, and the producer for room -> (b)
@@ -187,6 +190,9 @@ inline repair_unpublished_slots()
     :: (pos - first < CAPACITY) && seq[(first + CAPACITY - 1) % CAPACITY] != first -> first--; may_die
     :: else -> break
     od;
+#ifdef BUG_OVER_REPAIR
+    if :: first != pos && pos - first < CAPACITY -> first-- :: else -> skip fi;   /* one published slot too */
+#endif
     if
     :: first != pos ->
         do
@@ -202,7 +208,8 @@ inline repair_unpublished_slots()
     first = 0
 }
 
-/* P1..P3: free := whether the slot at pos is free. */
+/* P1..P3: free := whether the slot at pos is free; room := how many are (meaningless when !free).  The
+ * cache is refreshed when it shows fewer than `wanted` free slots (1 for put, the batch for put_many). */
 inline free_slots()
 {
     pos = producer_position;                                      /* P1 */
@@ -213,7 +220,7 @@ inline free_slots()
     other = producer_cache;                                       /* P3 */
     may_die;
     if
-    :: pos - other >= CAPACITY ->
+    :: pos - other >= CAPACITY || CAPACITY - (pos - other) < wanted ->
         other = consumer_position;                                /* P3 */
         may_die;
         producer_cache = other;
@@ -221,7 +228,7 @@ inline free_slots()
     :: else -> skip
     fi;
     free = (pos - other < CAPACITY);
-    room = CAPACITY - (pos - other);   /* free slots, for put_many; meaningless when !free */
+    room = CAPACITY - (pos - other);
     other = 0
 }
 
@@ -259,7 +266,9 @@ active proctype producer()
     byte first = 0;
     bool free = false;
     byte room = 0;
+    byte wanted = 1;          /* slots asked of free_slots */
     byte batch = 0;           /* messages of the put_many under way, 0 outside one */
+    byte published = 0;       /* ghost: how many of them P6 has published */
     byte i = 0;
     bool is_closed = false;
     bit flag = 0;
@@ -270,7 +279,11 @@ start:
     do
     :: next > MESSAGES -> break
     :: next <= MESSAGES ->
-        /* put(next) */
+        /* put(next), or put_many(next, next + 1) with BATCH */
+#ifdef BATCH
+        wanted = MESSAGES - next + 1;
+        if :: wanted > 2 -> wanted = 2 :: else -> skip fi;
+#endif
         is_closed = closed;
         may_die;
         assert(!is_closed);
@@ -298,9 +311,9 @@ start:
             assert(!is_closed)
         fi;
 #ifdef BATCH
-        /* put_many(next, next + 1): as many as fit, at least this one (free). */
-        batch = MESSAGES - next + 1;
-        if :: batch > 2 -> batch = 2 :: else -> skip fi;
+        /* put_many(next, next + 1): as many as fit, at least this one (free).  (The real put_many does not
+         * block: an application loops on it, which is what waiting for one free slot above models.) */
+        batch = wanted;
         if :: batch > room -> batch = room :: else -> skip fi;
         i = 0;
         do
@@ -315,17 +328,19 @@ start:
         :: i > 0 -> i--; atomic { seq[(pos + i) % CAPACITY] = pos + i + 1; skipped[(pos + i) % CAPACITY] = 0 }; may_die
         :: else -> break
         od;
+        published = batch;
 #else
         i = 0;
         do
-        :: i < batch -> atomic { seq[(pos + i) % CAPACITY] = pos + i + 1; skipped[(pos + i) % CAPACITY] = 0 };  /* P6 */
+        :: i < batch ->
+            atomic { seq[(pos + i) % CAPACITY] = pos + i + 1; skipped[(pos + i) % CAPACITY] = 0; published = i + 1 };  /* P6 */
             may_die; i++
         :: else -> break
         od;
 #endif
         notify(NOT_EMPTY);                                        /* P7 */
         next = next + batch - 1;     /* and the ++ below */
-        batch = 0; i = 0; room = 0;
+        batch = 0; published = 0; i = 0; room = 0;
 #elif defined(BUG_PUBLISH_BEFORE_WRITE)
         producer_position = pos + 1;                              /* P5 */
         may_die;
@@ -378,7 +393,9 @@ died:
         sleepers[NOT_FULL] = sleepers[NOT_FULL] & ~futex_self;
         deaths++;
         if
-        :: batch > 0 ->   /* killed inside put_many: any of its messages may be lost */
+        :: batch > 0 ->   /* killed inside put_many: what it published is delivered, the rest may be lost */
+            next = next + published;
+            batch = batch - published;
             do
             :: batch > 0 -> may_be_lost = may_be_lost | (1 << next); next++; batch--
             :: else -> break
@@ -386,8 +403,8 @@ died:
         :: else ->
             if :: next <= MESSAGES -> may_be_lost = may_be_lost | (1 << next); next++ :: else -> skip fi
         fi;
-        pos = 0; other = 0; first = 0; free = false; room = 0; i = 0; is_closed = false; flag = 0; key = 0;
-        ret = 0
+        pos = 0; other = 0; first = 0; free = false; room = 0; published = 0; i = 0; is_closed = false; flag = 0;
+        key = 0; ret = 0
     };
     goto start;   /* the replacement producer */
 end:
