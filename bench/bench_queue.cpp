@@ -177,11 +177,18 @@ public:
         if (stop_ < 0) throw mproc::SystemError("CloseWhenAPeerEnds: eventfd", errno);
         std::vector<pollfd> watched{{stop_, POLLIN, 0}};
         for (const Peer* peer : peers) watched.push_back({peer->sentinel(), POLLIN, 0});
-        watcher_ = std::thread([&queue, watched]() mutable {
-            while (::poll(watched.data(), watched.size(), -1) < 0 && errno == EINTR) {
-            }
-            if (watched[0].revents == 0) queue.close();  // a peer ended, not the stop request
-        });
+        try {
+            watcher_ = std::thread([&queue, watched]() mutable {
+                int ready;
+                while ((ready = ::poll(watched.data(), watched.size(), -1)) < 0 && errno == EINTR) {
+                }
+                // A failed poll() stops the watch without closing: a false failure would hide the real run.
+                if (ready > 0 && watched[0].revents == 0) queue.close();  // a peer ended, not the stop request
+            });
+        } catch (...) {
+            ::close(stop_);
+            throw;
+        }
     }
     CloseWhenAPeerEnds(const CloseWhenAPeerEnds&) = delete;
     CloseWhenAPeerEnds& operator=(const CloseWhenAPeerEnds&) = delete;

@@ -146,12 +146,12 @@ void release_gets(RingControl& control, std::uint64_t position, std::uint64_t co
     detail::notify(control.not_full.event);
 }
 
-std::optional<Deadline> deadline_for(std::optional<std::chrono::nanoseconds> timeout) {
+std::optional<Deadline> deadline_for(const std::optional<std::chrono::nanoseconds>& timeout) {
     if (!timeout) return std::nullopt;
     return Deadline::after(*timeout);
 }
 
-bool non_blocking(std::optional<std::chrono::nanoseconds> timeout) noexcept {
+bool non_blocking(const std::optional<std::chrono::nanoseconds>& timeout) noexcept {
     return timeout && timeout->count() <= 0;
 }
 

@@ -28,17 +28,19 @@ import time
 
 QUEUE_ITEMS = 1024  # as the mproc queues of small messages in bench_queue.cpp
 PEERS = []  # the processes this script started, for fail() and watch()
+MAIN_PID = os.getpid()  # fail() in a forked peer must not kill its siblings: their parent reports them
 
 
 def fail(message):
     """Reports, kills the peers and ends the script at once. sys.exit would run multiprocessing's exit
     handler, which joins the producers: a producer blocked on a full queue would keep it waiting for ever."""
     print(f"python_queue.py: {message}", file=sys.stderr)
-    for process in PEERS:
-        try:
-            process.kill()  # nothing when it was reaped already
-        except (OSError, ValueError):
-            pass
+    if os.getpid() == MAIN_PID:
+        for process in PEERS:
+            try:
+                process.kill()  # nothing when it was reaped already
+            except (OSError, ValueError):
+                pass
     os._exit(1)
 
 
@@ -56,7 +58,11 @@ def watch():
                 try:
                     info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
                 except ChildProcessError:
-                    continue  # reaped by join(): its exit code is checked there
+                    # Reaped already: by join(), which checks the exit code, or by multiprocessing's own
+                    # clean-up in a later start(), which only caches it.
+                    if process.exitcode not in (None, 0):
+                        fail(f"a peer process exited with {process.exitcode}")
+                    continue
                 if info is None or (info.si_code == os.CLD_EXITED and info.si_status == 0):
                     continue
                 if info.si_code == os.CLD_EXITED:
