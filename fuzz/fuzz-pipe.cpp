@@ -57,10 +57,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // hostile one: the receiver steps over it); bit 6 writes a sequence word from the input into every slot
     // first (hostile or stale words: they are compared exactly, never used as a length or an index).
     if ((data[1] & 0x40) != 0)
-        for (std::size_t i = 0; i < kSlots; ++i)
+        for (std::size_t i = 0; i < kSlots; ++i) {
+            const std::uint64_t hostile = consumer + i * 0x9e3779b97f4a7c15ull;
             // relaxed: plain bytes of a hostile peer; this thread is the ring's only user until the receives.
-            mproc::detail::spsc_sequence_of(slots + i * stride, stride).store(consumer + i * 0x9e3779b97f4a7c15ull,
-                                                                              std::memory_order_relaxed);
+            mproc::detail::spsc_sequence_of(slots + i * stride, stride).store(hostile, std::memory_order_relaxed);
+        }
     const std::uint64_t end = consumer + std::min<std::uint64_t>(published, kSlots);
     for (std::uint64_t position = consumer; position != end; ++position)
         mproc::detail::spsc_sequence_of(slots + (position % kSlots) * stride, stride)

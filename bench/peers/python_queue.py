@@ -72,14 +72,18 @@ def watch():
     threading.Thread(target=run, daemon=True).start()
 
 
-def produce(queue, size, count, ready, go):
+def produce(queue, size, count, ready, go, first=0, step=1, end_mark=None):
+    """Puts count messages carrying the sequence numbers first, first + step, ..., then end_mark if any."""
     buffer = bytearray(size)
     ready.set()
     go.wait()
-    for sequence in range(count):
+    for index in range(count):
+        sequence = first + step * index
         struct.pack_into("<Q", buffer, 0, sequence)
         struct.pack_into("<Q", buffer, size - 8, sequence)
         queue.put(bytes(buffer))
+    if end_mark is not None:
+        queue.put(end_mark)
 
 
 def stream(size, count):
@@ -143,7 +147,8 @@ def two_by_two(size, count):
     shares = [count // 2, count - count // 2]
     ready = [context.Event(), context.Event()]
     go = context.Event()
-    producers = [context.Process(target=produce_share, args=(queue, p, size, shares[p], ready[p], go))
+    # Producer p puts the sequence numbers of parity p, then its end mark: one byte, shorter than any message.
+    producers = [context.Process(target=produce, args=(queue, size, shares[p], ready[p], go, p, 2, bytes([p])))
                  for p in (0, 1)]
     for producer in producers:
         start(producer)
@@ -170,19 +175,6 @@ def two_by_two(size, count):
                  f"{counts[p] + peer_counts[p]} (sequence sum {sums[p] + peer_sums[p]}, expected "
                  f"{sum(sequences)}): lost or repeated")
     print(elapsed)
-
-
-def produce_share(queue, producer_id, size, count, ready, go):
-    """Puts producer_id's share: the sequence numbers of its parity, then one end mark."""
-    buffer = bytearray(size)
-    ready.set()
-    go.wait()
-    for index in range(count):
-        sequence = 2 * index + producer_id
-        struct.pack_into("<Q", buffer, 0, sequence)
-        struct.pack_into("<Q", buffer, size - 8, sequence)
-        queue.put(bytes(buffer))
-    queue.put(producer_id.to_bytes(1, "little"))
 
 
 def main():
