@@ -54,6 +54,18 @@ void wake_sleepers(EventCountLayout& event) noexcept {
     futex_wake(&event.epoch, kFutexWakeAll);
 }
 
+#if MPROC_TEST_HOOKS
+bool recheck_disabled() noexcept {
+    // Read once, on the first sleep: a magic static's initialisation is thread-safe, and fork() inherits
+    // the answer as it inherits the environment it came from.
+    static const bool disabled = [] {
+        const char* value = std::getenv("MPROC_TEST_NO_RECHECK");
+        return value != nullptr && value[0] != '\0' && std::strcmp(value, "0") != 0;
+    }();
+    return disabled;
+}
+#endif
+
 bool barrier_registered_notifiers() noexcept {
     // relaxed: a sticky capability flag.
     if (waiter_barrier_unavailable.load(std::memory_order_relaxed)) return false;

@@ -121,16 +121,43 @@ inline std::chrono::nanoseconds notification_recheck_period() noexcept {
                : std::chrono::nanoseconds(kNotificationRecheckPeriod);
 }
 
+// Whether the re-test periods above are switched off, so that a sleeper wakes only when notified (or at
+// its caller's deadline): a wake-up that the code forgets to send then strands the sleeper for good, which
+// tests/wakeup_test.cpp detects, instead of costing 50 ms that no test notices. Only test builds
+// (meson -Dtest_hooks=true, never a release build) can switch it, with MPROC_TEST_NO_RECHECK=1 in the
+// environment, read once per process image; in every other build this is a constant false and the
+// sleeps below compile as if it did not exist. Both periods go: in a test the processes are forks of one,
+// so either every notifier is registered for fence-free notify and every waiter's barrier works, or none
+// is and every notifier takes the exchange, which needs no re-test.
+// What it does not switch off: the sleeps that poll for a *death* because the kernel cannot report one
+// without futex_waitv (Pipe's kPipeDeathPollInterval, Barrier's kDeathPollInterval) and wait()'s fallbacks
+// that cannot sleep on every word at once (kWaitRecheckInterval): those re-checks are the mechanism there,
+// not a safety net.
+#if MPROC_TEST_HOOKS
+bool recheck_disabled() noexcept;
+#else
+constexpr bool recheck_disabled() noexcept { return false; }
+#endif
+
+// How long an eventcount sleeper may sleep before it tests its condition again: the re-test period, cut
+// to the deadline (nullptr: none). nullopt: no bound at all (no deadline, and the re-test switched off).
+inline std::optional<std::chrono::nanoseconds> notification_sleep_bound(const Deadline* deadline) noexcept {
+    if (recheck_disabled()) {
+        if (deadline == nullptr) return std::nullopt;
+        return deadline->remaining();
+    }
+    const std::chrono::nanoseconds period = notification_recheck_period();
+    return deadline == nullptr ? period : std::min<std::chrono::nanoseconds>(period, deadline->remaining());
+}
+
 // E4: sleeps while the epoch is still `key`, until the deadline (none: forever). Returns false when the
 // deadline passed; true means "test the condition again" (a notification, a signal or a spurious wake).
 inline bool wait_for_notification(EventCountLayout& event, std::uint32_t key, const Deadline* deadline) noexcept {
-    std::chrono::nanoseconds bound = notification_recheck_period();
-    if (deadline != nullptr) {
-        if (deadline->passed()) return false;
-        bound = std::min<std::chrono::nanoseconds>(bound, deadline->remaining());
-    }
-    const timespec relative = Deadline::to_timespec(bound);
-    futex_wait(&event.epoch, key, &relative);
+    if (deadline != nullptr && deadline->passed()) return false;
+    const std::optional<std::chrono::nanoseconds> bound = notification_sleep_bound(deadline);
+    timespec relative{};
+    if (bound) relative = Deadline::to_timespec(*bound);
+    futex_wait(&event.epoch, key, bound ? &relative : nullptr);
     return deadline == nullptr || !deadline->passed();
 }
 

@@ -34,6 +34,7 @@
 #include "eventcount.hpp"
 #include "futex.hpp"
 #include "mproc/error.hpp"
+#include "mproc/kill_point.hpp"
 #include "mproc/shared_memory.hpp"
 #include "robust_list.hpp"
 
@@ -183,19 +184,20 @@ bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, 
         // Bounded by the eventcount's re-test period (eventcount.hpp) as every eventcount sleep is: a sender
         // killed between taking the flag and waking, or one that took its hold after these words were
         // armed, leaves no other wake-up; and without this process's waiter barrier a wake-up can be lost.
-        std::chrono::nanoseconds span = detail::notification_recheck_period();
-        if (deadline != nullptr) span = std::min(span, deadline->remaining());
-        const timespec absolute =
-            Deadline::to_timespec(std::chrono::nanoseconds(Deadline::monotonic_now_ns()) + span);
-        const detail::FutexWaitvOutcome outcome = detail::futex_waitv(waiters, count, &absolute);
+        // (Unbounded but for the deadline when a test build switches the re-test off.)
+        const std::optional<std::chrono::nanoseconds> span = detail::notification_sleep_bound(deadline);
+        timespec absolute{};
+        if (span) absolute = Deadline::to_timespec(std::chrono::nanoseconds(Deadline::monotonic_now_ns()) + *span);
+        const detail::FutexWaitvOutcome outcome = detail::futex_waitv(waiters, count, span ? &absolute : nullptr);
         if (outcome != detail::FutexWaitvOutcome::unusable) {
             spread_death_wake_ups(peer);
             return deadline == nullptr || !deadline->passed() || outcome == detail::FutexWaitvOutcome::woken;
         }
     }
-    // No futex_waitv: sleep on the eventcount, and look at the holder words every kPipeDeathPollInterval.
-    std::chrono::nanoseconds span =
-        std::min<std::chrono::nanoseconds>(detail::kPipeDeathPollInterval, detail::notification_recheck_period());
+    // No futex_waitv: sleep on the eventcount, and look at the holder words every kPipeDeathPollInterval
+    // (kept when a test build switches the eventcount's re-test off: it is how a death is seen here).
+    std::chrono::nanoseconds span = detail::kPipeDeathPollInterval;
+    if (!detail::recheck_disabled()) span = std::min(span, detail::notification_recheck_period());
     if (deadline != nullptr) span = std::min(span, deadline->remaining());
     const timespec relative = Deadline::to_timespec(span);
     detail::futex_wait(&event.epoch, key, &relative);
@@ -423,7 +425,9 @@ void PipeConnection::send_bytes(std::span<const std::byte> message) {
         if (sent + bytes == message.size()) header.flags |= detail::kChunkLast;
         std::memcpy(region.data, &header, sizeof header);
         if (bytes != 0) std::memcpy(region.data + sizeof header, message.data() + sent, bytes);
+        MPROC_KILL_POINT(pipe_send, 0);  // a chunk written, not published: the receiver never sees it
         out_->commit(1);
+        MPROC_KILL_POINT(pipe_send, 1);  // the chunks up to this one published, the rest never sent
         sent += bytes;
         first = false;
     } while (sent < message.size());
@@ -462,7 +466,9 @@ std::size_t PipeConnection::receive(const char* operation, std::span<std::byte> 
             close_for_reading();
             throw SystemError(describe() + ": " + operation + ": " + why, code);
         }
+        MPROC_KILL_POINT(pipe_recv, 0);  // a chunk read, not released: a next receiver reads it again
         in_->release(1);
+        MPROC_KILL_POINT(pipe_recv, 1);  // the chunks up to this one taken, and lost with this receiver
         if (step == PipeReader::Step::need_more) continue;
         const std::size_t size = static_cast<std::size_t>(reader.message_size());
         if (whole != nullptr) {
