@@ -46,6 +46,7 @@
 #include "deadline.hpp"
 #include "futex.hpp"
 #include "mproc/error.hpp"
+#include "mproc/kill_point.hpp"
 #include "mproc/object_header.hpp"
 #include "mproc/rlock.hpp"
 #include "robust_list.hpp"
@@ -141,12 +142,15 @@ void require_held(const RobustMutexLayout& lock, const ThisThreadRobustList& sel
 // Takes the word for this thread once it was seen free; the caller set list_op_pending.
 AcquireStatus finish_acquire(RobustMutexLayout& lock, ThisThreadRobustList& self, std::uint32_t taken_from) {
     const bool owner_died = (taken_from & kOwnerDied) != 0;
+    MPROC_KILL_POINT(lock_acquire, 6);  // the word names this thread; not linked, covered by pending
     if (owner_died) {
         // relaxed: read and written only by the owner; the word's acquire/release orders owners.
         consistency_of(lock).store(static_cast<std::uint32_t>(LockConsistency::inconsistent),
                                    std::memory_order_relaxed);
+        MPROC_KILL_POINT(lock_acquire, 7);  // marked inconsistent, then the word's OWNER_DIED is lost
     }
     self.link(node_of(lock));
+    MPROC_KILL_POINT(lock_acquire, 8);  // linked and pending: the kernel finds the node either way
     self.clear_pending();
     return owner_died ? AcquireStatus::owner_died : AcquireStatus::acquired;
 }
@@ -208,6 +212,7 @@ AcquireStatus acquire_contended(RobustMutexLayout& lock, ThisThreadRobustList& s
         // seq_cst: announces this sleeper before the kernel compares the word; pairs with the seq_cst
         // load in release_word() (see the top of this file).
         sleepers_of(lock).fetch_add(1, std::memory_order_seq_cst);
+        MPROC_KILL_POINT(lock_acquire, 3);  // counted as a sleeper for good: releases wake in vain
         bool may_sleep = true;
         if ((seen & kWaiters) == 0) {
             // relaxed: the bit is for the kernel's owner-death wake-up and publishes no data.
@@ -218,7 +223,9 @@ AcquireStatus acquire_contended(RobustMutexLayout& lock, ThisThreadRobustList& s
         // The kernel compares the word with `seen` under its bucket lock before sleeping: a release in
         // between makes this return at once. Every outcome — woken, value changed, timed out, EINTR —
         // means look at the word again; the deadline check above ends the loop.
+        MPROC_KILL_POINT(lock_acquire, 4);  // WAITERS set by a thread that will never sleep
         if (may_sleep) detail::futex_wait(&lock.word, seen, bounded ? &remaining : nullptr);
+        MPROC_KILL_POINT(lock_acquire, 5);  // woken (perhaps as the one the release chose) and dead
         // relaxed: this thread's own announcement is withdrawn; nothing is published.
         sleepers_of(lock).fetch_sub(1, std::memory_order_relaxed);
         // relaxed: a hint, as above.
@@ -234,13 +241,16 @@ AcquireStatus acquire_word(RobustMutexLayout& lock, std::optional<std::chrono::n
                                   "this thread holds a reserved MPMC slot or a peeked message (commit or release "
                                   "it first)"));
     self.set_pending(node_of(lock));
+    MPROC_KILL_POINT(lock_acquire, 0);  // pending names a lock whose word this thread never held
     auto word = word_of(lock);
     // relaxed: only chooses the value the CAS expects; the CAS orders.
     std::uint32_t seen = word.load(std::memory_order_relaxed);
     // acquire: pairs with the release in release_word(): the previous owner's writes are visible.
     if ((seen & ~kWaiters) == 0 &&
         word.compare_exchange_strong(seen, self.tid() | seen, std::memory_order_acquire, std::memory_order_relaxed)) {
+        MPROC_KILL_POINT(lock_acquire, 1);  // the word names this thread; only pending covers it
         self.link(node_of(lock));
+        MPROC_KILL_POINT(lock_acquire, 2);  // linked and pending
         self.clear_pending();
         return AcquireStatus::acquired;
     }
@@ -256,12 +266,16 @@ void release_word(RobustMutexLayout& lock, ThisThreadRobustList& self) noexcept 
     if (inconsistent)
         consistency_of(lock).store(static_cast<std::uint32_t>(LockConsistency::not_recoverable),
                                    std::memory_order_relaxed);
+    MPROC_KILL_POINT(lock_release, 0);  // (released inconsistent) marked not recoverable, still held
     self.set_pending(node_of(lock));
+    MPROC_KILL_POINT(lock_release, 1);  // held, linked and pending
     self.unlink(node_of(lock));
+    MPROC_KILL_POINT(lock_release, 2);  // held, covered by pending alone
     if (inconsistent) {
         // seq_cst: the release half pairs with the acquire loads of later acquirers (who read the state
         // above); the store-load order with the sleepers load below is the no-lost-wake-up argument.
         word.exchange(kNotRecoverableWord, std::memory_order_seq_cst);
+        MPROC_KILL_POINT(lock_release, 3);  // not recoverable, sleepers not yet told
         // seq_cst: pairs with the seq_cst increment in acquire_contended() (see the top of this file).
         if (sleepers_of(lock).load(std::memory_order_seq_cst) != 0)
             detail::futex_wake(&lock.word, detail::kFutexWakeAll);
@@ -270,9 +284,11 @@ void release_word(RobustMutexLayout& lock, ThisThreadRobustList& self) noexcept 
         // this store must precede the sleepers load below (see the top of this file). Clears the TID
         // (the word is free) and keeps WAITERS.
         word.fetch_and(kWaiters, std::memory_order_seq_cst);
+        MPROC_KILL_POINT(lock_release, 3);  // free, sleepers not yet woken, pending still set
         // seq_cst: pairs with the seq_cst increment in acquire_contended().
         if (sleepers_of(lock).load(std::memory_order_seq_cst) != 0) detail::futex_wake(&lock.word, 1);
     }
+    MPROC_KILL_POINT(lock_release, 4);  // free and woken, pending still names it
     self.clear_pending();
 }
 

@@ -54,6 +54,7 @@
 #include "eventcount.hpp"
 #include "futex.hpp"
 #include "mproc/error.hpp"
+#include "mproc/kill_point.hpp"
 #include "ring_common.hpp"
 #include "robust_list.hpp"
 
@@ -106,6 +107,7 @@ enum class ClaimResult { taken, taken_from_dead, busy };
 // K: takes the slot's claim for this thread. On success list_op_pending stays set (cleared by R).
 ClaimResult take_claim(const Slot& slot, ThisThreadRobustList& self, std::uint32_t& seen) noexcept {
     self.set_pending(robust_node_of(slot));
+    MPROC_KILL_POINT(mpmc_claim, 0);  // pending names a claim word this thread does not hold
     // relaxed: a first guess for the CAS, which checks it.
     std::uint32_t value = claim_of(slot).load(std::memory_order_relaxed);
     for (;;) {
@@ -117,8 +119,10 @@ ClaimResult take_claim(const Slot& slot, ThisThreadRobustList& self, std::uint32
         // acquire: K, pairs with R's release (or follows the kernel's write at a death): the previous
         // claimer's sequence, length and payload are visible. WAITERS is kept for the sleepers.
         if (claim_of(slot).compare_exchange_weak(value, self.tid() | (value & kClaimWaiters), std::memory_order_acquire,
-                                                 std::memory_order_relaxed))
+                                                 std::memory_order_relaxed)) {
+            MPROC_KILL_POINT(mpmc_claim, 1);  // claimed (a dead claimer's OWNER_DIED now lost), nothing done
             return (value & kClaimOwnerDied) != 0 ? ClaimResult::taken_from_dead : ClaimResult::taken;
+        }
     }
 }
 
@@ -126,7 +130,9 @@ ClaimResult take_claim(const Slot& slot, ThisThreadRobustList& self, std::uint32
 void drop_claim(const Slot& slot, ThisThreadRobustList& self) noexcept {
     // release: R, pairs with K's acquire in the next claimer.
     const std::uint32_t previous = claim_of(slot).exchange(0, std::memory_order_release);
+    MPROC_KILL_POINT(mpmc_claim, 2);  // released, pending still names the slot
     self.clear_pending();
+    MPROC_KILL_POINT(mpmc_claim, 3);  // released, its sleepers not woken (they look again by themselves)
     if ((previous & kClaimWaiters) != 0) detail::futex_wake(&slot.header->claim, detail::kFutexWakeAll);
 }
 
@@ -163,6 +169,7 @@ void repair_slot_of_dead_claimer(const RingGeometry& ring, const Slot& slot, std
     const std::uint64_t mask = capacity - 1;
     // relaxed: under the claim, after K's acquire.
     const std::uint64_t sequence = sequence_of(slot).load(std::memory_order_relaxed);
+    MPROC_KILL_POINT(mpmc_repair, 0);  // the repairer holds the claim and has changed nothing
     bool published_skip = false;
     bool freed = false;
     if ((sequence & mask) == slot_index) {
@@ -171,8 +178,10 @@ void repair_slot_of_dead_claimer(const RingGeometry& ring, const Slot& slot, std
         if (distance(sequence, enqueued) > 0) {
             // relaxed: published by the release store of the sequence below.
             length_of(slot).store(detail::kMpmcSlotSkipped, std::memory_order_relaxed);
+            MPROC_KILL_POINT(mpmc_repair, 1);  // flagged skipped, not yet published
             // release: pairs with B' in get(): the consumer sees the skip flag with the sequence.
             sequence_of(slot).store(sequence + 1, std::memory_order_release);
+            MPROC_KILL_POINT(mpmc_repair, 2);  // published empty, still claimed
             published_skip = true;
         }
     } else if ((sequence & mask) == ((slot_index + 1) & mask)) {
@@ -181,12 +190,14 @@ void repair_slot_of_dead_claimer(const RingGeometry& ring, const Slot& slot, std
         if (distance(sequence - 1, dequeued) > 0) {
             // release: pairs with B in put(): the slot is free for the next lap.
             sequence_of(slot).store(sequence - 1 + capacity, std::memory_order_release);
+            MPROC_KILL_POINT(mpmc_repair, 3);  // freed for the next lap, still claimed
             freed = true;
         }
     }
     if (published_skip || freed)
         // relaxed: a statistic; nothing is published through it.
         std::atomic_ref(control.constants.repaired_slots).fetch_add(1, std::memory_order_relaxed);
+    MPROC_KILL_POINT(mpmc_repair, 4);  // repaired and counted, still claimed
     drop_claim(slot, self);
     if (published_skip) detail::notify(control.not_empty.event);
     if (freed) detail::notify(control.not_full.event);
@@ -220,9 +231,12 @@ void finish_put(const RingGeometry& ring, const Slot& slot, std::uint64_t positi
                 ThisThreadRobustList& self, bool notify) noexcept {
     // relaxed: W; published by D.
     length_of(slot).store(static_cast<std::uint32_t>(written), std::memory_order_relaxed);
+    MPROC_KILL_POINT(mpmc_put, 2);  // written, not published: the repair publishes the slot skipped
     // release: D, pairs with B' so that a consumer that sees p + 1 sees length and payload.
     sequence_of(slot).store(position + 1, std::memory_order_release);
+    MPROC_KILL_POINT(mpmc_put, 3);  // published, still claimed: the repair only drops the claim
     drop_claim(slot, self);
+    MPROC_KILL_POINT(mpmc_put, 4);  // published and released, a sleeping consumer not woken
     if (notify) detail::notify(ring.control->not_empty.event);
 }
 
@@ -231,6 +245,7 @@ void finish_get(const RingGeometry& ring, const Slot& slot, std::uint64_t positi
                 bool notify) noexcept {
     // release: D', pairs with B in put(): the slot was read before it is handed to a producer.
     sequence_of(slot).store(position + ring.capacity, std::memory_order_release);
+    MPROC_KILL_POINT(mpmc_get, 2);  // freed, still claimed: the repair only drops the claim
     drop_claim(slot, self);
     if (notify) detail::notify(ring.control->not_full.event);
 }
@@ -304,7 +319,9 @@ Attempt attempt_put(const RingGeometry& ring, const detail::SlotWriter& writer, 
             // relaxed: M; the position carries no data (the slot is published by D). A store, not a CAS:
             // under the claim, with V passed, nobody else can move the position from `position` (the
             // queue model asserts it).
+            MPROC_KILL_POINT(mpmc_put, 0);  // claimed, position not moved: the repair drops the claim
             position_of(control.producer).store(position + 1, std::memory_order_relaxed);
+            MPROC_KILL_POINT(mpmc_put, 1);  // position moved, slot unwritten: the repair skips it
             const std::size_t slot_size = ring.slot_size;
             if (hold != nullptr) {
                 *hold = {ring, slot.header, slot.payload, position, static_cast<std::uint32_t>(slot_size),
@@ -396,7 +413,9 @@ Attempt attempt_get(const RingGeometry& ring, const detail::SlotReader& reader, 
                 drop_claim(slot, self);
                 continue;
             }
+            MPROC_KILL_POINT(mpmc_get, 0);  // claimed, position not moved: the message stays for the next
             position_of(control.consumer).store(position + 1, std::memory_order_relaxed);
+            MPROC_KILL_POINT(mpmc_get, 1);  // position moved: the message is lost, the repair frees the slot
             // relaxed: under the claim, published by D before K.
             const std::uint32_t stored_length = length_of(slot).load(std::memory_order_relaxed);
             const bool skipped = (stored_length & detail::kMpmcSlotSkipped) != 0;

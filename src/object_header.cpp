@@ -10,6 +10,7 @@
 #include "deadline.hpp"
 #include "futex.hpp"
 #include "mproc/error.hpp"
+#include "mproc/kill_point.hpp"
 #include "object_header_wait.hpp"
 
 namespace mproc {
@@ -60,6 +61,7 @@ void finish_publication(std::span<std::byte> memory, std::uint32_t final_state, 
     if (!state.compare_exchange_strong(expected, final_state, std::memory_order_release, std::memory_order_relaxed))
         throw StateError(std::string(operation) + ": the header is in state " + std::to_string(expected) +
                          ", not unpublished (published or abandoned twice?)");
+    MPROC_KILL_POINT(segment_create, 5);  // published, the openers asleep on the state word not woken
     detail::futex_wake(reinterpret_cast<const std::uint32_t*>(memory.data() + kStateOffset), detail::kFutexWakeAll);
 }
 
@@ -131,6 +133,7 @@ void place_object_header(std::span<std::byte> memory, ObjectKind kind, std::uint
     // Every byte but the state word: openers read these only after the acquire load that sees publication.
     const auto* source = reinterpret_cast<const std::byte*>(&header);
     std::memcpy(memory.data(), source, kStateOffset);
+    MPROC_KILL_POINT(segment_create, 2);  // unpublished, the header half written
     const std::size_t after_state = kStateOffset + sizeof(std::uint32_t);
     std::memcpy(memory.data() + after_state, source + after_state, kObjectHeaderSize - after_state);
 }

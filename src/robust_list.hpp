@@ -44,6 +44,8 @@
 
 #include <linux/futex.h>
 
+#include "mproc/kill_point.hpp"
+
 namespace mproc::detail {
 
 // Distance from a node to its futex word, the same for every entry of one list.
@@ -91,10 +93,14 @@ public:
         const auto node_address = reinterpret_cast<std::uintptr_t>(node);
         const auto first = reinterpret_cast<std::uintptr_t>(head_->list.next);  // may carry the PI bit
         write_robust_link((first & ~kRobustPiBit) - kRobustPrevBeforeNode, node_address);  // first->prev = node
+        MPROC_KILL_POINT(robust_link, 0);  // first's prev names a node the kernel cannot reach yet
         write_robust_link(node_address, first);                                          // node->next = first
+        MPROC_KILL_POINT(robust_link, 1);
         write_robust_link(node_address - kRobustPrevBeforeNode, reinterpret_cast<std::uintptr_t>(head_));
+        MPROC_KILL_POINT(robust_link, 2);  // node complete, not yet reachable from the head
         robust_list_compiler_barrier();  // node complete before the kernel can reach it through the head
         head_->list.next = static_cast<robust_list*>(node);
+        MPROC_KILL_POINT(robust_link, 3);  // reachable through the head (and through pending)
     }
 
     // Unlinks node, in glibc's DEQUEUE_MUTEX order.
@@ -103,10 +109,14 @@ public:
         const std::uintptr_t next = read_robust_link(node_address);
         const std::uintptr_t prev = read_robust_link(node_address - kRobustPrevBeforeNode);
         write_robust_link((next & ~kRobustPiBit) - kRobustPrevBeforeNode, prev);  // next->prev = prev
+        MPROC_KILL_POINT(robust_unlink, 0);  // the forward chain (the kernel's) still passes the node
         write_robust_link(prev & ~kRobustPiBit, next);                            // prev->next = next
+        MPROC_KILL_POINT(robust_unlink, 1);  // the kernel's walk skips the node: pending covers it
         robust_list_compiler_barrier();  // unlinked before the links are cleared
         write_robust_link(node_address - kRobustPrevBeforeNode, 0);
+        MPROC_KILL_POINT(robust_unlink, 2);
         write_robust_link(node_address, 0);
+        MPROC_KILL_POINT(robust_unlink, 3);
     }
 
     // Whether node is linked in this thread's list (walks at most kRobustListWalkLimit entries; the node

@@ -15,6 +15,7 @@
 
 #include "deadline.hpp"
 #include "mproc/error.hpp"
+#include "mproc/kill_point.hpp"
 #include "mproc_config.h"
 #include "object_header_wait.hpp"
 
@@ -224,12 +225,15 @@ SharedMemory SharedMemory::create_object(std::string_view name, ObjectKind kind,
 
     FileDescriptor fd(::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, mode));
     if (!fd.valid()) throw_system_error(label + ": create: shm_open(O_CREAT|O_EXCL)");
+    MPROC_KILL_POINT(segment_create, 0);  // the name exists, the file is empty
     // The name is ours from here: any failure before publication removes it again.
     UnlinkUnlessPublished unlink_guard(path);
     if (::ftruncate(fd.get(), static_cast<off_t>(total_size)) != 0)
         throw_system_error(label + ": create: ftruncate to " + std::to_string(total_size) + " bytes");
+    MPROC_KILL_POINT(segment_create, 1);  // sized, all zero: no header yet
     Mapping mapping = map_shared(fd.get(), total_size, label, "create");
     place_object_header(mapping.span(), kind, layout_version, payload_size);
+    MPROC_KILL_POINT(segment_create, 3);  // a complete header, unpublished; the payload not initialised
     if (initialise) {
         try {
             initialise(mapping.span().subspan(kObjectHeaderSize, payload_size));
@@ -240,7 +244,9 @@ SharedMemory SharedMemory::create_object(std::string_view name, ObjectKind kind,
             throw;
         }
     }
+    MPROC_KILL_POINT(segment_create, 4);  // initialised, unpublished
     publish_object_header(mapping.span());
+    MPROC_KILL_POINT(segment_create, 6);  // published (openers woken), the creator's handle not yet made
     unlink_guard.dismiss();
     return detail::SharedMemoryAccess::adopt(path, mapping, total_size, -1,
                                              detail::SharedMemoryAccess::creator_fields(kind, layout_version,

@@ -39,6 +39,7 @@
 #include "deadline.hpp"
 #include "eventcount.hpp"
 #include "mproc/error.hpp"
+#include "mproc/kill_point.hpp"
 #include "ring_common.hpp"
 
 namespace mproc {
@@ -71,10 +72,15 @@ void repair_unpublished_slots(const RingGeometry& ring, std::uint64_t position) 
     while (position - first < ring.capacity &&
            !detail::spsc_published(sequence_at(ring, first - 1).load(std::memory_order_relaxed), first - 1))
         --first;
-    for (std::uint64_t hole = first; hole != position; ++hole)
+    for (std::uint64_t hole = first; hole != position; ++hole) {
         // release: pairs with C2, as P6 does; the consumer steps over the slot without reading it.
         sequence_at(ring, hole).store(detail::spsc_skipped_sequence(hole), std::memory_order_release);
-    if (first != position) detail::notify(ring.control->not_empty.event);
+        MPROC_KILL_POINT(spsc_repair, 0);  // the holes up to this one skipped: the next producer does the rest
+    }
+    if (first != position) {
+        MPROC_KILL_POINT(spsc_repair, 1);  // all skipped, a sleeping consumer not woken
+        detail::notify(ring.control->not_empty.event);
+    }
 }
 
 struct Window {
@@ -118,6 +124,7 @@ Window ready_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
         ++position;
         // release: C5 for a slot nobody reads; pairs with P3 as C5 does.
         position_of(control.consumer).store(position, std::memory_order_release);
+        MPROC_KILL_POINT(spsc_get, 2);  // stepped over a skipped slot; the next consumer goes on from here
         stepped = true;
     }
     if (stepped) detail::notify(control.not_full.event);
@@ -133,9 +140,13 @@ Window ready_slots(const RingGeometry& ring, std::uint64_t wanted) noexcept {
 void publish_puts(const RingGeometry& ring, std::uint64_t position, std::uint64_t count) noexcept {
     // relaxed: P5; no data goes with the position (see the top of this file).
     position_of(ring.control->producer).store(position + count, std::memory_order_relaxed);
-    for (std::uint64_t i = 0; i < count; ++i)
+    MPROC_KILL_POINT(spsc_put, 1);  // position past unpublished slots: the next put repairs them
+    for (std::uint64_t i = 0; i < count; ++i) {
         // release: P6, pairs with C2; the slot's bytes are written before the sequence that publishes them.
         sequence_at(ring, position + i).store(position + i + 1, std::memory_order_release);
+        MPROC_KILL_POINT(spsc_put, 3);  // the batch published up to this slot, the rest lost
+    }
+    MPROC_KILL_POINT(spsc_put, 2);  // published, a sleeping consumer not woken
     detail::notify(ring.control->not_empty.event);  // P7
 }
 
@@ -143,6 +154,7 @@ void publish_puts(const RingGeometry& ring, std::uint64_t position, std::uint64_
 void release_gets(RingControl& control, std::uint64_t position, std::uint64_t count) noexcept {
     // release: C5, pairs with P3; the slots are read before they are handed back.
     position_of(control.consumer).store(position + count, std::memory_order_release);
+    MPROC_KILL_POINT(spsc_get, 1);  // taken (and lost with this consumer), a sleeping producer not woken
     detail::notify(control.not_full.event);
 }
 
@@ -205,6 +217,7 @@ RingStatus RawSpscRing::put(std::span<const std::byte> message, const std::optio
         if (!ready) return RingStatus::timed_out;
     }
     detail::copy_message_in(ring_.slot_at(window.position), message.data(), message.size());  // P4
+    MPROC_KILL_POINT(spsc_put, 0);  // copied, nothing visible: the message is lost
     publish_puts(ring_, window.position, 1);
     return RingStatus::ok;
 }
@@ -216,6 +229,7 @@ std::size_t RawSpscRing::put_many(const void* messages, std::size_t count) {
     const auto* source = static_cast<const std::byte*>(messages);
     for (std::uint64_t i = 0; i < window.count; ++i)
         detail::copy_message_in(ring_.slot_at(window.position + i), source + i * size, size);  // P4
+    if (window.count != 0) MPROC_KILL_POINT(spsc_put, 0);  // copied, nothing visible: the batch is lost
     if (window.count != 0) publish_puts(ring_, window.position, window.count);
     return static_cast<std::size_t>(window.count);
 }
@@ -261,6 +275,7 @@ RingStatus RawSpscRing::get(std::span<std::byte> out, const std::optional<std::c
         }
     }
     std::memcpy(out.data(), ring_.slot_at(window.position), slot_size());  // C4
+    MPROC_KILL_POINT(spsc_get, 0);  // read, not taken: the next consumer gets the message
     release_gets(*ring_.control, window.position, 1);
     return RingStatus::ok;
 }
@@ -272,6 +287,7 @@ std::size_t RawSpscRing::get_many(void* out, std::size_t count) {
     auto* target = static_cast<std::byte*>(out);
     for (std::uint64_t i = 0; i < window.count; ++i)
         std::memcpy(target + i * size, ring_.slot_at(window.position + i), size);  // C4
+    if (window.count != 0) MPROC_KILL_POINT(spsc_get, 0);  // read, not taken: the next consumer gets them
     if (window.count != 0) release_gets(*ring_.control, window.position, window.count);
     return static_cast<std::size_t>(window.count);
 }

@@ -66,6 +66,8 @@
 #include <span>
 #include <type_traits>
 
+#include "mproc/kill_point.hpp"
+
 namespace mproc {
 
 // What a ring operation did.
@@ -270,11 +272,14 @@ public:
         }
         std::byte* slot = slot_at(position);
         copy_message_in(slot, message, size);  // P4
+        MPROC_KILL_POINT(spsc_put, 0);  // copied, nothing visible: the message is lost
         // relaxed: P5; the position carries no data (the consumer reads the sequence): it is where a
         // producer taking over starts, and what size() counts.
         std::atomic_ref(control.producer.position).store(position + 1, std::memory_order_relaxed);
+        MPROC_KILL_POINT(spsc_put, 1);  // position past an unpublished slot: the next put repairs it
         // release: P6, pairs with C2; the slot's bytes are written before the sequence that publishes them.
         spsc_sequence_of(slot, stride_).store(position + 1, std::memory_order_release);
+        MPROC_KILL_POINT(spsc_put, 2);  // published, a sleeping consumer not woken
         notify(control.not_empty.event);  // P7
         return true;
     }
@@ -290,8 +295,10 @@ public:
         // position + 1 (nothing yet, a skipped slot, corrupted bytes) takes the full path.
         if (spsc_sequence_of(slot, stride_).load(std::memory_order_acquire) != position + 1) return false;
         std::memcpy(out, slot, size);  // C4
+        MPROC_KILL_POINT(spsc_get, 0);  // read, not taken: the next consumer gets the message
         // release: C5, pairs with P3; the slot is read before it is handed back.
         std::atomic_ref(control.consumer.position).store(position + 1, std::memory_order_release);
+        MPROC_KILL_POINT(spsc_get, 1);  // taken (and lost with this consumer), a sleeping producer not woken
         notify(control.not_full.event);  // C6
         return true;
     }
