@@ -4,11 +4,18 @@
 //   BM_PipeStream_<system>/<bytes>           the peer streams messages of <bytes> bytes to this process;
 //                                            items_per_second (messages) and bytes_per_second
 //   BM_PipeRoundTrip_blocking_<size>/<system>  a message to the peer and one of the same size back, both
-//                                            sides blocking in their receive; p50/p99/p99.9 per round trip
+//                                            sides sleeping in their receive until it comes (mproc: the
+//                                            adaptive spin turned off on both sides, NoSpinBeforeSleep);
+//                                            p50/p99/p99.9 per round trip
+//   BM_PipeRoundTrip_spin_then_sleep_<size>/mproc  the same with mproc's plain recv_bytes_into, which spins
+//                                            on its adaptive budget before it sleeps and usually catches
+//                                            the reply spinning (what a ping-ponging application sees)
 //   BM_PipeRoundTrip_spin_<size>/mproc       the same with mproc's spinning receive: poll() (zero timeout:
 //                                            a few loads, no system call) until it says ready, then receive
 //   BM_PipeCeiling/cache_line_ping_pong, BM_PipeCeiling/futex_ping_pong   the ceilings the spinning and the
 //                                            blocking round trips are read against, measured in this run
+// Every round trip reports sleeps_per_rt and peer_sleeps_per_rt (voluntary context switches per round
+// trip, LatencySampler): about 1 and 1 where both sides sleep, about 0 where a spin catches the reply.
 // Systems:
 //   mproc       mproc::Pipe(): one-way for streams, duplex for round trips; the child adopt()s its end, as
 //               pipe.hpp's fork idiom says, before its first message, and this process closes its copy of
@@ -166,11 +173,17 @@ void mproc_stream(benchmark::State& state, std::size_t size) {
     count_stream(state, size);
 }
 
-void mproc_round_trip(benchmark::State& state, std::size_t size, bool spin) {
+// How each side of an mproc round trip waits for the other's message.
+enum class RoundTripWait { poll, spin_then_sleep, sleep };
+
+void mproc_round_trip(benchmark::State& state, std::size_t size, RoundTripWait wait) {
     auto ends = mproc::Pipe(true);
     auto& mine = ends.first;
     auto& theirs = ends.second;
+    const bool spin = wait == RoundTripWait::poll;
     Peer peer("mproc pipe round-trip peer", [&] {
+        std::optional<mproc::bench::NoSpinBeforeSleep> no_spin;
+        if (wait == RoundTripWait::sleep) no_spin.emplace();
         theirs.adopt();
         std::vector<std::byte> message = message_buffer(size);
         stamp(message.data(), size, 0);
@@ -190,6 +203,8 @@ void mproc_round_trip(benchmark::State& state, std::size_t size, bool spin) {
     std::vector<std::byte> message = message_buffer(size);
     check_message("mproc pipe round trip", message.data(), mproc_receive(mine, message, &peer, spin), size, 0);
     theirs.close();
+    std::optional<mproc::bench::NoSpinBeforeSleep> no_spin;
+    if (wait == RoundTripWait::sleep) no_spin.emplace();
     LatencySampler sampler(state);
     std::uint64_t round = 0;
     sampler.start();
@@ -626,10 +641,17 @@ bool register_benchmarks() {
 #endif
     register_stream("python", python_stream, true);
 
-    register_round_trip("spin", "mproc",
-                        [](benchmark::State& state, std::size_t size) { mproc_round_trip(state, size, true); }, false);
-    register_round_trip("blocking", "mproc",
-                        [](benchmark::State& state, std::size_t size) { mproc_round_trip(state, size, false); }, false);
+    register_round_trip(
+        "spin", "mproc",
+        [](benchmark::State& state, std::size_t size) { mproc_round_trip(state, size, RoundTripWait::poll); }, false);
+    register_round_trip(
+        "blocking", "mproc",
+        [](benchmark::State& state, std::size_t size) { mproc_round_trip(state, size, RoundTripWait::sleep); }, false);
+    register_round_trip("spin_then_sleep", "mproc",
+                        [](benchmark::State& state, std::size_t size) {
+                            mproc_round_trip(state, size, RoundTripWait::spin_then_sleep);
+                        },
+                        false);
     register_round_trip("blocking", "pipe",
                         [](benchmark::State& state, std::size_t size) { fd_round_trip(state, FdKind::pipe, size); },
                         false);

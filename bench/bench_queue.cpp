@@ -17,8 +17,16 @@
 //   BM_QueueRoundTrip_spin/<system>      a 64-byte message to a peer and back, both sides polling with
 //                                        try_get (mproc_spsc, mproc_mpmc; iceoryx: take()) — beside the
 //                                        cache-line ceiling
-//   BM_QueueRoundTrip_blocking/<system>  the same with blocking get (mproc_spsc, mproc_mpmc, pipe; iceoryx:
-//                                        a WaitSet) — beside the futex ping-pong ceiling
+//   BM_QueueRoundTrip_blocking/<system>  the same with a get() that sleeps until the message comes (mproc_spsc,
+//                                        mproc_mpmc: the adaptive spin turned off on both sides, so every
+//                                        get() finds nothing and sleeps in FUTEX_WAIT; pipe: read(); iceoryx:
+//                                        a WaitSet) — beside the futex ping-pong ceiling, which does the same
+//                                        work: a sleep and a wake-up on each side per round trip
+//   BM_QueueRoundTrip_spin_then_sleep/<system>  mproc_spsc, mproc_mpmc: the plain get(), which spins on its
+//                                        adaptive budget before it sleeps and usually catches the reply
+//                                        spinning: what a ping-ponging application sees, not a wake-up
+// Every round trip reports sleeps_per_rt and peer_sleeps_per_rt (voluntary context switches per round
+// trip, LatencySampler): about 1 and 1 where both sides sleep, about 0 where a spin catches the reply.
 // Every message carries its sequence number in its first and last 8-byte words and every receiver checks
 // them (per producer in 2P2C, where two consumers each see an increasing subsequence of each producer's
 // messages). Peers are forked, and queues created, before the timed loop. The raw SPSC ring ceiling these
@@ -811,14 +819,18 @@ void pipe_two_by_two(benchmark::State& state) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Round trips of a 64-byte message: the benchmark puts sequence k on one queue, the peer answers k + 1 on
-// another. Spinning: both sides poll try_get (with the Spinner's occasional yield); blocking: get().
+// another. poll: both sides poll try_get (with the Spinner's occasional yield); spin_then_sleep: get(), as
+// an application calls it; sleep: get() with the adaptive spin off on both sides (NoSpinBeforeSleep).
 
 constexpr std::size_t kRoundTripBytes = 64;
 using RoundTripMessage = Message<kRoundTripBytes>;
 
-void mproc_round_trip(benchmark::State& state, mproc::QueueKind kind, bool spin) {
+enum class RoundTripWait { poll, spin_then_sleep, sleep };
+
+void mproc_round_trip(benchmark::State& state, mproc::QueueKind kind, RoundTripWait wait) {
     mproc::Queue<RoundTripMessage> to_peer(16, kind);
     mproc::Queue<RoundTripMessage> from_peer(16, kind);
+    const bool spin = wait == RoundTripWait::poll;
     const auto receive = [spin](mproc::Queue<RoundTripMessage>& queue, Peer* peer) {
         if (!spin) return peer == nullptr ? queue.get() : get_from_peer(queue, *peer, "mproc queue round trip");
         Spinner spinner("a round-trip message", peer);
@@ -835,6 +847,8 @@ void mproc_round_trip(benchmark::State& state, mproc::QueueKind kind, bool spin)
     };
     Peer peer("mproc queue round-trip peer", [&] {
         const CloseOnFailure close_on_failure(from_peer);
+        std::optional<mproc::bench::NoSpinBeforeSleep> no_spin;
+        if (wait == RoundTripWait::sleep) no_spin.emplace();
         for (;;) {
             RoundTripMessage message;
             try {
@@ -847,6 +861,8 @@ void mproc_round_trip(benchmark::State& state, mproc::QueueKind kind, bool spin)
         }
     });
     const CloseWhenAPeerEnds<RoundTripMessage> close_when_the_peer_ends(from_peer, {&peer});
+    std::optional<mproc::bench::NoSpinBeforeSleep> no_spin;
+    if (wait == RoundTripWait::sleep) no_spin.emplace();
     LatencySampler sampler(state);
     RoundTripMessage message{};
     std::uint64_t sequence = 0;
@@ -1304,12 +1320,12 @@ BENCHMARK(BM_Queue2P2C_boost)->Apply(register_sizes)->UseRealTime();
 #endif
 BENCHMARK(BM_Queue2P2C_python)->Apply(register_sizes)->UseManualTime();
 
-void round_trip_entry(benchmark::State& state, mproc::QueueKind kind, bool spin) {
-    mproc::bench::run_guarded(state, [&] { mproc_round_trip(state, kind, spin); });
+void round_trip_entry(benchmark::State& state, mproc::QueueKind kind, RoundTripWait wait) {
+    mproc::bench::run_guarded(state, [&] { mproc_round_trip(state, kind, wait); });
 }
-BENCHMARK_CAPTURE(round_trip_entry, spsc_spin, mproc::QueueKind::spsc, true)
+BENCHMARK_CAPTURE(round_trip_entry, spsc_spin, mproc::QueueKind::spsc, RoundTripWait::poll)
     ->Name("BM_QueueRoundTrip_spin/mproc_spsc")->UseRealTime();
-BENCHMARK_CAPTURE(round_trip_entry, mpmc_spin, mproc::QueueKind::mpmc, true)
+BENCHMARK_CAPTURE(round_trip_entry, mpmc_spin, mproc::QueueKind::mpmc, RoundTripWait::poll)
     ->Name("BM_QueueRoundTrip_spin/mproc_mpmc")->UseRealTime();
 #ifdef MPROC_BENCH_HAVE_ICEORYX
 void iceoryx_round_trip_entry(benchmark::State& state, bool spin) {
@@ -1318,10 +1334,14 @@ void iceoryx_round_trip_entry(benchmark::State& state, bool spin) {
 BENCHMARK_CAPTURE(iceoryx_round_trip_entry, spin, true)->Name("BM_QueueRoundTrip_spin/iceoryx")->UseManualTime();
 #endif
 BENCHMARK(mproc::bench::measure_cache_line_ping_pong)->Name("BM_QueueRoundTrip_spin/cache_line_ceiling")->UseRealTime();
-BENCHMARK_CAPTURE(round_trip_entry, spsc_blocking, mproc::QueueKind::spsc, false)
+BENCHMARK_CAPTURE(round_trip_entry, spsc_blocking, mproc::QueueKind::spsc, RoundTripWait::sleep)
     ->Name("BM_QueueRoundTrip_blocking/mproc_spsc")->UseRealTime();
-BENCHMARK_CAPTURE(round_trip_entry, mpmc_blocking, mproc::QueueKind::mpmc, false)
+BENCHMARK_CAPTURE(round_trip_entry, mpmc_blocking, mproc::QueueKind::mpmc, RoundTripWait::sleep)
     ->Name("BM_QueueRoundTrip_blocking/mproc_mpmc")->UseRealTime();
+BENCHMARK_CAPTURE(round_trip_entry, spsc_spin_then_sleep, mproc::QueueKind::spsc, RoundTripWait::spin_then_sleep)
+    ->Name("BM_QueueRoundTrip_spin_then_sleep/mproc_spsc")->UseRealTime();
+BENCHMARK_CAPTURE(round_trip_entry, mpmc_spin_then_sleep, mproc::QueueKind::mpmc, RoundTripWait::spin_then_sleep)
+    ->Name("BM_QueueRoundTrip_spin_then_sleep/mproc_mpmc")->UseRealTime();
 void BM_QueueRoundTripPipe(benchmark::State& state) {
     mproc::bench::run_guarded(state, [&] { pipe_round_trip(state); });
 }

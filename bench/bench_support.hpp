@@ -46,6 +46,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "adaptive_spin.hpp"  // src/ (private): this_thread_spin_budget(), turned off by NoSpinBeforeSleep
 #include "deadline.hpp"  // src/ (private): Deadline::monotonic_now_ns, the clock every sample is read on
 #include "mproc/process.hpp"
 
@@ -221,6 +222,16 @@ private:
 // the loop's own overhead — one clock read per iteration instead of two. The sample buffer is allocated
 // and touched before the loop, so no page fault lands inside a sample; past its capacity the oldest
 // samples are overwritten (percentiles then describe the last kCapacity iterations).
+//
+// It also counts sleeps, the proof that a round trip named "blocking" blocks: voluntary context switches
+// (getrusage's ru_nvcsw: the thread left the CPU because it waited — a FUTEX_WAIT or a read() that found
+// nothing; a sched_yield() or a preemption is involuntary, a FUTEX_WAIT that returned at once is neither)
+// per iteration, reported as two counters:
+//   sleeps_per_rt       the benchmark thread's (RUSAGE_THREAD), from start() (or construction) to report();
+//   peer_sleeps_per_rt  the peer processes reaped in that time (RUSAGE_CHILDREN grows by a child's whole
+//                       count when it is reaped): call report() after joining the peers.
+// Both include the few sleeps around the loop (a peer's start, its last wait, the join), a handful in all:
+// a round trip that sleeps on both sides reads about 1 and 1, one that a spin catches about 0.
 class LatencySampler {
 public:
     static constexpr std::size_t kCapacity = std::size_t{1} << 22;  // 16 MiB of samples
@@ -228,7 +239,10 @@ public:
 
     explicit LatencySampler(const benchmark::State& state);
 
-    void start() noexcept { previous_ns_ = monotonic_now_ns(); }
+    void start() noexcept {
+        mark_sleeps();
+        previous_ns_ = monotonic_now_ns();
+    }
 
     void lap() noexcept {
         const std::int64_t now_ns = monotonic_now_ns();
@@ -248,14 +262,32 @@ public:
         }
     }
 
-    // Sets p50_ns, p99_ns, p99.9_ns (nearest rank) and items_per_second (one item per iteration).
+    // Sets p50_ns, p99_ns, p99.9_ns (nearest rank), items_per_second (one item per iteration),
+    // sleeps_per_rt and peer_sleeps_per_rt.
     void report(benchmark::State& state);
 
 private:
+    void mark_sleeps() noexcept;  // the two voluntary-switch counts the sleep counters start from
+
+    std::int64_t thread_sleeps_at_start_ = 0;
+    std::int64_t children_sleeps_at_start_ = 0;
     std::vector<std::uint32_t> samples_;  // nanoseconds
     std::size_t next_ = 0;
     bool wrapped_ = false;
     std::int64_t previous_ns_ = 0;
+};
+
+// While it lives, the calling thread does not spin before it sleeps in the library's blocking calls that
+// use the adaptive spin (src/adaptive_spin.hpp: Queue get/put, Pipe recv/send), so such a call that finds
+// nothing sleeps in FUTEX_WAIT at once. For the round trips named "blocking": without it the reply
+// usually arrives while get() still spins, and the row would compare a spin with the futex ceiling's two
+// sleeps. Construct it in the benchmark thread and in the peer, on each side of the round trip.
+class NoSpinBeforeSleep {
+public:
+    NoSpinBeforeSleep() noexcept { mproc::detail::this_thread_spin_budget().set_spinning(false); }
+    NoSpinBeforeSleep(const NoSpinBeforeSleep&) = delete;
+    NoSpinBeforeSleep& operator=(const NoSpinBeforeSleep&) = delete;
+    ~NoSpinBeforeSleep() { mproc::detail::this_thread_spin_budget().set_spinning(true); }
 };
 
 // The cache-line ping-pong ceiling: the benchmark writes round k into one cache line, the peer copies it

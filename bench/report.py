@@ -97,10 +97,21 @@ COMPARISONS += [
                 + [(label, f"BM_Queue2P2C_{system}/64") for system, label in QUEUE_STREAM_PEERS
                    if system in ("pipe", "seqpacket", "posix_mq", "boost", "python")],
     },
-    family("Queue: blocking round trip, 64-byte message", "BM_QueueRoundTrip_blocking", "time",
-           [("mproc_spsc", "mproc::Queue, SPSC, get()"), ("mproc_mpmc", "mproc::Queue, MPMC, get()"),
-            ("pipe", "pipe"), ("iceoryx", "iceoryx 2.0 publish/subscribe, WaitSet wait"),
-            ("futex_ceiling", "ceiling: futex ping-pong")]),
+    {
+        # blocking: every get() sleeps (mproc's adaptive spin off on both sides), the futex ceiling's work;
+        # spin_then_sleep: get() as shipped, whose spin usually catches the reply. The sleeps column shows which.
+        "title": "Queue: blocking round trip, 64-byte message",
+        "metric": "time",
+        "rows": [("mproc::Queue, SPSC, get() that sleeps (spin off)", "BM_QueueRoundTrip_blocking/mproc_spsc"),
+                 ("mproc::Queue, MPMC, get() that sleeps (spin off)", "BM_QueueRoundTrip_blocking/mproc_mpmc"),
+                 ("mproc::Queue, SPSC, get() as shipped (spins, then sleeps)",
+                  "BM_QueueRoundTrip_spin_then_sleep/mproc_spsc"),
+                 ("mproc::Queue, MPMC, get() as shipped (spins, then sleeps)",
+                  "BM_QueueRoundTrip_spin_then_sleep/mproc_mpmc"),
+                 ("pipe", "BM_QueueRoundTrip_blocking/pipe"),
+                 ("iceoryx 2.0 publish/subscribe, WaitSet wait", "BM_QueueRoundTrip_blocking/iceoryx"),
+                 ("ceiling: futex ping-pong", "BM_QueueRoundTrip_blocking/futex_ceiling")],
+    },
     family("Queue: spinning round trip, 64-byte message", "BM_QueueRoundTrip_spin", "time",
            [("mproc_spsc", "mproc::Queue, SPSC, try_get() polling"),
             ("mproc_mpmc", "mproc::Queue, MPMC, try_get() polling"),
@@ -109,8 +120,9 @@ COMPARISONS += [
 ]
 
 # Pipe (bench_pipe): streams BM_PipeStream_<system>/<bytes> (one series per system in the throughput chart);
-# round trips BM_PipeRoundTrip_<blocking|spin>_<size>/<system>, set beside the ceilings bench_pipe measures
-# itself (BM_PipeCeiling/*): spinning against the cache-line ping-pong, blocking against the futex ping-pong.
+# round trips BM_PipeRoundTrip_<blocking|spin_then_sleep|spin>_<size>/<system>, set beside the ceilings
+# bench_pipe measures itself (BM_PipeCeiling/*): spinning against the cache-line ping-pong, blocking (mproc:
+# the adaptive spin off, so each recv sleeps) against the futex ping-pong.
 PIPE_PEERS = [("pipe", "pipe, one write per message"), ("socketpair", "AF_UNIX SOCK_STREAM socketpair"),
               ("zmq", "ZeroMQ PAIR over ipc://"), ("python", "Python multiprocessing.Pipe")]
 COMPARISONS += [
@@ -125,7 +137,9 @@ COMPARISONS += [
     {
         "title": f"Pipe: round trip, {label} each way",
         "metric": "time",
-        "rows": [("mproc::Pipe, blocking recv", f"BM_PipeRoundTrip_blocking_{size}/mproc"),
+        "rows": [("mproc::Pipe, recv that sleeps (spin off)", f"BM_PipeRoundTrip_blocking_{size}/mproc"),
+                 ("mproc::Pipe, recv as shipped (spins, then sleeps)",
+                  f"BM_PipeRoundTrip_spin_then_sleep_{size}/mproc"),
                  ("mproc::Pipe, spinning (poll() until ready, then recv)", f"BM_PipeRoundTrip_spin_{size}/mproc")]
                 + [(peer, f"BM_PipeRoundTrip_blocking_{size}/{system}") for system, peer in PIPE_PEERS]
                 + [("ceiling: futex ping-pong", "BM_PipeCeiling/futex_ping_pong"),
@@ -189,6 +203,9 @@ def load_results(raw_dir):
                 "repetitions": entry.get("repetitions", 1),
                 "benchmark_share": entry.get("benchmark_share"),  # BM_Lock_Handoff: the benchmark process's part
                 "label": entry.get("label") or None,  # e.g. the backend an FdConnection used
+                # Round trips (LatencySampler): voluntary context switches per round trip, this side and the peer.
+                "sleeps": (entry["sleeps_per_rt"], entry.get("peer_sleeps_per_rt"))
+                if "sleeps_per_rt" in entry else None,
             }
             if name not in order:
                 order.append(name)
@@ -215,6 +232,14 @@ def format_rate(rate, unit=""):
         if rate >= scale:
             return f"{rate / scale:.3g} {suffix}{unit}/s"
     return f"{rate:.3g} {unit}/s"
+
+
+def format_sleeps(result):
+    sleeps = result.get("sleeps")
+    if not sleeps:
+        return "—"
+    mine, peer = sleeps
+    return f"{mine:.2f} / {peer:.2f}" if peer is not None else f"{mine:.2f}"
 
 
 def format_spread(result):
@@ -410,8 +435,8 @@ def build_report(results, binaries, out_dir, quick):
         reference = results.get(comparison["rows"][0][1])
         lines += [f"## {title}", ""]
         if comparison["metric"] == "time":
-            lines += ["| system | time per operation | spread | time ÷ mproc's | p50 | p50 ÷ mproc's |",
-                      "|---|---|---|---|---|---|"]
+            lines += ["| system | time per operation | spread | time ÷ mproc's | p50 | p50 ÷ mproc's | sleeps per round trip (this side / peer) |",
+                      "|---|---|---|---|---|---|---|"]
         else:
             lines += ["| system | rate | spread | mproc's rate ÷ this |", "|---|---|---|---|"]
         bars = []
@@ -432,7 +457,7 @@ def build_report(results, binaries, out_dir, quick):
                 reference_p50 = reference["percentiles"].get("p50_ns") if usable_reference else None
                 p50_ratio = f"{p50 / reference_p50:.2f}×" if p50 and reference_p50 else "—"
                 lines.append(f"| {label} | {format_time(result['time_ns'])} | {format_spread(result)} | {ratio} | "
-                             f"{format_time(p50) if p50 else '—'} | {p50_ratio} |")
+                             f"{format_time(p50) if p50 else '—'} | {p50_ratio} | {format_sleeps(result)} |")
                 bars.append((label, result["time_ns"]))
             else:
                 if usable_reference and result["items_per_second"]:
@@ -502,19 +527,21 @@ def build_report(results, binaries, out_dir, quick):
     # Everything, per binary.
     lines += ["## Every benchmark", ""]
     for binary, names in binaries:
-        lines += [f"### {binary}", "", "| benchmark | time | spread | items/s | bytes/s | p50 | p99 | p99.9 |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"### {binary}", "",
+                  "| benchmark | time | spread | items/s | bytes/s | p50 | p99 | p99.9 | sleeps/rt (this / peer) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name in names:
             result = results[name]
             if result["error"]:
-                lines.append(f"| {name} | error: {result['error']} | | | | | | |")
+                lines.append(f"| {name} | error: {result['error']} | | | | | | | |")
                 continue
             p = result["percentiles"]
             shown = f"{name} ({result['label']})" if result.get("label") else name
             lines.append(
                 f"| {shown} | {format_time(result['time_ns'])} | {format_spread(result)} | "
                 f"{format_rate(result['items_per_second'])} | {format_rate(result['bytes_per_second'], 'B')} | "
-                + " | ".join(format_time(p.get(key)) if key in p else "—" for key, _ in PERCENTILES) + " |"
+                + " | ".join(format_time(p.get(key)) if key in p else "—" for key, _ in PERCENTILES)
+                + f" | {format_sleeps(result)} |"
             )
         lines.append("")
 

@@ -14,6 +14,9 @@
 // Per thread, not per object: a thread usually waits on one kind of peer at a time, and the shared objects
 // stay free of a word every waiter would write. The budget is a performance hint only: any value is
 // correct, since every waiter re-tests its condition before it sleeps.
+// Benchmarks that measure the sleeping path itself (bench/: the "blocking" round trips) turn the spin off
+// for their threads with set_spinning(false), so that get() sleeps and is woken instead of catching the
+// reply in user space; the library itself never turns it off.
 #pragma once
 
 #include <algorithm>
@@ -29,6 +32,7 @@ public:
 
     // The pauses the next wait may spin.
     int budget() noexcept {
+        if (!spinning_) return 0;
         if (budget_ > kMinSpins) return budget_;
         if (++waits_at_floor_ < kProbePeriod) return budget_;
         waits_at_floor_ = 0;
@@ -41,10 +45,13 @@ public:
     }
     // The spin ran out and the waiter went to sleep.
     void spin_failed() noexcept { budget_ = std::max(kMinSpins, budget_ / 2); }
+    // false: every later wait of this thread sleeps at once (budget() is 0) until set_spinning(true).
+    void set_spinning(bool enabled) noexcept { spinning_ = enabled; }
 
 private:
     int budget_ = kMaxSpins / 2;
     int waits_at_floor_ = 0;
+    bool spinning_ = true;
 };
 
 // The calling thread's budget.
