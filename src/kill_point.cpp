@@ -44,6 +44,7 @@ constexpr std::uint32_t kDisarmed = kKillOpCount;
 std::atomic<std::uint32_t> armed_op{kDisarmed};
 std::atomic<std::uint32_t> armed_point{0};
 std::atomic<std::uint32_t> passes_to_skip{0};
+std::atomic<int> signal_to_raise{SIGKILL};
 std::atomic<std::uint64_t> hits[kKillOpCount][kMaxKillPoints];
 
 }  // namespace
@@ -60,14 +61,23 @@ void kill_point_reached(KillOp op, std::uint32_t point) noexcept {
         passes_to_skip.fetch_sub(1, std::memory_order_relaxed);
         return;
     }
+    // relaxed: as above.
+    const int signal_number = signal_to_raise.load(std::memory_order_relaxed);
+    if (signal_number != SIGKILL) {
+        // Frozen here (SIGSTOP) until continued, then on as if unarmed.
+        disarm_kill_point();
+        ::kill(::getpid(), signal_number);
+        return;
+    }
     // SIGKILL to this thread's whole process, here: nothing after this point runs.
     ::kill(::getpid(), SIGKILL);
     std::abort();  // unreachable: SIGKILL cannot be blocked or caught
 }
 
-void arm_kill_point(KillOp op, std::uint32_t point, std::uint32_t occurrence) noexcept {
+void arm_kill_point(KillOp op, std::uint32_t point, std::uint32_t occurrence, int signal_number) noexcept {
     // relaxed (all): read only by this process's own later passes (or by a fork child's, after fork()).
     armed_op.store(kDisarmed, std::memory_order_relaxed);
+    signal_to_raise.store(signal_number, std::memory_order_relaxed);
     armed_point.store(point, std::memory_order_relaxed);
     passes_to_skip.store(occurrence, std::memory_order_relaxed);
     armed_op.store(static_cast<std::uint32_t>(op), std::memory_order_relaxed);

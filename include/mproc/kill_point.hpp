@@ -26,6 +26,10 @@
 
 #include <cstdint>
 
+#if defined(MPROC_TEST_HOOKS) && MPROC_TEST_HOOKS
+#include <csignal>  // SIGKILL, the default of arm_kill_point()
+#endif
+
 namespace mproc::detail {
 
 // The operations that carry kill points. The order is the table order of the crash test.
@@ -84,7 +88,9 @@ void kill_point_reached(KillOp op, std::uint32_t point) noexcept;
 
 // Arms this process: the occurrence-th pass (0: the first) through point `point` of `op` kills it. One
 // arming at a time; arming again replaces it. Inherited by fork() children, as all process memory is.
-void arm_kill_point(KillOp op, std::uint32_t point, std::uint32_t occurrence = 0) noexcept;
+// With signal_number SIGSTOP (any signal but SIGKILL) the process sends itself that signal instead, is
+// disarmed, and goes on where it stopped once continued: a participant frozen at that exact step.
+void arm_kill_point(KillOp op, std::uint32_t point, std::uint32_t occurrence = 0, int signal_number = SIGKILL) noexcept;
 void disarm_kill_point() noexcept;
 // Passes through (op, point) in this process since the last reset_kill_point_counts().
 std::uint64_t kill_point_hits(KillOp op, std::uint32_t point) noexcept;

@@ -1,0 +1,1055 @@
+// tests/kill_point_test.cpp — every numbered kill point of every operation (include/mproc/kill_point.hpp):
+// a forked child runs the operation armed at point k and dies by SIGKILL exactly there; the survivors then
+// check what docs/guarantees.md promises after such a death (the lock: OwnerDied to the next acquirer and a
+// repairable invariant; queues and the pipe: no loss beyond the message in flight, no duplicate, no torn
+// message, no hang, usable afterwards; segment creation: an open fails cleanly or finds a whole object).
+// A child that finishes without dying did not pass point k in that scenario; the table printed at the end
+// shows, per operation, how many points it carries and which scenarios reached each, and the last test
+// fails if any point was reached by none. Also: deaths during recovery (a repairer killed at each of its
+// points), participants frozen with SIGSTOP (alive: nothing may treat them as dead), and PID reuse (a dead
+// holder's TID taken by a new process in a new PID namespace).
+// Needs a test build (meson -Dtest_hooks=true): elsewhere the points are compiled out and every test skips.
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "harness.hpp"
+#include "mproc/kill_point.hpp"
+#include "mproc/lock.hpp"
+#include "mproc/mpmc_ring.hpp"
+#include "mproc/pipe.hpp"
+#include "mproc/queue.hpp"
+#include "mproc/shared_memory.hpp"
+#include "mproc/spsc_ring.hpp"
+
+namespace {
+
+using mproc::RingStatus;
+using mproc::detail::KillOp;
+using mproc::test::ForkedChild;
+using mproc::test::Shared;
+using namespace std::chrono_literals;
+
+using Ids = std::vector<std::uint64_t>;
+
+constexpr auto kWaitForChild = 10s;
+
+std::string point_text(KillOp op, std::uint32_t point) {
+    return std::string(mproc::detail::kill_op_name(op)) + " #" + std::to_string(point);
+}
+
+// Which scenarios killed a child at each (operation, point): filled by every test, printed and checked by
+// the last one.
+std::map<std::pair<KillOp, std::uint32_t>, std::set<std::string>>& reached() {
+    static std::map<std::pair<KillOp, std::uint32_t>, std::set<std::string>> table;
+    return table;
+}
+
+#if MPROC_KILL_POINTS_ENABLED
+
+// Runs body in a forked child armed at (op, point, occurrence) once arm() is called by it (the part of the
+// body before that runs unarmed). True when the child died by SIGKILL (at the point: nothing else in these
+// tests kills it), false when it finished without passing there; any other end fails the test.
+bool killed_at(const std::function<void(const std::function<void()>& arm)>& body, KillOp op, std::uint32_t point,
+               std::uint32_t occurrence = 0) {
+    ForkedChild child([&] {
+        body([&] { mproc::detail::arm_kill_point(op, point, occurrence); });
+        mproc::detail::disarm_kill_point();
+    });
+    const int status = child.wait(kWaitForChild);
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) return true;
+    CPPUNIT_ASSERT_MESSAGE(point_text(op, point) + ": the armed child neither died there nor finished cleanly",
+                           WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return false;
+}
+
+// One armed round of a scenario: sets up, runs the child, checks the survivors; returns killed_at's answer.
+using Round = std::function<bool(KillOp op, std::uint32_t point, std::uint32_t occurrence)>;
+
+// Every point of every op in `ops`, each at occurrences 0 .. occurrences - 1.
+void enumerate(const std::string& scenario, std::initializer_list<KillOp> ops, const Round& round,
+               std::uint32_t occurrences = 1) {
+    for (const KillOp op : ops)
+        for (std::uint32_t point = 0; point < mproc::detail::kill_point_count(op); ++point)
+            for (std::uint32_t occurrence = 0; occurrence < occurrences; ++occurrence)
+                if (round(op, point, occurrence)) reached()[{op, point}].insert(scenario);
+}
+
+bool in(std::initializer_list<std::uint32_t> points, std::uint32_t point) {
+    return std::find(points.begin(), points.end(), point) != points.end();
+}
+
+// A 64-byte message whose every word derives from its id: a torn copy fails whole_message().
+struct Message {
+    std::uint64_t id;
+    std::uint64_t words[7];
+};
+static_assert(sizeof(Message) == 64);
+
+Message message(std::uint64_t id) {
+    Message m{id, {}};
+    for (std::uint64_t i = 0; i < 7; ++i) m.words[i] = id * 0x9e3779b97f4a7c15ull + i;
+    return m;
+}
+
+std::uint64_t whole_message(const Message& m) {
+    for (std::uint64_t i = 0; i < 7; ++i)
+        CPPUNIT_ASSERT_MESSAGE("message " + std::to_string(m.id) + " is torn", m.words[i] == m.id * 0x9e3779b97f4a7c15ull + i);
+    return m.id;
+}
+
+std::span<const std::byte> bytes_of(const Message& m) { return std::as_bytes(std::span(&m, 1)); }
+
+// Ids a child got and returned to its caller, in shared memory so the parent sees them after the child died.
+struct Log {
+    std::uint32_t count = 0;
+    std::uint64_t ids[64] = {};
+    void add(std::uint64_t id) {
+        CPPUNIT_ASSERT(count < 64);
+        ids[count] = id;
+        // release: the id is written before the count that shows it (the parent reads after the child ended).
+        std::atomic_ref(count).store(count + 1, std::memory_order_release);
+    }
+    Ids all() const { return Ids(ids, ids + std::atomic_ref(const_cast<std::uint32_t&>(count)).load(std::memory_order_acquire)); }
+};
+
+std::string ids_text(const Ids& ids) {
+    std::string text = "[";
+    for (std::size_t i = 0; i < ids.size(); ++i) text += (i ? " " : "") + std::to_string(ids[i]);
+    return text + "]";
+}
+
+void assert_ids(const std::string& what, const Ids& expected, const Ids& got) {
+    CPPUNIT_ASSERT_EQUAL_MESSAGE(what, ids_text(expected), ids_text(got));
+}
+
+Ids operator+(Ids a, const Ids& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+}
+
+// Ring memory every forked child shares (MAP_SHARED, page-aligned, so 128-aligned too).
+class RingMemory {
+public:
+    explicit RingMemory(std::size_t size) : size_(size) {
+        memory_ = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (memory_ == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
+    }
+    ~RingMemory() { ::munmap(memory_, size_); }
+    RingMemory(const RingMemory&) = delete;
+    RingMemory& operator=(const RingMemory&) = delete;
+    void* data() const { return memory_; }
+    std::size_t size() const { return size_; }
+
+private:
+    void* memory_;
+    std::size_t size_;
+};
+
+constexpr std::size_t kSpscCapacity = 8;
+constexpr std::size_t kMpmcCapacity = 4;
+
+struct SpscRing {
+    RingMemory memory{mproc::RawSpscRing::required_size(kSpscCapacity, sizeof(Message))};
+    mproc::RawSpscRing ring = mproc::RawSpscRing::init(memory.data(), memory.size(), kSpscCapacity, sizeof(Message));
+};
+
+struct MpmcRing {
+    RingMemory memory{mproc::RawMpmcRing::required_size(kMpmcCapacity, sizeof(Message))};
+    mproc::RawMpmcRing ring = mproc::RawMpmcRing::init(memory.data(), memory.size(), kMpmcCapacity, sizeof(Message));
+};
+
+template <class Ring>
+void put_one(Ring& ring, std::uint64_t id) {
+    const Message m = message(id);
+    CPPUNIT_ASSERT_EQUAL_MESSAGE("put " + std::to_string(id), RingStatus::ok, ring.put(bytes_of(m), 1s));
+}
+
+// Every message a consumer can get now, one non-blocking get at a time (a timeout bounds each look at a
+// claim of a dead or live peer; none may hang).
+template <class Ring>
+Ids drain(Ring& ring) {
+    Ids ids;
+    for (;;) {
+        Message m{};
+        const RingStatus status = ring.get(std::as_writable_bytes(std::span(&m, 1)), 0ns);
+        if (status != RingStatus::ok) {
+            CPPUNIT_ASSERT_EQUAL(RingStatus::empty, status);
+            return ids;
+        }
+        ids.push_back(whole_message(m));
+        CPPUNIT_ASSERT(ids.size() <= 64);
+    }
+}
+
+std::array<Message, 3> batch(std::uint64_t first) { return {message(first), message(first + 1), message(first + 2)}; }
+
+// The state letter /proc gives the process (R, S, T, Z, ...), or '?' once it is gone.
+char process_state(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() ? line[close + 2] : '?';
+}
+
+bool stopped(pid_t pid) { return process_state(pid) == 't' || process_state(pid) == 'T'; }
+
+// Dead (a zombie not yet reaped) or asleep in the futex system call.
+bool dead_or_asleep(pid_t pid) { return process_state(pid) == 'Z' || mproc::test::asleep_in_futex(pid); }
+
+void wait_until_stopped(pid_t pid) {
+    mproc::test::wait_for([&] { return stopped(pid); }, "process " + std::to_string(pid) + " to stop");
+}
+
+#endif  // MPROC_KILL_POINTS_ENABLED
+
+class KillPointTest : public CppUnit::TestFixture {
+    CPPUNIT_TEST_SUITE(KillPointTest);
+    CPPUNIT_TEST(testLockAcquireKilledAtEachPointLeavesOwnerDiedOrAFreeLock);
+    CPPUNIT_TEST(testContendedAcquireKilledAtEachPointLeavesTheLockUsable);
+    CPPUNIT_TEST(testRecoveringAcquirerKilledAtEachPointPassesTheRepairOn);
+    CPPUNIT_TEST(testLockReleaseKilledAtEachPointLeavesOwnerDiedOrAFreeLock);
+    CPPUNIT_TEST(testReleaseKilledBeforeWakingStillLetsTheSleeperIn);
+    CPPUNIT_TEST(testInconsistentReleaseKilledAtEachPointNeverGivesACleanLock);
+    CPPUNIT_TEST(testSpscProducerKilledAtEachPointLosesOnlyTheMessageInFlight);
+    CPPUNIT_TEST(testSpscConsumerKilledAtEachPointLosesOnlyTheMessageInFlight);
+    CPPUNIT_TEST(testSpscRepairKilledAtEachPointIsFinishedByTheNextProducer);
+    CPPUNIT_TEST(testMpmcProducerKilledAtEachPointLosesOnlyTheMessageInFlight);
+    CPPUNIT_TEST(testMpmcConsumerKilledAtEachPointLosesOnlyTheMessageInFlight);
+    CPPUNIT_TEST(testMpmcRepairKilledAtEachPointIsRepairedAgain);
+    CPPUNIT_TEST(testPipeSenderKilledAtEachChunkEndsTheStreamCleanly);
+    CPPUNIT_TEST(testPipeReceiverKilledAtEachChunkLeavesTheRestOrAProtocolError);
+    CPPUNIT_TEST(testCreatorKilledAtEachPointLeavesNoNameThatBlocks);
+    CPPUNIT_TEST(testStoppedHolderIsNotReportedDead);
+    CPPUNIT_TEST(testStoppedMpmcClaimerIsNotRepaired);
+    CPPUNIT_TEST(testDeadHoldersTidTakenByANewProcessIsStillReportedDead);
+    CPPUNIT_TEST(testEveryKillPointIsReachedByAScenario);
+    CPPUNIT_TEST_SUITE_END();
+
+public:
+#if !MPROC_KILL_POINTS_ENABLED
+    void setUp() override {
+        MPROC_SKIP("built without test hooks (meson -Dtest_hooks=true): the kill points are compiled out");
+    }
+    void testLockAcquireKilledAtEachPointLeavesOwnerDiedOrAFreeLock() {}
+    void testContendedAcquireKilledAtEachPointLeavesTheLockUsable() {}
+    void testRecoveringAcquirerKilledAtEachPointPassesTheRepairOn() {}
+    void testLockReleaseKilledAtEachPointLeavesOwnerDiedOrAFreeLock() {}
+    void testReleaseKilledBeforeWakingStillLetsTheSleeperIn() {}
+    void testInconsistentReleaseKilledAtEachPointNeverGivesACleanLock() {}
+    void testSpscProducerKilledAtEachPointLosesOnlyTheMessageInFlight() {}
+    void testSpscConsumerKilledAtEachPointLosesOnlyTheMessageInFlight() {}
+    void testSpscRepairKilledAtEachPointIsFinishedByTheNextProducer() {}
+    void testMpmcProducerKilledAtEachPointLosesOnlyTheMessageInFlight() {}
+    void testMpmcConsumerKilledAtEachPointLosesOnlyTheMessageInFlight() {}
+    void testMpmcRepairKilledAtEachPointIsRepairedAgain() {}
+    void testPipeSenderKilledAtEachChunkEndsTheStreamCleanly() {}
+    void testPipeReceiverKilledAtEachChunkLeavesTheRestOrAProtocolError() {}
+    void testCreatorKilledAtEachPointLeavesNoNameThatBlocks() {}
+    void testStoppedHolderIsNotReportedDead() {}
+    void testStoppedMpmcClaimerIsNotRepaired() {}
+    void testDeadHoldersTidTakenByANewProcessIsStillReportedDead() {}
+    void testEveryKillPointIsReachedByAScenario() {}
+#else
+    // The data a lock protects: first == second whenever nobody is inside the critical section.
+    struct Protected {
+        std::uint64_t first = 0;
+        std::uint64_t second = 0;
+    };
+
+    // After OwnerDied: the invariant is repaired (first == second), the lock made consistent and released;
+    // then a plain acquire finds a consistent lock and the invariant whole.
+    static void repair_and_check(mproc::Lock& lock, Protected& data) {
+        data.second = data.first;
+        lock.make_consistent();
+        lock.unlock();
+        CPPUNIT_ASSERT_EQUAL(mproc::AcquireStatus::acquired, lock.acquire_status(1s));
+        CPPUNIT_ASSERT_EQUAL(data.first, data.second);
+        lock.unlock();
+    }
+
+    // The next acquirer's view after a child died: owner_died (then repaired) or acquired, as expected.
+    static void assert_next_acquire(const std::string& what, mproc::Lock& lock, Protected& data, bool owner_died) {
+        const mproc::AcquireStatus status = lock.acquire_status(1s);
+        CPPUNIT_ASSERT_EQUAL_MESSAGE(what, owner_died ? mproc::AcquireStatus::owner_died : mproc::AcquireStatus::acquired,
+                                     status);
+        if (owner_died) {
+            repair_and_check(lock, data);
+        } else {
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(what, data.first, data.second);
+            lock.unlock();
+        }
+    }
+
+    // A child that already holds `other` takes `lock`: every point of the acquire and of the robust list's
+    // link. The kernel must find both locks through the half-built list (or list_op_pending).
+    void testLockAcquireKilledAtEachPointLeavesOwnerDiedOrAFreeLock() {
+        enumerate("lock()", {KillOp::lock_acquire, KillOp::robust_link}, [](KillOp op, std::uint32_t point, std::uint32_t) {
+            mproc::Lock lock;
+            mproc::Lock other;
+            Shared<Protected> data;
+            const bool killed = killed_at(
+                [&](auto arm) {
+                    other.lock();
+                    arm();
+                    lock.lock();
+                    data->first += 1;
+                    data->second += 1;
+                    lock.unlock();
+                    other.unlock();
+                },
+                op, point);
+            const std::string what = point_text(op, point);
+            // Killed before the CAS (lock_acquire #0): the word was never taken.
+            const bool took_word = killed && !(op == KillOp::lock_acquire && point == 0);
+            assert_next_acquire(what + ": the lock", lock, *data, took_word);
+            Shared<Protected> unused;
+            assert_next_acquire(what + ": the lock held before", other, *unused, killed);
+            return killed;
+        });
+    }
+
+    // The child finds the lock held by the parent, spins, sleeps, is woken by the release and takes it.
+    void testContendedAcquireKilledAtEachPointLeavesTheLockUsable() {
+        enumerate("lock() contended", {KillOp::lock_acquire}, [](KillOp op, std::uint32_t point, std::uint32_t) {
+            mproc::Lock lock;
+            Shared<Protected> data;
+            Shared<std::uint32_t> started;
+            lock.lock();
+            ForkedChild child([&] {
+                mproc::detail::arm_kill_point(op, point);
+                std::atomic_ref(*started).store(1, std::memory_order_release);  // release: the parent reads it
+                lock.lock();
+                data->first += 1;
+                data->second += 1;
+                lock.unlock();
+            });
+            // Let it reach its sleep (or die on the way), then release so that it wakes and takes the word.
+            mproc::test::wait_for([&] {
+                // acquire: pairs with the child's store above.
+                return std::atomic_ref(*started).load(std::memory_order_acquire) != 0 && dead_or_asleep(child.pid());
+            }, "the contending child to sleep");
+            lock.unlock();
+            const int status = child.wait(kWaitForChild);
+            const bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+            if (!killed) mproc::test::assert_exited_cleanly(status);
+            // #6..#8: the word taken (finish_acquire); before that the child never held the lock.
+            assert_next_acquire(point_text(op, point), lock, *data, killed && point >= 6);
+            // A second round: the counts a dead sleeper left behind do not break the lock.
+            CPPUNIT_ASSERT(lock.try_lock());
+            lock.unlock();
+            return killed;
+        });
+    }
+
+    // Crash during recovery: a holder dies (SIGKILL, holding), then the acquirer that gets OwnerDied is
+    // killed at each point of its acquire, and once more half-way through repairing the data; the next
+    // acquirer still gets OwnerDied and repairs.
+    void testRecoveringAcquirerKilledAtEachPointPassesTheRepairOn() {
+        const auto round = [](KillOp op, std::uint32_t point, bool kill_during_repair) {
+            mproc::Lock lock;
+            Shared<Protected> data;
+            ForkedChild holder([&] {
+                lock.lock();
+                data->first += 1;  // dies inside the critical section: first != second
+                ::raise(SIGKILL);
+            });
+            holder.wait(kWaitForChild);
+            const bool killed = killed_at(
+                [&](auto arm) {
+                    arm();
+                    CPPUNIT_ASSERT_EQUAL(mproc::AcquireStatus::owner_died, lock.acquire_status(1s));
+                    data->first += 10;  // the repair, half done (first != second still)
+                    if (kill_during_repair) ::raise(SIGKILL);
+                    data->second = data->first;
+                    lock.make_consistent();
+                    lock.unlock();
+                },
+                op, point);
+            const std::string what = point_text(op, point) + (kill_during_repair ? " then in the repair" : "");
+            // Killed before its CAS (#0) or not at all: the recovering child never... took the word, or
+            // finished the repair. Otherwise the word passed through its hands, and OwnerDied again.
+            const bool holder_died_again = kill_during_repair || (killed && point != 0);
+            const mproc::AcquireStatus status = lock.acquire_status(1s);
+            if (!killed && !kill_during_repair) {
+                CPPUNIT_ASSERT_EQUAL_MESSAGE(what, mproc::AcquireStatus::acquired, status);
+                CPPUNIT_ASSERT_EQUAL_MESSAGE(what, data->first, data->second);
+                lock.unlock();
+            } else {
+                // The original holder's death is still unrepaired either way.
+                CPPUNIT_ASSERT_EQUAL_MESSAGE(what + " (dead again: " + std::to_string(holder_died_again) + ")",
+                                             mproc::AcquireStatus::owner_died, status);
+                repair_and_check(lock, *data);
+            }
+            return killed;
+        };
+        enumerate("lock() after OwnerDied", {KillOp::lock_acquire},
+                  [&](KillOp op, std::uint32_t point, std::uint32_t) { return round(op, point, false); });
+        round(KillOp::lock_acquire, 0, true);
+    }
+
+    // A child holding `other` and `lock` releases `lock`: every point of the release and of the unlink.
+    void testLockReleaseKilledAtEachPointLeavesOwnerDiedOrAFreeLock() {
+        enumerate("unlock()", {KillOp::lock_release, KillOp::robust_unlink}, [](KillOp op, std::uint32_t point, std::uint32_t) {
+            mproc::Lock lock;
+            mproc::Lock other;
+            Shared<Protected> data;
+            const bool killed = killed_at(
+                [&](auto arm) {
+                    other.lock();
+                    lock.lock();
+                    data->first += 1;
+                    data->second += 1;
+                    arm();
+                    lock.unlock();
+                    other.unlock();
+                },
+                op, point);
+            const std::string what = point_text(op, point);
+            // The word is free from lock_release #3 on; before it the dying child still held it.
+            const bool still_held = killed && !(op == KillOp::lock_release && point >= 3);
+            assert_next_acquire(what + ": the lock", lock, *data, still_held);
+            Shared<Protected> unused;
+            assert_next_acquire(what + ": the lock still held", other, *unused, killed);
+            return killed;
+        });
+    }
+
+    // The release dies after freeing the word, before (#3) or after (#4) its FUTEX_WAKE, while a thread
+    // sleeps on the word: the sleeper must still get the lock (at #3 through the kernel's handling of
+    // list_op_pending, Linux 6.2). Its own bound (5 s) is far above a wake-up: only a lost one reaches it.
+    void testReleaseKilledBeforeWakingStillLetsTheSleeperIn() {
+        for (const std::uint32_t point : {3u, 4u}) {
+            mproc::Lock lock;
+            Shared<std::uint32_t> holding;
+            Shared<std::uint32_t> go;
+            ForkedChild releaser([&] {
+                lock.lock();
+                std::atomic_ref(*holding).store(1, std::memory_order_release);  // release: the parent waits on it
+                // acquire: pairs with the parent's store once the sleeper sleeps.
+                while (std::atomic_ref(*go).load(std::memory_order_acquire) == 0) ::usleep(100);
+                mproc::detail::arm_kill_point(KillOp::lock_release, point);
+                lock.unlock();
+            });
+            // acquire: pairs with the releaser's store.
+            mproc::test::wait_for([&] { return std::atomic_ref(*holding).load(std::memory_order_acquire) != 0; },
+                                  "the releaser to hold the lock");
+            Shared<std::uint32_t> outcome;
+            ForkedChild sleeper([&] {
+                const bool acquired = lock.try_lock_for(5s);
+                std::atomic_ref(*outcome).store(acquired ? 1 : 2, std::memory_order_release);  // release: parent
+                if (acquired) lock.unlock();
+            });
+            mproc::test::wait_until_asleep(sleeper.pid());
+            std::atomic_ref(*go).store(1, std::memory_order_release);  // release: pairs with the releaser's loop
+            const int status = releaser.wait(kWaitForChild);
+            CPPUNIT_ASSERT_MESSAGE(point_text(KillOp::lock_release, point) + ": the releaser died there",
+                                   WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+            mproc::test::assert_exited_cleanly(sleeper.wait(kWaitForChild));
+            // acquire: pairs with the sleeper's store.
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(point_text(KillOp::lock_release, point) + ": the sleeper got the lock",
+                                         1u, std::atomic_ref(*outcome).load(std::memory_order_acquire));
+            reached()[{KillOp::lock_release, point}].insert("unlock() with a sleeper");
+        }
+    }
+
+    // The holder got OwnerDied and unlocks without make_consistent(): at #0 it still holds the word (the
+    // next acquirer gets OwnerDied), from #3 on the word says "not recoverable" for ever.
+    void testInconsistentReleaseKilledAtEachPointNeverGivesACleanLock() {
+        enumerate("unlock() inconsistent", {KillOp::lock_release}, [](KillOp op, std::uint32_t point, std::uint32_t) {
+            mproc::Lock lock;
+            ForkedChild holder([&] {
+                lock.lock();
+                ::raise(SIGKILL);
+            });
+            holder.wait(kWaitForChild);
+            const bool killed = killed_at(
+                [&](auto arm) {
+                    CPPUNIT_ASSERT_EQUAL(mproc::AcquireStatus::owner_died, lock.acquire_status(1s));
+                    arm();
+                    lock.unlock();  // without make_consistent(): not recoverable
+                },
+                op, point);
+            const std::string what = point_text(op, point);
+            if (!killed || point >= 3) {
+                CPPUNIT_ASSERT_THROW_MESSAGE(what, lock.acquire_status(1s), mproc::NotRecoverable);
+            } else {
+                CPPUNIT_ASSERT_EQUAL_MESSAGE(what, mproc::AcquireStatus::owner_died, lock.acquire_status(1s));
+                lock.make_consistent();
+                lock.unlock();
+                CPPUNIT_ASSERT_EQUAL_MESSAGE(what, mproc::AcquireStatus::acquired, lock.acquire_status(1s));
+                lock.unlock();
+            }
+            return killed;
+        });
+    }
+
+    // The producer puts message 0, then is armed for the operation on messages 1 and 2; after its death a
+    // new producer puts 100 (repairing what the dead one left) and a consumer drains the ring. Exactly the
+    // messages the dead producer had published arrive, each once and whole, then 100.
+    void testSpscProducerKilledAtEachPointLosesOnlyTheMessageInFlight() {
+        enum class Mode { queue_put, put_many, reserve_commit };
+        for (const Mode mode : {Mode::queue_put, Mode::put_many, Mode::reserve_commit}) {
+            const char* name = mode == Mode::queue_put ? "Queue<spsc>::put" : mode == Mode::put_many ? "spsc put_many"
+                                                                                                      : "spsc reserve/commit";
+            enumerate(name, {KillOp::spsc_put}, [&](KillOp op, std::uint32_t point, std::uint32_t occurrence) {
+                mproc::Queue<Message> queue(kSpscCapacity, mproc::QueueKind::spsc);
+                SpscRing raw;
+                const bool killed = killed_at(
+                    [&](auto arm) {
+                        if (mode == Mode::queue_put) {
+                            queue.put(message(0));
+                            arm();
+                            queue.put(message(1));
+                            queue.put(message(2));
+                            return;
+                        }
+                        put_one(raw.ring, 0);
+                        arm();
+                        const auto messages = batch(1);
+                        if (mode == Mode::put_many) {
+                            CPPUNIT_ASSERT_EQUAL(std::size_t(2), raw.ring.put_many(messages.data(), 2));
+                        } else {
+                            const mproc::RingRegion region = raw.ring.reserve(2);
+                            CPPUNIT_ASSERT_EQUAL(std::size_t(2), region.count);
+                            for (std::size_t i = 0; i < 2; ++i) std::memcpy(region.slot(i), &messages[i], sizeof(Message));
+                            raw.ring.commit(2);
+                        }
+                    },
+                    op, point, occurrence);
+                Ids got;
+                if (mode == Mode::queue_put) {
+                    queue.put(message(100), true, 1s);
+                    while (const std::optional<Message> m = queue.try_get()) got.push_back(whole_message(*m));
+                } else {
+                    put_one(raw.ring, 100);
+                    got = drain(raw.ring);
+                }
+                // #0, #1: nothing of the operation published; #3 (after a slot's sequence store): message 1;
+                // #2 (all published, the wake-up not made): all of it. A single put: message 1 at #2 only.
+                Ids published;
+                if (!killed) published = {1, 2};
+                else if (point == 2) published = mode == Mode::queue_put ? Ids{1} : Ids{1, 2};
+                else if (point == 3) published = {1};
+                assert_ids(std::string(name) + " " + point_text(op, point), Ids{0} + published + Ids{100}, got);
+                return killed;
+            }, 1);
+        }
+    }
+
+    // The consumer gets message 0, then is armed for the operation on messages 1 and 2; after its death a
+    // new consumer drains. What the dead consumer returned plus what the next one gets is every message once,
+    // less those the dead one had taken (advanced past) without returning.
+    void testSpscConsumerKilledAtEachPointLosesOnlyTheMessageInFlight() {
+        enum class Mode { queue_get, get_many, peek_release, get_after_hole };
+        for (const Mode mode : {Mode::queue_get, Mode::get_many, Mode::peek_release, Mode::get_after_hole}) {
+            const char* name = mode == Mode::queue_get  ? "Queue<spsc>::get"
+                               : mode == Mode::get_many ? "spsc get_many"
+                               : mode == Mode::peek_release ? "spsc peek/release"
+                                                            : "spsc get over a dead producer's slot";
+            enumerate(name, {KillOp::spsc_get}, [&](KillOp op, std::uint32_t point, std::uint32_t) {
+                mproc::Queue<Message> queue(kSpscCapacity, mproc::QueueKind::spsc);
+                SpscRing raw;
+                Shared<Log> log;
+                Ids expected_rest;
+                if (mode == Mode::queue_get) {
+                    for (std::uint64_t id = 0; id < 4; ++id) queue.put(message(id));
+                } else if (mode == Mode::get_after_hole) {
+                    // A producer dies between P5 and P6 on message 1; the next one skips its slot and puts 5.
+                    ForkedChild producer([&] {
+                        put_one(raw.ring, 0);
+                        mproc::detail::arm_kill_point(KillOp::spsc_put, 1);
+                        put_one(raw.ring, 1);
+                    });
+                    producer.wait(kWaitForChild);
+                    put_one(raw.ring, 5);
+                } else {
+                    for (std::uint64_t id = 0; id < 4; ++id) put_one(raw.ring, id);
+                }
+                const bool killed = killed_at(
+                    [&](auto arm) {
+                        Message m{};
+                        auto out = std::as_writable_bytes(std::span(&m, 1));
+                        if (mode == Mode::queue_get) {
+                            log->add(whole_message(queue.get()));
+                            arm();
+                            log->add(whole_message(queue.get()));
+                            log->add(whole_message(queue.get()));
+                            return;
+                        }
+                        CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.get(out, 0ns));
+                        log->add(whole_message(m));
+                        arm();
+                        if (mode == Mode::get_after_hole) {
+                            CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.get(out, 0ns));
+                            log->add(whole_message(m));
+                        } else if (mode == Mode::get_many) {
+                            std::array<Message, 2> two{};
+                            CPPUNIT_ASSERT_EQUAL(std::size_t(2), raw.ring.get_many(two.data(), 2));
+                            for (const Message& each : two) log->add(whole_message(each));
+                        } else {
+                            const mproc::RingRegion region = raw.ring.peek(2);
+                            CPPUNIT_ASSERT_EQUAL(std::size_t(2), region.count);
+                            std::array<Message, 2> two{};
+                            for (std::size_t i = 0; i < 2; ++i) std::memcpy(&two[i], region.slot(i), sizeof(Message));
+                            raw.ring.release(2);
+                            for (const Message& each : two) log->add(whole_message(each));
+                        }
+                    },
+                    op, point);
+                Ids rest;
+                if (mode == Mode::queue_get) {
+                    while (const std::optional<Message> m = queue.try_get()) rest.push_back(whole_message(*m));
+                } else {
+                    rest = drain(raw.ring);
+                }
+                const std::string what = std::string(name) + " " + point_text(op, point);
+                if (mode == Mode::get_after_hole) {
+                    // #2: stepped over the skipped slot and died; #0: read 5, not taken; #1: took 5 and died.
+                    assert_ids(what, killed ? Ids{0} : Ids{0, 5}, log->all());
+                    assert_ids(what, !killed || point == 1 ? Ids{} : Ids{5}, rest);
+                    return killed;
+                }
+                assert_ids(what, killed ? Ids{0} : Ids{0, 1, 2}, log->all());
+                // #0: read, not taken: all of it is still there. #1: taken: one message (a single get) or
+                // both (get_many, release) are lost with the consumer.
+                Ids left = {1, 2, 3};
+                if (!killed) left = {3};
+                else if (point == 1) left = mode == Mode::queue_get ? Ids{2, 3} : Ids{3};
+                assert_ids(what, left, rest);
+                return killed;
+            });
+        }
+    }
+
+    // Crash during recovery: a producer dies between P5 and P6 of a batch of three; the next producer is
+    // killed inside its repair of the three holes (after each, and before its wake-up); a third producer
+    // finishes the repair and puts 101. Nothing the dead ones had not published arrives, nothing hangs.
+    void testSpscRepairKilledAtEachPointIsFinishedByTheNextProducer() {
+        enumerate("spsc put after a dead producer", {KillOp::spsc_repair}, [](KillOp op, std::uint32_t point, std::uint32_t occurrence) {
+            if (point != 0 && occurrence != 0) return false;  // #1 is passed once per repair
+            SpscRing raw;
+            ForkedChild first([&] {
+                put_one(raw.ring, 0);
+                mproc::detail::arm_kill_point(KillOp::spsc_put, 1);
+                const auto messages = batch(1);
+                raw.ring.put_many(messages.data(), 3);
+            });
+            first.wait(kWaitForChild);
+            const bool killed = killed_at([&](auto arm) {
+                arm();
+                put_one(raw.ring, 100);
+            }, op, point, occurrence);
+            put_one(raw.ring, 101);
+            assert_ids(point_text(op, point) + " pass " + std::to_string(occurrence),
+                       killed ? Ids{0, 101} : Ids{0, 100, 101}, drain(raw.ring));
+            return killed;
+        }, 3);
+    }
+
+    // As the SPSC producer test, on an MPMC ring: put, put_many, reserve/commit, with the claim's points.
+    void testMpmcProducerKilledAtEachPointLosesOnlyTheMessageInFlight() {
+        enum class Mode { put, put_many, reserve_commit };
+        for (const Mode mode : {Mode::put, Mode::put_many, Mode::reserve_commit}) {
+            const char* name = mode == Mode::put ? "mpmc put" : mode == Mode::put_many ? "mpmc put_many" : "mpmc reserve/commit";
+            enumerate(name, {KillOp::mpmc_claim, KillOp::mpmc_put}, [&](KillOp op, std::uint32_t point, std::uint32_t) {
+                MpmcRing raw;
+                const bool killed = killed_at(
+                    [&](auto arm) {
+                        put_one(raw.ring, 0);
+                        arm();
+                        if (mode == Mode::put) {
+                            put_one(raw.ring, 1);
+                            put_one(raw.ring, 2);
+                        } else if (mode == Mode::put_many) {
+                            const auto messages = batch(1);
+                            CPPUNIT_ASSERT_EQUAL(std::size_t(2), raw.ring.put_many(messages.data(), 2));
+                        } else {
+                            for (std::uint64_t id : {1, 2}) {
+                                mproc::MpmcReservation reservation;
+                                CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.reserve(reservation, 1s));
+                                const Message m = message(id);
+                                std::memcpy(reservation.slot().data(), &m, sizeof m);
+                                reservation.commit(sizeof m);
+                            }
+                        }
+                    },
+                    op, point);
+                put_one(raw.ring, 100);
+                // Message 1 is published from D on: mpmc_put #3, #4 and the claim's release (#2, #3).
+                const bool published = !killed || (op == KillOp::mpmc_put ? point >= 3 : point >= 2);
+                Ids expected = {0};
+                if (published) expected.push_back(1);
+                if (!killed) expected.push_back(2);
+                expected.push_back(100);
+                assert_ids(std::string(name) + " " + point_text(op, point), expected, drain(raw.ring));
+                // The ring goes on: a lap over every slot, repaired ones included.
+                for (std::uint64_t id = 200; id < 200 + kMpmcCapacity; ++id) put_one(raw.ring, id);
+                assert_ids("a lap after " + point_text(op, point), {200, 201, 202, 203}, drain(raw.ring));
+                return killed;
+            });
+        }
+    }
+
+    // As the SPSC consumer test, on an MPMC ring (full: 0..3): get, get_many, peek/release.
+    void testMpmcConsumerKilledAtEachPointLosesOnlyTheMessageInFlight() {
+        enum class Mode { get, get_many, peek_release };
+        for (const Mode mode : {Mode::get, Mode::get_many, Mode::peek_release}) {
+            const char* name = mode == Mode::get ? "mpmc get" : mode == Mode::get_many ? "mpmc get_many" : "mpmc peek/release";
+            enumerate(name, {KillOp::mpmc_claim, KillOp::mpmc_get}, [&](KillOp op, std::uint32_t point, std::uint32_t) {
+                MpmcRing raw;
+                Shared<Log> log;
+                for (std::uint64_t id = 0; id < 4; ++id) put_one(raw.ring, id);
+                const bool killed = killed_at(
+                    [&](auto arm) {
+                        Message m{};
+                        auto out = std::as_writable_bytes(std::span(&m, 1));
+                        CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.get(out, 0ns));
+                        log->add(whole_message(m));
+                        arm();
+                        if (mode == Mode::get) {
+                            for (int i = 0; i < 2; ++i) {
+                                CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.get(out, 0ns));
+                                log->add(whole_message(m));
+                            }
+                        } else if (mode == Mode::get_many) {
+                            std::array<Message, 2> two{};
+                            CPPUNIT_ASSERT_EQUAL(std::size_t(2), raw.ring.get_many(two.data(), 2));
+                            for (const Message& each : two) log->add(whole_message(each));
+                        } else {
+                            for (int i = 0; i < 2; ++i) {
+                                mproc::MpmcLease lease;
+                                CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.peek(lease, 0ns));
+                                std::memcpy(&m, lease.message().data(), sizeof m);
+                                lease.release();
+                                log->add(whole_message(m));
+                            }
+                        }
+                    },
+                    op, point);
+                const std::string what = std::string(name) + " " + point_text(op, point);
+                assert_ids(what, killed ? Ids{0} : Ids{0, 1, 2}, log->all());
+                // Message 1 is taken from M' on (mpmc_get #1, #2) and once the claim is dropped after D'
+                // (mpmc_claim #2, #3); before, it stays for the next consumer.
+                const bool taken = killed && (op == KillOp::mpmc_get ? point >= 1 : point >= 2);
+                Ids left = killed ? (taken ? Ids{2, 3} : Ids{1, 2, 3}) : Ids{3};
+                assert_ids(what, left, drain(raw.ring));
+                for (std::uint64_t id = 200; id < 200 + kMpmcCapacity; ++id) put_one(raw.ring, id);
+                assert_ids("a lap after " + what, {200, 201, 202, 203}, drain(raw.ring));
+                return killed;
+            });
+        }
+    }
+
+    // Crash during recovery, MPMC: the repairer of a dead claimer's slot is killed at each point of the
+    // repair; the next claimer repairs again. A dead producer's slot (published as skipped: #0, #1, #2, #4)
+    // and a dead consumer's slot (freed for the next lap: #3).
+    void testMpmcRepairKilledAtEachPointIsRepairedAgain() {
+        enumerate("mpmc get over a dead producer's slot", {KillOp::mpmc_repair}, [](KillOp op, std::uint32_t point, std::uint32_t) {
+            MpmcRing raw;
+            Shared<Log> log;
+            ForkedChild producer([&] {
+                mproc::detail::arm_kill_point(KillOp::mpmc_put, 1);  // position moved, slot 0 claimed
+                put_one(raw.ring, 1);
+            });
+            producer.wait(kWaitForChild);
+            put_one(raw.ring, 7);
+            const bool killed = killed_at([&](auto arm) {
+                arm();
+                Message m{};
+                CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.get(std::as_writable_bytes(std::span(&m, 1)), 1s));
+                log->add(whole_message(m));
+            }, op, point);
+            put_one(raw.ring, 8);
+            const std::string what = point_text(op, point) + " (dead producer)";
+            assert_ids(what, killed ? Ids{} : Ids{7}, log->all());
+            assert_ids(what, killed ? Ids{7, 8} : Ids{8}, drain(raw.ring));
+            for (std::uint64_t id = 200; id < 200 + kMpmcCapacity; ++id) put_one(raw.ring, id);
+            assert_ids("a lap after " + what, {200, 201, 202, 203}, drain(raw.ring));
+            return killed;
+        });
+        enumerate("mpmc put over a dead consumer's slot", {KillOp::mpmc_repair}, [](KillOp op, std::uint32_t point, std::uint32_t) {
+            MpmcRing raw;
+            for (std::uint64_t id = 0; id < 4; ++id) put_one(raw.ring, id);
+            ForkedChild consumer([&] {
+                mproc::detail::arm_kill_point(KillOp::mpmc_get, 1);  // position moved past 0, slot 0 claimed
+                Message m{};
+                raw.ring.get(std::as_writable_bytes(std::span(&m, 1)), 0ns);
+            });
+            consumer.wait(kWaitForChild);
+            const bool killed = killed_at([&](auto arm) {
+                arm();
+                put_one(raw.ring, 4);  // needs slot 0 for the next lap
+            }, op, point);
+            const std::string what = point_text(op, point) + " (dead consumer)";
+            assert_ids(what, killed ? Ids{1, 2, 3} : Ids{1, 2, 3, 4}, drain(raw.ring));
+            for (std::uint64_t id = 200; id < 200 + kMpmcCapacity; ++id) put_one(raw.ring, id);
+            assert_ids("a lap after " + what, {200, 201, 202, 203}, drain(raw.ring));
+            return killed;
+        });
+    }
+
+    // The sender sends a small message, then a three-chunk one armed at each chunk's points. The receiver
+    // (whose copy of the sending end is closed, so the child is its only holder) gets the small message and
+    // then: the whole big one, end of stream (Closed) if no chunk of it was published, or EPROTO if part was.
+    void testPipeSenderKilledAtEachChunkEndsTheStreamCleanly() {
+        const std::size_t big = 2 * mproc::detail::kPipeChunkPayload + 100;  // three chunks
+        enumerate("Pipe send_bytes", {KillOp::pipe_send}, [&](KillOp op, std::uint32_t point, std::uint32_t chunk) {
+            auto ends = mproc::Pipe(false, 16);
+            auto& receiver = ends.first;
+            auto& sender = ends.second;
+            const std::vector<std::byte> small(10, std::byte{1});
+            const std::vector<std::byte> large(big, std::byte{2});
+            Shared<std::uint32_t> adopted;
+            ForkedChild child([&] {
+                sender.adopt();
+                std::atomic_ref(*adopted).store(1, std::memory_order_release);  // release: the parent waits on it
+                sender.send_bytes(small);
+                mproc::detail::arm_kill_point(op, point, chunk);
+                sender.send_bytes(large);
+                sender.close();
+            });
+            // acquire: pairs with the child's store: its hold exists before the parent drops its own.
+            mproc::test::wait_for([&] { return std::atomic_ref(*adopted).load(std::memory_order_acquire) != 0; },
+                                  "the child to adopt the sending end");
+            sender.close();  // the parent's own hold: the child is now the only sender
+            CPPUNIT_ASSERT(receiver.recv_bytes() == small);
+            const int status = child.wait(kWaitForChild);
+            const bool killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+            if (!killed) mproc::test::assert_exited_cleanly(status);
+            const std::string what = point_text(op, point) + " chunk " + std::to_string(chunk);
+            // Chunks published before the death: `chunk` of them at #0, `chunk` + 1 at #1.
+            const std::uint32_t published = !killed ? 3 : chunk + point;
+            if (published == 3) {
+                CPPUNIT_ASSERT_MESSAGE(what, receiver.recv_bytes() == large);
+                CPPUNIT_ASSERT_THROW_MESSAGE(what, receiver.recv_bytes(), mproc::Closed);
+            } else if (published == 0) {
+                CPPUNIT_ASSERT_THROW_MESSAGE(what, receiver.recv_bytes(), mproc::Closed);
+            } else {
+                const std::string error = mproc::test::message_of<mproc::SystemError>([&] { receiver.recv_bytes(); });
+                CPPUNIT_ASSERT_MESSAGE(what + ": " + error, error.find("in the middle of a message") != std::string::npos);
+            }
+            return killed;
+        }, 3);
+    }
+
+    // The receiver gets a small message, then is armed inside a three-chunk one. A new receiver then gets
+    // the whole message if the dead one had released no chunk of it (#0 at the first chunk), and otherwise
+    // a clean protocol error (EPROTO: a chunk that continues no message), never wrong bytes or a hang.
+    void testPipeReceiverKilledAtEachChunkLeavesTheRestOrAProtocolError() {
+        const std::size_t big = 2 * mproc::detail::kPipeChunkPayload + 100;
+        enumerate("Pipe recv_bytes", {KillOp::pipe_recv}, [&](KillOp op, std::uint32_t point, std::uint32_t chunk) {
+            auto ends = mproc::Pipe(false, 16);
+            auto& receiver = ends.first;
+            auto& sender = ends.second;
+            const std::vector<std::byte> small(10, std::byte{1});
+            std::vector<std::byte> large(big);
+            for (std::size_t i = 0; i < big; ++i) large[i] = std::byte(i * 7);
+            sender.send_bytes(small);
+            sender.send_bytes(large);
+            Shared<std::uint32_t> got_large;
+            const bool killed = killed_at([&](auto arm) {
+                receiver.adopt();
+                CPPUNIT_ASSERT(receiver.recv_bytes() == small);
+                arm();
+                CPPUNIT_ASSERT(receiver.recv_bytes() == large);
+                std::atomic_ref(*got_large).store(1, std::memory_order_release);  // release: read by the parent
+            }, op, point, chunk);
+            const std::string what = point_text(op, point) + " chunk " + std::to_string(chunk);
+            sender.close();
+            if (!killed) {
+                CPPUNIT_ASSERT_EQUAL(1u, std::atomic_ref(*got_large).load(std::memory_order_acquire));  // acquire: above
+                CPPUNIT_ASSERT_THROW_MESSAGE(what, receiver.recv_bytes(), mproc::Closed);
+            } else if (point == 0 && chunk == 0) {
+                CPPUNIT_ASSERT_MESSAGE(what, receiver.recv_bytes() == large);
+            } else if (point == 1 && chunk == 2) {
+                // The whole message was taken by the dead receiver: the stream simply ends.
+                CPPUNIT_ASSERT_THROW_MESSAGE(what, receiver.recv_bytes(), mproc::Closed);
+            } else {
+                const std::string error = mproc::test::message_of<mproc::SystemError>([&] { receiver.recv_bytes(); });
+                CPPUNIT_ASSERT_MESSAGE(what + ": " + error, error.find("continues no message") != std::string::npos);
+            }
+            return killed;
+        }, 3);
+    }
+
+    // A creator killed at each step of Lock::create: an open either fails within its publish timeout
+    // (InvalidObject) or finds a whole, usable lock; the name never makes an opener wait past its timeout,
+    // and once unlinked it can be created again.
+    void testCreatorKilledAtEachPointLeavesNoNameThatBlocks() {
+        enumerate("Lock::create", {KillOp::segment_create}, [](KillOp op, std::uint32_t point, std::uint32_t) {
+            const std::string name = mproc::test::unique_name("kill-create");
+            const bool killed = killed_at([&](auto arm) {
+                arm();
+                mproc::Lock lock = mproc::Lock::create(name);
+                lock.unlink();
+            }, op, point);
+            const std::string what = point_text(op, point);
+            if (!killed) return false;
+            // Openers in a child with a deadline: a hang fails the test instead of stalling it.
+            ForkedChild opener([&] {
+                if (point >= 5) {
+                    mproc::Lock lock = mproc::Lock::open(name, 100ms);
+                    CPPUNIT_ASSERT_EQUAL_MESSAGE(what, mproc::AcquireStatus::acquired, lock.acquire_status(1s));
+                    lock.unlock();
+                } else {
+                    CPPUNIT_ASSERT_THROW_MESSAGE(what, mproc::Lock::open(name, 100ms), mproc::InvalidObject);
+                }
+            });
+            mproc::test::assert_exited_cleanly(opener.wait(5s));
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(what, 0, ::shm_unlink(name.c_str()));
+            mproc::Lock again = mproc::Lock::create(name);
+            again.unlink();
+            return true;
+        });
+    }
+
+    // A holder frozen by SIGSTOP is alive: a timed acquire times out and the lock stays consistent; once
+    // the same holder is killed, the next acquirer gets OwnerDied.
+    void testStoppedHolderIsNotReportedDead() {
+        // Frozen at three steps: holding (after the acquire), inside the acquire before the robust list has
+        // the node (#1), and inside the release with the node unlinked (#2).
+        for (const auto& [op, point] : {std::pair{KillOp::lock_acquire, 1u}, std::pair{KillOp::lock_acquire, 2u},
+                                        std::pair{KillOp::lock_release, 2u}}) {
+            mproc::Lock lock;
+            ForkedChild holder([&] {
+                if (op == KillOp::lock_release) lock.lock();
+                mproc::detail::arm_kill_point(op, point, 0, SIGSTOP);
+                if (op == KillOp::lock_acquire) lock.lock();
+                else lock.unlock();
+            });
+            wait_until_stopped(holder.pid());
+            const std::string what = point_text(op, point) + " stopped";
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(what, mproc::AcquireStatus::timed_out, lock.acquire_status(50ms));
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(what, mproc::LockConsistency::consistent, lock.consistency());
+            holder.kill(SIGKILL);
+            holder.wait(kWaitForChild);
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(what + " then killed", mproc::AcquireStatus::owner_died, lock.acquire_status(1s));
+            lock.make_consistent();
+            lock.unlock();
+        }
+    }
+
+    // A producer frozen by SIGSTOP holding a slot's claim after moving the position (mpmc_put #1): the
+    // consumer waits for it (a timed get times out), nothing repairs the slot, later puts still go in; once
+    // continued, it finishes and every message arrives in order.
+    void testStoppedMpmcClaimerIsNotRepaired() {
+        MpmcRing raw;
+        ForkedChild producer([&] {
+            mproc::detail::arm_kill_point(KillOp::mpmc_put, 1, 0, SIGSTOP);
+            put_one(raw.ring, 1);
+        });
+        wait_until_stopped(producer.pid());
+        Message m{};
+        const auto out = std::as_writable_bytes(std::span(&m, 1));
+        CPPUNIT_ASSERT_EQUAL(RingStatus::timed_out, raw.ring.get(out, 50ms));
+        CPPUNIT_ASSERT_EQUAL(RingStatus::empty, raw.ring.get(out, 0ns));
+        put_one(raw.ring, 2);
+        CPPUNIT_ASSERT_EQUAL(RingStatus::timed_out, raw.ring.get(out, 50ms));
+        CPPUNIT_ASSERT_EQUAL(0u, raw.ring.repaired_slots());
+        producer.kill(SIGCONT);
+        mproc::test::assert_exited_cleanly(producer.wait(kWaitForChild));
+        assert_ids("after SIGCONT", {1, 2}, drain(raw.ring));
+        CPPUNIT_ASSERT_EQUAL(0u, raw.ring.repaired_slots());
+    }
+
+    // PID reuse: in a new PID namespace, a process dies holding a lock and an MPMC slot's claim; a new
+    // process is given the dead one's PID (ns_last_pid) — so its TID equals the one the words held. It must
+    // get OwnerDied for the lock (not "already held by this thread") and repair the slot.
+    void testDeadHoldersTidTakenByANewProcessIsStillReportedDead() {
+        mproc::Lock lock;
+        MpmcRing raw;
+        ForkedChild outer([&] {
+            if (::unshare(CLONE_NEWPID) != 0) {
+                std::printf("unshare(CLONE_NEWPID): %s\n", std::strerror(errno));
+                ::_exit(77);
+            }
+            const pid_t init = ::fork();  // pid 1 of the new namespace
+            if (init < 0) ::_exit(1);
+            if (init == 0) {
+                const pid_t first = ::fork();
+                if (first == 0) {
+                    lock.lock();
+                    mproc::detail::arm_kill_point(KillOp::mpmc_put, 1);  // dies holding slot 0's claim
+                    put_one(raw.ring, 1);
+                    ::_exit(1);
+                }
+                int status = 0;
+                ::waitpid(first, &status, 0);
+                if (!WIFSIGNALED(status)) ::_exit(2);
+                {
+                    std::ofstream last("/proc/sys/kernel/ns_last_pid");
+                    last << first - 1 << std::flush;
+                    if (!last) {
+                        std::printf("ns_last_pid cannot be written: %s\n", std::strerror(errno));
+                        ::_exit(77);
+                    }
+                }
+                ForkedChild second([&] {
+                    CPPUNIT_ASSERT_EQUAL_MESSAGE("the new process has the dead one's PID", first, ::getpid());
+                    CPPUNIT_ASSERT_EQUAL(mproc::AcquireStatus::owner_died, lock.acquire_status(1s));
+                    lock.make_consistent();
+                    lock.unlock();
+                    put_one(raw.ring, 2);
+                    assert_ids("after the repair", {2}, drain(raw.ring));
+                    CPPUNIT_ASSERT_EQUAL(1u, raw.ring.repaired_slots());
+                });
+                const int second_status = second.wait(kWaitForChild);
+                ::_exit(WIFEXITED(second_status) ? WEXITSTATUS(second_status) : 3);
+            }
+            int status = 0;
+            ::waitpid(init, &status, 0);
+            ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 4);
+        });
+        const int status = outer.wait(kWaitForChild);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+            MPROC_SKIP("a new PID namespace with ns_last_pid is refused here (needs CAP_SYS_ADMIN)");
+        mproc::test::assert_exited_cleanly(status);
+    }
+
+    void testEveryKillPointIsReachedByAScenario() {
+        std::printf("\nkill points per operation (reached: killed there by at least one scenario)\n");
+        std::printf("%-20s %6s %8s  %s\n", "operation", "points", "reached", "scenarios");
+        std::string unreached;
+        for (std::uint32_t index = 0; index < mproc::detail::kKillOpCount; ++index) {
+            const auto op = static_cast<KillOp>(index);
+            const std::uint32_t count = mproc::detail::kill_point_count(op);
+            std::uint32_t hit = 0;
+            std::set<std::string> scenarios;
+            for (std::uint32_t point = 0; point < count; ++point) {
+                const auto found = reached().find({op, point});
+                if (found == reached().end()) {
+                    unreached += " " + point_text(op, point);
+                    continue;
+                }
+                ++hit;
+                scenarios.insert(found->second.begin(), found->second.end());
+            }
+            std::string names;
+            for (const std::string& name : scenarios) names += (names.empty() ? "" : ", ") + name;
+            std::printf("%-20s %6u %8u  %s\n", mproc::detail::kill_op_name(op), count, hit, names.c_str());
+        }
+        std::fflush(stdout);
+        CPPUNIT_ASSERT_MESSAGE("kill points no scenario reached:" + unreached, unreached.empty());
+    }
+#endif
+};
+
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(KillPointTest, "crash");
+
+}  // namespace
