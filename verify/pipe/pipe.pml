@@ -16,7 +16,7 @@
  *             then close (holder := FREE, wake all on the holder word), or die at any step (VICTIM)
  *   receiver: loop: gone := holder is not ALIVE; ready := published - consumed  (gone read FIRST)
  *             ready > 0 -> take one; gone -> end of stream; else
- *             E1 waiters := 1; E3 key := epoch; re-test (ready or gone -> loop);
+ *             E3 key := epoch; E1 waiters := 1; re-test (ready or gone -> loop);
  *             seen := holder; seen not ALIVE -> loop (it went after the re-test: the wake-up for it
  *             may be spent); else futex_waitv(epoch == key, holder == seen) -> loop
  *   futex_waitv is one queue (`sleepers`) the receiver joins for both words after comparing both in
@@ -25,12 +25,18 @@
  * Properties
  *   (a) safety (assertion): at end of stream the receiver has every message published.
  *   (b) liveness (ltl ends): the receiver always finishes -- the close or the death is pushed to it.
+ *       With CLOSE_WHEN_RECEIVED the sender closes only once every message was received, so the close
+ *       rescues no lost message wake-up: (b) then also says each message's notify reached the receiver.
+ *   The receiver's sleeps are never timed (the code's re-check period is not modelled): every check is
+ *   "without the safety net".
  *
  * Seeded bugs
  *   BUG_GONE_AFTER_RING     reads "gone" after looking at the ring: a message published just before the
  *                           close is lost (assertion).
  *   BUG_SLEEP_ON_RING_ONLY  sleeps on the eventcount only: a close or death wakes nobody (acceptance).
  *   BUG_CLOSE_WITHOUT_WAKE  close stores 0 without FUTEX_WAKE (acceptance).
+ *   BUG_NO_NOTIFY           send publishes without notify(): with CLOSE_WHEN_RECEIVED the receiver sleeps
+ *                           beside the message for ever (acceptance).
  *   BUG_SLEEP_ON_GONE_HOLDER  sleeps although the holder word it loaded is no longer ALIVE (the C++ first
  *                           draft's bug, found by this model): a death or close between the re-test and
  *                           the load is never pushed (invalid end state / acceptance).
@@ -87,13 +93,20 @@ active proctype sender()
     do
     :: sent < MESSAGES ->
         published++;
+#ifndef BUG_NO_NOTIFY
         notify();
+#endif
         sent++
 #ifdef VICTIM
     :: dies()
 #endif
     :: sent == MESSAGES -> break
     od;
+#ifdef CLOSE_WHEN_RECEIVED
+    /* The close wakes the receiver whatever the eventcount lost: a sender that closes only once every
+     * message was received shows that no wake-up for a message is lost without that rescue. */
+    (consumed == published);
+#endif
 #ifdef VICTIM
     if
     :: dies()
@@ -130,8 +143,8 @@ active proctype receiver()
             assert(consumed == published);   /* (a): nothing published is lost at end of stream */
             break
         :: ready == 0 && !gone ->
+            key = epoch;                      /* E3, before E1 as in eventcount.hpp's prepare_wait */
             waiters = true;                   /* E1 */
-            key = epoch;                      /* E3 */
             if
             :: published != consumed || holder != ALIVE -> skip
             :: else ->

@@ -2,7 +2,9 @@
  * queue-eventcount.pml -- the eventcount the rings block on (src/eventcount.hpp), with the waiter's death.
  *
  * Mirrors src/eventcount.hpp:
- *   prepare_wait          E1 exchange(waiters, 1); E3 key = epoch   (EPOCH_FIRST: E3, then E1)
+ *   prepare_wait          E3 key = epoch (acquire), then E1 exchange(waiters, 1) (acq_rel): the order of
+ *                         prepare_wait_without_barrier, modelled with EPOCH_FIRST; without it the model
+ *                         keeps the first version's E1 before E3 as the seeded bug bug_key_after_flag
  *   wait_for_notification E4 FUTEX_WAIT(epoch, key), no deadline (the rings' blocking put/get)
  *   notify                N2 exchange(waiters, 0); if it was 1: N3 epoch += 1; N4 FUTEX_WAKE all
  *                         (FENCE_FREE_NOTIFY: N2 a plain load; only a 1 leads to N2' exchange, N3, N4)
@@ -20,16 +22,19 @@
  * takes it off the wait queue; the flag it set stays set); a replacement waiter then takes over the
  * same round, as a restarted consumer would, and must not lose a wake-up to the stale flag.
  *
- * The code's order and the fix
- *   src/eventcount.hpp does E1 then E3, and this model does the same by default: it loses a wake-up
- *   (check bug_key_after_flag).  The waiter's wait for item 1 sets the flag and finds item 1 before
+ * The epoch read (E3) and why it comes first
+ *   src/eventcount.hpp reads the epoch before it raises the flag (prepare_wait_without_barrier: E3 acquire
+ *   load, then E1 exchange), modelled by EPOCH_FIRST, which every good check and every other seeded bug
+ *   define.  The first version of the code raised the flag first (E1 then E3); the model keeps that order
+ *   when EPOCH_FIRST is not defined, and check bug_key_after_flag shows the wake-up it loses.  The waiter's
+ *   wait for item 1 sets the flag and finds item 1 before
  *   the notifier's notify() for it runs.  The waiter's wait for item 2 does E1 (flag 1); the late
  *   notify() for item 1 now takes that flag (N2) and bumps the epoch (N3) before the waiter's E3, so
  *   the key already includes the bump; the re-test finds no item 2; N4 wakes nobody.  The notifier
  *   makes item 2; its N2 reads flag 0 and does not wake; the waiter sleeps on an epoch that no longer
  *   moves, with item 2 ready.  The eventcount.hpp argument "N3 before E3: the re-test sees the store N3
  *   was released after" is true, but that store is item 1's, not the one the waiter waits for.
- *   EPOCH_FIRST models the fix: E3 (acquire) before E1.  A notify() whose N2 reads this wait's flag then
+ *   The code's order, E3 (acquire) before E1 (EPOCH_FIRST), is the fix.  A notify() whose N2 reads this wait's flag then
  *   bumps the epoch after the key was read, so E4 returns at once (or N4 wakes it); one whose N2 comes
  *   before E1 is read by E1, whose acquire makes the re-test see its store.
  *
@@ -50,7 +55,10 @@
  *   (b) assertions: the waiter returns from a wait only when its condition holds.
  *
  * Configuration
- *   EPOCH_FIRST             the fixed order E3, E1 (every good check and every seeded bug use it)
+ *   EPOCH_FIRST             the code's order E3, E1 (every good check and every seeded bug but
+ *                           bug_key_after_flag use it)
+ *   No safety net to switch off: the waiter's sleeps are unbounded (no re-check timer) and nothing but the
+ *   notifier's notify() wakes it, so every progress check here is already "without the safety net".
  *   WAITER_DIES             the waiter may die at any step; a replacement takes over its round
  *   ROUNDS                  items made and awaited (default 2; the lost wake-up needs 2)
  *   FUTEX_SPURIOUS_WAKEUPS  futex waits may return early (see ../common/futex.pml)

@@ -267,6 +267,7 @@ active proctype producer()
     bool free = false;
     byte room = 0;
     byte wanted = 1;          /* slots asked of free_slots */
+    byte reserved = 0;        /* ZERO_COPY: the position reserve() handed out */
     byte batch = 0;           /* messages of the put_many under way, 0 outside one */
     byte published = 0;       /* ghost: how many of them P6 has published */
     byte i = 0;
@@ -338,7 +339,9 @@ start:
         :: else -> break
         od;
 #endif
+#ifndef BUG_NO_NOTIFY
         notify(NOT_EMPTY);                                        /* P7 */
+#endif
         next = next + batch - 1;     /* and the ++ below */
         batch = 0; published = 0; i = 0; room = 0;
 #elif defined(BUG_PUBLISH_BEFORE_WRITE)
@@ -368,11 +371,21 @@ start:
 #else
         slot[pos % CAPACITY] = next;                              /* P4 */
         may_die;
+#ifdef ZERO_COPY
+        /* reserve() handed the slot out (free_slots above) and the application wrote it in place;
+         * commit() runs free_slots again (P1..P3, and the repair) and publishes at the position it finds */
+        reserved = pos;
+        free_slots();
+        assert(free && pos == reserved);      /* nobody else moves the producer's position meanwhile */
+        reserved = 0;
+#endif
         producer_position = pos + 1;                              /* P5 */
         may_die;
         atomic { seq[pos % CAPACITY] = pos + 1; skipped[pos % CAPACITY] = 0 };   /* P6 */
         may_die;
+#ifndef BUG_NO_NOTIFY
         notify(NOT_EMPTY);                                        /* P7 */
+#endif
 #endif
         pos = 0; free = false;
         next++
@@ -404,6 +417,7 @@ died:
             if :: next <= MESSAGES -> may_be_lost = may_be_lost | (1 << next); next++ :: else -> skip fi
         fi;
         pos = 0; other = 0; first = 0; free = false; room = 0; published = 0; i = 0; is_closed = false; flag = 0;
+        reserved = 0;
         key = 0; ret = 0
     };
     goto start;   /* the replacement producer */
@@ -421,6 +435,7 @@ active proctype consumer()
     bool ready = false;
     bool is_closed = false;
     byte got = 0;
+    byte peeked = 0;          /* ZERO_COPY: the position peek() handed out */
     bit flag = 0;
     int key = 0;
     byte ret = 0;
@@ -466,10 +481,20 @@ start:
 #else
         got = slot[pos % CAPACITY];                               /* C4 */
         may_die;
+#ifdef ZERO_COPY
+        /* peek() handed the slot out (ready_slots above) and the application read it in place; release()
+         * runs ready_slots again (C1, C2) and frees what it finds at the consumer's position */
+        peeked = pos;
+        ready_slots();
+        assert(ready && pos == peeked);       /* a peeked message stays ready until released */
+        peeked = 0;
+#endif
         consumer_position = pos + 1;                              /* C5 */
         may_die;
 #endif
+#ifndef BUG_RELEASE_NO_NOTIFY
         notify(NOT_FULL);                                         /* C6 */
+#endif
         /* get() returns the message */
         atomic {
             assert(got != 0);                                     /* a slot that was written */
@@ -488,6 +513,7 @@ died:
         deaths++;
         if :: got != 0 -> may_be_lost = may_be_lost | (1 << got) :: else -> skip fi;
         pos = 0; sequence = 0; was_skipped = 0; stepped = false; ready = false; is_closed = false; got = 0; flag = 0;
+        peeked = 0;
         key = 0; ret = 0
     };
     goto start;   /* the replacement consumer */
