@@ -219,6 +219,7 @@ void mproc_round_trip(benchmark::State& state, std::size_t size, RoundTripWait w
     mine.close();
     peer.join();
     sampler.report(state);
+    if (wait == RoundTripWait::sleep) mproc::bench::require_sleeping_round_trips(state, "mproc pipe blocking round trip");
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -880,6 +880,7 @@ void mproc_round_trip(benchmark::State& state, mproc::QueueKind kind, RoundTripW
     to_peer.close();
     peer.join();
     sampler.report(state);
+    if (wait == RoundTripWait::sleep) mproc::bench::require_sleeping_round_trips(state, "mproc queue blocking round trip");
 }
 
 void pipe_round_trip(benchmark::State& state) {

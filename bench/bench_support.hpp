@@ -290,6 +290,16 @@ public:
     ~NoSpinBeforeSleep() { mproc::detail::this_thread_spin_budget().set_spinning(true); }
 };
 
+// For a round trip whose row says it sleeps, after LatencySampler::report(): throws BenchFailure naming
+// `what` when either side slept in fewer than kLeastSleepsPerRoundTrip of its round trips — a spin caught
+// the replies, and the row would set a spin beside the futex ceiling's two sleeps. A sleeping side reads
+// about 1 (0.6 on a machine so loaded that the reply often comes before the waiter reaches FUTEX_WAIT); a
+// spinning one about 0. Runs of fewer than kLeastJudgedRoundTrips are not judged: the handful of sleeps
+// around the loop would decide them.
+inline constexpr double kLeastSleepsPerRoundTrip = 0.1;
+inline constexpr benchmark::IterationCount kLeastJudgedRoundTrips = 100;
+void require_sleeping_round_trips(const benchmark::State& state, const std::string& what);
+
 // The cache-line ping-pong ceiling: the benchmark writes round k into one cache line, the peer copies it
 // into another, both spinning. A round trip is two cache-line transfers: the floor under any hand-off
 // between two running processes. Reports p50_ns/p99_ns/p99.9_ns and items_per_second (round trips).

@@ -13,7 +13,8 @@
 // waits kFallAsleep (busy, on the clock), long enough for the other side to be asleep in the kernel; each
 // side reads the clock just before signalling and just after its wait returns, and a sample is the sum
 // of the two one-way wake-ups (benchmark → peer, peer → benchmark), the waits excluded. It reports manual
-// time (the mean of the samples), items_per_second over that time, and the percentiles.
+// time (the mean of the samples), items_per_second over that time, the percentiles and the sleeps per
+// round trip of each side, and fails when a side hardly ever slept (require_sleeping_round_trips).
 //
 // A Pair adapts the primitive, both objects, to four calls made the way the primitive is meant to be
 // used: send() (benchmark: signal ping), await_reply() (benchmark: wait on pong until signalled and
@@ -250,6 +251,8 @@ void measure_wake_from_sleep(benchmark::State& state, Pair& pair, const std::str
     pair.send();
     peer.join();
     sampler.report(state);
+    // A primitive whose spin outlasted kFallAsleep would be measured spinning here, not waking.
+    require_sleeping_round_trips(state, label + " wake from sleep");
 }
 
 }  // namespace mproc::bench
