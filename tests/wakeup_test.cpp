@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -29,7 +30,9 @@
 #include <thread>
 #include <vector>
 
+#include <sched.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.hpp"
@@ -109,13 +112,20 @@ struct HandOff {
     std::function<void(int)> wake;
 };
 
-void run_sleeper(HandOffLedger& ledger, const HandOff& hand_off, int rounds) {
+// How the sleeper waits for the waker to allow its next round: never in futex(2), which the waker would
+// mistake for the sleep it waits for.
+enum class RoundWait { yield, nanosleep };
+
+void run_sleeper(HandOffLedger& ledger, const HandOff& hand_off, int rounds, RoundWait round_wait = RoundWait::yield) {
     if (hand_off.setup_sleeper) hand_off.setup_sleeper();
     // relaxed: the id is read by the waker only to find this thread's /proc entry.
     ledger.sleeper_tid.store(::gettid(), std::memory_order_relaxed);
     for (int round = 0; round < rounds; ++round) {
         // acquire: pairs with the waker's release store, so what prepare(round) did is visible here.
-        while (ledger.allowed.load(std::memory_order_acquire) < round) std::this_thread::yield();
+        while (ledger.allowed.load(std::memory_order_acquire) < round) {
+            if (round_wait == RoundWait::yield) std::this_thread::yield();
+            else std::this_thread::sleep_for(20us);
+        }
         if (!hand_off.sleep(round)) {
             // relaxed: read by the waker after the round's count below (release).
             ledger.wrong_round.store(round, std::memory_order_relaxed);
@@ -158,9 +168,10 @@ void hand_off_across_processes(const HandOff& hand_off, int rounds = kProcessRou
     assert_exited_cleanly(child.wait());
 }
 
-// The sleeper on a second thread: the same rounds, visible to ThreadSanitizer.
+// The sleeper on a second thread: the same rounds, visible to ThreadSanitizer. Called inside
+// in_a_child(): a sleeper left stranded by a failed round dies with that child, instead of waking later in
+// objects the failed test has destroyed.
 void hand_off_across_threads(const HandOff& hand_off, int rounds = kThreadRounds) {
-    require_net_off();
     HandOffLedger ledger;
     std::string sleeper_failure;
     std::thread sleeper([&] {
@@ -181,6 +192,67 @@ void hand_off_across_threads(const HandOff& hand_off, int rounds = kThreadRounds
     }
     sleeper.join();
     CPPUNIT_ASSERT_EQUAL_MESSAGE("the sleeper threw", std::string(), sleeper_failure);
+}
+
+// Runs body (which makes its objects and calls hand_off_across_threads) in a forked child; fails as the
+// child fails.
+void in_a_child(const std::function<void()>& body) {
+    require_net_off();
+    run_in_processes(1, [&](int) { body(); }, 120s);
+}
+
+// Pins the calling thread to one CPU for its lifetime, then restores what it had.
+class PinnedToCpu {
+public:
+    explicit PinnedToCpu(int cpu) {
+        if (::sched_getaffinity(0, sizeof before_, &before_) != 0)
+            CPPUNIT_FAIL(std::string("sched_getaffinity: ") + std::strerror(errno));
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (::sched_setaffinity(0, sizeof one, &one) != 0)
+            CPPUNIT_FAIL(std::string("sched_setaffinity: ") + std::strerror(errno));
+    }
+    PinnedToCpu(const PinnedToCpu&) = delete;
+    PinnedToCpu& operator=(const PinnedToCpu&) = delete;
+    ~PinnedToCpu() { ::sched_setaffinity(0, sizeof before_, &before_); }
+
+private:
+    cpu_set_t before_;
+};
+
+// The same hand-offs with the sleeper able to run in the middle of the waker's call: both on one CPU, the
+// sleeper under SCHED_FIFO and the waker under SCHED_OTHER, so the kernel switches to the sleeper the
+// moment the waker's FUTEX_WAKE makes it runnable, before the waker's next instruction. A wake-up sent
+// before the store that makes the sleeper's condition true (notify before publish) is then always spent on
+// a re-test that finds nothing, and the sleeper sleeps again for good; with the two on different CPUs that
+// window is a few instructions wide and almost never seen.
+void hand_off_preempting_the_waker(const HandOff& hand_off, int rounds = kProcessRounds) {
+    require_net_off();
+    const int cpu = ::sched_getcpu();
+    if (cpu < 0) CPPUNIT_FAIL(std::string("sched_getcpu: ") + std::strerror(errno));
+    {
+        // Probe in a child: SCHED_FIFO needs CAP_SYS_NICE or an RLIMIT_RTPRIO above zero.
+        ForkedChild probe([] {
+            const sched_param priority{1};
+            ::_exit(::sched_setscheduler(0, SCHED_FIFO, &priority) == 0 ? 0 : 1);
+        });
+        const int status = probe.wait();
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            MPROC_SKIP("SCHED_FIFO is not permitted (no CAP_SYS_NICE, RLIMIT_RTPRIO 0): the sleeper cannot preempt");
+    }
+    PinnedToCpu pinned(cpu);
+    Shared<HandOffLedger> ledger;
+    ForkedChild child([&] {
+        ::alarm(kSleeperAlarmSeconds);
+        const sched_param priority{1};
+        if (::sched_setscheduler(0, SCHED_FIFO, &priority) != 0) ::_exit(3);
+        // The sleeper now outranks the waker on their one CPU: it must not spin waiting for its round (a
+        // SCHED_FIFO thread alone at its priority gets a yield straight back), or the waker never runs.
+        run_sleeper(*ledger, hand_off, rounds, RoundWait::nanosleep);
+    });
+    run_waker(*ledger, hand_off, rounds, child.pid());
+    assert_exited_cleanly(child.wait());
 }
 
 // --- the hand-offs, one per place that sleeps on a futex and is woken by a peer ---
@@ -311,6 +383,12 @@ class WakeupTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testConditionWaitIsWokenByEveryNotify);
     CPPUNIT_TEST(testBarrierSleeperIsWokenByTheLastArrival);
     CPPUNIT_TEST(testWaitIsWokenByEveryPutAndSend);
+    CPPUNIT_TEST(testSpscGetIsWokenAfterThePublishingStore);
+    CPPUNIT_TEST(testMpmcGetIsWokenAfterThePublishingStore);
+    CPPUNIT_TEST(testSpscPutIsWokenAfterTheReleasingStore);
+    CPPUNIT_TEST(testMpmcPutIsWokenAfterTheReleasingStore);
+    CPPUNIT_TEST(testPipeRecvIsWokenAfterThePublishingStore);
+    CPPUNIT_TEST(testWaitIsWokenAfterThePublishingStore);
     CPPUNIT_TEST(testSpscGetIsWokenByEveryPutThreads);
     CPPUNIT_TEST(testMpmcGetIsWokenByEveryPutThreads);
     CPPUNIT_TEST(testPipeRecvIsWokenByEverySendThreads);
@@ -369,42 +447,88 @@ public:
         hand_off_across_processes(wait_woken_by_put_or_send(queue, ends.first, ends.second, true));
     }
 
-    void testSpscGetIsWokenByEveryPutThreads() {
+    // The sleeper runs the moment it is woken, inside the waker's call: a notify made before the store it
+    // announces is spent on a re-test that finds nothing.
+    void testSpscGetIsWokenAfterThePublishingStore() {
         Queue<std::uint64_t> queue(4, QueueKind::spsc);
-        hand_off_across_threads(get_woken_by_put(queue));
+        hand_off_preempting_the_waker(get_woken_by_put(queue));
+    }
+    void testMpmcGetIsWokenAfterThePublishingStore() {
+        Queue<std::uint64_t> queue(4, QueueKind::mpmc);
+        hand_off_preempting_the_waker(get_woken_by_put(queue));
+    }
+    void testSpscPutIsWokenAfterTheReleasingStore() {
+        Queue<std::uint64_t> queue(2, QueueKind::spsc);
+        hand_off_preempting_the_waker(put_woken_by_get(queue));
+    }
+    void testMpmcPutIsWokenAfterTheReleasingStore() {
+        Queue<std::uint64_t> queue(2, QueueKind::mpmc);
+        hand_off_preempting_the_waker(put_woken_by_get(queue));
+    }
+    void testPipeRecvIsWokenAfterThePublishingStore() {
+        auto ends = mproc::Pipe(false);
+        hand_off_preempting_the_waker(recv_woken_by_send(ends.first, ends.second, true));
+    }
+    void testWaitIsWokenAfterThePublishingStore() {
+        Queue<std::uint64_t> queue(4, QueueKind::mpmc);
+        auto ends = mproc::Pipe(false);
+        hand_off_preempting_the_waker(wait_woken_by_put_or_send(queue, ends.first, ends.second, true));
+    }
+
+    void testSpscGetIsWokenByEveryPutThreads() {
+        in_a_child([] {
+            Queue<std::uint64_t> queue(4, QueueKind::spsc);
+            hand_off_across_threads(get_woken_by_put(queue));
+        });
     }
     void testMpmcGetIsWokenByEveryPutThreads() {
-        Queue<std::uint64_t> queue(4, QueueKind::mpmc);
-        hand_off_across_threads(get_woken_by_put(queue));
+        in_a_child([] {
+            Queue<std::uint64_t> queue(4, QueueKind::mpmc);
+            hand_off_across_threads(get_woken_by_put(queue));
+        });
     }
     void testPipeRecvIsWokenByEverySendThreads() {
-        auto ends = mproc::Pipe(false);
-        hand_off_across_threads(recv_woken_by_send(ends.first, ends.second, false));
+        in_a_child([] {
+            auto ends = mproc::Pipe(false);
+            hand_off_across_threads(recv_woken_by_send(ends.first, ends.second, false));
+        });
     }
     void testEventWaitIsWokenByEverySetThreads() {
-        mproc::Event event;
-        hand_off_across_threads(wait_woken_by_set(event));
+        in_a_child([] {
+            mproc::Event event;
+            hand_off_across_threads(wait_woken_by_set(event));
+        });
     }
     void testSemaphoreAcquireIsWokenByEveryReleaseThreads() {
-        mproc::Semaphore semaphore(0);
-        hand_off_across_threads(acquire_woken_by_release(semaphore));
+        in_a_child([] {
+            mproc::Semaphore semaphore(0);
+            hand_off_across_threads(acquire_woken_by_release(semaphore));
+        });
     }
     void testLockIsHandedToItsSleepingWaiterThreads() {
-        mproc::Lock lock;
-        hand_off_across_threads(lock_woken_by_unlock(lock));
+        in_a_child([] {
+            mproc::Lock lock;
+            hand_off_across_threads(lock_woken_by_unlock(lock));
+        });
     }
     void testConditionWaitIsWokenByEveryNotifyThreads() {
-        mproc::Condition condition;
-        hand_off_across_threads(wait_woken_by_notify(condition));
+        in_a_child([] {
+            mproc::Condition condition;
+            hand_off_across_threads(wait_woken_by_notify(condition));
+        });
     }
     void testBarrierSleeperIsWokenByTheLastArrivalThreads() {
-        mproc::Barrier barrier(2);
-        hand_off_across_threads(wait_woken_by_last_arrival(barrier));
+        in_a_child([] {
+            mproc::Barrier barrier(2);
+            hand_off_across_threads(wait_woken_by_last_arrival(barrier));
+        });
     }
     void testWaitIsWokenByEveryPutAndSendThreads() {
-        Queue<std::uint64_t> queue(4, QueueKind::spsc);
-        auto ends = mproc::Pipe(false);
-        hand_off_across_threads(wait_woken_by_put_or_send(queue, ends.first, ends.second, false));
+        in_a_child([] {
+            Queue<std::uint64_t> queue(4, QueueKind::spsc);
+            auto ends = mproc::Pipe(false);
+            hand_off_across_threads(wait_woken_by_put_or_send(queue, ends.first, ends.second, false));
+        });
     }
 };
 
