@@ -11,14 +11,26 @@
 // the counts of put_many/get_many/reserve/peek, qsize(), and which of Full, Empty, Closed, ValueError or
 // StateError each call reports.
 // Model: `items` holds what the queue holds, oldest first; an empty optional is an MPMC slot published as
-// skipped (a fill that threw): it counts in qsize() and a get steps over it.
+// skipped (a fill that threw, or a producer killed before publishing): it counts in qsize() and a get steps
+// over it.
+// Killed claimers (MPMC, operation 13): the input also kills a producer or consumer at one of the points
+// where a death leaves a slot for the survivors' repair (src/mpmc_ring.cpp's steps: after K, after M, after
+// D / M', D'). This single thread cannot die and carry on, so it writes what the dead thread would have
+// left, exactly: the positions and sequence it had stored, and the claim word as the kernel rewrites it at
+// the death (FUTEX_OWNER_DIED, TID cleared, FUTEX_WAITERS kept). The calls that follow reach
+// repair_slot_of_dead_claimer, and the model says what the repair must give: a producer killed between M
+// and D loses its message (the slot is stepped over), a consumer killed between M' and D' loses the one it
+// was taking, one killed before M or after D loses nothing; repaired_slots() never counts more repairs than
+// deaths that need one, and once the queue is drained every dead producer's slot was repaired.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <linux/futex.h>
 #include <new>
 #include <optional>
 #include <span>
@@ -151,6 +163,9 @@ public:
         case 12:
             if (kind_ == mproc::QueueKind::mpmc) peek_release_mpmc();
             break;
+        case 13:
+            if (kind_ == mproc::QueueKind::mpmc) claimer_dies(argument);
+            break;
         default: check_sizes(); break;
         }
         check_sizes();
@@ -166,6 +181,8 @@ public:
             ++expected;
         }
         require(got == expected && queue_.qsize() == 0);
+        // Every dead producer's slot lay between the positions drained, so each was repaired on the way.
+        require(queue_.repaired_slots() >= dead_producers_unpublished_);
     }
 
 private:
@@ -248,7 +265,9 @@ private:
         require(queue_.empty() == (model_.size() == 0));
         require(queue_.full() == (model_.room() == 0));
         require(queue_.closed() == model_.closed);
-        require(queue_.repaired_slots() == 0);
+        // A repair is counted when a survivor first claims the dead thread's slot, so between calls the
+        // count is bounded by the deaths that need one (none at all without killed claimers).
+        require(queue_.repaired_slots() <= dead_producers_unpublished_ + dead_consumers_unfreed_);
     }
 
     void close() {
@@ -397,6 +416,71 @@ private:
         require(!lease);
     }
 
+    // MPMC: a producer or consumer killed inside put or get, at the point `argument` chooses. The slot it
+    // worked on must be in the state that point needs (free for the producer's position, holding the
+    // consumer's message, unclaimed); otherwise a real thread would first have repaired or waited, and
+    // nothing is killed.
+    void claimer_dies(std::uint8_t argument) {
+        namespace detail = mproc::detail;
+        mproc::RawMpmcRing ring = mproc::RawMpmcRing::attach(memory_, size_);
+        const detail::RingGeometry& geometry = ring.geometry();
+        detail::RingControl& control = ring.control();
+        // relaxed (all loads and stores here): this thread is the ring's only user; the stores stand for
+        // the dead thread's, which the kernel's exit path would make visible before its claim word changes.
+        std::atomic_ref enqueue_position(control.producer.position);
+        std::atomic_ref dequeue_position(control.consumer.position);
+        const std::uint64_t enqueued = enqueue_position.load(std::memory_order_relaxed);
+        const std::uint64_t dequeued = dequeue_position.load(std::memory_order_relaxed);
+        require(enqueued == model_.produced && dequeued == model_.consumed);
+        const bool producer_side = argument % 5 < 2 || (argument % 5 == 4 && (argument & 8));
+        const std::uint64_t position = producer_side ? enqueued : dequeued;
+        std::byte* slot = geometry.slot_at(position);
+        auto& header = *reinterpret_cast<detail::MpmcSlotHeader*>(slot);
+        std::byte* payload = slot + sizeof(detail::MpmcSlotHeader);
+        std::atomic_ref sequence(header.sequence);
+        std::atomic_ref claim(header.claim);
+        if (claim.load(std::memory_order_relaxed) != 0) return;
+        const std::uint64_t seen = sequence.load(std::memory_order_relaxed);
+        // What the kernel leaves in the word of a thread that died holding it (list_op_pending covers it).
+        const std::uint32_t dead_claim = FUTEX_OWNER_DIED | ((argument & 0x80) ? FUTEX_WAITERS : 0u);
+        switch (argument % 5) {
+        case 0:  // a producer killed after M, before D: the position moved, the payload half written
+            if (model_.closed || model_.room() == 0 || seen != position) return;
+            enqueue_position.store(position + 1, std::memory_order_relaxed);
+            std::memset(payload, 0xa5, sizeof(std::uint64_t) / 2);
+            model_.push(std::nullopt);  // lost: the repair publishes the slot skipped
+            ++dead_producers_unpublished_;
+            break;
+        case 1: {  // a producer killed after D, before R: published, still claimed
+            if (model_.closed || model_.room() == 0 || seen != position) return;
+            const std::uint64_t value = fresh_value();
+            enqueue_position.store(position + 1, std::memory_order_relaxed);
+            std::memcpy(payload, &value, sizeof value);
+            std::atomic_ref(header.length).store(sizeof value, std::memory_order_relaxed);
+            sequence.store(position + 1, std::memory_order_relaxed);
+            model_.push(bytes_of(value));  // delivered: the repair only drops the claim
+            break;
+        }
+        case 2:  // a consumer killed after M', before D': it was taking the message, which is lost
+            if (model_.size() == 0 || seen != position + 1) return;
+            dequeue_position.store(position + 1, std::memory_order_relaxed);
+            model_.items.pop_front();
+            ++model_.consumed;
+            ++dead_consumers_unfreed_;
+            break;
+        case 3:  // a consumer killed after D', before R: the slot freed for the next lap, still claimed
+            if (model_.size() == 0 || seen != position + 1) return;
+            dequeue_position.store(position + 1, std::memory_order_relaxed);
+            sequence.store(position + model_.capacity, std::memory_order_relaxed);
+            model_.items.pop_front();
+            ++model_.consumed;
+            break;
+        default:  // a producer or consumer killed after K, before M: nothing moved, nothing is lost
+            break;
+        }
+        claim.store(dead_claim, std::memory_order_relaxed);
+    }
+
     // A second handle attached to the same bytes sees the same queue.
     void reattach() {
         mproc::Queue<std::uint64_t> other = mproc::Queue<std::uint64_t>::attach(memory_, size_);
@@ -410,6 +494,8 @@ private:
     mproc::Queue<std::uint64_t> queue_;
     Model model_;
     std::uint64_t counter_ = 0;
+    std::uint32_t dead_producers_unpublished_ = 0;  // killed between M and D: each slot needs a repair
+    std::uint32_t dead_consumers_unfreed_ = 0;      // killed between M' and D': each slot needs a repair
 };
 
 // ByteQueue, SPSC or MPMC: messages of 0..max_message bytes, longer ones refused.
