@@ -266,7 +266,7 @@ void release_word(RobustMutexLayout& lock, ThisThreadRobustList& self) noexcept 
     if (inconsistent)
         consistency_of(lock).store(static_cast<std::uint32_t>(LockConsistency::not_recoverable),
                                    std::memory_order_relaxed);
-    MPROC_KILL_POINT(lock_release, 0);  // (released inconsistent) marked not recoverable, still held
+    MPROC_KILL_POINT(lock_release, 0);  // held and linked (released inconsistent: marked not recoverable)
     self.set_pending(node_of(lock));
     MPROC_KILL_POINT(lock_release, 1);  // held, linked and pending
     self.unlink(node_of(lock));

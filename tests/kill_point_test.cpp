@@ -36,6 +36,35 @@
 #include "mproc/shared_memory.hpp"
 #include "mproc/spsc_ring.hpp"
 
+// Statuses by name in assertion messages ("owner_died", not "1").
+template <>
+struct CppUnit::assertion_traits<mproc::AcquireStatus> {
+    static bool equal(mproc::AcquireStatus a, mproc::AcquireStatus b) { return a == b; }
+    static std::string toString(mproc::AcquireStatus status) {
+        switch (status) {
+        case mproc::AcquireStatus::acquired: return "acquired";
+        case mproc::AcquireStatus::owner_died: return "owner_died";
+        case mproc::AcquireStatus::timed_out: return "timed_out";
+        }
+        return "AcquireStatus " + std::to_string(static_cast<int>(status));
+    }
+};
+
+template <>
+struct CppUnit::assertion_traits<mproc::RingStatus> {
+    static bool equal(mproc::RingStatus a, mproc::RingStatus b) { return a == b; }
+    static std::string toString(mproc::RingStatus status) {
+        switch (status) {
+        case mproc::RingStatus::ok: return "ok";
+        case mproc::RingStatus::empty: return "empty";
+        case mproc::RingStatus::full: return "full";
+        case mproc::RingStatus::closed: return "closed";
+        case mproc::RingStatus::timed_out: return "timed_out";
+        }
+        return "RingStatus " + std::to_string(static_cast<int>(status));
+    }
+};
+
 namespace {
 
 using mproc::RingStatus;
@@ -237,7 +266,9 @@ class KillPointTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testCreatorKilledAtEachPointLeavesNoNameThatBlocks);
     CPPUNIT_TEST(testStoppedHolderIsNotReportedDead);
     CPPUNIT_TEST(testStoppedMpmcClaimerIsNotRepaired);
+    CPPUNIT_TEST(testStoppedPipeSenderIsNotAClosedPeer);
     CPPUNIT_TEST(testDeadHoldersTidTakenByANewProcessIsStillReportedDead);
+    CPPUNIT_TEST(testUncontendedLockAndUnlockPassEachOfTheirPointsOnce);
     CPPUNIT_TEST(testEveryKillPointIsReachedByAScenario);
     CPPUNIT_TEST_SUITE_END();
 
@@ -263,7 +294,9 @@ public:
     void testCreatorKilledAtEachPointLeavesNoNameThatBlocks() {}
     void testStoppedHolderIsNotReportedDead() {}
     void testStoppedMpmcClaimerIsNotRepaired() {}
+    void testStoppedPipeSenderIsNotAClosedPeer() {}
     void testDeadHoldersTidTakenByANewProcessIsStillReportedDead() {}
+    void testUncontendedLockAndUnlockPassEachOfTheirPointsOnce() {}
     void testEveryKillPointIsReachedByAScenario() {}
 #else
     // The data a lock protects: first == second whenever nobody is inside the critical section.
@@ -968,6 +1001,57 @@ public:
         CPPUNIT_ASSERT_EQUAL(0u, raw.ring.repaired_slots());
     }
 
+    // A sender frozen by SIGSTOP inside a message, after its first chunk (pipe_send #1): the peer is alive,
+    // so the receiver neither sees end of stream nor a broken message; once continued, the message
+    // arrives whole.
+    void testStoppedPipeSenderIsNotAClosedPeer() {
+        auto ends = mproc::Pipe(false, 16);
+        auto& receiver = ends.first;
+        auto& sender = ends.second;
+        std::vector<std::byte> large(2 * mproc::detail::kPipeChunkPayload + 100);
+        for (std::size_t i = 0; i < large.size(); ++i) large[i] = std::byte(i * 13);
+        Shared<std::uint32_t> adopted;
+        ForkedChild child([&] {
+            sender.adopt();
+            std::atomic_ref(*adopted).store(1, std::memory_order_release);  // release: the parent waits on it
+            mproc::detail::arm_kill_point(KillOp::pipe_send, 1, 0, SIGSTOP);
+            sender.send_bytes(large);
+            sender.close();
+        });
+        // acquire: pairs with the child's store.
+        mproc::test::wait_for([&] { return std::atomic_ref(*adopted).load(std::memory_order_acquire) != 0; },
+                              "the child to adopt the sending end");
+        sender.close();
+        wait_until_stopped(child.pid());
+        CPPUNIT_ASSERT(!receiver.peer_gone());
+        CPPUNIT_ASSERT(receiver.poll(50ms));  // the first chunk is there
+        CPPUNIT_ASSERT(!receiver.peer_gone());
+        child.kill(SIGCONT);
+        CPPUNIT_ASSERT(receiver.recv_bytes() == large);
+        mproc::test::assert_exited_cleanly(child.wait(kWaitForChild));
+        CPPUNIT_ASSERT_THROW(receiver.recv_bytes(), mproc::Closed);
+    }
+
+    // The counters behind the table: an uncontended lock() and unlock() in this process pass exactly the
+    // points of the fast paths, once each (lock_acquire #0..#2, robust_link #0..#3, lock_release #0..#4,
+    // robust_unlink #0..#3), and no point of the contended or recovering paths.
+    void testUncontendedLockAndUnlockPassEachOfTheirPointsOnce() {
+        mproc::Lock lock;
+        mproc::detail::reset_kill_point_counts();
+        lock.lock();
+        lock.unlock();
+        const auto passes = [](KillOp op) {
+            std::string text;
+            for (std::uint32_t point = 0; point < mproc::detail::kill_point_count(op); ++point)
+                text += std::to_string(mproc::detail::kill_point_hits(op, point));
+            return text;
+        };
+        CPPUNIT_ASSERT_EQUAL(std::string("111000000"), passes(KillOp::lock_acquire));
+        CPPUNIT_ASSERT_EQUAL(std::string("1111"), passes(KillOp::robust_link));
+        CPPUNIT_ASSERT_EQUAL(std::string("11111"), passes(KillOp::lock_release));
+        CPPUNIT_ASSERT_EQUAL(std::string("1111"), passes(KillOp::robust_unlink));
+    }
+
     // PID reuse: in a new PID namespace, a process dies holding a lock and an MPMC slot's claim; a new
     // process is given the dead one's PID (ns_last_pid) — so its TID equals the one the words held. It must
     // get OwnerDied for the lock (not "already held by this thread") and repair the slot.
@@ -1001,13 +1085,19 @@ public:
                     }
                 }
                 ForkedChild second([&] {
-                    CPPUNIT_ASSERT_EQUAL_MESSAGE("the new process has the dead one's PID", first, ::getpid());
-                    CPPUNIT_ASSERT_EQUAL(mproc::AcquireStatus::owner_died, lock.acquire_status(1s));
-                    lock.make_consistent();
-                    lock.unlock();
-                    put_one(raw.ring, 2);
-                    assert_ids("after the repair", {2}, drain(raw.ring));
-                    CPPUNIT_ASSERT_EQUAL(1u, raw.ring.repaired_slots());
+                    try {
+                        CPPUNIT_ASSERT_EQUAL_MESSAGE("the new process has the dead one's PID", first, ::getpid());
+                        CPPUNIT_ASSERT_EQUAL(mproc::AcquireStatus::owner_died, lock.acquire_status(1s));
+                        lock.make_consistent();
+                        lock.unlock();
+                        put_one(raw.ring, 2);
+                        assert_ids("after the repair", {2}, drain(raw.ring));
+                        CPPUNIT_ASSERT_EQUAL(1u, raw.ring.repaired_slots());
+                    } catch (const std::exception& failure) {
+                        // Two forks from the test process: say why here, where it is known.
+                        std::fprintf(stderr, "PID reuse: %s\n", failure.what());
+                        throw;
+                    }
                 });
                 const int second_status = second.wait(kWaitForChild);
                 ::_exit(WIFEXITED(second_status) ? WEXITSTATUS(second_status) : 3);
