@@ -211,8 +211,10 @@ void publish_skipped_slot(const RingGeometry& ring, const Slot& slot, std::uint6
                           ThisThreadRobustList& self) noexcept {
     // relaxed: published by the release store below.
     length_of(slot).store(detail::kMpmcSlotSkipped, std::memory_order_relaxed);
+    MPROC_KILL_POINT(mpmc_put, 5);  // flagged skipped, not published: the repair publishes it skipped
     // release: D for an empty slot, pairs with B'.
     sequence_of(slot).store(position + 1, std::memory_order_release);
+    MPROC_KILL_POINT(mpmc_put, 6);  // published empty, still claimed: the repair only drops the claim
     drop_claim(slot, self);
     detail::notify(ring.control->not_empty.event);
 }

@@ -42,7 +42,7 @@ enum class KillOp : std::uint32_t {
     spsc_get,            // SPSC consumer: SpscFastPath::try_get, ready_slots, release_gets (get, get_many, release)
     spsc_repair,         // src/spsc_ring.cpp: repair_unpublished_slots (a new producer after a dead one)
     mpmc_claim,          // src/mpmc_ring.cpp: take_claim (K), drop_claim (R), wait_for_claim
-    mpmc_put,            // src/mpmc_ring.cpp: attempt_put (M), finish_put (W, D), publish_skipped_slot
+    mpmc_put,            // src/mpmc_ring.cpp: attempt_put (M), finish_put (W, D), publish_skipped_slot (#5, #6)
     mpmc_get,            // src/mpmc_ring.cpp: attempt_get (M'), finish_get (D')
     mpmc_repair,         // src/mpmc_ring.cpp: repair_slot_of_dead_claimer
     pipe_send,           // src/pipe.cpp: a message written into the pipe's ring
@@ -67,7 +67,7 @@ constexpr std::uint32_t kill_point_count(KillOp op) noexcept {
     case KillOp::spsc_get: return 3;
     case KillOp::spsc_repair: return 2;
     case KillOp::mpmc_claim: return 4;
-    case KillOp::mpmc_put: return 5;
+    case KillOp::mpmc_put: return 7;
     case KillOp::mpmc_get: return 3;
     case KillOp::mpmc_repair: return 5;
     case KillOp::pipe_send: return 2;
