@@ -77,6 +77,8 @@ using Ids = std::vector<std::uint64_t>;
 
 constexpr auto kWaitForChild = 10s;
 
+#if MPROC_KILL_POINTS_ENABLED
+
 std::string point_text(KillOp op, std::uint32_t point) {
     return std::string(mproc::detail::kill_op_name(op)) + " #" + std::to_string(point);
 }
@@ -87,8 +89,6 @@ std::map<std::pair<KillOp, std::uint32_t>, std::set<std::string>>& reached() {
     static std::map<std::pair<KillOp, std::uint32_t>, std::set<std::string>> table;
     return table;
 }
-
-#if MPROC_KILL_POINTS_ENABLED
 
 // Runs body in a forked child armed at (op, point, occurrence) once arm() is called by it (the part of the
 // body before that runs unarmed). True when the child died by SIGKILL (at the point: nothing else in these
@@ -116,10 +116,6 @@ void enumerate(const std::string& scenario, std::initializer_list<KillOp> ops, c
         for (std::uint32_t point = 0; point < mproc::detail::kill_point_count(op); ++point)
             for (std::uint32_t occurrence = 0; occurrence < occurrences; ++occurrence)
                 if (round(op, point, occurrence)) reached()[{op, point}].insert(scenario);
-}
-
-bool in(std::initializer_list<std::uint32_t> points, std::uint32_t point) {
-    return std::find(points.begin(), points.end(), point) != points.end();
 }
 
 // A 64-byte message whose every word derives from its id: a torn copy fails whole_message().
