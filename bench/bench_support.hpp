@@ -291,13 +291,17 @@ public:
 };
 
 // For a round trip whose row says it sleeps, after LatencySampler::report(): throws BenchFailure naming
-// `what` when either side slept in fewer than kLeastSleepsPerRoundTrip of its round trips — a spin caught
-// the replies, and the row would set a spin beside the futex ceiling's two sleeps. A sleeping side reads
-// about 1 (0.6 on a machine so loaded that the reply often comes before the waiter reaches FUTEX_WAIT); a
-// spinning one about 0. Runs of fewer than kLeastJudgedRoundTrips are not judged: the handful of sleeps
-// around the loop would decide them.
+// `what` when the two sides together slept in fewer than kLeastSleepsPerRoundTrip of the round trips — a
+// spin caught the replies, and the row would set a spin beside the futex ceiling's sleeps. Measured with
+// the spin off: the benchmark side about 1, the peer 0.1–1 (a peer still inside prepare_wait's membarrier
+// when the next request comes finds it without sleeping; on a loaded machine both read about 0.6); with
+// the spin on, on an idle machine, both about 0. Not judged: runs of fewer than kLeastJudgedRoundTrips,
+// whose first hundreds of round trips, with the adaptive budgets still settling, decide them (the peer
+// slept 0.02 per round trip in the first 100 with the spin off, too). A loaded machine, where spins
+// fail anyway, can let a spinning row pass: the check catches a spin on an idle machine, never fails a
+// sleeping row.
 inline constexpr double kLeastSleepsPerRoundTrip = 0.1;
-inline constexpr benchmark::IterationCount kLeastJudgedRoundTrips = 100;
+inline constexpr benchmark::IterationCount kLeastJudgedRoundTrips = 1000;
 void require_sleeping_round_trips(const benchmark::State& state, const std::string& what);
 
 // The cache-line ping-pong ceiling: the benchmark writes round k into one cache line, the peer copies it
