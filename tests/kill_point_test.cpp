@@ -73,11 +73,11 @@ using mproc::test::ForkedChild;
 using mproc::test::Shared;
 using namespace std::chrono_literals;
 
+#if MPROC_KILL_POINTS_ENABLED
+
 using Ids = std::vector<std::uint64_t>;
 
 constexpr auto kWaitForChild = 10s;
-
-#if MPROC_KILL_POINTS_ENABLED
 
 std::string point_text(KillOp op, std::uint32_t point) {
     return std::string(mproc::detail::kill_op_name(op)) + " #" + std::to_string(point);
@@ -971,8 +971,10 @@ public:
     void testStoppedHolderIsNotReportedDead() {
         // Frozen at three steps: holding (after the acquire), inside the acquire before the robust list has
         // the node (#1), and inside the release with the node unlinked (#2).
-        for (const auto& [op, point] : {std::pair{KillOp::lock_acquire, 1u}, std::pair{KillOp::lock_acquire, 2u},
-                                        std::pair{KillOp::lock_release, 2u}}) {
+        for (const auto& step : {std::pair{KillOp::lock_acquire, 1u}, std::pair{KillOp::lock_acquire, 2u},
+                                 std::pair{KillOp::lock_release, 2u}}) {
+            const KillOp op = step.first;  // named copies: a lambda cannot capture a structured binding in C++20
+            const std::uint32_t point = step.second;
             mproc::Lock lock;
             ForkedChild holder([&] {
                 if (op == KillOp::lock_release) lock.lock();
