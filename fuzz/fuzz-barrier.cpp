@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <new>
 
 #include "mproc/barrier.hpp"
@@ -35,21 +36,27 @@ struct AlignedBuffer {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     AlignedBuffer buffer(size);
     if (size > 0) std::memcpy(buffer.bytes, data, size);
-    mproc::RawBarrier* barrier = nullptr;
+    std::optional<mproc::RawBarrier> barrier;
     try {
-        barrier = &mproc::RawBarrier::attach(buffer.bytes, size);
+        barrier = mproc::RawBarrier::attach(buffer.bytes, size);
     } catch (const mproc::InvalidObject&) {
         return 0;
     }
     require(barrier->parties() >= 1 && barrier->parties() <= mproc::RawBarrier::kMaxParties);
     require(mproc::RawBarrier::size_for(barrier->parties()) <= size);
     // The internal RawLock follows the 64-byte control block. A word naming another thread as holder is,
-    // for every participant, a live holder mid-operation: waiting for it is the contract, not a hang (a
-    // holder that dies is reported by the kernel). This single-threaded driver can never see it released,
-    // so it checks only that such bytes are attached and described without blocking.
+    // for every participant, a holder that never releases it here (this driver is single-threaded): an
+    // untimed call would wait for it, as the contract says, but a timed wait() must still return, by its
+    // deadline plus the internal lock's grace, with BrokenBarrier.
     const auto& internal_lock = *reinterpret_cast<const mproc::RawLock*>(buffer.bytes + 64);
     if (internal_lock.locked() && !internal_lock.held_by_this_thread()) {
-        (void)barrier->parties();
+        try {
+            require(barrier->wait(std::chrono::nanoseconds(0)) < barrier->parties());
+        } catch (const mproc::BrokenBarrier&) {
+            // the lock was not released in time (or the barrier is broken): the expected outcome
+        } catch (const mproc::NotRecoverable&) {
+            // the internal lock's bytes claim it can never be taken: a clear refusal
+        }
         return 0;
     }
     try {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <new>
 
 #include "mproc/condition.hpp"
@@ -38,9 +39,9 @@ struct AlignedBuffer {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     AlignedBuffer buffer(size);
     if (size > 0) std::memcpy(buffer.bytes, data, size);
-    mproc::RawCondition* condition = nullptr;
+    std::optional<mproc::RawCondition> condition;
     try {
-        condition = &mproc::RawCondition::attach(buffer.bytes, size);
+        condition = mproc::RawCondition::attach(buffer.bytes, size);
     } catch (const mproc::InvalidObject&) {
         return 0;
     }

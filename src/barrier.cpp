@@ -73,22 +73,23 @@ std::string describe(std::string_view label, const char* operation, const std::s
 using detail::FutexWaitv;
 using detail::kFutex2Size32;
 
+// What one operation works on: the shared bytes, and the parties and slot count its handle validated
+// (never the shared copies, which a hostile process may rewrite at any time).
 struct View {
     BarrierControl& control;
     RawLock& lock;
     BarrierSlot* slots;
-    std::uint32_t parties;
-    std::uint32_t slot_count;  // clamped to kMaxParties
+    std::uint32_t parties;     // validated: 1..kMaxParties
+    std::uint32_t slot_count;  // validated: slot_count_for(parties), the slots that fit the memory
 
     std::atomic_ref<std::uint32_t> state() const noexcept { return std::atomic_ref(control.state); }
 };
 
-View view_of(RawBarrier& barrier, BarrierControl& control) noexcept {
-    auto* base = reinterpret_cast<std::byte*>(&barrier);
+View view_of(BarrierControl& control, std::uint32_t parties, std::uint32_t slot_count) noexcept {
+    auto* base = reinterpret_cast<std::byte*>(&control);
     return {control, *std::launder(reinterpret_cast<RawLock*>(base + sizeof(BarrierControl))),
-            std::launder(reinterpret_cast<BarrierSlot*>(base + sizeof(BarrierControl) + RawLock::kSize)),
-            std::min(control.parties, RawBarrier::kMaxParties),
-            std::min(control.slot_count, RawBarrier::kMaxParties)};
+            std::launder(reinterpret_cast<BarrierSlot*>(base + sizeof(BarrierControl) + RawLock::kSize)), parties,
+            slot_count};
 }
 
 std::atomic_ref<std::uint32_t> word_of(BarrierSlot& slot) noexcept { return std::atomic_ref(slot.word); }
@@ -129,10 +130,26 @@ void reap_dead_participants(View& view) noexcept {
     if (someone_died) break_barrier(view);
 }
 
-// Takes the internal lock; when its last holder died there, the bookkeeping may be half-done: break the
-// barrier, rebuild count from the slots, and make the lock consistent.
-void lock_internal(View& view) {
-    if (view.lock.acquire_status(std::nullopt) != AcquireStatus::owner_died) return;
+// How long the internal lock may be waited for: for ever (untimed calls), or until the call's deadline
+// plus kInternalLockGrace.
+struct LockBound {
+    bool bounded;
+    const Deadline* deadline;
+
+    std::optional<std::chrono::nanoseconds> timeout() const noexcept {
+        if (!bounded) return std::nullopt;
+        return std::max(deadline->remaining(), std::chrono::nanoseconds(0)) + RawBarrier::kInternalLockGrace;
+    }
+};
+constexpr LockBound kUnbounded{false, nullptr};
+
+// Takes the internal lock; false when the bound passed first (the caller does not hold it). When its last
+// holder died there, the bookkeeping may be half-done: break the barrier, rebuild count from the slots, and
+// make the lock consistent.
+[[nodiscard]] bool lock_internal(View& view, LockBound bound) {
+    const AcquireStatus status = view.lock.acquire_status(bound.timeout());
+    if (status == AcquireStatus::timed_out) return false;
+    if (status != AcquireStatus::owner_died) return true;
     reap_dead_participants(view);
     std::uint32_t counted = 0;
     for (std::uint32_t index = 0; index < view.slot_count; ++index)
@@ -140,6 +157,13 @@ void lock_internal(View& view) {
     view.control.count = counted;
     break_barrier(view);
     view.lock.make_consistent();
+    return true;
+}
+
+// For calls without a timeout: the lock is waited for as long as it takes.
+void lock_internal(View& view) {
+    const bool locked = lock_internal(view, kUnbounded);
+    (void)locked;  // an unbounded acquire returns only once it holds the lock
 }
 
 void unlock_internal(View& view) { view.lock.unlock(); }
@@ -184,14 +208,15 @@ void sleep_on_state_and_slots(View& view, std::uint32_t seen_state, bool bounded
 }
 
 // Under the internal lock: releases it, sleeps once (see above), takes it again and reaps the dead.
-// Returns with the lock held.
-void wait_for_change(View& view, bool bounded, const Deadline& deadline) {
+// Returns true with the lock held; false when the lock could not be taken within `relock` (not held).
+[[nodiscard]] bool wait_for_change(View& view, bool bounded, const Deadline& deadline, LockBound relock) {
     // relaxed: under the internal lock.
     const std::uint32_t seen = view.state().load(std::memory_order_relaxed);
     unlock_internal(view);
     sleep_on_state_and_slots(view, seen, bounded, deadline);
-    lock_internal(view);
+    if (!lock_internal(view, relock)) return false;
     reap_dead_participants(view);
+    return true;
 }
 
 // Under the internal lock: the generation is complete. Every counted participant belongs to it (nobody
@@ -237,19 +262,40 @@ void leave(View& view, BarrierSlot& slot, ThisThreadRobustList& self) noexcept {
     if (view.control.slot_waiters > 0) set_phase(view, phase_of(view.state().load(std::memory_order_relaxed)));
 }
 
+// Without the internal lock: gives up this participant's slot as its death would, so that whoever takes the
+// lock next reaps it (uncounting it if counted) and breaks the barrier. The slot's other fields belong to
+// the lock holder and are left alone; only the word changes, as the kernel changes a dead thread's word.
+void abandon_slot(BarrierSlot& slot, ThisThreadRobustList& self) noexcept {
+    self.set_pending(node_of(slot));
+    self.unlink(node_of(slot));
+    // relaxed: the reaper reads it under the internal lock, as it reads a mark the kernel made; the
+    // exchange (not a store) keeps FUTEX_WAITERS and stays one atomic step against a concurrent reaper.
+    word_of(slot).exchange(kOwnerDied | kWaiters, std::memory_order_relaxed);
+    self.clear_pending();
+    // A sleeper watches every slot word: the one woken here goes for the lock and breaks the barrier.
+    detail::futex_wake(&slot.word, detail::kFutexWakeAll);
+}
+
 [[noreturn]] void throw_broken(std::string_view label, const std::string& cause) {
     throw BrokenBarrier(describe(label, "wait", cause));
 }
 
-std::uint32_t barrier_wait(RawBarrier& barrier, BarrierControl& control, std::optional<std::chrono::nanoseconds> timeout,
+[[noreturn]] void throw_lock_timeout(std::string_view label, bool had_slot) {
+    throw_broken(label, std::string("timed out waiting for the barrier's internal lock (its holder does not release "
+                                    "it: stopped, or not a live thread)") +
+                            (had_slot ? "; this participant left as a dead one would, which breaks the barrier"
+                                      : "; the barrier could not be marked broken"));
+}
+
+std::uint32_t barrier_wait(View view, std::optional<std::chrono::nanoseconds> timeout,
                            const std::function<void()>& action, std::string_view label) {
-    View view = view_of(barrier, control);
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     const bool bounded = timeout.has_value();
     const Deadline deadline = Deadline::after(bounded ? *timeout : std::chrono::nanoseconds(0));
     auto timed_out = [&] { return bounded && deadline.passed(); };
+    const LockBound relock{bounded, &deadline};
 
-    lock_internal(view);
+    if (!lock_internal(view, relock)) throw_lock_timeout(label, false);
     reap_dead_participants(view);
     BarrierSlot* slot = nullptr;
     while ((slot = try_claim_slot(view, self)) == nullptr) {
@@ -263,9 +309,16 @@ std::uint32_t barrier_wait(RawBarrier& barrier, BarrierControl& control, std::op
             throw_broken(label, "timed out waiting for a free participant slot; the barrier is now broken");
         }
         ++view.control.slot_waiters;
-        wait_for_change(view, bounded, deadline);
+        // Not re-taken in time: slot_waiters stays one too high, which costs later leavers a spurious
+        // wake-up each, nothing else.
+        if (!wait_for_change(view, bounded, deadline, relock)) throw_lock_timeout(label, false);
         --view.control.slot_waiters;
     }
+    // From here on this participant owns a slot: every way out frees it (leave) or abandons it.
+    auto relock_or_abandon = [&] {
+        abandon_slot(*slot, self);
+        throw_lock_timeout(label, true);
+    };
 
     // Entry: wait while the previous generation drains or is reset, or the action of a full one runs.
     const char* broken_cause = nullptr;
@@ -282,7 +335,7 @@ std::uint32_t barrier_wait(RawBarrier& barrier, BarrierControl& control, std::op
             broken_cause = "timed out before the previous generation left; the barrier is now broken";
             break;
         }
-        wait_for_change(view, bounded, deadline);
+        if (!wait_for_change(view, bounded, deadline, relock)) relock_or_abandon();
     }
     if (broken_cause != nullptr) {
         leave(view, *slot, self);
@@ -303,7 +356,11 @@ std::uint32_t barrier_wait(RawBarrier& barrier, BarrierControl& control, std::op
             } catch (...) {
                 action_failure = std::current_exception();
             }
-            lock_internal(view);
+            if (!lock_internal(view, relock)) {
+                if (!action_failure) relock_or_abandon();
+                abandon_slot(*slot, self);
+                std::rethrow_exception(action_failure);  // the action's own failure is what the caller learns
+            }
             reap_dead_participants(view);
         }
         // relaxed: under the internal lock.
@@ -329,13 +386,15 @@ std::uint32_t barrier_wait(RawBarrier& barrier, BarrierControl& control, std::op
                                                 : "the barrier was reset while this participant waited";
                 break;
             }
-            // The action decides the generation once it runs: a timeout then only stops bounding the sleep.
-            if (phase == kFilling && timed_out()) {
+            // Filling, or the last arrival runs the action: the timeout holds in both (a stopped action runner
+            // must not hold a timed wait for ever), and breaks the barrier as Python's does.
+            if (timed_out()) {
                 break_barrier(view);
-                broken_cause = "timed out; the barrier is now broken";
+                broken_cause = phase == kAction ? "timed out while the last arrival ran the action; the barrier is now broken"
+                                                : "timed out; the barrier is now broken";
                 break;
             }
-            wait_for_change(view, bounded && phase == kFilling, deadline);
+            if (!wait_for_change(view, bounded, deadline, relock)) relock_or_abandon();
         }
     }
     leave(view, *slot, self);
@@ -345,8 +404,7 @@ std::uint32_t barrier_wait(RawBarrier& barrier, BarrierControl& control, std::op
     return index;
 }
 
-void barrier_reset(RawBarrier& barrier, BarrierControl& control) {
-    View view = view_of(barrier, control);
+void barrier_reset(View view) {
     lock_internal(view);
     reap_dead_participants(view);
     if (view.control.count > 0) {
@@ -359,15 +417,13 @@ void barrier_reset(RawBarrier& barrier, BarrierControl& control) {
     unlock_internal(view);
 }
 
-void barrier_abort(RawBarrier& barrier, BarrierControl& control) {
-    View view = view_of(barrier, control);
+void barrier_abort(View view) {
     lock_internal(view);
     break_barrier(view);
     unlock_internal(view);
 }
 
-std::uint32_t barrier_n_waiting(RawBarrier& barrier, BarrierControl& control) {
-    View view = view_of(barrier, control);
+std::uint32_t barrier_n_waiting(View view) {
     lock_internal(view);
     reap_dead_participants(view);
     // relaxed: under the internal lock.
@@ -405,7 +461,7 @@ std::size_t RawBarrier::size_for(std::uint32_t parties) {
     return bytes_for(slot_count_for(parties));
 }
 
-RawBarrier& RawBarrier::init(void* memory, std::size_t size, std::uint32_t parties) {
+RawBarrier RawBarrier::init(void* memory, std::size_t size, std::uint32_t parties) {
     check_alignment(memory, "init");
     const std::size_t needed = size_for(parties);
     if (size < needed)
@@ -421,27 +477,29 @@ RawBarrier& RawBarrier::init(void* memory, std::size_t size, std::uint32_t parti
     control.state = kFilling;
     std::memcpy(memory, &control, sizeof control);
     RawLock::init(static_cast<std::byte*>(memory) + sizeof(BarrierControl));
-    return *std::launder(static_cast<RawBarrier*>(memory));
+    return RawBarrier(std::launder(static_cast<BarrierControl*>(memory)), parties, slot_count_for(parties));
 }
 
-void RawBarrier::validate(std::size_t size, std::string_view label) const {
+RawBarrier RawBarrier::attach(void* memory, std::size_t size, std::string_view label) {
+    check_alignment(memory, "attach");
     if (size < sizeof(BarrierControl) + RawLock::kSize)
         throw InvalidObject(std::string(label) + ": " + std::to_string(size) + " bytes, expected at least " +
                             std::to_string(sizeof(BarrierControl) + RawLock::kSize));
-    // Each field is read once: another process may be writing the bytes.
-    const std::uint32_t magic = control_.magic;
+    const auto& control = *std::launder(static_cast<const BarrierControl*>(memory));
+    // Each field is read once, into the handle: another process may be writing the bytes.
+    const std::uint32_t magic = control.magic;
     if (magic != detail::kRawBarrierMagic)
         throw InvalidObject(std::string(label) + ": magic " + std::to_string(magic) + ", expected " +
                             std::to_string(detail::kRawBarrierMagic));
-    const std::uint32_t version = control_.layout_version;
+    const std::uint32_t version = control.layout_version;
     if (version != detail::kBarrierLayoutVersion)
         throw InvalidObject(std::string(label) + ": layout version " + std::to_string(version) + ", expected " +
                             std::to_string(detail::kBarrierLayoutVersion));
-    const std::uint32_t parties = control_.parties;
+    const std::uint32_t parties = control.parties;
     if (parties == 0 || parties > kMaxParties)
         throw InvalidObject(std::string(label) + ": parties " + std::to_string(parties) + ", expected 1.." +
                             std::to_string(kMaxParties));
-    const std::uint32_t slot_count = control_.slot_count;
+    const std::uint32_t slot_count = control.slot_count;
     if (slot_count != slot_count_for(parties))
         throw InvalidObject(std::string(label) + ": " + std::to_string(slot_count) + " slots, expected " +
                             std::to_string(slot_count_for(parties)) + " for " + std::to_string(parties) +
@@ -449,28 +507,25 @@ void RawBarrier::validate(std::size_t size, std::string_view label) const {
     if (size < bytes_for(slot_count))
         throw InvalidObject(std::string(label) + ": " + std::to_string(size) + " bytes, " +
                             std::to_string(parties) + " parties need " + std::to_string(bytes_for(slot_count)));
-    const auto* lock_bytes = reinterpret_cast<const std::byte*>(this) + sizeof(BarrierControl);
+    const auto* lock_bytes = static_cast<const std::byte*>(memory) + sizeof(BarrierControl);
     std::launder(reinterpret_cast<const RawLock*>(lock_bytes))->validate(std::string(label) + " (internal lock)");
+    return RawBarrier(std::launder(static_cast<BarrierControl*>(memory)), parties, slot_count);
 }
 
-RawBarrier& RawBarrier::attach(void* memory, std::size_t size) {
-    check_alignment(memory, "attach");
-    auto* barrier = std::launder(static_cast<RawBarrier*>(memory));
-    barrier->validate(size, kRawBarrierLabel);
-    return *barrier;
+std::uint32_t RawBarrier::wait_labelled(std::optional<std::chrono::nanoseconds> timeout,
+                                        const std::function<void()>& action, std::string_view label) const {
+    return barrier_wait(view_of(*control_, parties_, slot_count_), timeout, action, label);
 }
-
-std::uint32_t RawBarrier::wait(std::optional<std::chrono::nanoseconds> timeout, const std::function<void()>& action) {
-    return barrier_wait(*this, control_, timeout, action, kRawBarrierLabel);
+std::uint32_t RawBarrier::wait(std::optional<std::chrono::nanoseconds> timeout,
+                               const std::function<void()>& action) const {
+    return wait_labelled(timeout, action, kRawBarrierLabel);
 }
-void RawBarrier::reset() { barrier_reset(*this, control_); }
-void RawBarrier::abort() { barrier_abort(*this, control_); }
-std::uint32_t RawBarrier::parties() const noexcept { return control_.parties; }
-std::uint32_t RawBarrier::n_waiting() { return barrier_n_waiting(*this, control_); }
+void RawBarrier::reset() const { barrier_reset(view_of(*control_, parties_, slot_count_)); }
+void RawBarrier::abort() const { barrier_abort(view_of(*control_, parties_, slot_count_)); }
+std::uint32_t RawBarrier::n_waiting() const { return barrier_n_waiting(view_of(*control_, parties_, slot_count_)); }
 bool RawBarrier::broken() const noexcept {
     // relaxed: a snapshot.
-    return phase_of(std::atomic_ref(const_cast<std::uint32_t&>(control_.state)).load(std::memory_order_relaxed)) ==
-           kBroken;
+    return phase_of(std::atomic_ref(control_->state).load(std::memory_order_relaxed)) == kBroken;
 }
 
 // Barrier ---------------------------------------------------------------------------------------------------
@@ -503,9 +558,7 @@ Barrier::Barrier(SharedMemory segment, Action action, std::optional<std::chrono:
     label_ = barrier_label(segment_);
     check_timeout(timeout_, label_);
     const std::span<std::byte> payload = segment_.bytes();
-    auto* barrier = std::launder(reinterpret_cast<RawBarrier*>(payload.data()));
-    barrier->validate(payload.size(), label_);
-    raw_ = barrier;
+    raw_ = RawBarrier::attach(payload.data(), payload.size(), label_);
 }
 
 Barrier Barrier::create(std::string_view name, std::uint32_t parties, Action action,
@@ -524,7 +577,7 @@ Barrier Barrier::open(std::string_view name, Action action, std::optional<std::c
 
 Barrier::Barrier(Barrier&& other) noexcept
     : segment_(std::move(other.segment_)),
-      raw_(std::exchange(other.raw_, nullptr)),
+      raw_(std::exchange(other.raw_, RawBarrier())),
       action_(std::move(other.action_)),
       timeout_(other.timeout_),
       label_(std::move(other.label_)) {}
@@ -532,7 +585,7 @@ Barrier::Barrier(Barrier&& other) noexcept
 Barrier& Barrier::operator=(Barrier&& other) noexcept {
     if (this != &other) {
         segment_ = std::move(other.segment_);
-        raw_ = std::exchange(other.raw_, nullptr);
+        raw_ = std::exchange(other.raw_, RawBarrier());
         action_ = std::move(other.action_);
         timeout_ = other.timeout_;
         label_ = std::move(other.label_);
@@ -542,33 +595,23 @@ Barrier& Barrier::operator=(Barrier&& other) noexcept {
 
 Barrier::~Barrier() = default;
 
-RawBarrier& Barrier::checked(const char* operation) const {
-    if (raw_ == nullptr) throw StateError(std::string("barrier: ") + operation + ": moved-from handle");
-    return *raw_;
+const RawBarrier& Barrier::checked(const char* operation) const {
+    if (raw_.control_ == nullptr) throw StateError(std::string("barrier: ") + operation + ": moved-from handle");
+    return raw_;
 }
 
 std::uint32_t Barrier::wait(std::optional<std::chrono::nanoseconds> timeout) {
-    RawBarrier& raw = checked("wait");
-    return barrier_wait(raw, raw.control_, timeout ? timeout : timeout_, action_, label_);
+    return checked("wait").wait_labelled(timeout ? timeout : timeout_, action_, label_);
 }
-void Barrier::reset() {
-    RawBarrier& raw = checked("reset");
-    barrier_reset(raw, raw.control_);
-}
-void Barrier::abort() {
-    RawBarrier& raw = checked("abort");
-    barrier_abort(raw, raw.control_);
-}
+void Barrier::reset() { checked("reset").reset(); }
+void Barrier::abort() { checked("abort").abort(); }
 std::uint32_t Barrier::parties() const { return checked("parties").parties(); }
-std::uint32_t Barrier::n_waiting() const {
-    RawBarrier& raw = checked("n_waiting");
-    return barrier_n_waiting(raw, raw.control_);
-}
+std::uint32_t Barrier::n_waiting() const { return checked("n_waiting").n_waiting(); }
 bool Barrier::broken() const { return checked("broken").broken(); }
 void Barrier::unlink() {
     checked("unlink");
     segment_.unlink();
 }
-RawBarrier& Barrier::raw() const { return checked("raw"); }
+const RawBarrier& Barrier::raw() const { return checked("raw"); }
 
 }  // namespace mproc

@@ -96,19 +96,20 @@ private:
     RawRLock* rlock_ = nullptr;
 };
 
+// What one operation works on: the shared bytes, and the capacity its handle validated (never the shared
+// copy, which a hostile process may rewrite at any time).
 struct ConditionView {
     ConditionControl& control;
     ConditionWaiterSlot* slots;
-    std::uint32_t capacity;  // clamped: never more than kMaxWaiterCapacity
+    std::uint32_t capacity;  // validated: the slots that fit the memory
 
     // Slots [0, used()) may be in use; clamped so that a corrupted mark cannot reach past the slots.
     std::uint32_t used() const noexcept { return std::min(control.high_water, capacity); }
 };
 
-ConditionView view_of(RawCondition& condition, ConditionControl& control) noexcept {
-    auto* first = reinterpret_cast<std::byte*>(&condition) + sizeof(ConditionControl);
-    return {control, std::launder(reinterpret_cast<ConditionWaiterSlot*>(first)),
-            std::min(control.capacity, RawCondition::kMaxWaiterCapacity)};
+ConditionView view_of(ConditionControl& control, std::uint32_t capacity) noexcept {
+    auto* first = reinterpret_cast<std::byte*>(&control) + sizeof(ConditionControl);
+    return {control, std::launder(reinterpret_cast<ConditionWaiterSlot*>(first)), capacity};
 }
 
 // Frees the slots of waiters that died inside wait() and lowers the high-water mark to the last slot in
@@ -233,8 +234,8 @@ void require_held(const LockAccess& lock, std::string_view label, const char* op
                                       std::string(operation) + " on un-acquired lock)"));
 }
 
-bool condition_wait(RawCondition& condition, ConditionControl& control, LockAccess lock,
-                    std::optional<std::chrono::nanoseconds> timeout, std::string_view label) {
+bool condition_wait(ConditionView view, LockAccess lock, std::optional<std::chrono::nanoseconds> timeout,
+                    std::string_view label) {
     require_held(lock, label, "wait");
     if (lock.inconsistent())
         throw StateError(describe(label, "wait",
@@ -243,7 +244,6 @@ bool condition_wait(RawCondition& condition, ConditionControl& control, LockAcce
     ThisThreadRobustList& self = detail::this_thread_robust_list();
     const bool bounded = timeout.has_value();
     const Deadline deadline = Deadline::after(bounded ? *timeout : std::chrono::nanoseconds(0));
-    ConditionView view = view_of(condition, control);
     // Before claiming our own slot: a re-delivered notify belongs to a waiter that was already waiting.
     if (const std::uint32_t undelivered = reclaim_dead_waiters(view); undelivered != 0)
         notify_oldest(view, undelivered);
@@ -267,10 +267,9 @@ bool condition_wait(RawCondition& condition, ConditionControl& control, LockAcce
     return notified;
 }
 
-void condition_notify(RawCondition& condition, ConditionControl& control, LockAccess lock, std::uint32_t n,
-                      std::string_view label, const char* operation) {
+void condition_notify(ConditionView view, LockAccess lock, std::uint32_t n, std::string_view label,
+                      const char* operation) {
     require_held(lock, label, operation);
-    ConditionView view = view_of(condition, control);
     const std::uint32_t undelivered = reclaim_dead_waiters(view);
     const std::uint64_t wanted = std::uint64_t(n) + undelivered;
     if (wanted == 0) return;
@@ -308,7 +307,7 @@ std::size_t RawCondition::size_for(std::uint32_t max_waiters) {
     return sizeof(ConditionControl) + std::size_t(max_waiters) * sizeof(ConditionWaiterSlot);
 }
 
-RawCondition& RawCondition::init(void* memory, std::size_t size, std::uint32_t max_waiters) {
+RawCondition RawCondition::init(void* memory, std::size_t size, std::uint32_t max_waiters) {
     check_alignment(memory, kRawConditionLabel, "init");
     const std::size_t needed = size_for(max_waiters);
     if (size < needed)
@@ -321,23 +320,25 @@ RawCondition& RawCondition::init(void* memory, std::size_t size, std::uint32_t m
     control.layout_version = detail::kConditionLayoutVersion;
     control.capacity = max_waiters;
     std::memcpy(memory, &control, sizeof control);
-    return *std::launder(static_cast<RawCondition*>(memory));
+    return RawCondition(std::launder(static_cast<ConditionControl*>(memory)), max_waiters);
 }
 
-void RawCondition::validate(std::size_t size, std::string_view label) const {
+RawCondition RawCondition::attach(void* memory, std::size_t size, std::string_view label) {
+    check_alignment(memory, label, "attach");
     if (size < sizeof(ConditionControl))
         throw InvalidObject(std::string(label) + ": " + std::to_string(size) + " bytes, expected at least " +
                             std::to_string(sizeof(ConditionControl)));
-    // Each field is read once: another process may be writing the bytes.
-    const std::uint32_t magic = control_.magic;
+    const auto& control = *std::launder(static_cast<const ConditionControl*>(memory));
+    // Each field is read once, into the handle: another process may be writing the bytes.
+    const std::uint32_t magic = control.magic;
     if (magic != detail::kRawConditionMagic)
         throw InvalidObject(std::string(label) + ": magic " + std::to_string(magic) + ", expected " +
                             std::to_string(detail::kRawConditionMagic));
-    const std::uint32_t version = control_.layout_version;
+    const std::uint32_t version = control.layout_version;
     if (version != detail::kConditionLayoutVersion)
         throw InvalidObject(std::string(label) + ": layout version " + std::to_string(version) + ", expected " +
                             std::to_string(detail::kConditionLayoutVersion));
-    const std::uint32_t capacity = control_.capacity;
+    const std::uint32_t capacity = control.capacity;
     if (capacity == 0 || capacity > kMaxWaiterCapacity)
         throw InvalidObject(std::string(label) + ": capacity " + std::to_string(capacity) + ", expected 1.." +
                             std::to_string(kMaxWaiterCapacity));
@@ -345,34 +346,26 @@ void RawCondition::validate(std::size_t size, std::string_view label) const {
     if (size < needed)
         throw InvalidObject(std::string(label) + ": " + std::to_string(size) + " bytes, its " +
                             std::to_string(capacity) + " waiter slots need " + std::to_string(needed));
+    return RawCondition(std::launder(static_cast<ConditionControl*>(memory)), capacity);
 }
 
-RawCondition& RawCondition::attach(void* memory, std::size_t size) {
-    check_alignment(memory, kRawConditionLabel, "attach");
-    auto* condition = std::launder(static_cast<RawCondition*>(memory));
-    condition->validate(size, kRawConditionLabel);
-    return *condition;
+bool RawCondition::wait(RawLock& lock, std::optional<std::chrono::nanoseconds> timeout) const {
+    return condition_wait(view_of(*control_, capacity_), LockAccess(lock), timeout, kRawConditionLabel);
 }
-
-std::uint32_t RawCondition::capacity() const noexcept { return control_.capacity; }
-
-bool RawCondition::wait(RawLock& lock, std::optional<std::chrono::nanoseconds> timeout) {
-    return condition_wait(*this, control_, LockAccess(lock), timeout, kRawConditionLabel);
+bool RawCondition::wait(RawRLock& lock, std::optional<std::chrono::nanoseconds> timeout) const {
+    return condition_wait(view_of(*control_, capacity_), LockAccess(lock), timeout, kRawConditionLabel);
 }
-bool RawCondition::wait(RawRLock& lock, std::optional<std::chrono::nanoseconds> timeout) {
-    return condition_wait(*this, control_, LockAccess(lock), timeout, kRawConditionLabel);
+void RawCondition::notify(RawLock& lock, std::uint32_t n) const {
+    condition_notify(view_of(*control_, capacity_), LockAccess(lock), n, kRawConditionLabel, "notify");
 }
-void RawCondition::notify(RawLock& lock, std::uint32_t n) {
-    condition_notify(*this, control_, LockAccess(lock), n, kRawConditionLabel, "notify");
+void RawCondition::notify(RawRLock& lock, std::uint32_t n) const {
+    condition_notify(view_of(*control_, capacity_), LockAccess(lock), n, kRawConditionLabel, "notify");
 }
-void RawCondition::notify(RawRLock& lock, std::uint32_t n) {
-    condition_notify(*this, control_, LockAccess(lock), n, kRawConditionLabel, "notify");
+void RawCondition::notify_all(RawLock& lock) const {
+    condition_notify(view_of(*control_, capacity_), LockAccess(lock), kNotifyAll, kRawConditionLabel, "notify_all");
 }
-void RawCondition::notify_all(RawLock& lock) {
-    condition_notify(*this, control_, LockAccess(lock), kNotifyAll, kRawConditionLabel, "notify_all");
-}
-void RawCondition::notify_all(RawRLock& lock) {
-    condition_notify(*this, control_, LockAccess(lock), kNotifyAll, kRawConditionLabel, "notify_all");
+void RawCondition::notify_all(RawRLock& lock) const {
+    condition_notify(view_of(*control_, capacity_), LockAccess(lock), kNotifyAll, kRawConditionLabel, "notify_all");
 }
 
 // Condition -------------------------------------------------------------------------------------------------
@@ -448,9 +441,7 @@ Condition::Condition(SharedMemory segment, RawLock* lock, RawRLock* rlock, bool 
     if (reinterpret_cast<std::uintptr_t>(condition_bytes) % RawCondition::kAlignment != 0)
         throw InvalidObject(label_ + ": the condition is not " + std::to_string(RawCondition::kAlignment) +
                             "-byte aligned in its segment");
-    auto* condition = std::launder(reinterpret_cast<RawCondition*>(condition_bytes));
-    condition->validate(payload.size() - offset, label_);
-    raw_ = condition;
+    raw_ = RawCondition::attach(condition_bytes, payload.size() - offset, label_);
 }
 
 Condition Condition::with_own_lock(SharedMemory segment) {
@@ -463,11 +454,13 @@ Condition Condition::with_own_lock(SharedMemory segment) {
     std::memcpy(&magic, payload.data() + offsetof(detail::RobustMutexLayout, magic), sizeof magic);
     RawLock* lock = nullptr;
     RawRLock* rlock = nullptr;
+    // The payload is aligned for the lock (SharedMemory aligns every payload), so validate() alone is what
+    // attach() would do, with the condition's name in its messages.
     if (magic == detail::kRawLockMagic) {
-        lock = &RawLock::attach(payload.data(), kOwnLockBytes);
+        lock = std::launder(reinterpret_cast<RawLock*>(payload.data()));
         lock->validate(label + " (its lock)");
     } else if (magic == detail::kRawRLockMagic) {
-        rlock = &RawRLock::attach(payload.data(), kOwnLockBytes);
+        rlock = std::launder(reinterpret_cast<RawRLock*>(payload.data()));
         rlock->validate(label + " (its lock)");
     } else {
         throw InvalidObject(label + ": its lock has magic " + std::to_string(magic) + ", expected a Lock (" +
@@ -493,7 +486,7 @@ Condition Condition::open(std::string_view name, std::chrono::milliseconds publi
 
 Condition::Condition(Condition&& other) noexcept
     : segment_(std::move(other.segment_)),
-      raw_(std::exchange(other.raw_, nullptr)),
+      raw_(std::exchange(other.raw_, RawCondition())),
       lock_(std::exchange(other.lock_, nullptr)),
       rlock_(std::exchange(other.rlock_, nullptr)),
       label_(std::move(other.label_)) {}
@@ -501,7 +494,7 @@ Condition::Condition(Condition&& other) noexcept
 Condition& Condition::operator=(Condition&& other) noexcept {
     if (this != &other) {
         segment_ = std::move(other.segment_);
-        raw_ = std::exchange(other.raw_, nullptr);
+        raw_ = std::exchange(other.raw_, RawCondition());
         lock_ = std::exchange(other.lock_, nullptr);
         rlock_ = std::exchange(other.rlock_, nullptr);
         label_ = std::move(other.label_);
@@ -511,9 +504,9 @@ Condition& Condition::operator=(Condition&& other) noexcept {
 
 Condition::~Condition() = default;
 
-RawCondition& Condition::checked(const char* operation) const {
-    if (raw_ == nullptr) throw StateError(std::string("condition: ") + operation + ": moved-from handle");
-    return *raw_;
+const RawCondition& Condition::checked(const char* operation) const {
+    if (raw_.control_ == nullptr) throw StateError(std::string("condition: ") + operation + ": moved-from handle");
+    return raw_;
 }
 
 bool Condition::acquire(bool block, std::optional<std::chrono::nanoseconds> timeout) {
@@ -554,23 +547,25 @@ ConditionLockKind Condition::lock_kind() const {
 }
 
 bool Condition::wait(std::optional<std::chrono::nanoseconds> timeout) {
-    RawCondition& raw = checked("wait");
-    return condition_wait(raw, raw.control_, lock_ ? LockAccess(*lock_) : LockAccess(*rlock_), timeout, label_);
+    const RawCondition& raw = checked("wait");
+    return condition_wait(view_of(*raw.control_, raw.capacity_), lock_ ? LockAccess(*lock_) : LockAccess(*rlock_),
+                          timeout, label_);
 }
 void Condition::notify(std::uint32_t n) {
-    RawCondition& raw = checked("notify");
-    condition_notify(raw, raw.control_, lock_ ? LockAccess(*lock_) : LockAccess(*rlock_), n, label_, "notify");
+    const RawCondition& raw = checked("notify");
+    condition_notify(view_of(*raw.control_, raw.capacity_), lock_ ? LockAccess(*lock_) : LockAccess(*rlock_), n,
+                     label_, "notify");
 }
 void Condition::notify_all() {
-    RawCondition& raw = checked("notify_all");
-    condition_notify(raw, raw.control_, lock_ ? LockAccess(*lock_) : LockAccess(*rlock_), kNotifyAll, label_,
-                     "notify_all");
+    const RawCondition& raw = checked("notify_all");
+    condition_notify(view_of(*raw.control_, raw.capacity_), lock_ ? LockAccess(*lock_) : LockAccess(*rlock_),
+                     kNotifyAll, label_, "notify_all");
 }
 
 void Condition::unlink() {
     checked("unlink");
     segment_.unlink();
 }
-RawCondition& Condition::raw() const { return checked("raw"); }
+const RawCondition& Condition::raw() const { return checked("raw"); }
 
 }  // namespace mproc

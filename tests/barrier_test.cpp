@@ -4,7 +4,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <csignal>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -82,6 +85,37 @@ void check_generations(Record& record, int parties, int generations) {
     }
 }
 
+// The barrier's internal RawLock: the 64 bytes after its control line.
+mproc::RawLock& internal_lock_of(const Barrier& barrier) {
+    return *std::launder(reinterpret_cast<mproc::RawLock*>(reinterpret_cast<std::byte*>(&barrier.raw().control()) + 64));
+}
+
+// A word no thread can own: above the kernel's PID_MAX_LIMIT (4194304), within FUTEX_TID_MASK.
+constexpr std::uint32_t kTidOfNoThread = 0x3ffffff0;
+
+// Whether process `pid` is stopped (state T in /proc/PID/stat).
+bool process_stopped(pid_t pid) {
+    std::FILE* file = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+    if (file == nullptr) return false;
+    char line[512] = {};
+    const bool read = std::fgets(line, sizeof line, file) != nullptr;
+    std::fclose(file);
+    const char* after_name = read ? std::strrchr(line, ')') : nullptr;
+    return after_name != nullptr && after_name[1] == ' ' && after_name[2] == 'T';
+}
+
+// A child that takes the barrier's internal lock and stops itself (SIGSTOP): a holder that is alive and
+// never releases it. Returns once the child is stopped.
+ForkedChild* stopped_internal_lock_holder(const Barrier& barrier) {
+    auto* holder = new ForkedChild([&barrier] {
+        internal_lock_of(barrier).lock();
+        ::raise(SIGSTOP);
+        for (;;) ::pause();
+    });
+    wait_for([&] { return process_stopped(holder->pid()); }, "the lock holder to stop");
+    return holder;
+}
+
 Barrier::Action advancing_action(Record& record) {
     return [&record] {
         // relaxed (both): the action runs alone, and the barrier orders it before the next wait() returns.
@@ -102,6 +136,9 @@ class BarrierUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testNWaitingCountsFillingParticipants);
     CPPUNIT_TEST(testNamedBarrierIsSharedByName);
     CPPUNIT_TEST(testRawBarrierRejectsBadBytes);
+    CPPUNIT_TEST(testTimedWaitReturnsWhenTheInternalLockNamesNoThread);
+    CPPUNIT_TEST(testPartiesAndSlotCountRewrittenAfterOpenAreIgnored);
+    CPPUNIT_TEST(testTimeoutWhileTheActionRunsBreaksTheBarrier);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -240,11 +277,68 @@ public:
         alignas(64) unsigned char bytes[4096] = {};
         CPPUNIT_ASSERT_THROW(RawBarrier::attach(bytes, sizeof bytes), mproc::InvalidObject);
         RawBarrier::init(bytes, sizeof bytes, 3);
-        RawBarrier& barrier = RawBarrier::attach(bytes, sizeof bytes);
+        const RawBarrier barrier = RawBarrier::attach(bytes, sizeof bytes);
         CPPUNIT_ASSERT_EQUAL(std::uint32_t(3), barrier.parties());
         CPPUNIT_ASSERT_THROW(RawBarrier::attach(bytes, RawBarrier::size_for(3) - 1), mproc::InvalidObject);
         CPPUNIT_ASSERT_THROW(RawBarrier::init(bytes + 1, sizeof bytes - 1, 3), mproc::ValueError);
         CPPUNIT_ASSERT_THROW(barrier.wait(1ms), mproc::BrokenBarrier);  // nobody else arrives
+    }
+    // A hostile process wrote a TID that no thread can have into the internal lock's word: nobody will ever
+    // release it, and a timed wait() must still return, by its timeout plus the internal lock's grace.
+    void testTimedWaitReturnsWhenTheInternalLockNamesNoThread() {
+        Barrier barrier(2);
+        // relaxed: the hostile write; nothing is published with it.
+        std::atomic_ref(*reinterpret_cast<std::uint32_t*>(&internal_lock_of(barrier))).store(kTidOfNoThread, std::memory_order_relaxed);
+        run_in_processes(1, [&](int) {
+            const auto waited = elapsed_of([&] { CPPUNIT_ASSERT_THROW(barrier.wait(20ms), mproc::BrokenBarrier); });
+            // 20 ms + the 10 ms grace; the rest is room for a loaded machine's scheduling.
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited >= 20ms && waited < 1000ms);
+            const std::string message = message_of<mproc::BrokenBarrier>([&] { barrier.wait(0ns); });
+            assert_contains(message, "internal lock");
+        }, 10s);
+    }
+
+    // A peer rewrites the shared parties and slot count after this handle opened the barrier: the handle
+    // keeps using the 2 parties and 4 slots it validated (before the fix, parties 1 made a lone wait()
+    // return at once, and 127 slots made every sleep read past the end of the segment).
+    void testPartiesAndSlotCountRewrittenAfterOpenAreIgnored() {
+        const std::string name = unique_name("barrier-rewritten");
+        Barrier barrier = Barrier::create(name, 2);
+        Barrier peer = Barrier::open(name);
+        peer.unlink();
+        mproc::detail::BarrierControl& shared = peer.raw().control();
+        shared.parties = 1;
+        shared.slot_count = RawBarrier::kMaxParties;
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(2), barrier.parties());
+        run_in_processes(1, [&](int) {
+            CPPUNIT_ASSERT_THROW(barrier.wait(30ms), mproc::BrokenBarrier);  // alone: the second party is missing
+            barrier.reset();
+            std::thread partner([&] { barrier.wait(10s); });
+            CPPUNIT_ASSERT(barrier.wait(10s) < 2);
+            partner.join();
+        }, 20s);
+        // A new open validates what is there now, and refuses it.
+        CPPUNIT_ASSERT_THROW(Barrier::open(name), mproc::Error);
+    }
+
+    // The last arrival's action outlives a waiter's timeout: the timeout still holds (the waiter leaves with
+    // BrokenBarrier), and the action's runner learns the barrier broke.
+    void testTimeoutWhileTheActionRunsBreaksTheBarrier() {
+        Shared<Record> record;
+        Barrier barrier(2, [&] {
+            // relaxed: tells the waiter's side that the action runs; it publishes nothing.
+            record->entered.store(1, std::memory_order_relaxed);
+            std::this_thread::sleep_for(500ms);
+        });
+        ForkedChild waiter([&] {
+            const auto waited = elapsed_of([&] { CPPUNIT_ASSERT_THROW(barrier.wait(100ms), mproc::BrokenBarrier); });
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited < 450ms);
+        });
+        while (barrier.n_waiting() < 1) std::this_thread::sleep_for(1ms);
+        const std::string message = message_of<mproc::BrokenBarrier>([&] { barrier.wait(10s); });
+        assert_contains(message, "while the action ran");
+        CPPUNIT_ASSERT_EQUAL(0, waiter.wait(10s));
+        CPPUNIT_ASSERT(barrier.broken());
     }
 };
 
@@ -307,6 +401,8 @@ class BarrierCrashTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testKilledParticipantBreaksBarrierPromptly);
     CPPUNIT_TEST(testKilledParticipantBreaksBarrierPromptlyThreads);
     CPPUNIT_TEST(testKilledActionRunnerBreaksBarrier);
+    CPPUNIT_TEST(testTimedWaitReturnsWhileTheInternalLockHolderIsStopped);
+    CPPUNIT_TEST(testParticipantWhoseRelockTimesOutLeavesAsADeadOneWould);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -384,6 +480,58 @@ public:
         CPPUNIT_ASSERT_EQUAL(0, waiter.wait(60s));
         CPPUNIT_ASSERT(Clock::now() - killed_at < 2s);
         CPPUNIT_ASSERT(barrier.broken());
+    }
+
+    // A live holder of the internal lock, stopped (SIGSTOP): it is not dead, so nothing recovers the lock,
+    // and a timed wait() must still return by its timeout (plus the grace). Once the holder is killed, the
+    // next operation repairs the lock and the barrier works again after reset().
+    void testTimedWaitReturnsWhileTheInternalLockHolderIsStopped() {
+        Barrier barrier(2);
+        std::unique_ptr<ForkedChild> holder(stopped_internal_lock_holder(barrier));
+        run_in_processes(1, [&](int) {
+            const auto waited = elapsed_of([&] { CPPUNIT_ASSERT_THROW(barrier.wait(20ms), mproc::BrokenBarrier); });
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited >= 20ms && waited < 1000ms);
+        }, 10s);
+        CPPUNIT_ASSERT(process_stopped(holder->pid()));  // still alive: nobody treated it as dead
+        holder->kill(9);
+        holder->wait();
+        CPPUNIT_ASSERT_THROW(barrier.wait(0ns), mproc::BrokenBarrier);  // the lock's owner died: broken
+        barrier.reset();
+        ForkedChild partner([&] { CPPUNIT_ASSERT(barrier.wait(10s) < 2); });
+        CPPUNIT_ASSERT(barrier.wait(10s) < 2);
+        CPPUNIT_ASSERT_EQUAL(0, partner.wait());
+    }
+
+    // A participant asleep inside wait() whose deadline passes while a stopped process holds the internal
+    // lock: it cannot take the lock to leave, so it gives up its slot as a dead participant would and returns.
+    // The next lock holder reaps that slot (uncounting it) and breaks the barrier; after reset() a full
+    // generation forms again — it could not if the abandoned participant were still counted.
+    void testParticipantWhoseRelockTimesOutLeavesAsADeadOneWould() {
+        Barrier barrier(2);
+        Shared<Record> record;
+        // The participant stays alive after wait() returns: its exit would make the kernel mark a slot it
+        // still owned, and hide a participant that left without giving the slot up.
+        ForkedChild participant([&] {
+            const auto waited = elapsed_of([&] {
+                assert_contains(message_of<mproc::BrokenBarrier>([&] { barrier.wait(300ms); }), "dead one would");
+            });
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited < 2000ms);
+            // relaxed: the parent only waits for the count; the barrier's bytes are ordered by its lock.
+            record->broken.fetch_add(1, std::memory_order_relaxed);
+            for (;;) ::pause();
+        });
+        while (barrier.n_waiting() < 1) std::this_thread::sleep_for(1ms);
+        wait_until_asleep(participant.pid());
+        std::unique_ptr<ForkedChild> holder(stopped_internal_lock_holder(barrier));
+        wait_for_value(record->broken, 1);
+        holder->kill(9);
+        holder->wait();
+        CPPUNIT_ASSERT_THROW(barrier.wait(0ns), mproc::BrokenBarrier);
+        barrier.reset();
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), barrier.n_waiting());
+        ForkedChild partner([&] { CPPUNIT_ASSERT(barrier.wait(10s) < 2); });
+        CPPUNIT_ASSERT(barrier.wait(10s) < 2);
+        CPPUNIT_ASSERT_EQUAL(0, partner.wait());
     }
 };
 

@@ -84,6 +84,8 @@ class ConditionUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testOpenRejectsOtherKind);
     CPPUNIT_TEST(testRawConditionInCallerMemory);
     CPPUNIT_TEST(testWaitWhenAllSlotsTakenIsStateError);
+    CPPUNIT_TEST(testCapacityAndHighWaterRewrittenAfterOpenAreIgnored);
+    CPPUNIT_TEST(testOpenNamesTheConditionWhenItsLockIsInvalid);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -286,7 +288,7 @@ public:
         RawRLock& lock = RawRLock::init(area->lock);
         CPPUNIT_ASSERT_EQUAL(sizeof(area->condition), RawCondition::size_for(2));
         RawCondition::init(area->condition, sizeof(area->condition), 2);
-        RawCondition& condition = RawCondition::attach(area->condition, sizeof(area->condition));
+        const RawCondition condition = RawCondition::attach(area->condition, sizeof(area->condition));
         CPPUNIT_ASSERT_THROW(RawCondition::attach(area->condition, 64 + 64), mproc::InvalidObject);
         ForkedChild child([&] {
             lock.lock();
@@ -327,6 +329,54 @@ private:
         for (std::uint32_t level = 0; level < depth; ++level) condition.acquire();
         return depth;
     }
+    // A peer rewrites the shared capacity and high-water mark after this handle opened the condition: the
+    // handle keeps to the 2 slots it validated (before the fix, notify() scanned 4096 slots past the end of
+    // the segment, and a third waiter claimed a slot outside it).
+    void testCapacityAndHighWaterRewrittenAfterOpenAreIgnored() {
+        const std::string name = unique_name("condition-rewritten");
+        Condition condition = Condition::create(name, ConditionLockKind::lock, 2);
+        Condition peer = Condition::open(name);
+        peer.unlink();
+        mproc::detail::ConditionControl& shared = peer.raw().control();
+        shared.capacity = RawCondition::kMaxWaiterCapacity;
+        shared.high_water = RawCondition::kMaxWaiterCapacity;
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(2), condition.raw().capacity());
+        run_in_processes(1, [&](int) {
+            condition.acquire();
+            condition.notify();
+            condition.notify_all();
+            CPPUNIT_ASSERT(!condition.wait(0ns));
+            condition.release();
+        }, 20s);
+        // Two waiters fill the two slots; a third is refused instead of writing past them.
+        Shared<Counters> counters;
+        std::vector<ForkedChild*> children;
+        start_waiters(condition, counters, 2, children, 10s);
+        condition.acquire();
+        const std::string refused = message_of<mproc::StateError>([&] { condition.wait(0ns); });
+        assert_contains(refused, "all 2 waiter slots are taken");
+        condition.notify_all();
+        condition.release();
+        for (ForkedChild* child : children) {
+            CPPUNIT_ASSERT_EQUAL(0, child->wait());
+            delete child;
+        }
+        // relaxed: the waiters were reaped above, which orders their increments.
+        CPPUNIT_ASSERT_EQUAL(2, counters->woken.load(std::memory_order_relaxed));
+    }
+
+    // Every open error names the object: a named condition whose own lock is invalid says which condition.
+    void testOpenNamesTheConditionWhenItsLockIsInvalid() {
+        const std::string name = unique_name("condition-bad-lock");
+        Condition condition = Condition::create(name);
+        auto& lock_layout = *reinterpret_cast<mproc::detail::RobustMutexLayout*>(condition.segment().bytes().data());
+        lock_layout.layout_version = 9;
+        const std::string message = message_of<mproc::InvalidObject>([&] { Condition::open(name); });
+        assert_contains(message, "condition '" + name + "'");
+        assert_contains(message, "(its lock): layout version 9");
+        condition.unlink();
+    }
+
 };
 
 // Producer/consumer across processes: every item produced is consumed, with no consumer left asleep while
@@ -358,7 +408,7 @@ void produce_and_consume(Condition& condition, Counters& counters, int producers
             if (counters.consumed == total) condition.notify_all();
             condition.release();
         }
-    };
+};
     if (threads)
         mproc::test::run_in_threads(producers + consumers, body);
     else

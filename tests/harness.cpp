@@ -359,7 +359,9 @@ bool asleep_in_futex(pid_t pid, pid_t tid) {
     std::ifstream file("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid == 0 ? pid : tid) +
                        "/syscall");
     long number = -1;
-    return static_cast<bool>(file >> number) && number == SYS_futex;
+    // futex_waitv (449 on every architecture, Linux 5.16) is how Barrier, Pipe and wait() sleep.
+    constexpr long kFutexWaitv = 449;
+    return static_cast<bool>(file >> number) && (number == SYS_futex || number == kFutexWaitv);
 }
 
 void wait_until_asleep(pid_t pid, pid_t tid) {

@@ -128,7 +128,7 @@ void wait_for(Predicate predicate, const std::string& what, std::chrono::millise
     }
 }
 
-// Whether the thread `tid` (by default the main thread) of process `pid` is blocked in the futex system call
+// Whether the thread `tid` (by default the main thread) of process `pid` is blocked in futex or futex_waitv
 // now, read from /proc: how a test knows a waiter is asleep before it wakes or kills it.
 bool asleep_in_futex(pid_t pid, pid_t tid = 0);
 

@@ -36,8 +36,17 @@
 //   Waiters learn of a death at once (one wake-up from the kernel, then one FUTEX_WAKE of all), not at a
 //   timeout. Without futex_waitv (kernel < 5.16, or refused by a seccomp filter) sleepers re-check the slots
 //   every 20 ms instead.
-// - A timeout that expires while the last arrival runs the action is not a break: the action decides, as
-//   in Python (whose action runs under the lock the timed-out waiter needs).
+// - A timeout that expires while the last arrival runs the action breaks the barrier like any other: the
+//   waiter leaves with BrokenBarrier, and so does the action's runner when the action returns. (Python's
+//   action runs under the lock the timed-out waiter needs, so there the action decides; here a stopped
+//   action runner cannot hold a timed wait for ever.)
+// - wait(timeout) returns by its timeout, plus at most kInternalLockGrace (10 ms) spent on the internal
+//   lock, whatever the shared bytes hold. When the internal lock cannot be taken in time (its holder is
+//   stopped, or its word names a thread that does not exist), wait() throws BrokenBarrier; a participant
+//   that had already claimed its slot abandons it as if it had died there (it marks the slot
+//   FUTEX_OWNER_DIED itself), so whoever takes the lock next breaks the barrier. Python re-takes its lock
+//   without a deadline and would hang there. reset(), abort() and n_waiting() have no timeout and wait for
+//   the internal lock as long as it takes.
 // - A participant that dies *outside* wait() is detected by nobody: the others wait for it as long as their
 //   timeouts allow (then they break the barrier) or for ever without one. A death inside reset()/abort()
 //   (holding the internal lock) breaks the barrier at the next operation.
@@ -50,7 +59,11 @@
 // Limits: parties 1..kMaxParties (127: futex_waitv takes at most 128 words, and each sleeper watches
 // `state` and up to 127 slots). The slots number min(2 * parties, 127); a thread that finds none free
 // (more threads than slots inside wait at once) waits for one. The generation change counter has 29 bits.
-// Trust: as Lock. The barrier must stay mapped while anyone is inside wait().
+// Trust: as Lock, and: attach() validates the control line and the internal lock, and the handle keeps
+// the parties and slot count it validated. A process that rewrites them afterwards changes nothing this
+// handle reads or writes; counts and slot fields are re-checked at use, so corrupted bytes give a broken
+// barrier or wrong indices, never an access outside the barrier, and a timed wait() still returns in time.
+// The barrier must stay mapped while anyone is inside wait().
 #pragma once
 
 #include <chrono>
@@ -115,36 +128,51 @@ inline constexpr std::uint32_t kBarrierLayoutVersion = 1;
 }  // namespace detail
 
 // [BarrierControl 64 | internal RawLock 64 | slot_count BarrierSlots], in memory the caller provides.
+// RawBarrier is a process-local handle on those bytes: small, copyable, and holding the parties and slot
+// count it validated at init()/attach(), so no operation trusts the shared copies of them afterwards.
+// Handles on the same memory, in one process or several, operate on the same barrier. The memory must
+// outlive every handle on it.
 class RawBarrier {
 public:
     static constexpr std::size_t kAlignment = 64;
     static constexpr std::uint32_t kMaxParties = 127;
+    // How long past its deadline a timed wait() may still try to take the internal lock: a healthy holder
+    // keeps it for microseconds, and without this grace a wait() whose generation was released just before
+    // its deadline would break the barrier over ordinary contention.
+    static constexpr std::chrono::milliseconds kInternalLockGrace{10};
 
     // Bytes a barrier for `parties` (1..kMaxParties, ValueError otherwise) occupies.
     static std::size_t size_for(std::uint32_t parties);
     // Makes the bytes at memory an unbroken barrier; ValueError when misaligned or too small.
-    static RawBarrier& init(void* memory, std::size_t size, std::uint32_t parties);
-    // A barrier made by init(), validated against `size` bytes: InvalidObject when wrong.
-    static RawBarrier& attach(void* memory, std::size_t size);
-    void validate(std::size_t size, std::string_view label = "raw barrier") const;
+    static RawBarrier init(void* memory, std::size_t size, std::uint32_t parties);
+    // A barrier made by init(), validated against `size` bytes (InvalidObject naming `label` when wrong;
+    // ValueError when misaligned). The parties and slot count are read once, checked, and kept.
+    static RawBarrier attach(void* memory, std::size_t size, std::string_view label = "raw barrier");
 
     // Python's wait(timeout): nullopt waits for ever. action (may be empty) runs in the last arrival.
     std::uint32_t wait(std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
-                       const std::function<void()>& action = {});
-    void reset();
-    void abort();
-    std::uint32_t parties() const noexcept;
-    std::uint32_t n_waiting();
+                       const std::function<void()>& action = {}) const;
+    void reset() const;
+    void abort() const;
+    std::uint32_t parties() const noexcept { return parties_; }
+    std::uint32_t n_waiting() const;
     bool broken() const noexcept;
+
+    // The shared control line (its parties and slot_count are not what the handle uses).
+    detail::BarrierControl& control() const noexcept { return *control_; }
 
 private:
     friend class Barrier;
     RawBarrier() = default;
+    RawBarrier(detail::BarrierControl* control, std::uint32_t parties, std::uint32_t slot_count) noexcept
+        : control_(control), parties_(parties), slot_count_(slot_count) {}
+    std::uint32_t wait_labelled(std::optional<std::chrono::nanoseconds> timeout, const std::function<void()>& action,
+                                std::string_view label) const;
 
-    detail::BarrierControl control_;  // the internal lock and the slots follow it in memory
+    detail::BarrierControl* control_ = nullptr;  // the internal lock and the slots follow it in memory
+    std::uint32_t parties_ = 0;
+    std::uint32_t slot_count_ = 0;
 };
-
-static_assert(sizeof(RawBarrier) == 64 && std::is_standard_layout_v<RawBarrier>, "RawBarrier is its control line");
 
 // A RawBarrier in a SharedMemory segment the handle owns; the action and default timeout belong to the
 // handle (each process gives its own: the action runs in whichever process arrives last).
@@ -179,15 +207,16 @@ public:
 
     void unlink();
     const std::string& name() const noexcept { return segment_.name(); }
-    RawBarrier& raw() const;
+    // The handle's RawBarrier, with the shape this handle validated at open.
+    const RawBarrier& raw() const;
     const SharedMemory& segment() const noexcept { return segment_; }
 
 private:
     Barrier(SharedMemory segment, Action action, std::optional<std::chrono::nanoseconds> timeout);
-    RawBarrier& checked(const char* operation) const;
+    const RawBarrier& checked(const char* operation) const;
 
     SharedMemory segment_;
-    RawBarrier* raw_ = nullptr;
+    RawBarrier raw_;  // control_ is null exactly when the handle was moved from
     Action action_;
     std::optional<std::chrono::nanoseconds> timeout_;
     std::string label_;

@@ -58,7 +58,10 @@
 // 64-bit. The condition's memory must stay mapped while anyone waits on it. The condition must always be
 // used with the same lock; with two different locks its slots are guarded by neither.
 // Trust: as Lock — a process that writes the bytes other than through this API can break the guarantees;
-// attach() validates the control line and every read is bounded by the capacity it validated.
+// attach() validates the control line, and the handle keeps the capacity it validated: every slot index
+// it uses, the high-water mark included, is bounded by that copy, so a process that rewrites the shared
+// capacity or high-water mark afterwards cannot make it read or write outside the condition. The lock of a
+// named condition is validated at open too, and its errors name the condition.
 #pragma once
 
 #include <chrono>
@@ -127,7 +130,10 @@ inline constexpr std::uint32_t kConditionLayoutVersion = 1;
 }  // namespace detail
 
 // The condition itself, in memory the caller provides (MAP_SHARED for processes). It does not contain
-// its lock: every call names the lock, which must be the same one every time.
+// its lock: every call names the lock, which must be the same one every time. RawCondition is a
+// process-local handle on those bytes: small, copyable, and holding the capacity it validated at
+// init()/attach(), so no operation trusts the shared copy of it (nor a high-water mark above it)
+// afterwards. Handles on the same memory, in one process or several, operate on the same condition.
 class RawCondition {
 public:
     static constexpr std::size_t kAlignment = 64;
@@ -138,37 +144,39 @@ public:
     static std::size_t size_for(std::uint32_t max_waiters);
     // Makes the size_for(max_waiters) bytes at memory an empty condition. memory must be kAlignment-aligned
     // and size at least size_for(max_waiters) (ValueError otherwise). Call before anyone uses the bytes.
-    static RawCondition& init(void* memory, std::size_t size, std::uint32_t max_waiters = kDefaultMaxWaiters);
-    // A condition made by init(), validated: InvalidObject when the bytes are too few for the capacity
-    // they claim, or the magic, layout version or capacity are wrong; ValueError when misaligned.
-    static RawCondition& attach(void* memory, std::size_t size);
-    // The checks attach() makes against `size` bytes; label names the condition in the message.
-    void validate(std::size_t size, std::string_view label = "raw condition") const;
+    static RawCondition init(void* memory, std::size_t size, std::uint32_t max_waiters = kDefaultMaxWaiters);
+    // A condition made by init(), validated: InvalidObject naming `label` when the bytes are too few for the
+    // capacity they claim, or the magic, layout version or capacity are wrong; ValueError when misaligned.
+    // The capacity is read once, checked, and kept.
+    static RawCondition attach(void* memory, std::size_t size, std::string_view label = "raw condition");
 
     // Python's wait(timeout): nullopt waits for ever. The caller must hold `lock`.
-    bool wait(RawLock& lock, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
-    bool wait(RawRLock& lock, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    bool wait(RawLock& lock, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) const;
+    bool wait(RawRLock& lock, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) const;
 
     template <class Lockable, class Predicate>
-    bool wait_for(Lockable& lock, Predicate predicate, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    bool wait_for(Lockable& lock, Predicate predicate,
+                  std::optional<std::chrono::nanoseconds> timeout = std::nullopt) const;
 
     // Python's notify(n) / notify_all(); the caller must hold `lock`.
-    void notify(RawLock& lock, std::uint32_t n = 1);
-    void notify(RawRLock& lock, std::uint32_t n = 1);
-    void notify_all(RawLock& lock);
-    void notify_all(RawRLock& lock);
+    void notify(RawLock& lock, std::uint32_t n = 1) const;
+    void notify(RawRLock& lock, std::uint32_t n = 1) const;
+    void notify_all(RawLock& lock) const;
+    void notify_all(RawRLock& lock) const;
 
-    std::uint32_t capacity() const noexcept;
+    std::uint32_t capacity() const noexcept { return capacity_; }
+    // The shared control line (its capacity is not what the handle uses).
+    detail::ConditionControl& control() const noexcept { return *control_; }
 
 private:
     friend class Condition;
     RawCondition() = default;
+    RawCondition(detail::ConditionControl* control, std::uint32_t capacity) noexcept
+        : control_(control), capacity_(capacity) {}
 
-    detail::ConditionControl control_;  // the waiter slots follow it in memory
+    detail::ConditionControl* control_ = nullptr;  // the waiter slots follow it in memory
+    std::uint32_t capacity_ = 0;
 };
-
-static_assert(sizeof(RawCondition) == 64 && std::is_standard_layout_v<RawCondition>,
-              "RawCondition is its control line; the slots follow");
 
 // A Condition handle: a RawCondition in a SharedMemory segment the handle owns, with the lock it uses.
 // Move-only; a moved-from handle throws StateError. The Lock or RLock given to the constructor must outlive
@@ -218,16 +226,17 @@ public:
 
     void unlink();
     const std::string& name() const noexcept { return segment_.name(); }
-    RawCondition& raw() const;
+    // The handle's RawCondition, with the capacity this handle validated at open.
+    const RawCondition& raw() const;
     const SharedMemory& segment() const noexcept { return segment_; }
 
 private:
     Condition(SharedMemory segment, RawLock* lock, RawRLock* rlock, bool own_lock);
-    RawCondition& checked(const char* operation) const;
+    const RawCondition& checked(const char* operation) const;
     static Condition with_own_lock(SharedMemory segment);
 
     SharedMemory segment_;
-    RawCondition* raw_ = nullptr;
+    RawCondition raw_;  // control_ is null exactly when the handle was moved from
     RawLock* lock_ = nullptr;    // exactly one of lock_ and rlock_ is set in a live handle
     RawRLock* rlock_ = nullptr;
     std::string label_;
@@ -261,7 +270,8 @@ bool wait_for_predicate(Predicate& predicate, std::optional<std::chrono::nanosec
 }  // namespace detail
 
 template <class Lockable, class Predicate>
-bool RawCondition::wait_for(Lockable& lock, Predicate predicate, std::optional<std::chrono::nanoseconds> timeout) {
+bool RawCondition::wait_for(Lockable& lock, Predicate predicate,
+                            std::optional<std::chrono::nanoseconds> timeout) const {
     return detail::wait_for_predicate(predicate, timeout,
                                       [&](std::optional<std::chrono::nanoseconds> remaining) { wait(lock, remaining); });
 }

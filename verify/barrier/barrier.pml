@@ -5,7 +5,9 @@
  * Mirrors src/barrier.cpp:
  *   barrier_wait            (proctype participant)
  *   wait_for_change, sleep_on_state_and_slots (futex_waitv on `state` and every slot word), any_slot_dead
- *   reap_dead_participants, break_barrier, set_phase, release_generation, leave, try_claim_slot
+ *   reap_dead_participants, break_barrier, set_phase, release_generation, leave, try_claim_slot,
+ *   lock_internal with a bound and abandon_slot (inline abandon: a timed wait() that cannot re-take the
+ *   internal lock by its deadline plus the grace gives its slot up as a dead participant would)
  * and the kernel's handle_futex_death for a slot in a dead participant's robust list (inline dies).
  *
  * Algorithm
@@ -25,7 +27,11 @@
  *   kernel at a participant's death: its slot word (TID|WAITERS) becomes OWNER_DIED|WAITERS and one
  *          sleeper queued on that word is woken (all sleepers are queued on every slot word)
  * The internal lock is an ideal mutex here (verify/lock proves the robust Lock); a death while holding
- * it (lock_internal's repair) is not injected.
+ * it (lock_internal's repair) is not injected. With LOCK_TIMEOUTS, a participant that returns from a sleep
+ * may fail to re-take the lock in time (in the code: the holder is stopped, or the word names no thread):
+ * it then marks its own slot dead, wakes every sleeper and leaves (ghost: counted in `dead`, since it
+ * left as a dead participant would). The action runs atomically under the lock here; the code's rule
+ * that a timeout also holds while the action runs (lock released) is the filling-phase timeout below.
  *
  * Processes: PARTICIPANTS (= parties, 3) participants, ROUNDS waits each (default 1; 2 in one check).
  * With VICTIM, participant 0 may die at any step inside wait() outside the internal lock, asleep included.
@@ -52,6 +58,10 @@
  *   BUG_SLEEP_ON_DEAD_VALUE  the dead check before sleeping is made apart from loading the expected values
  *                            (the first version of sleep_on_state_and_slots): a death in between
  *                            arms the sleep with the dead value, after the kernel's one wake  -> (b)
+ *   BUG_ABANDON_WITHOUT_MARK a participant whose re-lock timed out leaves without marking its slot: it
+ *                            stays counted, and the others wait for ever                      -> (b)
+ *   BUG_ABANDON_WITHOUT_WAKE it marks its slot but wakes nobody: the sleepers, queued on the old value,
+ *                            are never told                                                  -> (b)
  */
 
 #include "../common/futex.pml"
@@ -141,8 +151,10 @@ inline reap()
 #endif
 }
 
-#ifdef VICTIM
+#if defined(VICTIM)
 #define VICTIM_SLEEP (i == 0 && in_wait)
+#elif defined(LOCK_TIMEOUTS)
+#define VICTIM_SLEEP (i == 0)   /* participant 0 sleeps timed: it may wake to a lock it cannot take in time */
 #else
 #define VICTIM_SLEEP FUTEX_UNTIMED
 #endif
@@ -167,6 +179,21 @@ inline dies()
 #else
 #define MAY_DIE  skip
 #endif
+
+/* abandon_slot, then throw: the slot word becomes OWNER_DIED | WAITERS by the participant's own hand */
+inline abandon()
+{
+    atomic {
+#ifndef BUG_ABANDON_WITHOUT_MARK
+        slot[i] = DEAD;
+#endif
+#ifndef BUG_ABANDON_WITHOUT_WAKE
+        futex_wake_all(sleepers);
+#endif
+        dead++
+    };
+    goto finished
+}
 
 inline wait_for_change()
 {
@@ -201,11 +228,20 @@ inline wait_for_change()
         fi;
 #endif
         /* the victim's "timeout" is its death while asleep (SIGKILL of a sleeping process) */
+#ifdef VICTIM
         if :: ret == FUTEX_ETIMEDOUT -> dies() :: else -> skip fi
+#endif
     :: else -> skip
     fi;
     MAY_DIE;
+#ifdef LOCK_TIMEOUTS
+    if
+    :: lock()
+    :: slot[i] == ALIVE -> abandon()
+    fi;
+#else
     lock();
+#endif
     reap()
 }
 
