@@ -35,6 +35,8 @@ const char* kill_op_name(KillOp op) noexcept {
 
 #if MPROC_KILL_POINTS_ENABLED
 
+std::atomic<bool> kill_points_active{false};
+
 namespace {
 
 // Not armed: an operation index no point has.
@@ -78,6 +80,7 @@ void arm_kill_point(KillOp op, std::uint32_t point, std::uint32_t occurrence, in
     // relaxed (all): read only by this process's own later passes (or by a fork child's, after fork()).
     armed_op.store(kDisarmed, std::memory_order_relaxed);
     signal_to_raise.store(signal_number, std::memory_order_relaxed);
+    kill_points_active.store(true, std::memory_order_relaxed);
     armed_point.store(point, std::memory_order_relaxed);
     passes_to_skip.store(occurrence, std::memory_order_relaxed);
     armed_op.store(static_cast<std::uint32_t>(op), std::memory_order_relaxed);
@@ -98,6 +101,8 @@ void reset_kill_point_counts() noexcept {
     for (auto& operation : hits)
         // relaxed: a statistic.
         for (auto& counter : operation) counter.store(0, std::memory_order_relaxed);
+    // relaxed: read by this process's own later passes.
+    kill_points_active.store(true, std::memory_order_relaxed);
 }
 
 #endif

@@ -582,6 +582,11 @@ public:
                 return killed;
             }, 1);
         }
+        // Queue<spsc>::put runs the inline fast path (SpscFastPath::try_put, compiled into this test): its
+        // points must fire there too.
+        for (const std::uint32_t point : {0u, 1u, 2u})
+            CPPUNIT_ASSERT_MESSAGE("the inline put reaches " + point_text(KillOp::spsc_put, point),
+                                   reached()[std::pair(KillOp::spsc_put, point)].count("Queue<spsc>::put") == 1);
     }
 
     // The consumer gets message 0, then is armed for the operation on messages 1 and 2; after its death a
@@ -667,6 +672,9 @@ public:
                 return killed;
             });
         }
+        for (const std::uint32_t point : {0u, 1u})
+            CPPUNIT_ASSERT_MESSAGE("the inline get reaches " + point_text(KillOp::spsc_get, point),
+                                   reached()[std::pair(KillOp::spsc_get, point)].count("Queue<spsc>::get") == 1);
     }
 
     // Crash during recovery: a producer dies between P5 and P6 of a batch of three; the next producer is

@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #if defined(MPROC_TEST_HOOKS) && MPROC_TEST_HOOKS
+#include <atomic>
 #include <csignal>  // SIGKILL, the default of arm_kill_point()
 #endif
 
@@ -83,6 +84,10 @@ const char* kill_op_name(KillOp op) noexcept;
 
 #if defined(MPROC_TEST_HOOKS) && MPROC_TEST_HOOKS
 
+// Whether this process was ever armed or asked to count: until then a point costs one load and a branch,
+// so that a test build's other programs (its benchmarks included) run at nearly their normal speed.
+extern std::atomic<bool> kill_points_active;
+
 // Counts the pass and, when this process is armed for it, raises SIGKILL on itself. Async-signal-safe.
 void kill_point_reached(KillOp op, std::uint32_t point) noexcept;
 
@@ -92,7 +97,8 @@ void kill_point_reached(KillOp op, std::uint32_t point) noexcept;
 // disarmed, and goes on where it stopped once continued: a participant frozen at that exact step.
 void arm_kill_point(KillOp op, std::uint32_t point, std::uint32_t occurrence = 0, int signal_number = SIGKILL) noexcept;
 void disarm_kill_point() noexcept;
-// Passes through (op, point) in this process since the last reset_kill_point_counts().
+// Passes through (op, point) in this process since the last reset_kill_point_counts(), which also starts
+// the counting (points are not counted before it, nor before an arm_kill_point()).
 std::uint64_t kill_point_hits(KillOp op, std::uint32_t point) noexcept;
 void reset_kill_point_counts() noexcept;
 
@@ -101,7 +107,9 @@ inline void kill_point() noexcept {
     static_assert(kPoint < kill_point_count(kOp), "a kill point numbered past its operation's count "
                                                   "(raise the count in kill_point_count())");
     static_assert(kill_point_count(kOp) <= kMaxKillPoints, "too many points for the counters");
-    kill_point_reached(kOp, kPoint);
+    // relaxed: set by this process (or the parent it was forked from) before the operation ran.
+    if (kill_points_active.load(std::memory_order_relaxed)) [[unlikely]]
+        kill_point_reached(kOp, kPoint);
 }
 
 #define MPROC_KILL_POINT(op, n) ::mproc::detail::kill_point<::mproc::detail::KillOp::op, (n)>()
