@@ -346,7 +346,8 @@ public:
         releaser.join();
         CPPUNIT_ASSERT(lock.held_by_this_thread());
         CPPUNIT_ASSERT(waited >= 90ms);
-        CPPUNIT_ASSERT(waited < 5s);
+        // The unlock wakes it at ~100 ms; 1 s is room for a loaded 2-core machine, not for a missed wake-up.
+        CPPUNIT_ASSERT(waited < 1s);
         lock.unlock();
         CPPUNIT_ASSERT_EQUAL(0, child->wait());
     }

@@ -24,7 +24,9 @@
 //   expired before it re-acquired the lock: a notify is never consumed by a waiter that reports false.
 // - wait() releases the lock fully (an RLock at every recursion level) and re-acquires it, restoring the
 //   depth, before it returns or throws, timeout included. wait(timeout) returns false when it timed out
-//   without being notified; a timeout of zero or less releases and re-acquires without sleeping. A spurious
+//   without being notified; a timeout of zero or less releases and re-acquires without sleeping. The timeout
+//   bounds the sleep, not the re-acquisition of the caller's lock: wait() must return holding it (Python's
+//   rule), so a holder of that lock that never releases it (stopped) holds wait() too. A spurious
 //   return is impossible: wait() returns true only for a notify.
 // - wait_for(predicate, timeout) returns the predicate's last value, evaluated with the lock held, as
 //   Python's: true as soon as the predicate holds, false when the timeout passed and it still does not.
