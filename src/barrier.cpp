@@ -33,6 +33,7 @@
 #include "deadline.hpp"
 #include "futex.hpp"
 #include "mproc/error.hpp"
+#include "mproc/kill_point.hpp"
 #include "mproc/object_header.hpp"
 #include "robust_list.hpp"
 
@@ -213,6 +214,7 @@ void sleep_on_state_and_slots(View& view, std::uint32_t seen_state, bool bounded
     // relaxed: under the internal lock.
     const std::uint32_t seen = view.state().load(std::memory_order_relaxed);
     unlock_internal(view);
+    MPROC_KILL_POINT(barrier_wait, 4);  // counted (or waiting to enter), lock released: the kernel marks the slot
     sleep_on_state_and_slots(view, seen, bounded, deadline);
     if (!lock_internal(view, relock)) return false;
     reap_dead_participants(view);
@@ -225,6 +227,7 @@ void sleep_on_state_and_slots(View& view, std::uint32_t seen_state, bool bounded
 void release_generation(View& view) noexcept {
     for (std::uint32_t index = 0; index < view.slot_count; ++index)
         if (view.slots[index].entered == kCounted) view.slots[index].entered = kReleased;
+    MPROC_KILL_POINT(barrier_wait, 5);  // marked released, phase still filling, lock held: the repair breaks
     set_phase(view, kDraining);
 }
 
@@ -235,8 +238,10 @@ BarrierSlot* try_claim_slot(View& view, ThisThreadRobustList& self) noexcept {
         // relaxed: free slots change only under the internal lock, which the caller holds.
         if (word_of(slot).load(std::memory_order_relaxed) != 0) continue;
         self.set_pending(node_of(slot));
+        MPROC_KILL_POINT(barrier_wait, 1);  // pending names a free slot: the kernel leaves it; lock repaired
         // relaxed: the internal lock publishes the claim; the kernel needs only the TID in the word.
         word_of(slot).store(mine, std::memory_order_relaxed);
+        MPROC_KILL_POINT(barrier_wait, 2);  // claimed, reachable only through pending: the kernel marks it
         self.link(node_of(slot));
         self.clear_pending();
         slot.entered = kNotCounted;
@@ -251,11 +256,13 @@ void leave(View& view, BarrierSlot& slot, ThisThreadRobustList& self) noexcept {
         slot.entered = kNotCounted;
         if (view.control.count > 0) --view.control.count;
     }
+    MPROC_KILL_POINT(barrier_wait, 6);  // uncounted, slot still owned, lock held: reaped by the repair
     // relaxed: under the internal lock.
     const std::uint32_t phase = phase_of(view.state().load(std::memory_order_relaxed));
     if (view.control.count == 0 && (phase == kDraining || phase == kResetting)) set_phase(view, kFilling);
     self.set_pending(node_of(slot));
     self.unlink(node_of(slot));
+    MPROC_KILL_POINT(barrier_wait, 7);  // unlinked, covered by pending only: the kernel still marks it
     // relaxed: under the internal lock.
     word_of(slot).store(0, std::memory_order_relaxed);
     self.clear_pending();
@@ -296,6 +303,7 @@ std::uint32_t barrier_wait(View view, std::optional<std::chrono::nanoseconds> ti
     const LockBound relock{bounded, &deadline};
 
     if (!lock_internal(view, relock)) throw_lock_timeout(label, false);
+    MPROC_KILL_POINT(barrier_wait, 0);  // holding the internal lock, nothing claimed: the next acquirer repairs
     reap_dead_participants(view);
     BarrierSlot* slot = nullptr;
     while ((slot = try_claim_slot(view, self)) == nullptr) {
@@ -344,6 +352,7 @@ std::uint32_t barrier_wait(View view, std::optional<std::chrono::nanoseconds> ti
     }
 
     const std::uint32_t index = view.control.count++;
+    MPROC_KILL_POINT(barrier_wait, 3);  // counted, entered not yet set: the repair rebuilds count from slots
     slot->entered = kCounted;
     slot->index = index;
     std::exception_ptr action_failure;

@@ -26,9 +26,11 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "harness.hpp"
+#include "mproc/barrier.hpp"
 #include "mproc/kill_point.hpp"
 #include "mproc/lock.hpp"
 #include "mproc/mpmc_ring.hpp"
@@ -267,6 +269,7 @@ class KillPointTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testStoppedPipeSenderIsNotAClosedPeer);
     CPPUNIT_TEST(testDeadHoldersTidTakenByANewProcessIsStillReportedDead);
     CPPUNIT_TEST(testUncontendedLockAndUnlockPassEachOfTheirPointsOnce);
+    CPPUNIT_TEST(testBarrierParticipantKilledAtEachPointBreaksOrReleasesAndRecovers);
     CPPUNIT_TEST(testEveryKillPointIsReachedByAScenario);
     CPPUNIT_TEST_SUITE_END();
 
@@ -296,6 +299,7 @@ public:
     void testStoppedPipeSenderIsNotAClosedPeer() {}
     void testDeadHoldersTidTakenByANewProcessIsStillReportedDead() {}
     void testUncontendedLockAndUnlockPassEachOfTheirPointsOnce() {}
+    void testBarrierParticipantKilledAtEachPointBreaksOrReleasesAndRecovers() {}
     void testEveryKillPointIsReachedByAScenario() {}
 #else
     // The data a lock protects: first == second whenever nobody is inside the critical section.
@@ -1196,6 +1200,60 @@ public:
         if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
             MPROC_SKIP("a new PID namespace with ns_last_pid is refused here (needs CAP_SYS_ADMIN)");
         mproc::test::assert_exited_cleanly(status);
+    }
+
+    // A two-party barrier; the child is the first or the last to arrive and is killed at each point of its
+    // wait(). The parent's participant (a thread, timed 2 s) is released when the child died after the release
+    // (#5 .. #7) and broken when it died holding a counted slot (#2 .. #4: pushed by the kernel); a child killed
+    // before its slot was claimed (#0, #1) is one that never arrived, so the parent times out (first) or the
+    // repair of the dead holder's lock breaks the barrier (last). Either way the barrier then resets and a
+    // full generation forms again, which needs the count rebuilt and every slot freed.
+    void testBarrierParticipantKilledAtEachPointBreaksOrReleasesAndRecovers() {
+        for (const bool child_first : {true, false}) {
+            const std::string scenario = child_first ? "Barrier::wait (first)" : "Barrier::wait (last)";
+            enumerate(scenario, {KillOp::barrier_wait}, [&](KillOp op, std::uint32_t point, std::uint32_t) {
+                mproc::Barrier barrier(2);
+                enum Outcome { kNone, kReleased, kBroken };
+                Outcome outcome = kNone;
+                auto participate = [&] {
+                    try {
+                        barrier.wait(2s);
+                        outcome = kReleased;
+                    } catch (const mproc::BrokenBarrier&) {
+                        outcome = kBroken;
+                    }
+                };
+                // First: the parent arrives 200 ms after the child (dead by then, or asleep at #4); a child slower
+                // than that turns the round into a "last" one, whose expectations hold as well.
+                std::thread parent_side([&] {
+                    if (child_first) std::this_thread::sleep_for(200ms);
+                    participate();
+                });
+                if (!child_first)
+                    mproc::test::wait_for([&] { return barrier.n_waiting() == 1; }, "the parent's arrival");
+                const bool killed = killed_at(
+                    [&](auto arm) {
+                        arm();
+                        barrier.wait(5s);
+                    },
+                    op, point);
+                parent_side.join();
+                const std::string what = scenario + " " + point_text(op, point);
+                const bool released_before_death = !killed || point >= 5;
+                const bool died_counted = killed && point >= 2 && point <= 4;
+                if (released_before_death)
+                    CPPUNIT_ASSERT_MESSAGE(what + ": the parent was not released", outcome == kReleased);
+                if (died_counted)
+                    CPPUNIT_ASSERT_MESSAGE(what + ": the parent was not told of the death", outcome == kBroken);
+                CPPUNIT_ASSERT_MESSAGE(what + ": no outcome", outcome != kNone);
+                barrier.reset();
+                CPPUNIT_ASSERT_EQUAL_MESSAGE(what, std::uint32_t(0), barrier.n_waiting());
+                ForkedChild partner([&] { CPPUNIT_ASSERT(barrier.wait(5s) < 2); });
+                CPPUNIT_ASSERT_MESSAGE(what + ": no full generation after reset", barrier.wait(5s) < 2);
+                CPPUNIT_ASSERT_EQUAL_MESSAGE(what, 0, partner.wait(kWaitForChild));
+                return killed;
+            });
+        }
     }
 
     void testEveryKillPointIsReachedByAScenario() {

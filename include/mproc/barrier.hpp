@@ -47,6 +47,9 @@
 //   FUTEX_OWNER_DIED itself), so whoever takes the lock next breaks the barrier. Python re-takes its lock
 //   without a deadline and would hang there. reset(), abort() and n_waiting() have no timeout and wait for
 //   the internal lock as long as it takes.
+// - A participant that dies inside wait() before its slot is claimed (holding only the internal lock) is,
+//   for the others, one that never arrived: they are not woken; the next operation to take the lock
+//   repairs it and breaks the barrier (tests/kill_point_test.cpp, barrier wait #0, #1).
 // - A participant that dies *outside* wait() is detected by nobody: the others wait for it as long as their
 //   timeouts allow (then they break the barrier) or for ever without one. A death inside reset()/abort()
 //   (holding the internal lock) breaks the barrier at the next operation.

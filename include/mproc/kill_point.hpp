@@ -49,7 +49,7 @@ enum class KillOp : std::uint32_t {
     pipe_send,           // src/pipe.cpp: a message written into the pipe's ring
     pipe_recv,           // src/pipe.cpp: a message read out of the pipe's ring
     segment_create,      // src/shared_memory.cpp, src/object_header.cpp: a named object made and published
-    barrier_wait,        // src/barrier.cpp
+    barrier_wait,        // src/barrier.cpp: barrier_wait, try_claim_slot, wait_for_change, release_generation, leave
     count_
 };
 
@@ -74,7 +74,7 @@ constexpr std::uint32_t kill_point_count(KillOp op) noexcept {
     case KillOp::pipe_send: return 2;
     case KillOp::pipe_recv: return 2;
     case KillOp::segment_create: return 7;
-    case KillOp::barrier_wait: return 0;
+    case KillOp::barrier_wait: return 8;
     case KillOp::count_: return 0;
     }
     return 0;
