@@ -7,7 +7,11 @@
 // - SharedBlock<T>: one T in a shared anonymous mapping created before the fork, for the control words
 //   and rings the two processes share. Page-aligned, so alignas(128) members keep their alignment.
 // - LatencySampler: per-iteration round-trip times on CLOCK_MONOTONIC, one clock read per iteration,
-//   reported as the counters p50_ns, p99_ns and p99.9_ns next to items_per_second.
+//   reported as the counters p50_ns, p99_ns and p99.9_ns next to items_per_second, and the sleeps per
+//   round trip of each side (sleeps_per_rt, peer_sleeps_per_rt); require_sleeping_round_trips() fails a
+//   row that says it sleeps when hardly anyone slept.
+// - NoSpinBeforeSleep: turns the library's adaptive spin off for the calling thread, so that the rows
+//   named "blocking" measure a sleep and a wake-up, the futex ceiling's work, and not a spin.
 // - Spinner: the pause of a spin-wait; it yields the CPU after tens of microseconds (the other side may
 //   need this CPU) and gives up (throws BenchFailure) after kStallLimit, so a dead peer or a protocol
 //   bug ends the benchmark with an error instead of hanging it.
