@@ -296,14 +296,13 @@ public:
 
 // For a round trip whose row says it sleeps, after LatencySampler::report(): throws BenchFailure naming
 // `what` when the two sides together slept in fewer than kLeastSleepsPerRoundTrip of the round trips — a
-// spin caught the replies, and the row would set a spin beside the futex ceiling's sleeps. Measured with
-// the spin off: the benchmark side about 1, the peer 0.1–1 (a peer still inside prepare_wait's membarrier
-// when the next request comes finds it without sleeping; on a loaded machine both read about 0.6); with
-// the spin on, on an idle machine, both about 0. Not judged: runs of fewer than kLeastJudgedRoundTrips,
-// whose first hundreds of round trips, with the adaptive budgets still settling, decide them (the peer
-// slept 0.02 per round trip in the first 100 with the spin off, too). A loaded machine, where spins
-// fail anyway, can let a spinning row pass: the check catches a spin on an idle machine, never fails a
-// sleeping row.
+// spin caught the replies, and the row would set a spin beside the futex ceiling's sleeps. Seen at load
+// average 7–12 with the spin off: about 0.6 on each side over thousands of round trips; in runs of a few
+// hundred, the benchmark side about 1 and the peer as little as 0.02 (a peer still in prepare_wait when
+// the next request comes finds it without sleeping). A polling row reads 0.00. Not judged: runs of fewer
+// than kLeastJudgedRoundTrips, which those first round trips would decide. On a loaded machine spins fail
+// anyway and a spinning get() sleeps as often as one with the spin off, so only a machine with idle CPUs
+// can show a spin that came back; the check never fails a row that sleeps.
 inline constexpr double kLeastSleepsPerRoundTrip = 0.1;
 inline constexpr benchmark::IterationCount kLeastJudgedRoundTrips = 1000;
 void require_sleeping_round_trips(const benchmark::State& state, const std::string& what);
