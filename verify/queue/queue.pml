@@ -19,8 +19,17 @@
  * names a slot whose claim word holds the dead TID, the word becomes (word & WAITERS) | OWNER_DIED and
  * one sleeper is woken if WAITERS was set; a pending entry on a word with no TID wakes one sleeper
  * (Linux >= 6.2).  A killed sleeper leaves the wait queues.  One Promela step per C++ atomic operation;
- * the payload copy is one step.  Not modelled: deadlines other than the claim re-check, put_many /
- * get_many, a writer that throws (publish_skipped_slot, the same stores as the repair's).
+ * the payload copy is one step.  Not modelled: deadlines other than the re-checks and the non-blocking
+ * attempt's 1 ms wait for a claim (which may expire at once); a close that races a put (the closer waits
+ * for every producer).
+ *   put_many, get_many (PUT_MANY, GET_MANY): every attempt non-blocking with notify = false (finish_put,
+ *                  finish_get), one notify when the call ends: after its last message, or when an attempt
+ *                  finds no slot (the application then waits, as put/get would)
+ *   publish_skipped_slot (WRITER_THROWS): producer THROWER's writer throws once: the slot is flagged
+ *                  skipped and published (D for an empty slot), R, notify(not_empty); its message is not
+ *                  put.  A cancelled reservation and a commit after close make the same stores.
+ *   reserve/commit, peek/release: a held slot is the gap between M and W (M' and D') while the
+ *                  application runs; the victim may die there as anywhere, so they need no other steps.
  *
  * Processes: PRODUCERS producers (default 2) put PER_PRODUCER messages each (default 2; producer p's
  * j-th message has id p * PER_PRODUCER + j + 1) into CAPACITY slots (default 2); CONSUMERS consumers
@@ -35,6 +44,17 @@
  *     processes that cannot die; the victim may die after every step.
  *   - The loads of put_may_proceed / get_may_proceed are one snapshot (see may_proceed below).
  *   - Claim waits are bounded by the code's 50 ms re-check (NO_CLAIM_RECHECK: only the victim's are).
+ *
+ * Configuration
+ *   PRODUCERS, PER_PRODUCER, CONSUMERS, CAPACITY, VICTIM   the shape (above)
+ *   EPOCH_FIRST, WAIT_RECHECK   the eventcount's order and its 50 ms re-check (below)
+ *   NO_CLAIM_RECHECK    survivors' claim waits are unbounded
+ *   NO_CLOSER_RESCUE    the closer closes only once every message was delivered or can never be
+ *                       (`abandoned`) or every consumer finished: the close's wake-up rescues nobody, so
+ *                       (b) also says that no wake-up for a message is lost
+ *   PUT_MANY, GET_MANY, WRITER_THROWS (THROWER)   the operations above
+ *   NOTIFY_BEFORE_D     the producer notifies between W and D, under the claim: not a bug here (the
+ *                       check notify_before_d_claim_hint), since get_may_proceed counts a held claim
  *   - Messages are checked by id: a slot's payload is the id of the message last written into it.
  *
  * Properties
@@ -63,6 +83,18 @@
  *   BUG_NO_CLAIM_RECHECK          the consumer does not re-read the sequence under the claim (V')
  *                                 before its plain store of the position: a consumer with a stale
  *                                 snapshot takes a slot twice                                 -> (a)
+ *   BUG_NO_NOTIFY                 no notify(not_empty) after publishing: with the safety nets off a
+ *                                 consumer sleeps for ever beside the message                 -> (b)
+ *   BUG_NOTIFY_BEFORE_PUBLISH     the notify before K, so before every store get_may_proceed reads:
+ *                                 the woken consumer re-tests too early and sleeps for ever   -> (b)
+ *   BUG_NO_CLAIM_HINT             (with NOTIFY_BEFORE_D) the may_proceed tests ignore a held claim: the
+ *                                 notify before D is then lost                                -> (b)
+ *   BUG_MANY_NO_NOTIFY            put_many / get_many without their one notify                 -> (b)
+ *   BUG_SKIP_WITHOUT_FLAG         publish_skipped_slot publishes without the skip flag: a consumer is
+ *                                 handed a slot nobody wrote                                  -> (a)
+ * The re-checks themselves: without WAIT_RECHECK a victim killed inside notify() strands the sleepers
+ * (bug_unbounded_sleep_2p1c_producer_dies); with NO_CLAIM_RECHECK a claimer killed in drop_claim between
+ * clearing list_op_pending and its FUTEX_WAKE strands a claim sleeper (bug_unbounded_claim_sleep_*).
  */
 
 #include "../common/futex.pml"
@@ -117,6 +149,9 @@ byte pending[PRODUCERS + CONSUMERS];   /* list_op_pending: slot + 1, or 0 */
 /* Ghost state. */
 int delivered = 0;              /* bit m: message m was handed to a consumer's reader */
 int may_be_lost = 0;            /* bit m: the victim died putting or getting it */
+int published = 0;              /* bit m: a producer published message m (D) */
+int abandoned = 0;              /* bit m: message m can never be delivered: its producer died before
+                                 * D, or its consumer died after taking it (M') */
 byte consumed_upto[PRODUCERS];  /* per producer: 1 + the index of its last message taken at M' */
 byte producers_finished = 0;    /* done or dead */
 byte consumers_finished = 0;
@@ -136,6 +171,11 @@ byte deaths = 0;
 #else
 #define ec_timed     can_die
 #endif
+
+#ifndef THROWER
+#define THROWER 0                 /* WRITER_THROWS: the producer whose writer throws, once */
+#endif
+bool thrown = false;
 
 bool ring_ready = false;        /* RawMpmcRing::init has run: no thread touches the ring before */
 
@@ -199,10 +239,15 @@ inline wait_for_notification(e)
  * one snapshot.  They only decide whether to sleep: every store that makes them true is followed by a
  * notify (D, close, a repair) or is a claim (K) whose holder's R and notify follow, so reading them
  * one by one adds no behaviour the eventcount does not already cover. */
+#ifdef BUG_NO_CLAIM_HINT
+#define CLAIM_HINT  false         /* the may_proceed tests ignore a held claim */
+#else
+#define CLAIM_HINT  true
+#endif
 #define may_proceed(position, wanted) \
     atomic { \
         pos = position; \
-        ready = closed || sequence[pos % CAPACITY] == wanted || claim[pos % CAPACITY] != 0; \
+        ready = closed || sequence[pos % CAPACITY] == wanted || (CLAIM_HINT && claim[pos % CAPACITY] != 0); \
         pos = 0 \
     }
 
@@ -397,6 +442,10 @@ active [PRODUCERS] proctype producer()
     LOCALS;
     byte message = 0;
     byte j = 0;
+#ifdef PUT_MANY
+    bool in_batch = false;    /* put_many has put a message and not yet notified */
+    blocking = false;         /* put_many's attempts do not wait for a live claimer */
+#endif
 
     ring_ready;
 
@@ -420,6 +469,9 @@ active [PRODUCERS] proctype producer()
                 if
                 :: sq == pos ->
                     sq = 0;
+#ifdef BUG_NOTIFY_BEFORE_PUBLISH
+                    notify(NOT_EMPTY);                            /* before K: before every store a consumer tests */
+#endif
 #ifdef BUG_ADVANCE_BEFORE_CLAIM
                     atomic {
                         if
@@ -443,7 +495,8 @@ active [PRODUCERS] proctype producer()
                     if
                     :: claimed == BUSY ->
                         if
-                        :: enqueue_position == pos -> may_die; wait_for_claim(s, seen)
+                        :: enqueue_position == pos && !blocking -> seen = 0; outcome = NO_SLOT; break  /* its 1 ms */
+                        :: enqueue_position == pos && blocking -> may_die; wait_for_claim(s, seen)
                         :: else -> may_die
                         fi;
                         seen = 0;
@@ -464,12 +517,40 @@ active [PRODUCERS] proctype producer()
                     };
                     may_die;
 #endif
+#ifdef WRITER_THROWS
+                    if
+                    :: _pid == THROWER && !thrown ->
+                        /* the writer throws (or a reservation is cancelled, or committed after close):
+                         * publish_skipped_slot; the put fails and its message is not in the ring */
+                        atomic {
+                            thrown = true;
+                            may_be_lost = may_be_lost | (1 << message);
+                            abandoned = abandoned | (1 << message)
+                        };
+#ifndef BUG_SKIP_WITHOUT_FLAG
+                        skipped[s] = 1;                           /* length = kMpmcSlotSkipped */
+                        may_die;
+#endif
+                        sequence[s] = pos + 1;                    /* D for an empty slot */
+                        may_die;
+                        drop_claim(s);
+                        notify(NOT_EMPTY);
+                        outcome = DONE;
+                        break
+                    :: else -> skip
+                    fi;
+#endif
                     atomic { payload[s] = message; skipped[s] = 0 };   /* W */
                     may_die;
-                    sequence[s] = pos + 1;                        /* D */
+#ifdef NOTIFY_BEFORE_D
+                    notify(NOT_EMPTY);                            /* before D, under the claim */
+#endif
+                    atomic { sequence[s] = pos + 1; published = published | (1 << message) };   /* D */
                     may_die;
                     drop_claim(s);                                /* R */
-                    notify(NOT_EMPTY);
+#if !defined(BUG_NO_NOTIFY) && !defined(BUG_NOTIFY_BEFORE_PUBLISH) && !defined(NOTIFY_BEFORE_D) && !defined(PUT_MANY)
+                    notify(NOT_EMPTY);                            /* finish_put(notify = true) */
+#endif
                     outcome = DONE;
                     break
                 :: sq < pos ->
@@ -485,6 +566,17 @@ retry_put:
             :: outcome == DONE -> break
             :: else -> skip
             fi;
+#ifdef PUT_MANY
+            /* put_many returned short: its one notify for what it put, then the application waits */
+            if
+            :: in_batch ->
+                in_batch = false;
+#ifndef BUG_MANY_NO_NOTIFY
+                notify(NOT_EMPTY)
+#endif
+            :: else -> skip
+            fi;
+#endif
             /* await_condition(not_full, put_may_proceed) */
             do
             :: true ->
@@ -498,7 +590,19 @@ retry_put:
             key = 0; ready = false; is_closed = 0
         od;
         message = 0;
-        j++
+        j++;
+#ifdef PUT_MANY
+        /* put_many(notify = false per slot) goes on with the next message; at the last, its one notify */
+        in_batch = true;
+        if
+        :: j == PER_PRODUCER ->
+            in_batch = false;
+#ifndef BUG_MANY_NO_NOTIFY
+            notify(NOT_EMPTY)
+#endif
+        :: else -> skip
+        fi
+#endif
     od;
     producers_finished++;
     goto end;
@@ -506,9 +610,15 @@ died:
     atomic {
         /* the message it was putting may be lost; the ones after it were never put */
         do
-        :: j < PER_PRODUCER -> may_be_lost = may_be_lost | (1 << (_pid * PER_PRODUCER + j + 1)); j++
+        :: j < PER_PRODUCER ->
+            message = _pid * PER_PRODUCER + j + 1;
+            may_be_lost = may_be_lost | (1 << message);
+            /* one it published (D) is still owed to the consumers */
+            if :: (published & (1 << message)) == 0 -> abandoned = abandoned | (1 << message) :: else -> skip fi;
+            j++
         :: else -> break
         od;
+        message = 0;
         producers_finished++;
         kernel_handles_death()
     };
@@ -523,13 +633,20 @@ active [CONSUMERS] proctype consumer()
     LOCALS;
     byte taking = 0;          /* the message this consumer advanced the position past (M') */
     bool draining = false;
+#ifdef GET_MANY
+    bool in_batch = false;    /* get_many has freed a slot and not yet notified */
+#endif
 
     ring_ready;
 
     do
     :: true ->
         /* get_with: attempt_get(blocking), then after close one non-blocking attempt */
+#ifdef GET_MANY
+        blocking = false;         /* get_many's attempts do not wait for a live claimer */
+#else
         blocking = !draining;
+#endif
         do
         :: true ->
             pos = dequeue_position;                               /* A' */
@@ -544,7 +661,8 @@ active [CONSUMERS] proctype consumer()
                 if
                 :: claimed == BUSY ->
                     if
-                    :: dequeue_position == pos -> may_die; wait_for_claim(s, seen)
+                    :: dequeue_position == pos && !blocking -> seen = 0; outcome = NO_SLOT; break  /* its 1 ms */
+                    :: dequeue_position == pos && blocking -> may_die; wait_for_claim(s, seen)
                     :: else -> may_die
                     fi;
                     seen = 0;
@@ -602,7 +720,11 @@ active [CONSUMERS] proctype consumer()
                 sequence[s] = pos + CAPACITY;                     /* D' */
                 may_die;
                 drop_claim(s);                                    /* R' (value := 0) */
-                notify(NOT_FULL);
+#ifdef GET_MANY
+                in_batch = true;                                  /* finish_get(notify = false) */
+#else
+                notify(NOT_FULL);                                 /* finish_get(notify = true) */
+#endif
                 taking = 0;
                 outcome = DONE;
                 break
@@ -618,6 +740,17 @@ retry_get:
         if
         :: outcome == DONE -> draining = false                   /* got a message (or stepped a skip) */
         :: else ->
+#ifdef GET_MANY
+            /* get_many returned short: its one notify for what it freed, then the application waits */
+            if
+            :: in_batch ->
+                in_batch = false;
+#ifndef BUG_MANY_NO_NOTIFY
+                notify(NOT_FULL)
+#endif
+            :: else -> skip
+            fi;
+#endif
             is_closed = closed;
             may_die;
             if
@@ -644,7 +777,16 @@ retry_get:
     goto end;
 died:
     atomic {
-        if :: taking != 0 -> may_be_lost = may_be_lost | (1 << taking) :: else -> skip fi;
+        if :: taking != 0 -> may_be_lost = may_be_lost | (1 << taking); abandoned = abandoned | (1 << taking) :: else -> skip fi;
+        /* Claimed, not yet taken (K' before M'): the repair leaves the message for the next consumer, but a
+         * survivor draining a closed ring gives up on a live claim after 1 ms (a non-blocking attempt) and
+         * may already have reported the ring drained: the message this consumer was in the middle of
+         * getting may be lost, as the contract allows. */
+        if
+        :: taking == 0 && pending[_pid] == s + 1 && tid_of(claim[s]) == my_tid && sequence[s] == pos + 1 &&
+           skipped[s] == 0 -> may_be_lost = may_be_lost | (1 << payload[s])
+        :: else -> skip
+        fi;
         consumers_finished++;
         kernel_handles_death()
     };
@@ -658,6 +800,11 @@ active proctype closer()
     byte i = 0;
     init_ring();
     (producers_finished == PRODUCERS);
+#ifdef NO_CLOSER_RESCUE
+    /* The close wakes every sleeper whatever the eventcounts lost: an application that closes only once
+     * every message is delivered (or can never be) shows whether the consumers got them without it. */
+    ((delivered | abandoned) == ALL_MESSAGES || consumers_finished == CONSUMERS);
+#endif
     closed = 1;
     notify_always(NOT_EMPTY);
     notify_always(NOT_FULL);
