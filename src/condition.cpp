@@ -26,6 +26,7 @@
 #include <limits>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include <linux/futex.h>
@@ -62,6 +63,12 @@ std::string describe(std::string_view label, const char* operation, const std::s
     return std::string(label) + ": " + operation + ": " + cause;
 }
 
+// An RLock's recursion depth, the field of its layout (RawRLock is its 64-byte layout and nothing else).
+std::atomic_ref<std::uint32_t> recursion_of(RawRLock& lock) noexcept {
+    static_assert(sizeof(RawRLock) == sizeof(detail::RobustMutexLayout) && std::is_standard_layout_v<RawRLock>);
+    return std::atomic_ref(std::launder(reinterpret_cast<detail::RobustMutexLayout*>(&lock))->recursion);
+}
+
 // The lock a call names: a RawLock or a RawRLock, with what wait() needs of each.
 class LockAccess {
 public:
@@ -72,22 +79,26 @@ public:
     bool inconsistent() const noexcept {
         return (lock_ ? lock_->consistency() : rlock_->consistency()) == LockConsistency::inconsistent;
     }
-    // Releases every level this thread holds; returns how many to restore.
+    // Releases every level this thread holds; returns how many to restore. An RLock gives up all its
+    // levels in one release: the depth is an owner-only field of shared memory that another process could
+    // have rewritten to billions, and a release per level would then run for minutes.
     std::uint32_t release_fully() {
         if (lock_) {
             lock_->release();
             return 1;
         }
         const std::uint32_t depth = rlock_->depth();
-        for (std::uint32_t level = 0; level < depth; ++level) rlock_->release();
+        // relaxed: an owner-only field, written by its owner (this thread) before the release that follows.
+        recursion_of(*rlock_).store(1, std::memory_order_relaxed);
+        rlock_->release();
         return depth;
     }
     // Blocks until held again at `depth`; owner_died when the previous owner died (the lock is held).
     AcquireStatus reacquire(std::uint32_t depth) {
         if (lock_) return lock_->acquire_status(std::nullopt);
         const AcquireStatus status = rlock_->acquire_status(std::nullopt);
-        // Recursive levels: the owner re-enters without touching the word; cannot block.
-        for (std::uint32_t level = 1; level < depth; ++level) rlock_->acquire_status(std::nullopt);
+        // relaxed: the owner restores its own depth in one store, after the acquire that made it the owner.
+        recursion_of(*rlock_).store(depth, std::memory_order_relaxed);
         return status;
     }
 

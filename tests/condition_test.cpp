@@ -86,6 +86,7 @@ class ConditionUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testWaitWhenAllSlotsTakenIsStateError);
     CPPUNIT_TEST(testCapacityAndHighWaterRewrittenAfterOpenAreIgnored);
     CPPUNIT_TEST(testOpenNamesTheConditionWhenItsLockIsInvalid);
+    CPPUNIT_TEST(testRLockDepthRewrittenToBillionsIsReleasedAndRestoredAtOnce);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -377,6 +378,24 @@ private:
         condition.unlink();
     }
 
+
+    // The RLock's recursion depth is an owner-only field of shared memory: a process that rewrites it to
+    // 0x7fffffff while this thread holds the lock must not make wait() release and re-take it level by level
+    // (minutes); the whole depth is given up in one release and restored in one store.
+    void testRLockDepthRewrittenToBillionsIsReleasedAndRestoredAtOnce() {
+        Condition condition(ConditionLockKind::rlock);
+        run_in_processes(1, [&](int) {
+            condition.acquire();
+            auto& layout = *reinterpret_cast<mproc::detail::RobustMutexLayout*>(condition.segment().bytes().data());
+            // relaxed: the hostile write, made by this very thread.
+            std::atomic_ref(layout.recursion).store(0x7fffffff, std::memory_order_relaxed);
+            const auto waited = elapsed_of([&] { CPPUNIT_ASSERT(!condition.wait(1ms)); });
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited < 1000ms);
+            CPPUNIT_ASSERT(condition.held_by_this_thread());
+            // relaxed: the owner's own field, read by the owner.
+            CPPUNIT_ASSERT_EQUAL(std::uint32_t(0x7fffffff), std::atomic_ref(layout.recursion).load(std::memory_order_relaxed));
+        }, 20s);
+    }
 };
 
 // Producer/consumer across processes: every item produced is consumed, with no consumer left asleep while
