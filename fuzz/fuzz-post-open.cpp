@@ -664,7 +664,7 @@ void hostile_write(Scenario& scenario, const Record& record, std::uint32_t worke
     if (record.op & 0x40) width = (record.op & 0x20) ? 8 : 4;
     if (bytes.size() < width) return;
     std::size_t offset = (record.a | (std::size_t{record.b} << 8)) % bytes.size();
-    offset = std::min(offset & ~(width - 1), bytes.size() - width);
+    offset = std::min(offset, bytes.size() - width) & ~(width - 1);  // aligned: the base is (page, ring line)
     for (std::size_t i = 0; i < width; ++i)
         if (!scenario.writable(offset + i)) return;
     std::uint64_t value = width == 1 ? record.c : word_value(record.c, worker_tid);
