@@ -128,7 +128,8 @@ inline std::chrono::nanoseconds notification_recheck_period() noexcept {
 // environment, read once per process image; in every other build this is a constant false and the
 // sleeps below compile as if it did not exist. Both periods go: in a test the processes are forks of one,
 // so either every notifier is registered for fence-free notify and every waiter's barrier works, or none
-// is and every notifier takes the exchange, which needs no re-test.
+// is and every notifier takes the exchange, which needs no re-test. The MPMC ring's sleep on a slot's claim
+// word (kClaimRecheckPeriod, the net under a claimer killed between releasing and waking) obeys it too.
 // What it does not switch off: the sleeps that poll for a *death* because the kernel cannot report one
 // without futex_waitv (Pipe's kPipeDeathPollInterval, Barrier's kDeathPollInterval) and wait()'s fallbacks
 // that cannot sleep on every word at once (kWaitRecheckInterval): those re-checks are the mechanism there,

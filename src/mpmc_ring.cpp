@@ -151,13 +151,17 @@ bool wait_for_claim(const Slot& slot, std::uint32_t seen, const Deadline* deadli
             return true;
         value |= kClaimWaiters;
     }
-    std::chrono::nanoseconds bound = kClaimRecheckPeriod;
+    // Bounded by kClaimRecheckPeriod: a claimer killed between R and its wake-up leaves no other wake-up.
+    // A test build may switch that off (recheck_disabled(), eventcount.hpp): only R's wake-up then ends it.
+    std::optional<std::chrono::nanoseconds> bound;
+    if (!detail::recheck_disabled()) bound = kClaimRecheckPeriod;
     if (deadline != nullptr) {
         if (deadline->passed()) return false;
-        bound = std::min<std::chrono::nanoseconds>(bound, deadline->remaining());
+        bound = bound ? std::min<std::chrono::nanoseconds>(*bound, deadline->remaining()) : deadline->remaining();
     }
-    const timespec relative = Deadline::to_timespec(bound);
-    detail::futex_wait(&slot.header->claim, value, &relative);
+    timespec relative{};
+    if (bound) relative = Deadline::to_timespec(*bound);
+    detail::futex_wait(&slot.header->claim, value, bound ? &relative : nullptr);
     return deadline == nullptr || !deadline->passed();
 }
 

@@ -1,22 +1,26 @@
 // tests/wakeup_test.cpp — every sleeper that a peer wakes is woken by that peer, not by a timer.
 //
-// Most sleeps in mproc are also bounded by a safety-net re-test (50 ms for an eventcount: a notifier killed
-// between taking the waiters flag and waking leaves no other wake-up). The net also hides a missing or
-// misplaced notify: the sleeper is merely late, and every other test still passes. These tests run with the
-// net off (MPROC_TEST_NO_RECHECK=1, read by test builds only: meson -Dtest_hooks=true; src/eventcount.hpp),
-// so that a wake-up the code forgets strands the sleeper for good.
+// The sleeps on an eventcount (queues, Pipe, wait()) are also bounded by a safety-net re-test, 50 ms: a
+// notifier killed between taking the waiters flag and waking leaves no other wake-up. The net also hides a
+// missing or misplaced notify: the sleeper is merely late, and every other test still passes. These tests
+// run with the net off (MPROC_TEST_NO_RECHECK=1, honoured by test builds only, meson -Dtest_hooks=true; see
+// src/eventcount.hpp), so that a wake-up the code forgets strands the sleeper for good. Event, Semaphore,
+// Lock, Condition and Barrier sleep without a net already; they are here so that every place that sleeps
+// on a futex and is woken by a peer is covered the same way.
 //
 // Each test is a series of hand-offs between a sleeper and a waker (a forked child and the test process, or
-// two threads of it). Round i: the waker lets the sleeper start its blocking call, waits until the sleeper's
-// thread is blocked in futex(2) or futex_waitv(2) (read from /proc/PID/task/TID/syscall: the hand-off goes
-// through the sleep and wake path, never through a spin that happens to see the data), then makes the one
-// call that must wake it. The sleeper checks what it got and counts the round. A round not counted within
-// kHandOffBound fails the test, naming the round: with the net on it would have been 50 ms late, with it off
-// the sleeper never wakes. The bound is a liveness bound, not a speed target: a working wake-up takes
-// microseconds; 10 s leaves room for a machine whose two CPUs are busy with other tests.
+// two threads of one forked child). Round i: the waker lets the sleeper start its blocking call, waits until
+// the sleeper's thread is blocked in futex(2) or futex_waitv(2) (read from /proc/PID/task/TID/syscall: the
+// hand-off goes through the sleep and wake path, never through a spin that happens to see the data), then
+// makes the one call that must wake it. The sleeper checks what it got and counts the round. A round not
+// counted within kHandOffBound fails the test, naming the round: with the net on it would have been 50 ms
+// late, with it off the sleeper never wakes. The bound is a liveness bound, not a speed target: a working
+// wake-up takes microseconds; 10 s leaves room for a machine whose two CPUs are busy with other tests.
+// The *AfterThe...Store variants put both sides on one CPU with the sleeper under SCHED_FIFO, so that it
+// runs inside the waker's FUTEX_WAKE: a notify made before the store it announces is then always lost.
 //
 // A build without test_hooks, or a run without MPROC_TEST_NO_RECHECK=1, skips every test (exit 77): with
-// the net on these tests could not fail.
+// the net on, a forgotten eventcount notify would only make them slower.
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -26,11 +30,13 @@
 #include <fstream>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +47,7 @@
 #include "mproc/condition.hpp"
 #include "mproc/event.hpp"
 #include "mproc/lock.hpp"
+#include "mproc/mpmc_ring.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/semaphore.hpp"
@@ -370,6 +377,57 @@ HandOff wait_woken_by_put_or_send(Queue<std::uint64_t>& queue, mproc::PipeConnec
             }};
 }
 
+// An MPMC ring in a MAP_SHARED mapping, for the calls Queue does not expose (peek).
+class SharedMpmcRing {
+public:
+    SharedMpmcRing(std::size_t capacity, std::size_t slot_size)
+        : size_(mproc::RawMpmcRing::required_size(capacity, slot_size)) {
+        memory_ = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (memory_ == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
+        ring_.emplace(mproc::RawMpmcRing::init(memory_, size_, capacity, slot_size));
+    }
+    SharedMpmcRing(const SharedMpmcRing&) = delete;
+    SharedMpmcRing& operator=(const SharedMpmcRing&) = delete;
+    ~SharedMpmcRing() { ::munmap(memory_, size_); }
+    mproc::RawMpmcRing& ring() { return *ring_; }
+
+private:
+    std::size_t size_;
+    void* memory_ = nullptr;
+    std::optional<mproc::RawMpmcRing> ring_;  // a handle has no empty state
+};
+
+std::span<const std::byte> bytes_of(const std::uint64_t& value) { return std::as_bytes(std::span(&value, 1)); }
+
+// A producer asleep on the claim of a slot a consumer holds (peek), woken by the consumer's release (R:
+// drop_claim). Ring of 2. Round i: the waker takes the sleeper's two items of the round before, puts a
+// marker and peeks it (its slot stays claimed, the consumer position moves past it); the sleeper puts 2i
+// into the other slot and 2i + 1 into the claimed one, where it sleeps on the claim; the waker's release()
+// must wake it.
+HandOff put_woken_by_claim_release(mproc::RawMpmcRing& ring, mproc::MpmcLease& lease) {
+    constexpr std::uint64_t kMarker = ~std::uint64_t{0};
+    return {{},
+            [&](int round) {
+                for (int previous = 2 * (round - 1); round > 0 && previous < 2 * round; ++previous) {
+                    std::uint64_t got = 0;
+                    CPPUNIT_ASSERT(ring.get(std::as_writable_bytes(std::span(&got, 1))) == mproc::RingStatus::ok);
+                    CPPUNIT_ASSERT_EQUAL(static_cast<std::uint64_t>(previous), got);
+                }
+                CPPUNIT_ASSERT(ring.put(bytes_of(kMarker)) == mproc::RingStatus::ok);
+                CPPUNIT_ASSERT(ring.peek(lease) == mproc::RingStatus::ok);
+                std::uint64_t peeked = 0;
+                std::memcpy(&peeked, lease.message().data(), sizeof peeked);
+                CPPUNIT_ASSERT_EQUAL(kMarker, peeked);
+            },
+            [&](int round) {
+                const std::uint64_t first = 2 * static_cast<std::uint64_t>(round);
+                const std::uint64_t second = first + 1;
+                return ring.put(bytes_of(first)) == mproc::RingStatus::ok &&
+                       ring.put(bytes_of(second)) == mproc::RingStatus::ok;
+            },
+            [&](int) { lease.release(); }};
+}
+
 class WakeupTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(WakeupTest);
     CPPUNIT_TEST(testSpscGetIsWokenByEveryPut);
@@ -383,6 +441,8 @@ class WakeupTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testConditionWaitIsWokenByEveryNotify);
     CPPUNIT_TEST(testBarrierSleeperIsWokenByTheLastArrival);
     CPPUNIT_TEST(testWaitIsWokenByEveryPutAndSend);
+    CPPUNIT_TEST(testMpmcPutWaitingOnAClaimIsWokenByItsRelease);
+    CPPUNIT_TEST(testMpmcPutWaitingOnAClaimIsWokenByItsReleaseThreads);
     CPPUNIT_TEST(testSpscGetIsWokenAfterThePublishingStore);
     CPPUNIT_TEST(testMpmcGetIsWokenAfterThePublishingStore);
     CPPUNIT_TEST(testSpscPutIsWokenAfterTheReleasingStore);
@@ -445,6 +505,19 @@ public:
         Queue<std::uint64_t> queue(4, QueueKind::spsc);
         auto ends = mproc::Pipe(false);
         hand_off_across_processes(wait_woken_by_put_or_send(queue, ends.first, ends.second, true));
+    }
+
+    void testMpmcPutWaitingOnAClaimIsWokenByItsRelease() {
+        SharedMpmcRing shared(2, sizeof(std::uint64_t));
+        mproc::MpmcLease lease;
+        hand_off_across_processes(put_woken_by_claim_release(shared.ring(), lease));
+    }
+    void testMpmcPutWaitingOnAClaimIsWokenByItsReleaseThreads() {
+        in_a_child([] {
+            SharedMpmcRing shared(2, sizeof(std::uint64_t));
+            mproc::MpmcLease lease;
+            hand_off_across_threads(put_woken_by_claim_release(shared.ring(), lease));
+        });
     }
 
     // The sleeper runs the moment it is woken, inside the waker's call: a notify made before the store it
