@@ -232,8 +232,8 @@ private:
 // sleeper under SCHED_FIFO and the waker under SCHED_OTHER, so the kernel switches to the sleeper the
 // moment the waker's FUTEX_WAKE makes it runnable, before the waker's next instruction. A wake-up sent
 // before the store that makes the sleeper's condition true (notify before publish) is then always spent on
-// a re-test that finds nothing, and the sleeper sleeps again for good; with the two on different CPUs that
-// window is a few instructions wide and almost never seen.
+// a re-test that finds nothing, and the sleeper sleeps again for good; with the two on different CPUs
+// whether a series meets that window is a matter of timing.
 void hand_off_preempting_the_waker(const HandOff& hand_off, int rounds = kProcessRounds) {
     require_net_off();
     const int cpu = ::sched_getcpu();
