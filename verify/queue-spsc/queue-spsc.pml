@@ -17,6 +17,11 @@
  *   get          ready_slots; if none: closed -> look once more, else await_condition(not_empty,
  *                closed || ready_slots()); C4 read the slot; C5 consumer.position = pos + 1; C6
  *                notify(not_full)
+ *   reserve/commit  (with ZERO_COPY) reserve() is free_slots; the application writes the slot in place
+ *                (P4); commit() runs free_slots again (P1..P3 with the repair), must find the reserved slot
+ *                free at the producer's position, then publish_puts (P5..P7)
+ *   peek/release (with ZERO_COPY) peek() is ready_slots; the application reads in place (C4); release()
+ *                runs ready_slots again, must find the peeked message, then release_gets (C5, C6)
  *   close_ring   closed = 1; notify_always(not_empty); notify_always(not_full)
  * and src/eventcount.hpp (prepare_wait E1/E3, wait E4 without deadline, notify N2..N4, notify_always;
  * the spin phase of await_condition is its first test).  The cache lives in shared memory, as in the
@@ -54,6 +59,7 @@
  *   CLOSE_WHEN_DELIVERED   the producer role closes only once every message was got or lost
  *   CAPACITY, MESSAGES     ring slots (default 2), messages put (default 3, so the ring fills)
  *   BATCH                  the producer puts with put_many (batches of up to two)
+ *   ZERO_COPY              the producer puts with reserve/commit, the consumer gets with peek/release
  *   FUTEX_SPURIOUS_WAKEUPS futex waits may return early (see ../common/futex.pml)
  *
  * Seeded bugs (each must be rejected)
@@ -63,6 +69,10 @@
  *                               producer overwrites the message before it is read              -> (a)
  *   BUG_NOTIFY_BEFORE_PUBLISH   the producer notifies (P7) before it publishes the sequence (P6): the
  *                               consumer's re-test misses the message and nothing wakes it      -> (b)
+ *   BUG_NO_NOTIFY               no P7 after publishing (put and put_many): with the re-check off the
+ *                               consumer sleeps for ever beside the message                      -> (b)
+ *   BUG_RELEASE_NO_NOTIFY       (with ZERO_COPY) release() frees the slot without C6: the producer
+ *                               sleeps for ever on a full ring once the re-check is off          -> (b)
  *   BUG_NO_REPAIR               no P2: after a producer killed between P5 and P6, the consumer waits at
  *                               the unpublished slot for ever and what follows is never got      -> (a)
  *   BUG_PUBLISH_BEFORE_POSITION P6 before P5: a producer killed between them leaves a published slot
