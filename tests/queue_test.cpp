@@ -1088,6 +1088,12 @@ public:
         CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMaxSpins / 2, budget.budget());
         budget.spin_failed();
         CPPUNIT_ASSERT_EQUAL(AdaptiveSpinBudget::kMinSpins, budget.budget());
+        // Turned off (the benchmarks' sleeping rows): no spin at all, probes included; turned on again, the
+        // budget resumes where it was.
+        budget.set_spinning(false);
+        for (int wait = 0; wait <= AdaptiveSpinBudget::kProbePeriod; ++wait) CPPUNIT_ASSERT_EQUAL(0, budget.budget());
+        budget.set_spinning(true);
+        CPPUNIT_ASSERT(budget.budget() >= AdaptiveSpinBudget::kMinSpins);
     }
 
     // copy_message_in copies in words up to kWordCopyLimit and by memcpy above it: every size on both sides
