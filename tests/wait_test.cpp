@@ -295,21 +295,34 @@ private:
             const std::size_t kind = kinds[position];
             Everything all;
             const std::vector<mproc::Waitable> objects = objects_of(all, kinds);
+            // When the waker made the object ready (steady_clock is CLOCK_MONOTONIC, one clock for every
+            // process): wait() must return after it. Timing the wait from here instead would start late
+            // whenever the parent runs after the waker's 50 ms sleep began.
+            Shared<std::atomic<std::int64_t>> made_ready_at;
+            auto stamp = [&] {
+                // release: pairs with the acquire below; the stamp is written before the object is made ready.
+                made_ready_at->store(Clock::now().time_since_epoch().count(), std::memory_order_release);
+            };
             std::optional<std::thread> thread;
             std::optional<ForkedChild> child;
             if (waker == Waker::thread) {
                 thread.emplace([&] {
                     std::this_thread::sleep_for(50ms);
+                    stamp();
                     all.make_ready(kind);
                 });
             } else {
                 child.emplace([&] {
                     std::this_thread::sleep_for(50ms);
+                    stamp();
                     all.make_ready_from_another_process(kind);
                 });
             }
             Indices ready;
             const WaitTiming timing = timed_wait([&] { ready = mproc::wait(objects, 10s); });
+            const std::int64_t returned_at = Clock::now().time_since_epoch().count();
+            // acquire: pairs with stamp(); 0 means wait() returned before the waker made anything ready.
+            const std::int64_t ready_at = made_ready_at->load(std::memory_order_acquire);
             if (thread) thread->join();
             if (child) {
                 const int status = child->wait(10s);
@@ -319,8 +332,10 @@ private:
             assert_mechanism(mechanism_for(kinds), what);
             assert_slept(timing);
             CPPUNIT_ASSERT_MESSAGE(what + ": " + text(ready), ready == Indices{position});
+            CPPUNIT_ASSERT_MESSAGE(what + ": wait() returned before the object was made ready",
+                                   ready_at != 0 && returned_at >= ready_at);
             CPPUNIT_ASSERT_MESSAGE(what + " woke after " + std::to_string(timing.waited.count()) + " ms",
-                                   timing.waited >= 40ms && timing.waited < 2000ms);
+                                   timing.waited < 2000ms);
         }
     }
 
