@@ -207,7 +207,9 @@ void repair_slot_of_dead_claimer(const RingGeometry& ring, const Slot& slot, std
     if (freed) detail::notify(control.not_full.event);
 }
 
-enum class Attempt { done, no_slot, timed_out };
+// no_slot: nothing to take or no room now; claim_busy: a non-blocking attempt gave up on a live claimer
+// (the slot may hold a message: not "drained"); timed_out: a blocking attempt's deadline passed.
+enum class Attempt { done, no_slot, claim_busy, timed_out };
 
 // Publishes a slot this thread claimed and advanced the position for, but has no message for (the
 // writer threw): flagged skipped, as the repair of a dead producer would, so that the ring moves on.
@@ -402,7 +404,7 @@ Attempt attempt_get(const RingGeometry& ring, const detail::SlotReader& reader, 
                 // relaxed: only decides whether to wait; A' is repeated.
                 if (position_of(control.consumer).load(std::memory_order_relaxed) != position) continue;
                 if (!wait_for_claim(slot, seen, claim_wait_bound(blocking, deadline, nonblocking_bound)))
-                    return blocking ? Attempt::timed_out : Attempt::no_slot;
+                    return blocking ? Attempt::timed_out : Attempt::claim_busy;
                 continue;
             }
             if (claim == ClaimResult::taken_from_dead) {
@@ -599,8 +601,14 @@ RingStatus RawMpmcRing::get_with(const detail::SlotReader& reader, const std::op
         if (attempt == Attempt::done) return RingStatus::ok;
         if (attempt == Attempt::timed_out) return RingStatus::timed_out;
         if (detail::ring_closed(*ring_.control)) {
-            // A message put before close() is still delivered; only a drained ring reports closed.
-            if (attempt_get(ring_, reader, nullptr, true, false, hold) == Attempt::done) return RingStatus::ok;
+            // A message put before close() is still delivered; only a drained ring reports closed. The last
+            // attempt waits on a live consumer's claim as the call itself would (a blocking call until its
+            // deadline): giving up on it would report the ring drained while that claim may still hide a
+            // message, lost for good if its claimer dies (verify/queue: drain_waits_for_claimed_slot).
+            const Attempt drain = attempt_get(ring_, reader, &deadline, true, blocking, hold);
+            if (drain == Attempt::done) return RingStatus::ok;
+            if (drain == Attempt::timed_out) return RingStatus::timed_out;
+            if (drain == Attempt::claim_busy) return RingStatus::empty;  // non-blocking: not known drained
             return RingStatus::closed;
         }
         if (!blocking) return RingStatus::empty;

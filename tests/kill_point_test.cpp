@@ -266,6 +266,7 @@ class KillPointTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testCreatorKilledAtEachPointLeavesNoNameThatBlocks);
     CPPUNIT_TEST(testStoppedHolderIsNotReportedDead);
     CPPUNIT_TEST(testStoppedMpmcClaimerIsNotRepaired);
+    CPPUNIT_TEST(testClosedMpmcRingIsNotDrainedPastALiveConsumersClaim);
     CPPUNIT_TEST(testStoppedPipeSenderIsNotAClosedPeer);
     CPPUNIT_TEST(testDeadHoldersTidTakenByANewProcessIsStillReportedDead);
     CPPUNIT_TEST(testUncontendedLockAndUnlockPassEachOfTheirPointsOnce);
@@ -296,6 +297,7 @@ public:
     void testCreatorKilledAtEachPointLeavesNoNameThatBlocks() {}
     void testStoppedHolderIsNotReportedDead() {}
     void testStoppedMpmcClaimerIsNotRepaired() {}
+    void testClosedMpmcRingIsNotDrainedPastALiveConsumersClaim() {}
     void testStoppedPipeSenderIsNotAClosedPeer() {}
     void testDeadHoldersTidTakenByANewProcessIsStillReportedDead() {}
     void testUncontendedLockAndUnlockPassEachOfTheirPointsOnce() {}
@@ -1089,6 +1091,35 @@ public:
         mproc::test::assert_exited_cleanly(producer.wait(kWaitForChild));
         assert_ids("after SIGCONT", {1, 2}, drain(raw.ring));
         CPPUNIT_ASSERT_EQUAL(0u, raw.ring.repaired_slots());
+    }
+
+    // verify/queue's drain_waits_for_claimed_slot in the code: a consumer stopped between its claim of the head
+    // slot and moving the position (mpmc_get #0) on a closed ring that still holds two messages. Another
+    // consumer must not report the ring drained past that claim (the first version gave up after 1 ms and
+    // said closed): non-blocking it says empty, blocking it waits; once the stopped one is killed, both
+    // messages are there for it, then closed.
+    void testClosedMpmcRingIsNotDrainedPastALiveConsumersClaim() {
+        MpmcRing raw;
+        put_one(raw.ring, 1);
+        put_one(raw.ring, 2);
+        raw.ring.close();
+        ForkedChild consumer([&] {
+            mproc::detail::arm_kill_point(KillOp::mpmc_get, 0, 0, SIGSTOP);
+            Message m{};
+            raw.ring.get(std::as_writable_bytes(std::span(&m, 1)), 10s);
+        });
+        wait_until_stopped(consumer.pid());
+        Message m{};
+        const auto out = std::as_writable_bytes(std::span(&m, 1));
+        CPPUNIT_ASSERT_EQUAL(RingStatus::empty, raw.ring.get(out, 0ns));
+        CPPUNIT_ASSERT_EQUAL(RingStatus::timed_out, raw.ring.get(out, 50ms));
+        consumer.kill(SIGKILL);
+        consumer.wait(kWaitForChild);
+        CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.get(out, 5s));
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(1), whole_message(m));
+        CPPUNIT_ASSERT_EQUAL(RingStatus::ok, raw.ring.get(out, 5s));
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(2), whole_message(m));
+        CPPUNIT_ASSERT_EQUAL(RingStatus::closed, raw.ring.get(out, 5s));
     }
 
     // A sender frozen by SIGSTOP inside a message, after its first chunk (pipe_send #1): the peer is alive,

@@ -69,6 +69,9 @@
  * fixes src/eventcount.hpp needs; the good checks use both, the bug_key_after_flag and bug_unbounded_sleep_* checks show the first version of the code.
  *
  * Seeded bugs (each must be rejected)
+ *   BUG_DRAIN_GIVES_UP            get() on a closed ring drains with a non-blocking attempt that gives up
+ *                                 on a live claimer (src/mpmc_ring.cpp before this model found it): the
+ *                                 consumer reports Closed with a message left behind the claim  -> safety
  *   BUG_REPAIR_PUBLISHES_MESSAGE  the repair of a dead producer's slot publishes it without the skip
  *                                 flag: a consumer is handed a slot nobody wrote              -> (a)
  *   BUG_ADVANCE_BEFORE_CLAIM      a producer advances the enqueue position (M) before it claims the
@@ -641,11 +644,14 @@ active [CONSUMERS] proctype consumer()
 
     do
     :: true ->
-        /* get_with: attempt_get(blocking), then after close one non-blocking attempt */
+        /* get_with: attempt_get(blocking), then after close one more attempt, which waits on a live claimer
+         * as the call does (BUG_DRAIN_GIVES_UP: the first version's non-blocking drain) */
 #ifdef GET_MANY
         blocking = false;         /* get_many's attempts do not wait for a live claimer */
-#else
+#elif defined(BUG_DRAIN_GIVES_UP)
         blocking = !draining;
+#else
+        blocking = true;
 #endif
         do
         :: true ->
@@ -778,15 +784,17 @@ retry_get:
 died:
     atomic {
         if :: taking != 0 -> may_be_lost = may_be_lost | (1 << taking); abandoned = abandoned | (1 << taking) :: else -> skip fi;
+#if defined(GET_MANY) || defined(BUG_DRAIN_GIVES_UP)
         /* Claimed, not yet taken (K' before M'): the repair leaves the message for the next consumer, but a
-         * survivor draining a closed ring gives up on a live claim after 1 ms (a non-blocking attempt) and
-         * may already have reported the ring drained: the message this consumer was in the middle of
-         * getting may be lost, as the contract allows. */
+         * survivor whose attempt does not wait for a live claim (get_many's; the seeded bug's drain) may
+         * already have given up on it: the message this consumer was in the middle of getting may be lost,
+         * as the contract allows. */
         if
         :: taking == 0 && pending[_pid] == s + 1 && tid_of(claim[s]) == my_tid && sequence[s] == pos + 1 &&
            skipped[s] == 0 -> may_be_lost = may_be_lost | (1 << payload[s])
         :: else -> skip
         fi;
+#endif
         consumers_finished++;
         kernel_handles_death()
     };
