@@ -323,7 +323,7 @@ std::uint32_t barrier_wait(View view, std::optional<std::chrono::nanoseconds> ti
         --view.control.slot_waiters;
     }
     // From here on this participant owns a slot: every way out frees it (leave) or abandons it.
-    auto relock_or_abandon = [&] {
+    auto abandon_and_throw = [&] {
         abandon_slot(*slot, self);
         throw_lock_timeout(label, true);
     };
@@ -343,7 +343,7 @@ std::uint32_t barrier_wait(View view, std::optional<std::chrono::nanoseconds> ti
             broken_cause = "timed out before the previous generation left; the barrier is now broken";
             break;
         }
-        if (!wait_for_change(view, bounded, deadline, relock)) relock_or_abandon();
+        if (!wait_for_change(view, bounded, deadline, relock)) abandon_and_throw();
     }
     if (broken_cause != nullptr) {
         leave(view, *slot, self);
@@ -366,7 +366,7 @@ std::uint32_t barrier_wait(View view, std::optional<std::chrono::nanoseconds> ti
                 action_failure = std::current_exception();
             }
             if (!lock_internal(view, relock)) {
-                if (!action_failure) relock_or_abandon();
+                if (!action_failure) abandon_and_throw();
                 abandon_slot(*slot, self);
                 std::rethrow_exception(action_failure);  // the action's own failure is what the caller learns
             }
@@ -399,11 +399,12 @@ std::uint32_t barrier_wait(View view, std::optional<std::chrono::nanoseconds> ti
             // must not hold a timed wait for ever), and breaks the barrier as Python's does.
             if (timed_out()) {
                 break_barrier(view);
-                broken_cause = phase == kAction ? "timed out while the last arrival ran the action; the barrier is now broken"
-                                                : "timed out; the barrier is now broken";
+                broken_cause = phase == kAction
+                                   ? "timed out while the last arrival ran the action; the barrier is now broken"
+                                   : "timed out; the barrier is now broken";
                 break;
             }
-            if (!wait_for_change(view, bounded, deadline, relock)) relock_or_abandon();
+            if (!wait_for_change(view, bounded, deadline, relock)) abandon_and_throw();
         }
     }
     leave(view, *slot, self);

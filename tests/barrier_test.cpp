@@ -87,7 +87,8 @@ void check_generations(Record& record, int parties, int generations) {
 
 // The barrier's internal RawLock: the 64 bytes after its control line.
 mproc::RawLock& internal_lock_of(const Barrier& barrier) {
-    return *std::launder(reinterpret_cast<mproc::RawLock*>(reinterpret_cast<std::byte*>(&barrier.raw().control()) + 64));
+    auto* control = reinterpret_cast<std::byte*>(&barrier.raw().control());
+    return *std::launder(reinterpret_cast<mproc::RawLock*>(control + 64));
 }
 
 // A word no thread can own: above the kernel's PID_MAX_LIMIT (4194304), within FUTEX_TID_MASK.
@@ -292,7 +293,8 @@ public:
     void testTimedWaitReturnsWhenTheInternalLockNamesNoThread() {
         Barrier barrier(2);
         // relaxed: the hostile write; nothing is published with it.
-        std::atomic_ref(*reinterpret_cast<std::uint32_t*>(&internal_lock_of(barrier))).store(kTidOfNoThread, std::memory_order_relaxed);
+        auto& lock_word = *reinterpret_cast<std::uint32_t*>(&internal_lock_of(barrier));
+        std::atomic_ref(lock_word).store(kTidOfNoThread, std::memory_order_relaxed);
         run_in_processes(1, [&](int) {
             const auto waited = elapsed_of([&] { CPPUNIT_ASSERT_THROW(barrier.wait(20ms), mproc::BrokenBarrier); });
             // 20 ms + the 10 ms grace; the rest is room for a loaded machine's scheduling.

@@ -393,7 +393,8 @@ private:
             CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited < 1000ms);
             CPPUNIT_ASSERT(condition.held_by_this_thread());
             // relaxed: the owner's own field, read by the owner.
-            CPPUNIT_ASSERT_EQUAL(std::uint32_t(0x7fffffff), std::atomic_ref(layout.recursion).load(std::memory_order_relaxed));
+            CPPUNIT_ASSERT_EQUAL(std::uint32_t(0x7fffffff),
+                                 std::atomic_ref(layout.recursion).load(std::memory_order_relaxed));
         }, 20s);
     }
 };

@@ -275,7 +275,9 @@ template <class Lockable, class Predicate>
 bool RawCondition::wait_for(Lockable& lock, Predicate predicate,
                             std::optional<std::chrono::nanoseconds> timeout) const {
     return detail::wait_for_predicate(predicate, timeout,
-                                      [&](std::optional<std::chrono::nanoseconds> remaining) { wait(lock, remaining); });
+                                      [&](std::optional<std::chrono::nanoseconds> remaining) {
+                                          wait(lock, remaining);
+                                      });
 }
 
 template <class Predicate>
