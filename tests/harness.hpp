@@ -97,6 +97,20 @@ inline constexpr bool kAddressSanitizer = false;
 inline constexpr bool kSanitized = kThreadSanitizer || kAddressSanitizer;
 
 // A T in a MAP_SHARED anonymous mapping: the same bytes in the test process and every child it forks.
+// `size` bytes of MAP_SHARED anonymous memory (page-aligned, so aligned for every ring), shared with every
+// child the test forks: for structures placed in caller memory (rings, raw locks).
+struct SharedBytes {
+    explicit SharedBytes(std::size_t size) : size(size) {
+        memory = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
+    }
+    ~SharedBytes() { ::munmap(memory, size); }
+    SharedBytes(const SharedBytes&) = delete;
+    SharedBytes& operator=(const SharedBytes&) = delete;
+    void* memory;
+    std::size_t size;
+};
+
 template <class T>
 class Shared {
 public:

@@ -170,35 +170,17 @@ Ids operator+(Ids a, const Ids& b) {
     return a;
 }
 
-// Ring memory every forked child shares (MAP_SHARED, page-aligned, so 128-aligned too).
-class RingMemory {
-public:
-    explicit RingMemory(std::size_t size) : size_(size) {
-        memory_ = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory_ == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-    }
-    ~RingMemory() { ::munmap(memory_, size_); }
-    RingMemory(const RingMemory&) = delete;
-    RingMemory& operator=(const RingMemory&) = delete;
-    void* data() const { return memory_; }
-    std::size_t size() const { return size_; }
-
-private:
-    void* memory_;
-    std::size_t size_;
-};
-
 constexpr std::size_t kSpscCapacity = 8;
 constexpr std::size_t kMpmcCapacity = 4;
 
 struct SpscRing {
-    RingMemory memory{mproc::RawSpscRing::required_size(kSpscCapacity, sizeof(Message))};
-    mproc::RawSpscRing ring = mproc::RawSpscRing::init(memory.data(), memory.size(), kSpscCapacity, sizeof(Message));
+    mproc::test::SharedBytes memory{mproc::RawSpscRing::required_size(kSpscCapacity, sizeof(Message))};
+    mproc::RawSpscRing ring = mproc::RawSpscRing::init(memory.memory, memory.size, kSpscCapacity, sizeof(Message));
 };
 
 struct MpmcRing {
-    RingMemory memory{mproc::RawMpmcRing::required_size(kMpmcCapacity, sizeof(Message))};
-    mproc::RawMpmcRing ring = mproc::RawMpmcRing::init(memory.data(), memory.size(), kMpmcCapacity, sizeof(Message));
+    mproc::test::SharedBytes memory{mproc::RawMpmcRing::required_size(kMpmcCapacity, sizeof(Message))};
+    mproc::RawMpmcRing ring = mproc::RawMpmcRing::init(memory.memory, memory.size, kMpmcCapacity, sizeof(Message));
 };
 
 template <class Ring>

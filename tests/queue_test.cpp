@@ -51,19 +51,6 @@ using mproc::RingStatus;
 using mproc::SimpleQueue;
 using Clock = std::chrono::steady_clock;
 
-// Shared, 128-aligned bytes for placed rings.
-struct SharedBytes {
-    explicit SharedBytes(std::size_t size) : size(size) {
-        memory = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        if (memory == MAP_FAILED) CPPUNIT_FAIL(std::string("mmap: ") + std::strerror(errno));
-    }
-    ~SharedBytes() { ::munmap(memory, size); }
-    SharedBytes(const SharedBytes&) = delete;
-    SharedBytes& operator=(const SharedBytes&) = delete;
-    void* memory;
-    std::size_t size;
-};
-
 // `size` bytes of shared memory that end exactly where a PROT_NONE page begins, so that an access one byte
 // past them faults. size must be a multiple of 128 (the rings' alignment) for the end to be flush.
 struct BytesBeforeGuardPage {
