@@ -14,6 +14,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import targets
+
 # (label, benchmark name) of the hardware ceilings; each is measured between two processes.
 CEILINGS = [
     ("cache-line ping-pong round trip (spinning)", "BM_Ceiling_CacheLinePingPong"),
@@ -182,41 +184,47 @@ def load_results(raw_dir):
         binary = file_name[: -len(".json")]
         with open(os.path.join(raw_dir, file_name)) as handle:
             data = json.load(handle)
-        order = []
-        spreads = {}
-        for entry in data.get("benchmarks", []):
-            # Google Benchmark appends /min_time:X (an explicit MinTime) and /real_time or /manual_time.
-            name = re.sub(r"(/min_time:[0-9.]+)?/(real|manual)_time$", "", entry.get("run_name", entry["name"]))
-            aggregate = entry.get("aggregate_name")
-            if aggregate == "cv":
-                spreads[name] = entry.get("real_time")
-                continue
-            if entry.get("run_type") == "aggregate" and aggregate != "median":
-                continue
-            if name in results and aggregate != "median":
-                continue  # repetitions without aggregates: keep the first
-            scale = TIME_UNIT_NS.get(entry.get("time_unit", "ns"), 1.0)
-            results[name] = {
-                "binary": binary,
-                "error": entry.get("error_message") if entry.get("error_occurred") else None,
-                "time_ns": entry.get("real_time", 0.0) * scale,
-                "items_per_second": entry.get("items_per_second"),
-                "bytes_per_second": entry.get("bytes_per_second"),
-                "percentiles": {key: entry[key] for key, _ in PERCENTILES if key in entry},
-                "repetitions": entry.get("repetitions", 1),
-                "benchmark_share": entry.get("benchmark_share"),  # BM_Lock_Handoff: the benchmark process's part
-                "label": entry.get("label") or None,  # e.g. the backend an FdConnection used
-                # Round trips (LatencySampler): voluntary context switches per round trip, this side and the peer.
-                "sleeps": (entry["sleeps_per_rt"], entry.get("peer_sleeps_per_rt"))
-                if "sleeps_per_rt" in entry else None,
-            }
-            if name not in order:
-                order.append(name)
-        for name, cv in spreads.items():
-            if name in results:
-                results[name]["cv"] = cv
+        order = read_benchmarks(data, binary, results)
         binaries.append((binary, order))
     return results, binaries
+
+
+def read_benchmarks(data, binary, results):
+    """Adds the benchmarks of one Google Benchmark JSON document to results; returns their names in order."""
+    order = []
+    spreads = {}
+    for entry in data.get("benchmarks", []):
+        # Google Benchmark appends /min_time:X (an explicit MinTime) and /real_time or /manual_time.
+        name = re.sub(r"(/min_time:[0-9.]+)?/(real|manual)_time$", "", entry.get("run_name", entry["name"]))
+        aggregate = entry.get("aggregate_name")
+        if aggregate == "cv":
+            spreads[name] = entry.get("real_time")
+            continue
+        if entry.get("run_type") == "aggregate" and aggregate != "median":
+            continue
+        if name in results and aggregate != "median":
+            continue  # repetitions without aggregates: keep the first
+        scale = TIME_UNIT_NS.get(entry.get("time_unit", "ns"), 1.0)
+        results[name] = {
+            "binary": binary,
+            "error": entry.get("error_message") if entry.get("error_occurred") else None,
+            "time_ns": entry.get("real_time", 0.0) * scale,
+            "items_per_second": entry.get("items_per_second"),
+            "bytes_per_second": entry.get("bytes_per_second"),
+            "percentiles": {key: entry[key] for key, _ in PERCENTILES if key in entry},
+            "repetitions": entry.get("repetitions", 1),
+            "benchmark_share": entry.get("benchmark_share"),  # BM_Lock_Handoff: the benchmark process's part
+            "label": entry.get("label") or None,  # e.g. the backend an FdConnection used
+            # Round trips (LatencySampler): voluntary context switches per round trip, this side and the peer.
+            "sleeps": (entry["sleeps_per_rt"], entry.get("peer_sleeps_per_rt"))
+            if "sleeps_per_rt" in entry else None,
+        }
+        if name not in order:
+            order.append(name)
+    for name, cv in spreads.items():
+        if name in results:
+            results[name]["cv"] = cv
+    return order
 
 
 def format_time(ns):
@@ -395,12 +403,78 @@ def slug(text):
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def build_report(results, binaries, out_dir, quick):
+def format_ratio(ratio):
+    return "—" if ratio is None else f"{ratio:.2f}×"
+
+
+def targets_section(runs):
+    """The targets table (every run's ratio, min/median/max, verdict) and each run's regime."""
+    rows = targets.evaluate([run["results"] for run in runs])
+    run_heads = " | ".join(f"run {index + 1}" for index in range(len(runs)))
+    lines = ["## Targets", "",
+             "Each target is a ratio of two figures measured in the same run; the verdict is *met* only when every",
+             "run measured it and met it. The regime is that of the binaries the two figures came from (see",
+             "\"Regime\" below).", "",
+             f"| target | bound | {run_heads} | min | median | max | verdict |",
+             "|---|---|" + "---|" * len(runs) + "---|---|---|---|"]
+    for row in rows:
+        cells = []
+        for index, ratio in enumerate(row["ratios"]):
+            if ratio is None:
+                cells.append(f"— ({row['reasons'][index]})")
+            else:
+                cells.append(f"{format_ratio(ratio)} ({target_regime(runs[index], row['name'])})")
+        lines.append(f"| {row['name']} | {row['bound']} | " + " | ".join(cells) +
+                     f" | {format_ratio(row['min'])} | {format_ratio(row['median'])} | {format_ratio(row['max'])} |"
+                     f" **{row['verdict']}** |")
+    lines.append("")
+    lines += ["## Regime", "",
+              f"bench/run measures the raw SPSC ring (64 B) and the cache-line ping-pong just before and just after "
+              f"each binary. A probe says *fast* when the ring moves ≥ {targets.FAST_RING_MIN_RATE / 1e6:g} M "
+              f"messages/s and the ping-pong takes ≤ {targets.FAST_PING_PONG_MAX_NS:g} ns, *slow* when neither "
+              "does, *mixed* when they disagree, and *loaded* when the ping-pong takes ≥ "
+              f"{targets.LOADED_PING_PONG_MIN_NS / 1e3:g} µs (a spinner lost its CPU: something else was running; "
+              "do not quote that binary's figures).", ""]
+    for index, run in enumerate(runs):
+        regimes = run["regimes"]
+        lines += [f"Run {index + 1}{' (' + run['started'] + ')' if run.get('started') else ''}: "
+                  f"**{targets.classify_run(regimes)}**.", "",
+                  "| binary | regime | ring before | ring after | ping-pong before | ping-pong after |",
+                  "|---|---|---|---|---|---|"]
+        for binary in sorted(regimes):
+            before, after = run["probes"].get(binary, (None, None))
+            ring_before, ping_before = targets.probe_figures(before)
+            ring_after, ping_after = targets.probe_figures(after)
+            lines.append(f"| {binary} | {regimes[binary]} | {format_rate(ring_before)} | {format_rate(ring_after)} | "
+                         f"{format_time(ping_before)} | {format_time(ping_after)} |")
+        if not regimes:
+            lines.append("| (no probes recorded) | | | | | |")
+        lines.append("")
+    return lines
+
+
+def target_regime(run, target_name):
+    """The regime of the binaries that measured a target's two figures in one run."""
+    target = next(t for t in targets.TARGETS if t[0] == target_name)
+    seen = set()
+    for name in (target[1], target[2]):
+        result = run["results"].get(name)
+        if result is not None:
+            seen.add(run["regimes"].get(result["binary"], "unknown"))
+    return " / ".join(sorted(seen)) if seen else "unknown"
+
+
+def build_report(results, binaries, out_dir, quick, runs=None):
+    """runs: every run of a bench/run --runs N ({results, probes, regimes, started}); the first is the one
+    the tables below the targets show. Defaults to the one run given by results."""
+    if runs is None:
+        runs = [{"results": results, "probes": {}, "regimes": {}}]
     charts = Charts(out_dir)
     lines = ["# mproc benchmark report", ""]
     if quick:
         lines += ["**Quick run** (`bench/run --quick`): one short repetition each — these figures only show that",
                   "every benchmark runs; do not quote them.", ""]
+    lines += targets_section(runs)
     lines += ["## Machine", "", "| | |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in machine_facts()]
     lines += ["", "Figures are medians of the repetitions; the spread is the coefficient of variation. On a shared",
@@ -554,17 +628,41 @@ def build_report(results, binaries, out_dir, quick):
     return charts.failures
 
 
+def load_run(raw_dir, results, binaries):
+    """One run: its results and binaries, the regime probes around each binary, and when it started."""
+    probes = targets.load_probes(os.path.join(raw_dir, "regime"),
+                                 lambda data: read_into({}, data))
+    regimes = {binary: targets.classify_binary(*probes[binary]) for binary in probes}
+    started = None
+    try:
+        with open(os.path.join(raw_dir, "regime", "started")) as handle:
+            started = handle.read().strip()
+    except OSError:
+        pass
+    return {"results": results, "binaries": binaries, "probes": probes, "regimes": regimes, "started": started}
+
+
+def read_into(results, data):
+    read_benchmarks(data, "probe", results)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--raw", required=True, help="directory of Google Benchmark JSON files")
+    parser.add_argument("--raw", required=True, action="append",
+                        help="directory of Google Benchmark JSON files, one per run (repeat for several runs); "
+                             "its regime/ folder holds the probes taken around each binary")
     parser.add_argument("--out", required=True, help="report directory")
     parser.add_argument("--quick", action="store_true", help="mark the report as a quick run")
     arguments = parser.parse_args()
-    results, binaries = load_results(arguments.raw)
-    if not results:
-        print("report.py: no benchmark results found in " + arguments.raw, file=sys.stderr)
-        return 1
-    failures = build_report(results, binaries, arguments.out, arguments.quick)
+    runs = []
+    for raw in arguments.raw:
+        run_results, run_binaries = load_results(raw)
+        if not run_results:
+            print("report.py: no benchmark results found in " + raw, file=sys.stderr)
+            return 1
+        runs.append(load_run(raw, run_results, run_binaries))
+    failures = build_report(runs[0]["results"], runs[0]["binaries"], arguments.out, arguments.quick, runs)
     for failure in failures:
         print("report.py: chart failed: " + failure, file=sys.stderr)
     return 1 if failures else 0
