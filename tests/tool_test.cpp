@@ -10,7 +10,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <cstddef>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -135,6 +137,7 @@ class ToolTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testListsObjectsAndCorruptOnesWithTheReason);
     CPPUNIT_TEST(testShowRefusesCorruptAndForeignFiles);
     CPPUNIT_TEST(testRmRemovesOnlyObjectsNobodyUsesWithDeadCreators);
+    CPPUNIT_TEST(testCreatorPidReusedByAYoungerProcessIsNotAlive);
     CPPUNIT_TEST(testUsageErrorsExitTwoAndHelpExitsZero);
     CPPUNIT_TEST_SUITE_END();
 
@@ -372,6 +375,34 @@ public:
         CPPUNIT_ASSERT_EQUAL(0, user.wait());
         ::shm_unlink(in_use.c_str());
         ::shm_unlink(creator_lives.c_str());
+    }
+
+    void testCreatorPidReusedByAYoungerProcessIsNotAlive() {
+        const std::string name = unique_name("tool-reused-pid");
+        write_file(name, forged_object(mproc::ObjectKind::event, 1, 64));
+        // The tool allows one second between the clocks; a process started later than that is younger.
+        std::this_thread::sleep_for(2200ms);
+        ForkedChild younger([] { ::pause(); });
+        const auto set_creator = [&](pid_t pid) {
+            const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+            CPPUNIT_ASSERT(fd >= 0);
+            const std::int32_t creator = pid;
+            CPPUNIT_ASSERT_EQUAL(static_cast<ssize_t>(sizeof creator),
+                                 ::pwrite(fd, &creator, sizeof creator, offsetof(mproc::ObjectHeader, creator_pid)));
+            ::close(fd);
+        };
+        set_creator(younger.pid());  // alive, but not the process that created the object: a reused pid
+        const ToolRun reused = run_tool({"ls", "--json"});
+        CPPUNIT_ASSERT_MESSAGE(reused.out, reused.out.find("\"creator_pid\":" + std::to_string(younger.pid()) +
+                                                           ",\"creator_alive\":false") != std::string::npos);
+        set_creator(::getpid());  // started before the object: may be its creator
+        const ToolRun older = run_tool({"ls", "--json"});
+        CPPUNIT_ASSERT_MESSAGE(older.out, older.out.find("\"name\":\"" + name + "\"") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(older.out, older.out.find("\"creator_pid\":" + std::to_string(::getpid()) +
+                                                         ",\"creator_alive\":true") != std::string::npos);
+        younger.kill(SIGKILL);
+        younger.wait();
+        ::shm_unlink(name.c_str());
     }
 
     void testUsageErrorsExitTwoAndHelpExitsZero() {

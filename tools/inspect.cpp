@@ -3,6 +3,7 @@
 // fields copied out (memcpy, no atomics: the copy is private) and reported.
 #include "inspect.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -98,11 +99,15 @@ struct SlotCounts {
     std::uint32_t dead = 0;
 };
 
+// Reads at most the slots that fit in `bytes` after `first`, whatever `count` claims: a count is a shared
+// field that the validators may not bound (a condition's high_water is checked under its lock, at use).
 template <class Slot>
 SlotCounts count_slots(std::span<const std::byte> bytes, std::size_t first, std::uint32_t count) {
     SlotCounts counts;
-    for (std::uint32_t i = 0; i < count; ++i) {
-        const auto slot = copy_out<Slot>(bytes, first + std::size_t(i) * sizeof(Slot));
+    const std::size_t fit = bytes.size() > first ? (bytes.size() - first) / sizeof(Slot) : 0;
+    const std::size_t readable = std::min<std::size_t>(count, fit);
+    for (std::size_t i = 0; i < readable; ++i) {
+        const auto slot = copy_out<Slot>(bytes, first + i * sizeof(Slot));
         if ((slot.word & FUTEX_OWNER_DIED) != 0) ++counts.dead;
         else if ((slot.word & FUTEX_TID_MASK) != 0) {
             ++counts.occupied;
@@ -120,9 +125,9 @@ void inspect_condition(ObjectReport& report, std::span<std::byte> payload) {
     const std::span<std::byte> rest = payload.subspan(kLockBytes);
     const RawCondition condition = RawCondition::attach(rest.data(), rest.size(), "condition");
     const auto control = copy_out<detail::ConditionControl>(rest, 0);
-    // attach() checked high_water <= capacity and that every slot fits.
-    const SlotCounts slots = count_slots<detail::ConditionWaiterSlot>(rest, sizeof(detail::ConditionControl),
-                                                                      control.high_water);
+    // attach() checked that `capacity` slots fit; high_water is bounded by capacity here.
+    const SlotCounts slots = count_slots<detail::ConditionWaiterSlot>(
+        rest, sizeof(detail::ConditionControl), std::min(control.high_water, condition.capacity()));
     add(report, "capacity", json_number(condition.capacity()));
     add(report, "waiting", json_number(slots.occupied - slots.notified));
     add(report, "notified", json_number(slots.notified));
