@@ -30,7 +30,8 @@ std::string read_until_eof(int fd) {
     std::string text;
     const auto deadline = std::chrono::steady_clock::now() + 20s;
     for (;;) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         CPPUNIT_ASSERT_MESSAGE("the tracker did not finish within 20 s; so far: " + text, left.count() > 0);
         struct pollfd poll_fd {fd, POLLIN, 0};
         const int ready = ::poll(&poll_fd, 1, static_cast<int>(left.count()));
@@ -45,8 +46,9 @@ std::string read_until_eof(int fd) {
 
 // A pid slot shared with forked children.
 struct SharedPid {
-    SharedPid() : pid(static_cast<std::atomic<pid_t>*>(::mmap(nullptr, sizeof(std::atomic<pid_t>),
-                                                              PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0))) {
+    SharedPid()
+        : pid(static_cast<std::atomic<pid_t>*>(::mmap(nullptr, sizeof(std::atomic<pid_t>), PROT_READ | PROT_WRITE,
+                                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0))) {
         CPPUNIT_ASSERT(pid != MAP_FAILED);
         new (pid) std::atomic<pid_t>(0);
     }
@@ -83,14 +85,17 @@ public:
                 ready.set();
                 ::pause();
             }
-            grandchild.pid->store(child);
+            grandchild.pid->store(child, std::memory_order_relaxed);  // relaxed: only the pid itself is read
             ::pause();
         });
         ::close(warnings[1]);
         CPPUNIT_ASSERT(ready.wait_for(10s));
         CPPUNIT_ASSERT(exists(by_root) && exists(by_grandchild) && !exists(unlinked));
-        while (grandchild.pid->load() == 0) std::this_thread::sleep_for(1ms);
-        ::kill(grandchild.pid->load(), SIGKILL);
+        pid_t grandchild_pid = 0;
+        // relaxed: pairs with the root's relaxed store; the pid is the only thing read through it.
+        while ((grandchild_pid = grandchild.pid->load(std::memory_order_relaxed)) == 0)
+            std::this_thread::sleep_for(1ms);
+        ::kill(grandchild_pid, SIGKILL);
         root.kill(SIGKILL);
         root.wait();
         const std::string warning = read_until_eof(warnings[0]);

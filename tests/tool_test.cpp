@@ -89,7 +89,8 @@ std::string users(std::vector<int> pids) {
 std::string expected_show(const std::string& name, const std::string& kind, std::uint64_t payload_size,
                           const std::vector<int>& mapped_by, const std::string& state, bool creator_alive = true,
                           int creator = ::getpid()) {
-    return "{\"schema\":1,\"name\":\"" + name + "\",\"kind\":\"" + kind + "\",\"valid\":true,\"reason\":null,\"size\":" +
+    return "{\"schema\":1,\"name\":\"" + name + "\",\"kind\":\"" + kind +
+           "\",\"valid\":true,\"reason\":null,\"size\":" +
            std::to_string(128 + payload_size) + ",\"layout_version\":1,\"payload_size\":" +
            std::to_string(payload_size) + ",\"creator_pid\":" + std::to_string(creator) +
            ",\"creator_alive\":" + (creator_alive ? "true" : "false") + ",\"users\":[" + users(mapped_by) +
@@ -207,7 +208,8 @@ public:
 
         const std::string event_name = unique_name("tool-event");
         mproc::Event event = mproc::Event::create(event_name);
-        assert_show(event_name, expected_show(event_name, "event", 64, {::getpid()}, "\"set\":false,\"waiters\":false"));
+        assert_show(event_name,
+                    expected_show(event_name, "event", 64, {::getpid()}, "\"set\":false,\"waiters\":false"));
         event.set();
         assert_show(event_name, expected_show(event_name, "event", 64, {::getpid()}, "\"set\":true,\"waiters\":false"));
         event.unlink();
@@ -227,7 +229,8 @@ public:
         queue.close();
         const ToolRun closed_run = run_tool({"show", name, "--json"});
         CPPUNIT_ASSERT_EQUAL_MESSAGE(closed_run.err, 0, closed_run.status);
-        CPPUNIT_ASSERT_MESSAGE(closed_run.out, closed_run.out.find("\"depth\":2,\"closed\":true,") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(closed_run.out,
+                               closed_run.out.find("\"depth\":2,\"closed\":true,") != std::string::npos);
         queue.unlink();
     }
 
@@ -364,8 +367,8 @@ public:
         const ToolRun rm = run_tool({"rm", stale, in_use, creator_lives});
         CPPUNIT_ASSERT_EQUAL_MESSAGE(rm.out + rm.err, 1, rm.status);
         CPPUNIT_ASSERT_EQUAL("removed " + stale + "\n", rm.out);
-        CPPUNIT_ASSERT_MESSAGE(rm.err, rm.err.find(in_use + " not removed: in use by pid " + std::to_string(user.pid())) !=
-                                           std::string::npos);
+        const std::string refused_in_use = in_use + " not removed: in use by pid " + std::to_string(user.pid());
+        CPPUNIT_ASSERT_MESSAGE(rm.err, rm.err.find(refused_in_use) != std::string::npos);
         CPPUNIT_ASSERT_MESSAGE(rm.err, rm.err.find(creator_lives + " not removed: its creator, pid " +
                                                    std::to_string(::getpid()) + ", is alive") != std::string::npos);
         CPPUNIT_ASSERT(::access(("/dev/shm" + stale).c_str(), F_OK) != 0);
