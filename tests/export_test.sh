@@ -29,7 +29,9 @@ done >"$work/allowed"
 
 failed=0
 # Strip what the compiler puts in front of a name, so that `vtable for mproc::detail::X` is judged as X.
-sed -E 's/^(typeinfo name for|typeinfo for|vtable for|VTT for|construction vtable for .* in|non-virtual thunk to|virtual thunk to|guard variable for) //' \
+prefixes='typeinfo name for|typeinfo for|vtable for|VTT for|construction vtable for .* in'
+prefixes="$prefixes|non-virtual thunk to|virtual thunk to|guard variable for"
+sed -E "s/^($prefixes) //" \
     "$work/exported" >"$work/names"
 while IFS= read -r name; do
     # The name itself, not its parameter list: a public member may take a detail type.
@@ -48,7 +50,9 @@ while IFS= read -r name; do
         # Templates of the standard library (std::string's members, std::to_string, shared_ptr's control
         # block, ...) keep the default visibility libstdc++ gives them, wherever they are instantiated.
         std::*|*" std::"*|"typeinfo for void"*|"typeinfo name for void"*|void" "*)
-            case "$head" in *"mproc::detail::"*) echo "exported instantiation over an internal type: $name"; failed=1 ;; esac
+            case "$head" in
+                *"mproc::detail::"*) echo "exported instantiation over an internal type: $name"; failed=1 ;;
+            esac
             continue ;;
         *) echo "exported name outside mproc: $name"; failed=1 ;;
     esac

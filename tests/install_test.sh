@@ -41,7 +41,8 @@ if ldd ./example-static | grep -q libmproc; then echo "static example still link
 if [ -n "$cmake_consumer" ]; then
     config=$(find "$work/root" -name mprocConfig.cmake | head -n 1)
     [ -n "$config" ] || { echo "mprocConfig.cmake was not installed"; exit 1; }
-    [ -f "$(dirname "$config")/mprocConfigVersion.cmake" ] || { echo "mprocConfigVersion.cmake was not installed"; exit 1; }
+    [ -f "$(dirname "$config")/mprocConfigVersion.cmake" ] || {
+        echo "mprocConfigVersion.cmake was not installed"; exit 1; }
     cp -r "$cmake_consumer" "$work/cmake-consumer"
     cp "$example" "$work/cmake-consumer/consumer.cpp"
     # The package directory itself, not the prefix: the install sits under DESTDIR.
@@ -49,7 +50,8 @@ if [ -n "$cmake_consumer" ]; then
         >"$work/cmake.log" 2>&1 || { cat "$work/cmake.log"; echo "cmake could not configure the consumer"; exit 1; }
     cmake --build "$work/cmake-build" >>"$work/cmake.log" 2>&1 || {
         cat "$work/cmake.log"; echo "cmake could not build the consumer"; exit 1; }
-    "$work/cmake-build/consumer" | grep -q "installed mproc works" || { echo "the CMake consumer did not work"; exit 1; }
+    "$work/cmake-build/consumer" | grep -q "installed mproc works" || {
+        echo "the CMake consumer did not work"; exit 1; }
     # The version file refuses a newer major version.
     mkdir "$work/cmake-too-new"
     sed 's/find_package(mproc 0.1 REQUIRED)/find_package(mproc 99 REQUIRED)/' "$cmake_consumer/CMakeLists.txt" \
@@ -59,7 +61,8 @@ if [ -n "$cmake_consumer" ]; then
             >"$work/cmake-too-new.log" 2>&1; then
         echo "find_package(mproc 99) accepted version $(pkg-config --modversion mproc)"; exit 1
     fi
-    grep -q 'requested version "99"' "$work/cmake-too-new.log" || { cat "$work/cmake-too-new.log"; echo "cmake refused mproc 99 for another reason"; exit 1; }
+    grep -q 'requested version "99"' "$work/cmake-too-new.log" || {
+        cat "$work/cmake-too-new.log"; echo "cmake refused mproc 99 for another reason"; exit 1; }
 fi
 
 # The first C++ block of the README.
