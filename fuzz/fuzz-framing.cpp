@@ -151,9 +151,9 @@ void check_connection(std::span<const std::byte> stream, std::optional<std::size
         } catch (const mproc::Closed&) {
             break;
         } catch (const mproc::SystemError& error) {
-            require(error.code() == EMSGSIZE || error.code() == EPROTO);
+            require(error.error_number() == EMSGSIZE || error.error_number() == EPROTO);
             require(connection.closed());  // read-only: closed after a bad message, as Python does
-            end = error.code() == EMSGSIZE ? End::too_long : End::malformed;
+            end = error.error_number() == EMSGSIZE ? End::too_long : End::malformed;
             break;
         }
     }

@@ -1,12 +1,14 @@
 #include "mproc/error.hpp"
 
 #include <cerrno>
-#include <cstring>
 
 namespace mproc {
 
+// Out of line: the key function, so Error's vtable and type_info live in the library, once.
+Error::~Error() = default;
+
 SystemError::SystemError(const std::string& what, int error_number)
-    : Error(what + ": " + std::strerror(error_number)), error_number_(error_number) {}
+    : ErrorOf(error_number, std::system_category(), what) {}
 
 void throw_system_error(const std::string& what) { throw_system_error(what, errno); }
 

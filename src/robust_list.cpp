@@ -53,10 +53,10 @@ void ThisThreadRobustList::initialise() {
         length = sizeof own.head;
     }
     if (length != sizeof(robust_list_head))
-        throw Error("robust futex list: the registered list head is " + std::to_string(length) +
+        throw StateError("robust futex list: the registered list head is " + std::to_string(length) +
                     " bytes, expected " + std::to_string(sizeof(robust_list_head)));
     if (head->futex_offset != kRobustFutexOffset)
-        throw Error("robust futex list: the C library registered futex_offset " +
+        throw StateError("robust futex list: the C library registered futex_offset " +
                     std::to_string(head->futex_offset) + ", mproc locks need " +
                     std::to_string(kRobustFutexOffset) + " (glibc's pthread_mutex_t layout)");
     tid_ = static_cast<std::uint32_t>(::syscall(SYS_gettid));

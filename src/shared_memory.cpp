@@ -16,6 +16,7 @@
 #include "deadline.hpp"
 #include "mproc/error.hpp"
 #include "mproc/kill_point.hpp"
+#include "mproc/resource_tracker.hpp"
 #include "mproc_config.h"
 #include "object_header_wait.hpp"
 
@@ -225,6 +226,8 @@ SharedMemory SharedMemory::create_object(std::string_view name, ObjectKind kind,
 
     FileDescriptor fd(::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, mode));
     if (!fd.valid()) throw_system_error(label + ": create: shm_open(O_CREAT|O_EXCL)");
+    // Tracked from the moment the name exists: a creator killed from here on leaves nothing behind.
+    detail::resource_tracker_note('R', path.c_str());
     MPROC_KILL_POINT(segment_create, 0);  // the name exists, the file is empty
     // The name is ours from here: any failure before publication removes it again.
     UnlinkUnlessPublished unlink_guard(path);
@@ -339,6 +342,7 @@ void SharedMemory::unlink() {
     if (name_.empty())
         throw StateError(std::string(object_kind_name(kind_)) + ": unlink: the segment has no name (it is anonymous, or attached by fd)");
     if (::shm_unlink(name_.c_str()) != 0) throw_system_error(object_label(kind_, name_) + ": unlink: shm_unlink");
+    detail::resource_tracker_note('U', name_.c_str());
 }
 
 }  // namespace mproc

@@ -187,7 +187,7 @@ public:
             (void)Array<std::uint8_t>::create(name, 4);
             CPPUNIT_FAIL("a second create of the same name succeeded");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(EEXIST, error.code());
+            CPPUNIT_ASSERT_EQUAL(EEXIST, error.error_number());
         }
         created.unlink();
     }

@@ -90,7 +90,7 @@ void expect_system_error(int expected_errno, Body body, const std::string& what)
     try {
         body();
     } catch (const mproc::SystemError& error) {
-        CPPUNIT_ASSERT_EQUAL_MESSAGE(what + ": " + error.what(), expected_errno, error.code());
+        CPPUNIT_ASSERT_EQUAL_MESSAGE(what + ": " + error.what(), expected_errno, error.error_number());
         return;
     }
     CPPUNIT_FAIL(what + ": no SystemError");
@@ -356,7 +356,7 @@ public:
                         writer.send_bytes(bytes_of(pattern(size)));
                         std::_Exit(20);
                     } catch (const mproc::BrokenPipe& error) {
-                        if (error.code() != EPIPE && error.code() != ECONNRESET) std::_Exit(21);
+                        if (error.error_number() != EPIPE && error.error_number() != ECONNRESET) std::_Exit(21);
                     }
                     sigset_t pending;
                     sigpending(&pending);

@@ -206,14 +206,14 @@ public:
             Event::open(name, 0ms);
             CPPUNIT_FAIL("opening a missing name did not throw");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(ENOENT, error.code());
+            CPPUNIT_ASSERT_EQUAL(ENOENT, error.error_number());
         }
         Event created = Event::create(name);
         try {
             Event::create(name);
             CPPUNIT_FAIL("creating an existing name did not throw");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(EEXIST, error.code());
+            CPPUNIT_ASSERT_EQUAL(EEXIST, error.error_number());
         }
         created.unlink();
         const std::string semaphore_name = mproc::test::unique_name("semaphore-not-event");

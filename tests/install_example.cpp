@@ -1,11 +1,15 @@
-// Built by install_test.sh outside the source tree against the installed headers and library, found
-// through pkg-config: proves the installed package is usable as a user gets it.
+// Built outside the source tree against the installed headers and library, found through pkg-config and
+// through the CMake package (install_test.sh), and against mproc as a Meson subproject
+// (subproject_test.sh): proves the package is usable as a user gets it. It also uses a template whose inline
+// code calls into the library (Queue<int>) and catches an error thrown inside the library by a standard
+// base class, which fails when the shared library hides a name or a type_info that user code needs.
 #include <mproc/mproc.hpp>
 
 #include <cstdio>
 #include <cstring>
 #include <span>
 #include <string>
+#include <system_error>
 
 int main() {
     mproc::SharedMemory segment = mproc::SharedMemory::anonymous(64);
@@ -23,6 +27,19 @@ int main() {
     const auto reply = parent_end.recv_bytes();
     echo.join();
     if (reply.size() != greeting.size() || std::memcmp(reply.data(), greeting.data(), reply.size()) != 0) return 3;
+    mproc::Queue<int> numbers(8);
+    mproc::Process producer([&numbers] { for (int n = 1; n <= 3; ++n) numbers.put(n); });
+    producer.start();
+    const int sum = numbers.get() + numbers.get() + numbers.get();
+    producer.join();
+    if (sum != 6 || producer.exitcode() != 0) return 4;
+
+    try {
+        mproc::SharedMemory::open("/mproc-install-example-no-such-object");
+        return 5;
+    } catch (const std::system_error& error) {
+        if (error.code() != std::errc::no_such_file_or_directory) return 6;
+    }
     std::puts("installed mproc works");
     return 0;
 }

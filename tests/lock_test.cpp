@@ -447,14 +447,14 @@ public:
             Lock::open(name);
             CPPUNIT_FAIL("opening a missing lock succeeded");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(ENOENT, error.code());
+            CPPUNIT_ASSERT_EQUAL(ENOENT, error.error_number());
         }
         Lock created = Lock::create(name);
         try {
             Lock::create(name);
             CPPUNIT_FAIL("creating an existing lock succeeded");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(EEXIST, error.code());
+            CPPUNIT_ASSERT_EQUAL(EEXIST, error.error_number());
         }
         try {
             mproc::RLock::open(name);

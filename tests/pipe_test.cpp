@@ -184,7 +184,7 @@ public:
             parent.send_bytes(bytes_of(pattern(1)));
             CPPUNIT_FAIL("a send to a dead peer must throw");
         } catch (const mproc::BrokenPipe& error) {
-            CPPUNIT_ASSERT_EQUAL(EPIPE, error.code());
+            CPPUNIT_ASSERT_EQUAL(EPIPE, error.error_number());
         }
         child.wait();
     }
@@ -232,7 +232,7 @@ public:
             parent.recv_bytes();
             CPPUNIT_FAIL("a message cut by the sender's death must not be delivered");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(EPROTO, error.code());
+            CPPUNIT_ASSERT_EQUAL(EPROTO, error.error_number());
         }
         CPPUNIT_ASSERT(!parent.readable());
         CPPUNIT_ASSERT(parent.writable());
@@ -288,7 +288,7 @@ public:
             left.recv_bytes(10);
             CPPUNIT_FAIL("EMSGSIZE expected");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(EMSGSIZE, error.code());
+            CPPUNIT_ASSERT_EQUAL(EMSGSIZE, error.error_number());
         }
         CPPUNIT_ASSERT(!left.readable());
         CPPUNIT_ASSERT_THROW(left.recv_bytes(), mproc::StateError);
@@ -689,8 +689,8 @@ void record_wrong(CrashBoard& board, const std::string& error) {
             board.sends_completed.store(sequence + 1, std::memory_order_relaxed);
         }
     } catch (const mproc::BrokenPipe& error) {
-        if (error.code() == EPIPE) board.end.store(static_cast<int>(StreamEnd::broken_pipe), std::memory_order_relaxed);
-        else record_wrong(board, std::string("BrokenPipe with errno ") + std::to_string(error.code()));
+        if (error.error_number() == EPIPE) board.end.store(static_cast<int>(StreamEnd::broken_pipe), std::memory_order_relaxed);
+        else record_wrong(board, std::string("BrokenPipe with errno ") + std::to_string(error.error_number()));
     } catch (const std::exception& error) {
         record_wrong(board, std::string("sender: ") + error.what());
     }
@@ -719,7 +719,7 @@ void record_wrong(CrashBoard& board, const std::string& error) {
             record_wrong(board, std::string("a receive after Closed: ") + error.what());
         }
     } catch (const mproc::SystemError& error) {
-        if (error.code() != EPROTO) record_wrong(board, std::string("receiver: ") + error.what());
+        if (error.error_number() != EPROTO) record_wrong(board, std::string("receiver: ") + error.what());
         else if (end.readable()) record_wrong(board, "after EPROTO the end is still readable");
         else board.end.store(static_cast<int>(StreamEnd::cut_message), std::memory_order_relaxed);
     } catch (const std::exception& error) {

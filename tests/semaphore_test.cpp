@@ -322,7 +322,7 @@ public:
             Semaphore::open(name, 0ms);
             CPPUNIT_FAIL("opening a missing name did not throw");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(ENOENT, error.code());
+            CPPUNIT_ASSERT_EQUAL(ENOENT, error.error_number());
         }
         CPPUNIT_ASSERT_THROW(Semaphore::create(name, -1), mproc::ValueError);
         CPPUNIT_ASSERT_THROW(Semaphore::open(name, 0ms), mproc::SystemError);  // the bad value left no name
@@ -332,7 +332,7 @@ public:
                 Semaphore::create(name, 1);
                 CPPUNIT_FAIL("creating an existing name did not throw");
             } catch (const mproc::SystemError& error) {
-                CPPUNIT_ASSERT_EQUAL(EEXIST, error.code());
+                CPPUNIT_ASSERT_EQUAL(EEXIST, error.error_number());
             }
             try {
                 BoundedSemaphore::open(name, 0ms);

@@ -73,8 +73,8 @@ void expect_system_error(const std::function<void()>& operation, int error_numbe
         operation();
     } catch (const SystemError& error) {
         const std::string message = error.what();
-        CppUnit::Asserter::failIf(error.code() != error_number,
-                                  "errno " + std::to_string(error.code()) + ", expected " + std::to_string(error_number) +
+        CppUnit::Asserter::failIf(error.error_number() != error_number,
+                                  "errno " + std::to_string(error.error_number()) + ", expected " + std::to_string(error_number) +
                                       ": " + message,
                                   line);
         CppUnit::Asserter::failIf(message.find(fragment) == std::string::npos,

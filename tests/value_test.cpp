@@ -234,14 +234,14 @@ public:
             (void)Value<std::int64_t>::create(name);
             CPPUNIT_FAIL("a second create of the same name succeeded");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(EEXIST, error.code());
+            CPPUNIT_ASSERT_EQUAL(EEXIST, error.error_number());
         }
         created.unlink();
         try {
             (void)Value<std::int64_t>::open(name);
             CPPUNIT_FAIL("an unlinked name was opened");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(ENOENT, error.code());
+            CPPUNIT_ASSERT_EQUAL(ENOENT, error.error_number());
         }
     }
 

@@ -135,7 +135,7 @@ inline constexpr std::uint32_t kBarrierLayoutVersion = 1;
 // count it validated at init()/attach(), so no operation trusts the shared copies of them afterwards.
 // Handles on the same memory, in one process or several, operate on the same barrier. The memory must
 // outlive every handle on it.
-class RawBarrier {
+class MPROC_API RawBarrier {
 public:
     static constexpr std::size_t kAlignment = 64;
     static constexpr std::uint32_t kMaxParties = 127;
@@ -179,7 +179,7 @@ private:
 
 // A RawBarrier in a SharedMemory segment the handle owns; the action and default timeout belong to the
 // handle (each process gives its own: the action runs in whichever process arrives last).
-class Barrier {
+class MPROC_API Barrier {
 public:
     using Action = std::function<void()>;
 

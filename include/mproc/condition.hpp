@@ -136,7 +136,7 @@ inline constexpr std::uint32_t kConditionLayoutVersion = 1;
 // process-local handle on those bytes: small, copyable, and holding the capacity it validated at
 // init()/attach(), so no operation trusts the shared copy of it (nor a high-water mark above it)
 // afterwards. Handles on the same memory, in one process or several, operate on the same condition.
-class RawCondition {
+class MPROC_API RawCondition {
 public:
     static constexpr std::size_t kAlignment = 64;
     static constexpr std::uint32_t kDefaultMaxWaiters = 128;
@@ -183,7 +183,7 @@ private:
 // A Condition handle: a RawCondition in a SharedMemory segment the handle owns, with the lock it uses.
 // Move-only; a moved-from handle throws StateError. The Lock or RLock given to the constructor must outlive
 // the handle (and, across fork, be mapped in the child: an anonymous Lock created before the fork is).
-class Condition {
+class MPROC_API Condition {
 public:
     static constexpr std::uint32_t kDefaultMaxWaiters = RawCondition::kDefaultMaxWaiters;
 
@@ -248,7 +248,7 @@ namespace detail {
 
 // Python's Condition.wait_for loop: the predicate is evaluated with the lock held; the timeout bounds the
 // whole call (nullopt: none). wait_once(remaining) is one wait().
-std::int64_t condition_clock_now_ns() noexcept;
+MPROC_API std::int64_t condition_clock_now_ns() noexcept;
 
 template <class Predicate, class WaitOnce>
 bool wait_for_predicate(Predicate& predicate, std::optional<std::chrono::nanoseconds> timeout, WaitOnce wait_once) {

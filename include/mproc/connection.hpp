@@ -64,7 +64,7 @@
 namespace mproc {
 
 // The interface shared by every connection kind (this fd-backed one; a shared-memory one).
-class Connection {
+class MPROC_API Connection {
 public:
     virtual ~Connection() = default;
     Connection(const Connection&) = delete;
@@ -139,7 +139,7 @@ struct ConnectionReader;
 struct ConnectionWriter;
 }  // namespace detail
 
-class FdConnection final : public Connection {
+class MPROC_API FdConnection final : public Connection {
 public:
     struct Stats {
         std::uint64_t system_calls = 0;  // io_uring_enter, or read/writev/sendmsg, made by this process's I/O
@@ -195,6 +195,6 @@ private:
 
 // Python's multiprocessing.Pipe(duplex): duplex → two ends of socketpair(AF_UNIX, SOCK_STREAM), each
 // readable and writable; one-way → (read end, write end) of pipe2. Both close-on-exec.
-std::pair<FdConnection, FdConnection> fd_pipe(bool duplex = true);
+MPROC_API std::pair<FdConnection, FdConnection> fd_pipe(bool duplex = true);
 
 }  // namespace mproc

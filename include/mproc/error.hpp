@@ -1,113 +1,135 @@
 // mproc/error.hpp — the one exception hierarchy of mproc.
 //
-// Contract: every error the library reports is an mproc::Error (a std::runtime_error). Errors that come
-// from a system call are SystemError and keep errno in code(). Conditions that Python's multiprocessing
-// reports as exceptions have named subclasses here with the same meaning; conditions Python reports as a
-// False return value (a timed-out acquire, join or wait) are return values in mproc, never exceptions.
+// Contract: every error the library reports is an mproc::Error and also a std::runtime_error: each concrete
+// class derives from one standard exception (std::runtime_error, or std::system_error for SystemError) and
+// from the interface mproc::Error, so `catch (const mproc::Error&)`, `catch (const std::runtime_error&)` and
+// `catch (const std::exception&)` all catch it, and there is one std::exception inside, never two. Errors
+// that come from a system call are SystemError, a std::system_error whose code() is the errno in the system
+// category (so it compares equal to std::errc values). Conditions that Python's multiprocessing reports as
+// exceptions have named subclasses here with the same meaning; conditions Python reports as a False return
+// value (a timed-out acquire, join or wait) are return values in mproc, never exceptions.
 // Messages name the object, the operation and the cause: "shared memory 'jobs': header version 3, expected 2".
+// A new error class derives from ErrorOf<std::runtime_error> (or from one of the classes below).
 // Cost: only on error paths; nothing here is touched by a fast path.
 #pragma once
 
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
+#include "mproc/export.hpp"
+
 namespace mproc {
 
-class Error : public std::runtime_error {
+// What every mproc exception is; catch it by reference. Not itself a std::exception (the concrete classes
+// are), so that SystemError can be a std::system_error without holding two std::exception subobjects.
+class MPROC_API Error {
 public:
-    using std::runtime_error::runtime_error;
+    virtual const char* what() const noexcept = 0;
+
+protected:
+    Error() = default;
+    Error(const Error&) = default;
+    Error& operator=(const Error&) = default;
+    virtual ~Error();
 };
 
-// A failed system call; code() is the errno it failed with.
-class SystemError : public Error {
+// A concrete mproc error on the standard exception StdBase, whose constructors it takes over.
+template <class StdBase>
+class MPROC_API ErrorOf : public StdBase, public Error {
+public:
+    using StdBase::StdBase;
+    const char* what() const noexcept override { return StdBase::what(); }
+};
+
+// A failed system call: code() is std::error_code(errno, std::system_category()); what() is
+// "<what>: <strerror(errno)>".
+class MPROC_API SystemError : public ErrorOf<std::system_error> {
 public:
     SystemError(const std::string& what, int error_number);
-    int code() const noexcept { return error_number_; }
-
-private:
-    int error_number_;
+    int error_number() const noexcept { return code().value(); }
 };
 
 // A call made in a state that does not allow it (Process::start twice, join before start): Python raises
 // AssertionError or ValueError for these.
-class StateError : public Error {
+class MPROC_API StateError : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // An argument outside what the call accepts (an invalid segment name, a zero size, a negative timeout).
-class ValueError : public Error {
+class MPROC_API ValueError : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // A shared-memory object failed validation when opened or attached: missing, truncated, wrong magic,
 // another layout version, another kind, sizes that disagree, or never published by its creator.
-class InvalidObject : public Error {
+class MPROC_API InvalidObject : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // The previous owner of a robust lock (Lock, RLock) died while holding it. Thrown by the blocking
 // acquire calls *after* the lock was acquired: the catcher owns the lock, must repair the data it guards,
 // call make_consistent(), then unlock(). Unlocking without make_consistent() makes the lock unrecoverable.
 // Python has no counterpart (its locks are not robust); pthread reports it as EOWNERDEAD.
-class OwnerDied : public Error {
+class MPROC_API OwnerDied : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // A robust lock whose previous owner died and that was then released without make_consistent(): it can
 // never be acquired again, and every acquire attempt reports this. pthread reports it as ENOTRECOVERABLE.
-class NotRecoverable : public Error {
+class MPROC_API NotRecoverable : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // A Barrier that is broken (Python's threading.BrokenBarrierError): abort() was called, a participant
 // timed out or died inside wait(), the action threw, or reset() ended the generation a waiter was in.
 // Thrown by Barrier::wait() to every participant of the broken generation and to every later caller
 // until reset().
-class BrokenBarrier : public Error {
+class MPROC_API BrokenBarrier : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // Python's queue.Empty: a non-blocking get() found the queue empty, or a blocking one timed out.
-class Empty : public Error {
+class MPROC_API Empty : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // Python's queue.Full: a non-blocking put() found the queue full, or a blocking one timed out.
-class Full : public Error {
+class MPROC_API Full : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // A queue that was close()d: put() refuses (Python raises ValueError), and get() on a closed queue that is
 // drained reports this instead of blocking forever.
-class Closed : public Error {
+class MPROC_API Closed : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // Python's BrokenPipeError on a Connection: a send found the peer's end closed (EPIPE, ECONNRESET). The
 // sender is not killed by SIGPIPE; this is thrown instead. code() is the errno.
-class BrokenPipe : public SystemError {
+class MPROC_API BrokenPipe : public SystemError {
 public:
     using SystemError::SystemError;
 };
 
 // Python's multiprocessing.BufferTooShort: recv_bytes_into() received a message longer than the buffer
 // given. The message was consumed from the connection and is handed over whole in message().
-class BufferTooShort : public Error {
+class MPROC_API BufferTooShort : public ErrorOf<std::runtime_error> {
 public:
     BufferTooShort(const std::string& what, std::vector<std::byte> message)
-        : Error(what), message_(std::move(message)) {}
+        : ErrorOf(what), message_(std::move(message)) {}
     const std::vector<std::byte>& message() const noexcept { return message_; }
 
 private:
@@ -115,7 +137,7 @@ private:
 };
 
 // Throws SystemError for `what`, with the current errno.
-[[noreturn]] void throw_system_error(const std::string& what);
-[[noreturn]] void throw_system_error(const std::string& what, int error_number);
+[[noreturn]] MPROC_API void throw_system_error(const std::string& what);
+[[noreturn]] MPROC_API void throw_system_error(const std::string& what, int error_number);
 
 }  // namespace mproc

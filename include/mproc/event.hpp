@@ -86,7 +86,7 @@ inline constexpr char kEventHandleName[] = "event";
 }  // namespace detail
 
 // The event itself, in memory the caller provides (mapped MAP_SHARED by every process that uses it).
-class RawEvent {
+class MPROC_API RawEvent {
 public:
     static constexpr std::size_t kSize = sizeof(detail::EventLayout);
     static constexpr std::size_t kAlignment = alignof(detail::EventLayout);
@@ -125,7 +125,7 @@ static_assert(sizeof(RawEvent) == 64 && std::is_standard_layout_v<RawEvent>, "Ra
 
 // A RawEvent in a SharedMemory segment the handle owns. Move-only; a moved-from Event throws StateError
 // from every operation.
-class Event {
+class MPROC_API Event {
 public:
     // An anonymous, clear event: inherited by fork()ed children.
     Event();

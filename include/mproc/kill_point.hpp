@@ -26,6 +26,8 @@
 
 #include <cstdint>
 
+#include "mproc/export.hpp"
+
 #if defined(MPROC_TEST_HOOKS) && MPROC_TEST_HOOKS
 #include <atomic>
 #include <csignal>  // SIGKILL, the default of arm_kill_point()
@@ -86,21 +88,22 @@ const char* kill_op_name(KillOp op) noexcept;
 
 // Whether this process was ever armed or asked to count: until then a point costs one load and a branch,
 // so that a test build's other programs (its benchmarks included) run at nearly their normal speed.
-extern std::atomic<bool> kill_points_active;
+extern MPROC_API std::atomic<bool> kill_points_active;
 
 // Counts the pass and, when this process is armed for it, raises SIGKILL on itself. Async-signal-safe.
-void kill_point_reached(KillOp op, std::uint32_t point) noexcept;
+MPROC_API void kill_point_reached(KillOp op, std::uint32_t point) noexcept;
 
 // Arms this process: the occurrence-th pass (0: the first) through point `point` of `op` kills it. One
 // arming at a time; arming again replaces it. Inherited by fork() children, as all process memory is.
 // With signal_number SIGSTOP (any signal but SIGKILL) the process sends itself that signal instead, is
 // disarmed, and goes on where it stopped once continued: a participant frozen at that exact step.
+MPROC_API
 void arm_kill_point(KillOp op, std::uint32_t point, std::uint32_t occurrence = 0, int signal_number = SIGKILL) noexcept;
-void disarm_kill_point() noexcept;
+MPROC_API void disarm_kill_point() noexcept;
 // Passes through (op, point) in this process since the last reset_kill_point_counts(), which also starts
 // the counting (points are not counted before it, nor before an arm_kill_point()).
-std::uint64_t kill_point_hits(KillOp op, std::uint32_t point) noexcept;
-void reset_kill_point_counts() noexcept;
+MPROC_API std::uint64_t kill_point_hits(KillOp op, std::uint32_t point) noexcept;
+MPROC_API void reset_kill_point_counts() noexcept;
 
 template <KillOp kOp, std::uint32_t kPoint>
 inline void kill_point() noexcept {

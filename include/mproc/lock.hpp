@@ -118,7 +118,7 @@ inline constexpr char kLockHandleName[] = "lock";
 }  // namespace detail
 
 // The lock itself, in memory the caller provides (mapped MAP_SHARED by every process that uses it).
-class RawLock {
+class MPROC_API RawLock {
 public:
     static constexpr std::size_t kSize = sizeof(detail::RobustMutexLayout);
     static constexpr std::size_t kAlignment = alignof(detail::RobustMutexLayout);
@@ -172,7 +172,7 @@ private:
 static_assert(sizeof(RawLock) == 64 && std::is_standard_layout_v<RawLock>, "RawLock is its layout");
 
 // A RawLock in a SharedMemory segment the handle owns. Move-only; a moved-from Lock throws StateError.
-class Lock {
+class MPROC_API Lock {
 public:
     // An anonymous lock: inherited by fork()ed children (the segment is mapped before the fork).
     Lock();

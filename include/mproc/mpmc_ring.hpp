@@ -121,7 +121,7 @@ struct MpmcHeldSlot {
 //   even though qsize() counts it.
 // The thread's death while it holds the reservation is the death of a producer inside put (mpmc_ring
 // above): a survivor repairs the slot.
-class MpmcReservation {
+class MPROC_API MpmcReservation {
 public:
     MpmcReservation() = default;
     MpmcReservation(MpmcReservation&& other) noexcept : held_(std::exchange(other.held_, {})) {}
@@ -146,7 +146,7 @@ private:
 // destructor) consumes it and frees the slot. Same thread rules as MpmcReservation (producers reaching the
 // slot wait at it or report full). The thread's death while it holds the lease is a consumer's death
 // inside get: the message is lost, the slot is freed.
-class MpmcLease {
+class MPROC_API MpmcLease {
 public:
     MpmcLease() = default;
     MpmcLease(MpmcLease&& other) noexcept : held_(std::exchange(other.held_, {})) {}
@@ -167,7 +167,7 @@ private:
 // A process-local handle on an MPMC ring in shared memory, as RawSpscRing: small, copyable, and holding
 // the ring's validated RingGeometry, so no operation trusts the shared constants after init()/attach().
 // The memory must outlive every handle on it and every MpmcReservation or MpmcLease taken from one.
-class RawMpmcRing {
+class MPROC_API RawMpmcRing {
 public:
     static constexpr std::size_t kAlignment = 128;
 

@@ -14,6 +14,7 @@
 #include "mproc/pipe.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
+#include "mproc/resource_tracker.hpp"
 #include "mproc/rlock.hpp"
 #include "mproc/semaphore.hpp"
 #include "mproc/shared_memory.hpp"

@@ -45,6 +45,8 @@
 
 #include <sys/types.h>
 
+#include "mproc/export.hpp"
+
 namespace mproc {
 
 // What an object in shared memory is. Zero is never a kind, so zero-filled memory is never mistaken for an
@@ -90,10 +92,10 @@ constexpr std::uint32_t current_layout_version(ObjectKind kind) noexcept {
 }
 
 // "shared memory", "lock", ...; "unknown kind" for a value outside the enum.
-std::string_view object_kind_name(ObjectKind kind) noexcept;
+MPROC_API std::string_view object_kind_name(ObjectKind kind) noexcept;
 
 // How messages name an object: "queue '/jobs'"; control characters in the name appear as \xNN.
-std::string object_label(ObjectKind kind, std::string_view name);
+MPROC_API std::string object_label(ObjectKind kind, std::string_view name);
 
 // "MPROCOB1" in memory order on a little-endian machine; a new header format would take a new magic.
 inline constexpr std::uint64_t kObjectMagic = 0x31424f434f52504dULL;
@@ -135,32 +137,35 @@ struct ObjectHeaderFields {
 };
 
 // The bytes an object with payload_size bytes of payload occupies; ValueError when that overflows.
-std::uint64_t object_total_size(std::uint64_t payload_size);
+MPROC_API std::uint64_t object_total_size(std::uint64_t payload_size);
 
 // Writes an unpublished header for `kind` at the start of memory. memory must be 128-byte aligned and hold
 // at least object_total_size(payload_size) bytes (ValueError otherwise). Other processes may already map
 // memory: the state word is written atomically, the other fields are only read after publication.
+MPROC_API
 void place_object_header(std::span<std::byte> memory, ObjectKind kind, std::uint32_t layout_version,
                          std::uint64_t payload_size);
 
 // Makes a placed header visible: store state = published (release) and wake every waiting opener.
-void publish_object_header(std::span<std::byte> memory);
+MPROC_API void publish_object_header(std::span<std::byte> memory);
 
 // Marks a placed, unpublished header as never to be published, waking every waiting opener so that it
 // fails at once instead of at its deadline.
-void abandon_object_header(std::span<std::byte> memory);
+MPROC_API void abandon_object_header(std::span<std::byte> memory);
 
 // Checks a header found in `mapping` (the whole mapping of the object, or whatever bytes are at hand):
 // published, magic, payload offset, kind, layout version, sizes that agree with each other and fit in
 // `mapping`. Throws InvalidObject naming `object_label`. Pure: reads nothing outside mapping, no alignment
 // needed. To be called on shared memory only after an acquire load saw kObjectPublished (as
 // await_object_header does).
+MPROC_API
 ObjectHeaderFields validate_object_header(std::span<const std::byte> mapping, std::string_view object_label,
                                           ObjectKind expected_kind, std::uint32_t expected_layout_version);
 
 // The opener's half of the protocol over a mapping the caller holds: waits (FUTEX_WAIT, CLOCK_MONOTONIC)
 // until the header is published or publish_timeout passes, then validates. A timeout of zero or less checks
 // once without sleeping. mapping must be 128-byte aligned when it holds a whole header (ValueError).
+MPROC_API
 ObjectHeaderFields await_object_header(std::span<std::byte> mapping, std::string_view object_label,
                                        ObjectKind expected_kind, std::uint32_t expected_layout_version,
                                        std::chrono::nanoseconds publish_timeout);

@@ -170,7 +170,7 @@ struct PipeShared;  // the segment both ends of one pipe map in one process
 
 }  // namespace detail
 
-class PipeConnection final : public Connection {
+class MPROC_API PipeConnection final : public Connection {
 public:
     PipeConnection(PipeConnection&& other) noexcept;
     PipeConnection& operator=(PipeConnection&& other) noexcept;
@@ -229,6 +229,7 @@ private:
 // Python's multiprocessing.Pipe(duplex) on shared memory: duplex → two ends, each readable and writable;
 // one-way → (read end, write end). ring_slots: slots of kPipeSlotSize bytes per direction (a power of two,
 // at least 2; ValueError otherwise). The segment is anonymous: fork()ed children inherit it.
+MPROC_API
 std::pair<PipeConnection, PipeConnection> Pipe(bool duplex = true,
                                                std::size_t ring_slots = detail::kPipeDefaultRingSlots);
 

@@ -67,6 +67,8 @@
 
 #include <sys/types.h>
 
+#include "mproc/export.hpp"
+
 namespace mproc {
 
 struct ProcessOptions {
@@ -74,7 +76,7 @@ struct ProcessOptions {
     bool daemon = false;  // killed when its parent dies; see above
 };
 
-class Process {
+class MPROC_API Process {
 public:
     // error() of a child whose fn threw an object not derived from std::exception.
     static constexpr const char* kNonStandardExceptionText = "exception not derived from std::exception";
@@ -157,6 +159,6 @@ struct CurrentProcess {
 };
 
 // The running process: in a child started by a Process, that Process's name.
-CurrentProcess current_process();
+MPROC_API CurrentProcess current_process();
 
 }  // namespace mproc

@@ -56,7 +56,7 @@ enum class QueueKind : std::uint32_t {
 namespace detail {
 
 // The untyped queue handle: one ring of fixed-size slots, and who owns its memory.
-class QueueCore {
+class MPROC_API QueueCore {
 public:
     static QueueCore anonymous(QueueKind kind, std::size_t capacity, std::size_t slot_size);
     static QueueCore create(std::string_view name, QueueKind kind, std::size_t capacity, std::size_t slot_size,
@@ -216,7 +216,7 @@ private:
 // reader checks the length against max_message before using it (InvalidObject for a corrupted record,
 // which is then dropped). Costs: a slot of 4 + max_message bytes per message whatever its length; one
 // extra copy per put through a per-thread buffer.
-class ByteQueue {
+class MPROC_API ByteQueue {
 public:
     static constexpr std::size_t kDefaultCapacity = 256;
 

@@ -39,7 +39,7 @@ namespace detail {
 inline constexpr char kRLockHandleName[] = "rlock";
 }  // namespace detail
 
-class RawRLock {
+class MPROC_API RawRLock {
 public:
     static constexpr std::size_t kSize = sizeof(detail::RobustMutexLayout);
     static constexpr std::size_t kAlignment = alignof(detail::RobustMutexLayout);
@@ -84,7 +84,7 @@ static_assert(sizeof(RawRLock) == 64 && std::is_standard_layout_v<RawRLock>, "Ra
 
 // A RawRLock in a SharedMemory segment the handle owns (ObjectKind::rlock). Move-only; a moved-from RLock
 // throws StateError.
-class RLock {
+class MPROC_API RLock {
 public:
     RLock();
     static RLock create(std::string_view name, mode_t mode = 0600);

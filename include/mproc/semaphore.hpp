@@ -95,7 +95,7 @@ inline constexpr char kBoundedSemaphoreHandleName[] = "bounded semaphore";
 }  // namespace detail
 
 // The semaphore itself, in memory the caller provides (mapped MAP_SHARED by every process that uses it).
-class RawSemaphore {
+class MPROC_API RawSemaphore {
 public:
     static constexpr std::size_t kSize = sizeof(detail::SemaphoreLayout);
     static constexpr std::size_t kAlignment = alignof(detail::SemaphoreLayout);
@@ -140,7 +140,7 @@ private:
 };
 
 // A semaphore whose count may never exceed its initial value.
-class RawBoundedSemaphore {
+class MPROC_API RawBoundedSemaphore {
 public:
     static constexpr std::size_t kSize = sizeof(detail::SemaphoreLayout);
     static constexpr std::size_t kAlignment = alignof(detail::SemaphoreLayout);
@@ -182,7 +182,7 @@ static_assert(sizeof(RawBoundedSemaphore) == 64 && std::is_standard_layout_v<Raw
 
 // A RawSemaphore in a SharedMemory segment the handle owns. Move-only; a moved-from handle throws
 // StateError from every operation.
-class Semaphore {
+class MPROC_API Semaphore {
 public:
     // An anonymous semaphore holding `value` permits: inherited by fork()ed children.
     explicit Semaphore(std::int64_t value = 1);
@@ -229,7 +229,7 @@ private:
 };
 
 // A RawBoundedSemaphore in a SharedMemory segment the handle owns (ObjectKind::semaphore when named).
-class BoundedSemaphore {
+class MPROC_API BoundedSemaphore {
 public:
     explicit BoundedSemaphore(std::int64_t value = 1);
     static BoundedSemaphore create(std::string_view name, std::int64_t value = 1, mode_t mode = 0600);

@@ -59,7 +59,7 @@ namespace detail {
 struct SharedMemoryAccess;  // src/shared_memory.cpp: builds handles from mappings it has validated
 }
 
-class SharedMemory {
+class MPROC_API SharedMemory {
 public:
     // Receives the payload, zero-filled, before anyone can open the object.
     using Initialiser = std::function<void(std::span<std::byte> payload)>;

@@ -177,8 +177,8 @@ inline std::atomic_ref<std::uint64_t> spsc_sequence_of(std::byte* slot, std::uin
 // The eventcount's notify() (N2..N4 of src/eventcount.hpp, which holds the algorithm and its proof), here so
 // that the inline fast paths below share it. notify_fence_elided: this process is registered for
 // membarrier(GLOBAL_EXPEDITED), so N2 needs no fence. wake_sleepers: N2'..N4, out of line.
-extern std::atomic<bool> notify_fence_elided;
-void wake_sleepers(EventCountLayout& event) noexcept;
+extern MPROC_API std::atomic<bool> notify_fence_elided;
+MPROC_API void wake_sleepers(EventCountLayout& event) noexcept;
 
 // N2..N4: called after the release store (N1) that made the waited-for condition true.
 inline void notify(EventCountLayout& event) noexcept {
@@ -238,7 +238,7 @@ struct RingGeometry {
 
 // The uncontended put and get of an SPSC ring, inline, on the ring's RingGeometry. One attempt each: false
 // means "take the full path" (full, empty, closed, a size that is not the slot size, or no ring).
-class SpscFastPath {
+class MPROC_API SpscFastPath {
 public:
     SpscFastPath() = default;
     explicit SpscFastPath(const RingGeometry& ring) noexcept
@@ -329,7 +329,7 @@ struct RingRegion {
 // RingGeometry (see there), so its operations never trust the shared constants after init()/attach().
 // Handles on the same memory, in one process or several, operate on the same ring. The memory must outlive
 // every handle on it and every RingRegion taken from one.
-class RawSpscRing {
+class MPROC_API RawSpscRing {
 public:
     static constexpr std::size_t kAlignment = 128;
 

@@ -177,11 +177,12 @@ struct SharedDataView {
 };
 
 // Bytes the structure occupies for `count` elements: ValueError when that overflows. kind: value or array.
-std::size_t shared_data_size(ObjectKind kind, ElementType type, std::size_t count, std::string_view label);
+MPROC_API std::size_t shared_data_size(ObjectKind kind, ElementType type, std::size_t count, std::string_view label);
 
 // Places the structure at memory (kSharedDataAlignment-aligned, at least shared_data_size bytes: ValueError
 // otherwise): the lock when asked, the descriptor, then the data — a copy of `initial` (count elements'
 // bytes) or zero bytes when initial is empty.
+MPROC_API
 SharedDataView place_shared_data(void* memory, std::size_t size, ObjectKind kind, ElementType type,
                                  std::size_t count, Locking locking, std::span<const std::byte> initial,
                                  std::string_view label);
@@ -191,15 +192,16 @@ SharedDataView place_shared_data(void* memory, std::size_t size, ObjectKind kind
 // element size, alignment, type id, count (when expected_count is given; a Value's is always 1), data
 // offset, or a lock that fails RawLock validation; ValueError for misaligned memory. Reads only inside
 // [memory, memory + size).
+MPROC_API
 SharedDataView attach_shared_data(void* memory, std::size_t size, ObjectKind kind, ElementType type,
                                   std::optional<std::size_t> expected_count, Locking locking, std::string_view label);
 
-[[noreturn]] void throw_moved_from(ObjectKind kind, const char* operation);
-[[noreturn]] void throw_index_out_of_range(std::string_view label, const char* operation, std::size_t index,
-                                           std::size_t count);
+[[noreturn]] MPROC_API void throw_moved_from(ObjectKind kind, const char* operation);
+[[noreturn]] MPROC_API void throw_index_out_of_range(std::string_view label, const char* operation,
+                                                    std::size_t index, std::size_t count);
 
 // The segment behind a Value or Array handle: the SharedMemory, the validated view and the label.
-class SharedDataSegment {
+class MPROC_API SharedDataSegment {
 public:
     static SharedDataSegment anonymous(ObjectKind kind, ElementType type, std::size_t count, Locking locking,
                                        std::span<const std::byte> initial);

@@ -50,6 +50,8 @@
 #include <string_view>
 #include <vector>
 
+#include "mproc/export.hpp"
+
 namespace mproc {
 
 class Connection;
@@ -67,7 +69,7 @@ struct ReadableFd {
     int fd;
 };
 
-class Waitable {
+class MPROC_API Waitable {
 public:
     enum class Kind { connection, queue, process, event, fd };
 
@@ -103,6 +105,7 @@ inline constexpr std::chrono::milliseconds kWaitRecheckInterval{5};
 inline constexpr std::size_t kMaxWaitFutexes = 128;  // futex_waitv's limit
 
 // Indices into `objects` of those ready, ascending; empty when the timeout passed first.
+MPROC_API
 std::vector<std::size_t> wait(std::span<const Waitable> objects,
                               std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
 inline std::vector<std::size_t> wait(std::initializer_list<Waitable> objects,
@@ -111,7 +114,7 @@ inline std::vector<std::size_t> wait(std::initializer_list<Waitable> objects,
 }
 
 // The mechanism the calling thread's last wait() slept with, and its name ("futex_waitv", ...).
-WaitMechanism last_wait_mechanism() noexcept;
-std::string_view wait_mechanism_name(WaitMechanism mechanism) noexcept;
+MPROC_API WaitMechanism last_wait_mechanism() noexcept;
+MPROC_API std::string_view wait_mechanism_name(WaitMechanism mechanism) noexcept;
 
 }  // namespace mproc
