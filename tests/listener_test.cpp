@@ -367,6 +367,8 @@ class ListenerTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testPython312ClientAnswersOurSha256Challenge);
     CPPUNIT_TEST(testPython312ClientAnswersOurLegacyChallengeWithBareMd5);
     CPPUNIT_TEST(testWrongKeyFailsBothSidesAgainstPython312);
+    CPPUNIT_TEST(testAnswersAreCPythonsByteForByte);
+    CPPUNIT_TEST(testChallengesHaveCPythonsShape);
     CPPUNIT_TEST(testChallengeFrameOf2To62BytesIsRefusedFromItsHeader);
     CPPUNIT_TEST(testResponseFrameOf2To62BytesIsRefusedByListener);
     CPPUNIT_TEST(testGarbageBeforeChallengeIsProtocolError);
@@ -542,6 +544,73 @@ public:
         assert_contains(message_of<AuthenticationError>([&] { listener.accept(20s); }),
                         "the peer's HMAC-sha256 was wrong");
         python.assert_exited(3, "3.12 client refused");
+    }
+
+    // ---- the bytes on the wire ----
+
+    // What we answer to a fixed challenge, against MACs computed by python3's hmac module (key kKey,
+    // 40 or 20 bytes 'c'): a prefixed challenge gets "{name}" + HMAC-name over the whole challenge (prefix
+    // included), {md5} too; a bare 20-byte one a bare HMAC-MD5. Then #WELCOME# completes it.
+    void testAnswersAreCPythonsByteForByte() {
+        struct Case {
+            std::string challenge;
+            std::string response_prefix;
+            std::string mac_hex;
+        };
+        const std::string c40(40, 'c');
+        const Case cases[] = {
+            {"{sha256}" + c40, "{sha256}", "7bfb46f54c98d3a4e3095563d5fcd2eebb9675b8077a44d55bc8aaf372e6c19c"},
+            {std::string(20, 'c'), "", "242a3280921b18e7824ad8fb120c54e1"},
+            {"{sha3_384}" + c40, "{sha3_384}",
+             "4b84391351d33cdde54cd8a8dd1a8aacf195f556f4cf2235141be85fc281381a1fccf3b5288965612a9227c490b553cb"},
+            {"{md5}" + c40, "{md5}", "d426ccdce325ad963a367406ec87a1e4"},
+        };
+        for (const Case& one : cases) {
+            SocketPair pair;
+            write_all(pair.fds[1], frame("#CHALLENGE#" + one.challenge) + frame("#WELCOME#"));
+            mproc::answer_challenge(pair.fds[0], kKey, quick(2s));
+            std::string sent(512, '\0');
+            const ssize_t got = ::recv(pair.fds[1], sent.data(), sent.size(), MSG_DONTWAIT);
+            CPPUNIT_ASSERT(got > 0);
+            sent.resize(static_cast<std::size_t>(got));
+            std::string mac;
+            for (std::size_t i = 0; i < one.mac_hex.size(); i += 2)
+                mac += static_cast<char>(std::stoi(one.mac_hex.substr(i, 2), nullptr, 16));
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(one.challenge, hex(frame(one.response_prefix + mac)), hex(sent));
+        }
+    }
+
+    // The challenge we deliver: "#CHALLENGE#{sha256}" + 40 random bytes (3.12), or 20 bare random bytes
+    // (3.11's form when challenge_digest is empty); two challenges differ.
+    void testChallengesHaveCPythonsShape() {
+        auto challenge_of = [](const std::string& digest) {
+            SocketPair pair;
+            HandshakeOptions options = quick(200ms);
+            options.challenge_digest = digest;
+            std::thread deliverer([&] {
+                outcome_of([&] { mproc::deliver_challenge(pair.fds[0], kKey, options); });
+                ::shutdown(pair.fds[0], SHUT_RDWR);
+            });
+            std::string received(512, '\0');
+            std::size_t filled = 0;
+            for (;;) {
+                const ssize_t got = ::recv(pair.fds[1], received.data() + filled, received.size() - filled, 0);
+                if (got <= 0) break;
+                filled += static_cast<std::size_t>(got);
+            }
+            deliverer.join();
+            received.resize(filled);
+            return received;
+        };
+        const std::string modern = challenge_of("sha256");
+        CPPUNIT_ASSERT_EQUAL(std::size_t{4 + 11 + 8 + 40}, modern.size());
+        CPPUNIT_ASSERT_EQUAL(hex(frame("#CHALLENGE#{sha256}" + std::string(40, 'x')).substr(0, 4 + 19)),
+                             hex(modern.substr(0, 4 + 19)));
+        CPPUNIT_ASSERT(modern != challenge_of("sha256"));
+        const std::string legacy = challenge_of("");
+        CPPUNIT_ASSERT_EQUAL(std::size_t{4 + 11 + 20}, legacy.size());
+        CPPUNIT_ASSERT_EQUAL(hex(frame("#CHALLENGE#" + std::string(20, 'x')).substr(0, 4 + 11)),
+                             hex(legacy.substr(0, 4 + 11)));
     }
 
     // ---- hostile peers ----
