@@ -115,8 +115,13 @@ std::string text_of(const std::vector<std::byte>& bytes) {
 class PythonPeer {
 public:
     PythonPeer(const std::string& role, Family family, const std::string& host, std::uint16_t port,
-               std::optional<std::string> key, const std::string& protocol, const std::string& digest = "sha256") {
-        const std::string script = script_path();
+               std::optional<std::string> key, const std::string& protocol, const std::string& digest = "sha256")
+        : PythonPeer("listener_peer.py", {role, family_argument(family), host, std::to_string(port),
+                                          !key ? "-" : key->empty() ? "empty" : hex(*key), protocol, digest}) {}
+
+    // python3 tests/SCRIPT ARGUMENTS...
+    PythonPeer(const std::string& script_name, const std::vector<std::string>& arguments) {
+        const std::string script = script_path(script_name);
         if (!std::filesystem::exists(script)) MPROC_SKIP("python peer script not found at " + script);
         if (::access("/usr/bin/python3", X_OK) != 0 && ::access("/usr/local/bin/python3", X_OK) != 0)
             MPROC_SKIP("python3 not installed");
@@ -124,13 +129,13 @@ public:
         int err[2];
         CPPUNIT_ASSERT(::pipe2(out, O_CLOEXEC) == 0);
         CPPUNIT_ASSERT(::pipe2(err, O_CLOEXEC) == 0);
-        const std::string key_text = !key ? "-" : key->empty() ? "empty" : hex(*key);
-        const std::string port_text = std::to_string(port);
+        std::vector<const char*> argv = {"python3", script.c_str()};
+        for (const std::string& argument : arguments) argv.push_back(argument.c_str());
+        argv.push_back(nullptr);
         child_.emplace([&] {
             ::dup2(out[1], 1);
             ::dup2(err[1], 2);
-            ::execlp("python3", "python3", script.c_str(), role.c_str(), family_argument(family), host.c_str(),
-                     port_text.c_str(), key_text.c_str(), protocol.c_str(), digest.c_str(), static_cast<char*>(nullptr));
+            ::execvp("python3", const_cast<char* const*>(argv.data()));
             std::_Exit(127);
         });
         ::close(out[1]);
@@ -190,12 +195,11 @@ public:
     }
 
 private:
-    static std::string script_path() {
-        // Beside tests/python_peer.py, which the Meson tests name in MPROC_PYTHON_PEER.
-        if (const char* configured = std::getenv("MPROC_LISTENER_PEER")) return configured;
+    // Beside tests/python_peer.py, which the Meson tests name in MPROC_PYTHON_PEER.
+    static std::string script_path(const std::string& name) {
         if (const char* python_peer = std::getenv("MPROC_PYTHON_PEER"))
-            return (std::filesystem::path(python_peer).parent_path() / "listener_peer.py").string();
-        return (std::filesystem::path(__FILE__).parent_path() / "listener_peer.py").string();
+            return (std::filesystem::path(python_peer).parent_path() / name).string();
+        return (std::filesystem::path(__FILE__).parent_path() / name).string();
     }
 
     std::optional<ForkedChild> child_;
@@ -347,6 +351,23 @@ std::pair<Outcome, Outcome> handshake_through_relay(std::size_t cap, bool cap_cl
     return {listener_outcome, client_outcome};
 }
 
+// docs/crossing-machines.md's C++ worker, verbatim between the markers: it joins a Python orchestrator
+// (tests/listener_orchestrator.py) and squares the numbers it is sent until told to stop.
+// [worker]
+int run_worker(const std::string& host, std::uint16_t port, const std::string& authkey) {
+    // Connects and runs Python's authkey handshake; AuthenticationError when the keys differ.
+    mproc::FdConnection orchestrator = mproc::Client(mproc::SocketAddress::tcp(host, port), authkey, 10s);
+    for (;;) {
+        const std::vector<std::byte> task = orchestrator.recv_bytes(/*maxlength=*/1024);
+        const std::string text(reinterpret_cast<const char*>(task.data()), task.size());
+        if (text == "stop") return 0;
+        const long n = std::stol(text.substr(text.find(' ') + 1));  // "square N"
+        const std::string answer = std::to_string(n * n);
+        orchestrator.send_bytes(std::as_bytes(std::span(answer.data(), answer.size())));
+    }
+}
+// [worker]
+
 class ListenerTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(ListenerTest);
     CPPUNIT_TEST(testCppClientJoinsPythonListenerOverFilesystemSocket);
@@ -359,6 +380,7 @@ class ListenerTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testPythonClientJoinsCppListenerOverIpv6);
     CPPUNIT_TEST(testWrongKeyFailsBothSidesAgainstPythonListener);
     CPPUNIT_TEST(testWrongKeyFailsBothSidesAgainstPythonClient);
+    CPPUNIT_TEST(testCppWorkerJoinsPythonOrchestrator);
     CPPUNIT_TEST(testNoKeyOnEitherSideConnectsWithPython);
     CPPUNIT_TEST(testPythonClientWithoutKeyIsRefusedByKeyedListener);
     CPPUNIT_TEST(testKeyedClientOfKeylessPythonListenerTimesOut);
@@ -441,6 +463,13 @@ public:
             python.assert_exited(3, "python client refused by our listener");
             assert_contains(python.drain_stderr(), "AuthenticationError: digest sent was rejected");
         }
+    }
+
+    void testCppWorkerJoinsPythonOrchestrator() {
+        PythonPeer orchestrator("listener_orchestrator.py", {hex(kKey)});
+        const std::uint16_t port = orchestrator.wait_ready();
+        CPPUNIT_ASSERT_EQUAL(0, run_worker("127.0.0.1", port, kKey));
+        orchestrator.assert_exited(0, "the orchestrator checked every answer");
     }
 
     void testNoKeyOnEitherSideConnectsWithPython() {
