@@ -96,7 +96,9 @@ std::string hmac_of(std::string_view who, const DigestName& digest, std::string_
     return std::string(reinterpret_cast<const char*>(mac.data()), mac_size);
 }
 
-// Handshake frames on an fd: exactly one frame read or written at a time, each within the deadline.
+// Handshake frames on a stream socket: exactly one frame read or written at a time, each within the
+// deadline. MSG_DONTWAIT and MSG_NOSIGNAL on every call, so a blocking socket never blocks past the deadline
+// and a closed peer is EPIPE, not SIGPIPE; the socket's own flags are left alone.
 class HandshakeChannel {
 public:
     HandshakeChannel(int fd, const Deadline& deadline, std::size_t max_message_size, std::string who)
@@ -111,9 +113,6 @@ public:
             const ssize_t written = ::send(fd_, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (written > 0) {
                 sent += static_cast<std::size_t>(written);
-            } else if (written < 0 && errno == ENOTSOCK) {
-                write_pipe(frame, sent);
-                return;
             } else if (written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                 wait_for(POLLOUT, "sending");
             } else if (written < 0 && errno == EINTR) {
@@ -152,8 +151,8 @@ private:
         auto* at = static_cast<char*>(into);
         std::size_t filled = 0;
         while (filled < size) {
-            ssize_t got = ::recv(fd_, at + filled, size - filled, MSG_DONTWAIT);
-            if (got < 0 && errno == ENOTSOCK) got = read_pipe(at + filled, size - filled);
+            // MSG_DONTWAIT: the fd may be blocking; the wait is the deadline's ppoll below.
+            const ssize_t got = ::recv(fd_, at + filled, size - filled, MSG_DONTWAIT);
             if (got > 0) {
                 filled += static_cast<std::size_t>(got);
             } else if (got == 0) {
@@ -166,28 +165,6 @@ private:
                 fail_io("receiving " + std::string(expecting), errno);
             }
         }
-    }
-
-    // A pipe or other non-socket fd: the same, without send/recv flags (the fd is switched to non-blocking).
-    ssize_t read_pipe(char* into, std::size_t size) {
-        make_nonblocking();
-        return ::read(fd_, into, size);
-    }
-    void write_pipe(const std::string& frame, std::size_t sent) {
-        make_nonblocking();
-        while (sent < frame.size()) {
-            const ssize_t written = ::write(fd_, frame.data() + sent, frame.size() - sent);
-            if (written > 0)
-                sent += static_cast<std::size_t>(written);
-            else if (written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                wait_for(POLLOUT, "sending");
-            else if (written < 0 && errno != EINTR)
-                fail_io("sending", errno);
-        }
-    }
-    void make_nonblocking() {
-        const int flags = ::fcntl(fd_, F_GETFL);
-        if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
     }
 
     void wait_for(short events, const std::string& doing) {
@@ -490,6 +467,7 @@ Listener::Listener(const SocketAddress& address, int backlog, std::optional<std:
     if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&resolved.storage), resolved.size) < 0)
         throw_system_error(who + ": bind");
     remove_path_ = address.family() == SocketAddress::Family::unix_path;
+    bound_by_pid_ = ::getpid();
     if (::listen(fd.get(), backlog) < 0) {
         const int error_number = errno;
         if (remove_path_) ::unlink(address.name().c_str());
@@ -501,7 +479,8 @@ Listener::Listener(const SocketAddress& address, int backlog, std::optional<std:
 
 Listener::Listener(Listener&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)), address_(std::move(other.address_)), authkey_(std::move(other.authkey_)),
-      options_(std::move(other.options_)), remove_path_(std::exchange(other.remove_path_, false)) {}
+      options_(std::move(other.options_)), remove_path_(std::exchange(other.remove_path_, false)),
+      bound_by_pid_(other.bound_by_pid_) {}
 
 Listener& Listener::operator=(Listener&& other) noexcept {
     if (this != &other) {
@@ -511,6 +490,7 @@ Listener& Listener::operator=(Listener&& other) noexcept {
         authkey_ = std::move(other.authkey_);
         options_ = std::move(other.options_);
         remove_path_ = std::exchange(other.remove_path_, false);
+        bound_by_pid_ = other.bound_by_pid_;
     }
     return *this;
 }
@@ -521,7 +501,7 @@ void Listener::close() noexcept {
     if (fd_ < 0) return;
     ::close(fd_);
     fd_ = -1;
-    if (remove_path_) ::unlink(address_.name().c_str());
+    if (remove_path_ && bound_by_pid_ == ::getpid()) ::unlink(address_.name().c_str());
     remove_path_ = false;
 }
 

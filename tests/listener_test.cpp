@@ -932,6 +932,13 @@ public:
         Listener listener(SocketAddress::unix_socket(path), 1);
         CPPUNIT_ASSERT(std::filesystem::exists(path));
         CPPUNIT_ASSERT(listener.address() == SocketAddress::unix_socket(path));
+        // A forked child's copy, closed (or destroyed at exit) in the child, leaves the path to the parent.
+        ForkedChild child([&] {
+            listener.close();
+            std::_Exit(std::filesystem::exists(path) ? 0 : 1);
+        });
+        mproc::test::assert_exited_cleanly(child.wait());
+        CPPUNIT_ASSERT(std::filesystem::exists(path));
         listener.close();
         CPPUNIT_ASSERT(!std::filesystem::exists(path));
         listener.close();

@@ -52,6 +52,11 @@
 //   socket has nothing yet), two HMACs, one getrandom.
 // - After the handshake the connection is an ordinary FdConnection (connection.hpp): no per-message cost here.
 //
+// Threads: one thread at a time may call accept() on a Listener; Client() is free-threaded. Across fork(),
+// a child may accept on an inherited Listener (several processes accepting on one socket is fine: each
+// client goes to one of them); only the process that bound a filesystem path removes it (a forked child's
+// close() or exit leaves it, as Python's Finalize does).
+//
 // Misuse: accept() after close() → StateError. An address outside what the family allows (an AF_UNIX name
 // longer than sun_path, an empty path, a host that does not resolve, port 0 for Client) → ValueError.
 //
@@ -116,10 +121,10 @@ struct HandshakeOptions {
     std::string challenge_digest = "sha256";
 };
 
-// The two halves of the handshake on a connected stream socket (or pipe), each within options.timeout of its
-// start: for a custom accept loop, or sockets made elsewhere (Listener and Client run both halves within one
-// timeout). The fd may be blocking or not; nothing but the half's frames is read or written; the fd is left
-// open (the caller closes it after AuthenticationError).
+// The two halves of the handshake on a connected stream socket, each within options.timeout of its start:
+// for a custom accept loop, or sockets made elsewhere (Listener and Client run both halves within one
+// timeout). The socket may be blocking or not; nothing but the half's frames is read or written; the fd is
+// left open (the caller closes it after AuthenticationError). Not a socket → SystemError(ENOTSOCK).
 void deliver_challenge(int fd, std::string_view authkey, const HandshakeOptions& options = {});
 void answer_challenge(int fd, std::string_view authkey, const HandshakeOptions& options = {});
 
@@ -157,6 +162,7 @@ private:
     std::optional<std::string> authkey_;
     HandshakeOptions options_;
     bool remove_path_ = false;
+    int bound_by_pid_ = 0;  // the process that bound the path: the only one that removes it
 };
 
 // Python's multiprocessing.connection.Client: connects to a Listener (C++ or Python) and runs the handshake
