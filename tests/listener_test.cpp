@@ -1020,6 +1020,7 @@ CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(ListenerTest, "unit");
 class ListenerStressTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(ListenerStressTest);
     CPPUNIT_TEST(testThousandClientsComeAndGoWhileOneStreams);
+    CPPUNIT_TEST(testClientsOnThreadsMeetListenerOnThreadThreads);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -1069,6 +1070,35 @@ public:
         acceptor.join();
         for (std::thread& server : servers) server.join();
         CPPUNIT_ASSERT_EQUAL(kChurners * per_churner + 1, served.load(std::memory_order_relaxed));
+    }
+    // The same within one process, without fork (the variant ThreadSanitizer runs): client threads connect
+    // and handshake while a listener thread accepts and answers each connection's one message.
+    void testClientsOnThreadsMeetListenerOnThreadThreads() {
+        constexpr int kClients = 4;
+        constexpr int kRounds = 25;
+        Listener listener(SocketAddress::unix_socket(std::string(1, '\0') + mproc::test::unique_name("threads").substr(1)),
+                          16, kKey);
+        const SocketAddress address = listener.address();
+        std::atomic<int> answered{0};
+        std::thread acceptor([&] {
+            for (int accepted = 0; accepted < kClients * kRounds; ++accepted) {
+                std::optional<FdConnection> connection = listener.accept(30s);
+                if (!connection) return;
+                connection->send_bytes(connection->recv_bytes());
+                // relaxed: read after the join.
+                answered.fetch_add(1, std::memory_order_relaxed);
+            }
+        });
+        mproc::test::run_in_threads(kClients, [&](int index) {
+            for (int round = 0; round < kRounds; ++round) {
+                FdConnection connection = Client(address, kKey, 10s);
+                const std::string message = std::to_string(index) + "/" + std::to_string(round);
+                connection.send_bytes(bytes_of(message));
+                CPPUNIT_ASSERT_EQUAL(message, text_of(connection.recv_bytes()));
+            }
+        });
+        acceptor.join();
+        CPPUNIT_ASSERT_EQUAL(kClients * kRounds, answered.load(std::memory_order_relaxed));
     }
 };
 
