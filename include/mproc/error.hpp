@@ -136,6 +136,15 @@ private:
     std::vector<std::byte> message_;
 };
 
+// Python's multiprocessing.AuthenticationError: the authkey handshake of a Listener/Client connection failed —
+// the peer's digest was wrong (the keys differ), the peer refused ours, it broke the protocol (a frame that is
+// not a challenge, one longer than the handshake allows, an unknown digest), closed the connection, or stalled
+// past the handshake timeout. The connection is closed; nothing after the handshake was read or written.
+class AuthenticationError : public Error {
+public:
+    using Error::Error;
+};
+
 // Throws SystemError for `what`, with the current errno.
 [[noreturn]] MPROC_API void throw_system_error(const std::string& what);
 [[noreturn]] MPROC_API void throw_system_error(const std::string& what, int error_number);

@@ -8,6 +8,7 @@
 #include "mproc/error.hpp"
 #include "mproc/event.hpp"
 #include "mproc/joinable_queue.hpp"
+#include "mproc/listener.hpp"
 #include "mproc/lock.hpp"
 #include "mproc/mpmc_ring.hpp"
 #include "mproc/object_header.hpp"
