@@ -92,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             }
         } catch (const mproc::Closed&) {
         } catch (const mproc::SystemError& error) {
-            require(error.code() == EMSGSIZE || error.code() == EPROTO);
+            require(error.error_number() == EMSGSIZE || error.error_number() == EPROTO);
         } catch (...) {
             std::abort();
         }

@@ -597,7 +597,7 @@ FdConnection Client(const SocketAddress& address, std::optional<std::string> aut
                     break;
                 } catch (const SystemError& error) {
                     // A full AF_UNIX backlog: wait a little and retry while time is left.
-                    if (error.code() != EAGAIN || (bounded && deadline.passed())) throw;
+                    if (error.error_number() != EAGAIN || (bounded && deadline.passed())) throw;
                     ::usleep(1000);
                 }
             }

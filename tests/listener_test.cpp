@@ -893,7 +893,7 @@ public:
             connection.recv_bytes();
             CPPUNIT_FAIL("a truncated frame was received as a message");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(EPROTO, error.code());
+            CPPUNIT_ASSERT_EQUAL(EPROTO, error.error_number());
         }
         ForkedChild good([address] {
             FdConnection next = Client(address, kKey, 10s);
@@ -999,7 +999,7 @@ public:
             Client(SocketAddress::unix_socket("/tmp" + mproc::test::unique_name("nobody")), kKey, 1s);
             CPPUNIT_FAIL("connected to nobody");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(ENOENT, error.code());
+            CPPUNIT_ASSERT_EQUAL(ENOENT, error.error_number());
         }
         Listener closed_port(SocketAddress::tcp("127.0.0.1", 0), 1);
         const SocketAddress address = closed_port.address();
@@ -1008,7 +1008,7 @@ public:
             Client(address, kKey, 1s);
             CPPUNIT_FAIL("connected to a closed port");
         } catch (const mproc::SystemError& error) {
-            CPPUNIT_ASSERT_EQUAL(ECONNREFUSED, error.code());
+            CPPUNIT_ASSERT_EQUAL(ECONNREFUSED, error.error_number());
         }
     }
 };

@@ -140,9 +140,9 @@ private:
 // the peer's digest was wrong (the keys differ), the peer refused ours, it broke the protocol (a frame that is
 // not a challenge, one longer than the handshake allows, an unknown digest), closed the connection, or stalled
 // past the handshake timeout. The connection is closed; nothing after the handshake was read or written.
-class AuthenticationError : public Error {
+class MPROC_API AuthenticationError : public ErrorOf<std::runtime_error> {
 public:
-    using Error::Error;
+    using ErrorOf::ErrorOf;
 };
 
 // Throws SystemError for `what`, with the current errno.

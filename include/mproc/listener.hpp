@@ -81,7 +81,7 @@ namespace mproc {
 
 // Where a Listener listens or a Client connects, as Python writes it: a str (AF_UNIX; a leading NUL makes
 // it a Linux abstract name) or a (host, port) tuple (TCP; the host is a name or a numeric IPv4/IPv6 address).
-class SocketAddress {
+class MPROC_API SocketAddress {
 public:
     enum class Family {
         unix_path,      // a filesystem AF_UNIX socket
@@ -125,10 +125,10 @@ struct HandshakeOptions {
 // for a custom accept loop, or sockets made elsewhere (Listener and Client run both halves within one
 // timeout). The socket may be blocking or not; nothing but the half's frames is read or written; the fd is
 // left open (the caller closes it after AuthenticationError). Not a socket → SystemError(ENOTSOCK).
-void deliver_challenge(int fd, std::string_view authkey, const HandshakeOptions& options = {});
-void answer_challenge(int fd, std::string_view authkey, const HandshakeOptions& options = {});
+MPROC_API void deliver_challenge(int fd, std::string_view authkey, const HandshakeOptions& options = {});
+MPROC_API void answer_challenge(int fd, std::string_view authkey, const HandshakeOptions& options = {});
 
-class Listener {
+class MPROC_API Listener {
 public:
     // Binds and listens. TCP port 0 picks a free port (address() reports it). backlog as listen(2).
     explicit Listener(const SocketAddress& address, int backlog = 1, std::optional<std::string> authkey = std::nullopt,
@@ -169,7 +169,7 @@ private:
 // when authkey is given. `timeout` bounds connecting (every address the host resolves to, in order) and
 // the handshake together; std::nullopt: connecting waits as connect(2) does, the handshake options.timeout.
 // SystemError when no address accepts (ECONNREFUSED, ENOENT, ETIMEDOUT), AuthenticationError as above.
-FdConnection Client(const SocketAddress& address, std::optional<std::string> authkey = std::nullopt,
+MPROC_API FdConnection Client(const SocketAddress& address, std::optional<std::string> authkey = std::nullopt,
                     std::optional<std::chrono::nanoseconds> timeout = std::nullopt, HandshakeOptions options = {});
 
 }  // namespace mproc
