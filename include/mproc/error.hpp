@@ -114,6 +114,11 @@ private:
     std::vector<std::byte> message_;
 };
 
+// Bytes that do not decode: a truncated or malformed message, a length beyond the bytes present, nesting
+// past the decoder's limit, a type other than the one asked for. The message names what was being decoded,
+// the offset and what was expected ("pickle: BINUNICODE at offset 7: length 2^60 exceeds the 3 bytes left").
+class DecodeError : public Error { using Error::Error; };
+
 // Throws SystemError for `what`, with the current errno.
 [[noreturn]] void throw_system_error(const std::string& what);
 [[noreturn]] void throw_system_error(const std::string& what, int error_number);
