@@ -74,6 +74,17 @@ void operator delete(void* memory) noexcept { counted_release(memory); }
 void operator delete[](void* memory) noexcept { counted_release(memory); }
 void operator delete(void* memory, std::size_t) noexcept { counted_release(memory); }
 void operator delete[](void* memory, std::size_t) noexcept { counted_release(memory); }
+// The nothrow forms too (libFuzzer allocates with them): every form of new here pairs with a delete here.
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+    try {
+        return counted_allocation(size);
+    } catch (const std::bad_alloc&) {
+        return nullptr;
+    }
+}
+void* operator new[](std::size_t size, const std::nothrow_t& tag) noexcept { return operator new(size, tag); }
+void operator delete(void* memory, const std::nothrow_t&) noexcept { counted_release(memory); }
+void operator delete[](void* memory, const std::nothrow_t&) noexcept { counted_release(memory); }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::span<const std::byte> input(reinterpret_cast<const std::byte*>(data), size);

@@ -503,6 +503,7 @@ const char* builtin_name(Builtin builtin) {
 struct Entry {
     PickleValue value;
     Builtin callable = Builtin::none;
+    bool stored = false;  // memo: an entry PUT or MEMOIZE wrote (the dense memo has gaps)
 };
 
 }  // namespace
@@ -612,6 +613,7 @@ private:
     }
     void add_dict_items(PickleStorage& dict, std::size_t start) {
         if ((stack_.size() - start) % 2 != 0) fail("odd number of entries for a dict's keys and values");
+        reserve_for(dict.dict, (stack_.size() - start) / 2);
         for (std::size_t i = start; i < stack_.size(); i += 2) {
             PickleValue& key = as_value(stack_[i]);
             PickleValue& value = as_value(stack_[i + 1]);
@@ -622,12 +624,19 @@ private:
         stack_.resize(start);
     }
     void add_items(PickleStorage& container, std::size_t start) {
+        reserve_for(container.items, stack_.size() - start);
         for (std::size_t i = start; i < stack_.size(); ++i) {
             PickleValue& element = as_value(stack_[i]);
             grow_depth(container, element);
             container.items.push_back(std::move(element));
         }
         stack_.resize(start);
+    }
+    // Room for `extra` more elements in one allocation, growing geometrically (APPEND adds one at a time).
+    template <class Vector>
+    static void reserve_for(Vector& vector, std::size_t extra) {
+        const std::size_t needed = vector.size() + extra;
+        if (needed > vector.capacity()) vector.reserve(std::max(needed, 2 * vector.capacity()));
     }
     // Copies made by protocol-2 calls are charged here, so that a pickle calling set() on one shared list
     // many times cannot allocate more than a bound of its size.
@@ -643,14 +652,31 @@ private:
         return PickleStorageAccess::make(Kind::str, storage_of_bytes(text));
     }
     PickleValue decode_long(std::uint64_t length) { return integer_from_string(std::string(take_string(length))); }
+    // The memo: indices below the input size (all Python writes: each memoized object takes at least one
+    // byte) in a vector that never grows past the input size, any others in a map.
     void memo_put(std::uint64_t index) {
         need_entries(1);
-        memo_.insert_or_assign(index, stack_.back());
+        Entry entry = stack_.back();
+        entry.stored = true;
+        if (index < size_) {
+            if (index >= memo_dense_.size())
+                memo_dense_.resize(std::min<std::size_t>(size_, std::max<std::size_t>(index + 1, 2 * memo_dense_.size())));
+            if (!memo_dense_[index].stored) ++memo_count_;
+            memo_dense_[index] = std::move(entry);
+        } else {
+            if (memo_sparse_.insert_or_assign(index, std::move(entry)).second) ++memo_count_;
+        }
     }
     void memo_get(std::uint64_t index) {
-        const auto found = memo_.find(index);
-        if (found == memo_.end()) fail("memo entry " + std::to_string(index) + " was never stored");
-        Entry entry = found->second;
+        const Entry* found = nullptr;
+        if (index < memo_dense_.size()) {
+            if (memo_dense_[index].stored) found = &memo_dense_[index];
+        } else if (const auto sparse = memo_sparse_.find(index); sparse != memo_sparse_.end()) {
+            found = &sparse->second;
+        }
+        if (found == nullptr) fail("memo entry " + std::to_string(index) + " was never stored");
+        Entry entry = *found;
+        entry.stored = false;
         if (entry.value.storage_) entry.value.storage_->referenced = true;
         stack_.push_back(std::move(entry));
     }
@@ -672,7 +698,9 @@ private:
     std::size_t copy_budget_;
     std::vector<Entry> stack_;
     std::vector<std::size_t> marks_;
-    std::unordered_map<std::uint64_t, Entry> memo_;
+    std::vector<Entry> memo_dense_;
+    std::unordered_map<std::uint64_t, Entry> memo_sparse_;
+    std::size_t memo_count_ = 0;  // len(memo) in Python's unpickler: where MEMOIZE stores
 };
 
 void PickleDecoder::reduce() {
@@ -876,7 +904,7 @@ PickleValue PickleDecoder::run() {
                 stack_.push_back(std::move(copy));
                 break;
             }
-            case 0x94: memo_put(memo_.size()); break;  // MEMOIZE
+            case 0x94: memo_put(memo_count_); break;  // MEMOIZE
             case 'q': memo_put(take_le(1)); break;      // BINPUT
             case 'r': memo_put(take_le(4)); break;      // LONG_BINPUT
             case 'h': memo_get(take_le(1)); break;      // BINGET

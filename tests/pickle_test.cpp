@@ -35,6 +35,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using namespace std::string_view_literals;
+using namespace std::string_literals;
 using mproc::DecodeError;
 using mproc::FdConnection;
 using mproc::PickleValue;
@@ -105,6 +106,7 @@ class PickleTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testSharedPartsAreWrittenOnceAndDecodedShared);
     CPPUNIT_TEST(testEveryPrefixOfAPickleIsRefused);
     CPPUNIT_TEST(testHugeLengthsAreRefusedBeforeAllocating);
+    CPPUNIT_TEST(testProtocol2CopiesStayWithinTheInputsSize);
     CPPUNIT_TEST(testNestingIsBoundedAtOneThousand);
     CPPUNIT_TEST(testMemoReferencesNeverStoredAreRefused);
     CPPUNIT_TEST(testOpcodesThatNameOrCallAreRefusedByNameAndOffset);
@@ -319,6 +321,23 @@ public:
                              refusal_of(std::string_view("\x8b\xff\xff\xff\xff.", 6)));
         CPPUNIT_ASSERT_EQUAL(std::string("pickle: BYTEARRAY8 (0x96) at offset 0: needs 4294967296 bytes of argument, 1 left"),
                              refusal_of(std::string_view("\x96\x00\x00\x00\x00\x01\x00\x00\x00.", 10)));
+    }
+
+    // Protocol 2 writes a set as set(list): the copy the decoder makes is charged to a budget of one element
+    // per input byte, so calling set() on one shared 1000-element list again and again cannot turn a few
+    // bytes per call into a thousand elements per call.
+    void testProtocol2CopiesStayWithinTheInputsSize() {
+        std::string list = "]\x94(";  // memo 1: the list
+        for (int i = 0; i < 1000; ++i) list += "K\x01";
+        list += "e\x85\x94" "0";  // memo 2: (list,), dropped from the stack
+        const std::string call = "h\x00h\x02R0"s;  // set(list), dropped
+        const std::string global = "cbuiltins\nset\n\x94" "0";  // memo 0: the callable, dropped from the stack
+        // One call copies 1000 elements out of 2000-odd bytes: fine; of ten calls, the third is refused.
+        CPPUNIT_ASSERT_EQUAL(std::size_t{1000}, loads(global + list + "h\x00h\x02R."s).items().size());
+        std::string ten_calls = global + list;
+        for (int i = 0; i < 10; ++i) ten_calls += call;
+        mproc::test::assert_contains(refusal_of(ten_calls + "N."), "REDUCE (0x52) at offset 2039: copies more elements "
+                                                                  "than the pickle has bytes (2085)");
     }
 
     void testNestingIsBoundedAtOneThousand() {
