@@ -161,7 +161,7 @@ public:
             ++echoed;
         }
         assert_peer_exited_zero(peer, std::string("echo, protocol ") + protocol);
-        CPPUNIT_ASSERT_EQUAL(std::size_t{59}, echoed);  // len(CASES) in pickle_peer.py
+        CPPUNIT_ASSERT_EQUAL(std::size_t{60}, echoed);  // len(CASES) in pickle_peer.py
     }
     void testPythonValuesEchoBackEqualProtocol2() { echo("2"); }
     void testPythonValuesEchoBackEqualProtocol3() { echo("3"); }
@@ -439,8 +439,10 @@ public:
         CPPUNIT_ASSERT_EQUAL(std::string("pickle: SETITEMS (0x75) at offset 5: odd number of entries for a dict's keys and values"),
                              refusal_of("}(NNNu."));
         CPPUNIT_ASSERT_EQUAL(std::string("pickle: PROTO (0x80) at offset 0: protocol 6 is newer than 5"), refusal_of("\x80\x06N."));
-        // Overlong '/', a lone continuation byte, a code point past U+10FFFF, a truncated sequence.
-        for (const std::string_view bad : {std::string_view("\xc0\xaf"), std::string_view("\x80"),
+        // Overlong '/' in two, three and four bytes, a lone continuation byte, a code point past U+10FFFF, a
+        // truncated sequence.
+        for (const std::string_view bad : {std::string_view("\xc0\xaf"), std::string_view("\xe0\x80\xaf"),
+                                           std::string_view("\xf0\x80\x80\xaf"), std::string_view("\x80"),
                                            std::string_view("\xf4\x90\x80\x80"), std::string_view("a\xe2\x82")}) {
             std::string pickle = "\x8c";
             pickle += static_cast<char>(bad.size());
