@@ -116,7 +116,8 @@ private:
 
 // Bytes that do not decode: a truncated or malformed message, a length beyond the bytes present, nesting
 // past the decoder's limit, a type other than the one asked for. The message names what was being decoded,
-// the offset and what was expected ("pickle: BINUNICODE at offset 7: length 2^60 exceeds the 3 bytes left").
+// the offset and what was expected ("pickle: BINBYTES8 (0x8e) at offset 2: needs 1152921504606846976 bytes of
+// argument, 1 left").
 class DecodeError : public Error { using Error::Error; };
 
 // Throws SystemError for `what`, with the current errno.
