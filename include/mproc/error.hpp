@@ -145,6 +145,28 @@ public:
     using ErrorOf::ErrorOf;
 };
 
+// Bytes that do not decode (mproc/codec.hpp, mproc/pickle.hpp, a Pool's result frames): a truncated or
+// malformed message, a length beyond the bytes present, nesting past the decoder's limit, a type other than
+// the one asked for, bytes left over. The codec's form names the type being decoded (type()), the byte of
+// the message where the fault is (offset()) and what should have been there (expected()); the pickle
+// decoder's message names the opcode and offset itself ("pickle: BINBYTES8 (0x8e) at offset 2: needs
+// 1152921504606846976 bytes of argument, 1 left"), and its type() and expected() are empty.
+class MPROC_API DecodeError : public ErrorOf<std::runtime_error> {
+public:
+    explicit DecodeError(const std::string& what) : ErrorOf(what) {}
+    DecodeError(std::string type, std::size_t offset, std::string expected)
+        : ErrorOf("decode " + type + " at byte " + std::to_string(offset) + ": expected " + expected),
+          type_(std::move(type)), offset_(offset), expected_(std::move(expected)) {}
+    const std::string& type() const noexcept { return type_; }
+    std::size_t offset() const noexcept { return offset_; }
+    const std::string& expected() const noexcept { return expected_; }
+
+private:
+    std::string type_;
+    std::size_t offset_ = 0;
+    std::string expected_;
+};
+
 // Throws SystemError for `what`, with the current errno.
 [[noreturn]] MPROC_API void throw_system_error(const std::string& what);
 [[noreturn]] MPROC_API void throw_system_error(const std::string& what, int error_number);

@@ -12,6 +12,7 @@
 #include "mproc/lock.hpp"
 #include "mproc/mpmc_ring.hpp"
 #include "mproc/object_header.hpp"
+#include "mproc/pickle.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
