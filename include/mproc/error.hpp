@@ -114,6 +114,24 @@ private:
     std::vector<std::byte> message_;
 };
 
+// A message that does not decode as the type asked for (mproc/codec.hpp): truncated, a wrong tag, a length
+// larger than the bytes left, nesting deeper than the codec allows, bytes left over. type() names the type
+// being decoded, offset() the byte of the message where the fault is, expected() what should have been there.
+class DecodeError : public Error {
+public:
+    DecodeError(std::string type, std::size_t offset, std::string expected)
+        : Error("decode " + type + " at byte " + std::to_string(offset) + ": expected " + expected),
+          type_(std::move(type)), offset_(offset), expected_(std::move(expected)) {}
+    const std::string& type() const noexcept { return type_; }
+    std::size_t offset() const noexcept { return offset_; }
+    const std::string& expected() const noexcept { return expected_; }
+
+private:
+    std::string type_;
+    std::size_t offset_;
+    std::string expected_;
+};
+
 // Throws SystemError for `what`, with the current errno.
 [[noreturn]] void throw_system_error(const std::string& what);
 [[noreturn]] void throw_system_error(const std::string& what, int error_number);
