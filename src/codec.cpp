@@ -60,7 +60,7 @@ void CodecReader::fail(std::string_view type, std::size_t offset, std::string ex
 }
 
 void CodecReader::fail_short(std::string_view type, std::size_t size, std::string_view what) const {
-    fail(type, at_, std::to_string(size) + " bytes of " + std::string(what) + ", " + std::to_string(remaining()) +
+    fail(type, at_, std::to_string(size) + " bytes (" + std::string(what) + "), " + std::to_string(remaining()) +
                         " left");
 }
 
