@@ -74,7 +74,7 @@ struct Record {
     std::vector<double> samples;
     friend auto codec_fields(Record& self) { return std::tie(self.id, self.score, self.name, self.samples); }
 #ifdef MPROC_BENCH_HAVE_MSGPACK
-    MSGPACK_DEFINE(id, score, name, samples);
+    MSGPACK_DEFINE(id, score, name, samples)
 #endif
 #ifdef MPROC_BENCH_HAVE_CEREAL
     template <class Archive>
@@ -84,9 +84,12 @@ struct Record {
 #endif
 };
 
+// Samples with fractions, so that no serialiser can shorten them to integers (msgpack-cxx packs an integral
+// double as an integer).
 Record record_of(std::uint64_t sequence) {
-    return {static_cast<std::int64_t>(sequence), static_cast<double>(sequence) * 0.5, std::string(32, 'n'),
-            std::vector<double>(16, static_cast<double>(sequence))};
+    Record record{static_cast<std::int64_t>(sequence), static_cast<double>(sequence) * 0.5, std::string(32, 'n'), {}};
+    for (int i = 0; i < 16; ++i) record.samples.push_back(static_cast<double>(sequence) + 0.1 * (i + 1));
+    return record;
 }
 
 void check_record(const Record& got, std::uint64_t expected) {

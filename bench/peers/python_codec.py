@@ -27,7 +27,7 @@ def text_of(sequence):
 
 
 def record_of(sequence):
-    return (sequence, sequence * 0.5, "n" * 32, [float(sequence)] * 16)
+    return (sequence, sequence * 0.5, "n" * 32, [sequence + 0.1 * (i + 1) for i in range(16)])
 
 
 def produce(put, make, count, ready, go):
