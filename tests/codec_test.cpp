@@ -432,6 +432,9 @@ public:
         for (int i = 0; i < 100; ++i) tree = Tree{{std::move(tree)}};
         const std::string message = mproc::test::message_of<mproc::ValueError>([&] { (void)mproc::encode(tree); });
         CPPUNIT_ASSERT_EQUAL(std::string("mproc::encode: user type nested deeper than 128 levels"), message);
+        std::vector<std::byte> out = bytes_of({7});
+        CPPUNIT_ASSERT_THROW(mproc::encode(tree, out), mproc::ValueError);
+        CPPUNIT_ASSERT(out == bytes_of({7}));  // nothing of the refused value is left behind
         Tree allowed;
         for (int i = 0; i < 63; ++i) allowed = Tree{{std::move(allowed)}};
         assert_round_trips(allowed);

@@ -448,9 +448,9 @@ void encode_value(CodecWriter& writer, const T& value) {
         if (value) encode_value<typename T::value_type>(writer, *value);
     } else if constexpr (rule == Rule::variant) {
         DepthGuard level(writer, "variant");
-        writer.length(value.index());
         // A variant valueless by exception has nothing to send: refuse rather than invent an alternative.
         if (value.valueless_by_exception()) throw ValueError("mproc::encode: a valueless std::variant");
+        writer.length(value.index());
         std::visit([&writer](const auto& alternative) {
             encode_value<std::remove_cvref_t<decltype(alternative)>>(writer, alternative);
         }, value);
@@ -591,16 +591,24 @@ void decode_value(CodecReader& reader, T& out) {
     }
 }
 
-// The calling thread's buffer for encodings that are sent at once (Queue<T>::put, Connection::send<T>).
+// The calling thread's buffer for encodings that are sent at once (Queue<T>::put, Connection::send<T>); it
+// keeps the capacity of the largest encoding the thread sent.
 std::vector<std::byte>& scratch_buffer() noexcept;
 
 }  // namespace codec_detail
 
-// Appends value's encoding to out.
+// Appends value's encoding to out. ValueError (nesting deeper than kCodecMaxDepth, a valueless variant)
+// leaves out as it was.
 template <Encodable T>
 void encode(const T& value, std::vector<std::byte>& out) {
+    const std::size_t size_before = out.size();
     CodecWriter writer(out);
-    codec_detail::encode_value<std::remove_cvref_t<T>>(writer, value);
+    try {
+        codec_detail::encode_value<std::remove_cvref_t<T>>(writer, value);
+    } catch (...) {
+        out.resize(size_before);
+        throw;
+    }
 }
 
 template <Encodable T>
