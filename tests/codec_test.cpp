@@ -4,6 +4,11 @@
 // lengths claiming 2^60 elements, nesting 100,000 deep, wrong tags, overlong lengths, repeated keys, bytes
 // left over) give the exact DecodeError, never anything else, and allocate no more than the bound
 // docs/guarantees.md states; an encoding longer than a queue's slot is refused with ValueError.
+// Mutants tried against these tests, and what caught each: the length check skipped (CodecReader::count
+// believes any length) → the 2^60-length, truncation and queue/connection DecodeError tests; the depth
+// check skipped → the 100,000-deep test dies of a stack overflow; a repeated map key accepted → the
+// repeated-keys and single-byte-change tests; the variant index unchecked → the wrong-tags test; every
+// claimed length reserved → the allocation-bound test (its nested vectors).
 #include <algorithm>
 #include <array>
 #include <atomic>
