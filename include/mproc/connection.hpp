@@ -9,7 +9,7 @@
 // big-endian length for messages of 2^31 bytes or more (the form CPython 3.8 and later use); an empty message
 // is a bare zero header. A C++ FdConnection and a Python Connection on the two ends of a pipe or socket
 // exchange send_bytes/recv_bytes messages. (Python's send()/recv() pickle; C++'s send<T>/recv<T> copy the
-// bytes of a trivially copyable T: those two pairs do not mix.)
+// bytes of a trivially copyable T, and encode any other T with mproc/codec.hpp: those two pairs do not mix.)
 //
 // Guarantees
 // - Messages arrive whole, in order, each exactly once, or an exception says why not.
@@ -59,6 +59,7 @@
 #include <utility>
 #include <vector>
 
+#include "mproc/codec.hpp"
 #include "mproc/error.hpp"
 
 namespace mproc {
@@ -99,32 +100,53 @@ public:
     // How I/O is done, for diagnostics: "io_uring", "read/write", ...
     virtual std::string_view backend() const noexcept = 0;
 
-    // The bytes of a trivially copyable value, as one message.
+    // One value as one message: a trivially copyable T as its bytes (as always), any other Encodable T
+    // (std::string, containers, user types: mproc/codec.hpp) encoded. std::span<const std::byte> and
+    // std::string_view send what they view (a message recv<std::vector<std::byte>> / recv<std::string>
+    // takes). ValueError when the value nests deeper than the codec allows.
     template <class T>
     void send(const T& value) {
-        static_assert(std::is_trivially_copyable_v<T>, "send<T> copies the bytes of T: T must be trivially copyable");
-        send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
+        if constexpr (sent_as_bytes<T>) {
+            send_bytes(std::as_bytes(std::span<const T, 1>(&value, 1)));
+        } else {
+            static_assert(Encodable<T>, "send<T>: T must be trivially copyable or Encodable (mproc/codec.hpp)");
+            send_bytes(codec_detail::encode_to_scratch(value));
+        }
     }
 
-    // One message that must be exactly sizeof(T) bytes (ValueError otherwise; the message is consumed).
+    // One message as a T. Trivially copyable T: the message must be exactly sizeof(T) bytes (ValueError
+    // otherwise; the message is consumed). Any other T: the message is decoded; DecodeError (consumed
+    // too) when it is not a T's encoding.
     template <class T>
     T recv() {
-        static_assert(std::is_trivially_copyable_v<T> && std::is_default_constructible_v<T>,
-                      "recv<T> copies bytes into a T: T must be trivially copyable and default constructible");
-        T value{};
-        std::byte bytes[sizeof(T)];
-        std::size_t received = 0;
-        try {
-            received = recv_bytes_into(bytes);
-        } catch (const BufferTooShort& error) {
-            throw_wrong_size("recv<T>", error.message().size(), sizeof(T));
+        if constexpr (sent_as_bytes<T>) {
+            static_assert(std::is_default_constructible_v<T>,
+                          "recv<T> copies bytes into a T: T must be default constructible");
+            T value{};
+            std::byte bytes[sizeof(T)];
+            std::size_t received = 0;
+            try {
+                received = recv_bytes_into(bytes);
+            } catch (const BufferTooShort& error) {
+                throw_wrong_size("recv<T>", error.message().size(), sizeof(T));
+            }
+            if (received != sizeof(T)) throw_wrong_size("recv<T>", received, sizeof(T));
+            std::memcpy(&value, bytes, sizeof(T));
+            return value;
+        } else {
+            static_assert(Decodable<T>, "recv<T>: T must be trivially copyable or Decodable (mproc/codec.hpp)");
+            const std::vector<std::byte> message = recv_bytes();
+            return decode<T>(message);
         }
-        if (received != sizeof(T)) throw_wrong_size("recv<T>", received, sizeof(T));
-        std::memcpy(&value, bytes, sizeof(T));
-        return value;
     }
 
 protected:
+    // Which values send<T>/recv<T> carry as their raw bytes: trivially copyable ones, except the views.
+    template <class T>
+    static constexpr bool sent_as_bytes = std::is_trivially_copyable_v<T> &&
+                                          !std::is_same_v<T, std::span<const std::byte>> &&
+                                          !std::is_same_v<T, std::string_view>;
+
     Connection() = default;
     Connection(Connection&&) noexcept = default;
     Connection& operator=(Connection&&) noexcept = default;

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <sys/types.h>
 
@@ -32,6 +33,11 @@ public:
 
     explicit JoinableQueue(std::size_t capacity = kDefaultCapacity, QueueKind kind = QueueKind::mpmc)
         : queue_(capacity, kind) {}
+    // Items that travel encoded (not trivially copyable, see encoded_queue.hpp): slots for encodings of
+    // at most max_message bytes.
+    JoinableQueue(std::size_t capacity, QueueKind kind, std::size_t max_message)
+        requires(!std::is_trivially_copyable_v<T>)
+        : queue_(capacity, kind, max_message) {}
     static JoinableQueue create(std::string_view name, std::size_t capacity = kDefaultCapacity,
                                 QueueKind kind = QueueKind::mpmc, mode_t mode = 0600) {
         return JoinableQueue(Queue<T>::create(name, capacity, kind, mode));

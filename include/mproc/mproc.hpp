@@ -3,6 +3,7 @@
 
 #include "mproc/array.hpp"
 #include "mproc/barrier.hpp"
+#include "mproc/codec.hpp"
 #include "mproc/condition.hpp"
 #include "mproc/connection.hpp"
 #include "mproc/error.hpp"

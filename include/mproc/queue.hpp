@@ -257,3 +257,7 @@ private:
 };
 
 }  // namespace mproc
+
+// Queue<T> for the types that travel encoded (std::string, containers, user types): after ByteQueue, which
+// it is built on.
+#include "mproc/encoded_queue.hpp"

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include <sys/types.h>
 
@@ -25,6 +26,11 @@ public:
 
     // Anonymous: inherited by fork()ed children.
     explicit SimpleQueue(std::size_t capacity = kDefaultCapacity) : queue_(capacity) {}
+    // Items that travel encoded (not trivially copyable, see encoded_queue.hpp): slots for encodings of
+    // at most max_message bytes.
+    SimpleQueue(std::size_t capacity, std::size_t max_message)
+        requires(!std::is_trivially_copyable_v<T>)
+        : queue_(capacity, QueueKind::mpmc, max_message) {}
     static SimpleQueue create(std::string_view name, std::size_t capacity = kDefaultCapacity, mode_t mode = 0600) {
         return SimpleQueue(Queue<T>::create(name, capacity, QueueKind::mpmc, mode));
     }
