@@ -254,7 +254,7 @@ CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(QueueLargeUnitTest, "unit");
 
 // The crash suite: rounds of producers and consumers moving large messages while the test SIGKILLs some.
 constexpr std::uint32_t kMaxProducers = 8;
-constexpr std::uint32_t kRoundMessages = 48;
+constexpr std::uint32_t kRoundMessages = 24;
 
 struct CrashBoard {
     std::atomic<std::uint32_t> started{0};
@@ -267,9 +267,9 @@ struct CrashBoard {
 };
 
 std::size_t crash_length(std::uint32_t producer, std::uint32_t sequence) {
-    // 5 KB .. 400 KB, and every fourth message small (inline), from the ids alone.
+    // 5 KB .. 200 KB, and every fourth message small (inline), from the ids alone.
     const std::uint64_t mix = (std::uint64_t{producer} * 7919 + sequence) * 0x9e3779b97f4a7c15ull;
-    return sequence % 4 == 3 ? 40 : 5000 + static_cast<std::size_t>((mix >> 40) % 400000);
+    return sequence % 4 == 3 ? 40 : 5000 + static_cast<std::size_t>((mix >> 40) % 200000);
 }
 
 void consume(ByteQueue& queue, CrashBoard& board) {
@@ -278,7 +278,7 @@ void consume(ByteQueue& queue, CrashBoard& board) {
     for (;;) {
         std::vector<std::byte> message;
         try {
-            message = queue.get(true, 100ms);
+            message = queue.get(true, 10ms);
         } catch (const mproc::Empty&) {
             // acquire: the parent's stop comes after every survivor's puts.
             if (board.stop.load(std::memory_order_acquire) != 0) std::_Exit(0);
@@ -349,12 +349,12 @@ RoundResult crash_round(QueueKind kind, std::mt19937& random) {
     while (board->started.load(std::memory_order_relaxed) < initial_producers + initial_consumers && Clock::now() < give_up)
         std::this_thread::sleep_for(50us);
 
-    // One or two victims at random moments of the transfer (most of which is spent inside large messages).
-    const int victims = std::uniform_int_distribution<int>(1, 2)(random);
+    // One to three victims at random moments of the transfer (most of which is spent inside large messages).
+    const int victims = std::uniform_int_distribution<int>(1, 3)(random);
     std::vector<bool> dead_producer(kMaxProducers, false);
     std::vector<bool> dead_consumer(8, false);
     for (int v = 0; v < victims; ++v) {
-        std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 6000)(random)));
+        std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(random)));
         const bool kill_consumer = std::uniform_int_distribution<int>(0, 1)(random) == 1;
         if (kill_consumer) {
             const auto c = static_cast<std::size_t>(std::uniform_int_distribution<std::size_t>(0, consumers.size() - 1)(random));
