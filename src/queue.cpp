@@ -536,6 +536,12 @@ RecordView view_record(std::span<const std::byte> record, std::size_t max_inline
 }  // namespace
 
 std::vector<std::byte> QueueCore::get_message(bool block, std::optional<std::chrono::nanoseconds> timeout) {
+    std::vector<std::byte> message;
+    get_message(message, block, timeout);
+    return message;
+}
+
+void QueueCore::get_message(std::vector<std::byte>& out, bool block, std::optional<std::chrono::nanoseconds> timeout) {
     check("get");
     if (!block && timeout) throw ValueError(label_ + ": get: a timeout cannot be given for a non-blocking call");
     thread_local std::vector<std::uint32_t> blocks;
@@ -544,10 +550,9 @@ std::vector<std::byte> QueueCore::get_message(bool block, std::optional<std::chr
     const auto take = [&](std::span<const std::byte> record, std::uint64_t position, auto&& release) {
         const RecordView view = view_record(record, max_inline(), has_spill, label_);
         if (!view.spilled) {
-            std::vector<std::byte> message(record.begin() + kRecordLengthBytes,
-                                           record.begin() + kRecordLengthBytes + view.inline_length);
+            out.assign(record.begin() + kRecordLengthBytes, record.begin() + kRecordLengthBytes + view.inline_length);
             release();
-            return message;
+            return;
         }
         const std::uint64_t tag = position + 1;
         const std::string problem = spill_->check_chain(view.descriptor, tag, blocks);
@@ -555,13 +560,12 @@ std::vector<std::byte> QueueCore::get_message(bool block, std::optional<std::chr
             release();
             throw InvalidObject(corrupted(label_, problem));
         }
-        std::vector<std::byte> message(view.descriptor.length);  // at most the budget (checked)
-        const bool intact = spill_->read(blocks, tag, message);
+        out.resize(view.descriptor.length);  // at most the budget (checked)
+        const bool intact = spill_->read(blocks, tag, out);
         MPROC_KILL_POINT(spill_get, 1);  // copied out, the slot still held: nothing lost yet for the ring
         release();
         if (!intact) throw InvalidObject(corrupted(label_, "a spilled message's blocks were freed while it was read"));
         spill_->free(blocks, tag);
-        return message;
     };
     const std::optional<std::chrono::nanoseconds> zero = std::chrono::nanoseconds(0);
     const std::optional<std::chrono::nanoseconds>& bound = block ? timeout : zero;
@@ -575,7 +579,8 @@ std::vector<std::byte> QueueCore::get_message(bool block, std::optional<std::chr
         default: throw Empty(label_ + ": get: the queue is empty");
         }
         // A record that throws is consumed by the lease's destructor (the message is dropped).
-        return take(lease.message(), lease.position(), [&] { lease.release(); });
+        take(lease.message(), lease.position(), [&] { lease.release(); });
+        return;
     }
     const std::optional<Deadline> deadline = block && timeout ? std::optional(Deadline::after(*timeout)) : std::nullopt;
     RawSpscRing& ring = *spsc_;
@@ -594,7 +599,8 @@ std::vector<std::byte> QueueCore::get_message(bool block, std::optional<std::chr
                 released = true;
             };
             try {
-                return take({region.data, ring.slot_size()}, position, release);
+                take({region.data, ring.slot_size()}, position, release);
+                return;
             } catch (...) {
                 release();  // a corrupted record is dropped, as the MPMC lease drops it
                 throw;

@@ -98,6 +98,9 @@ public:
     // The next message put by put_message(). Empty, Closed as get(); InvalidObject (the message is dropped)
     // when its record or spill chain was corrupted.
     std::vector<std::byte> get_message(bool block, std::optional<std::chrono::nanoseconds> timeout);
+    // The same into `out` (resized to the message; its capacity is reused, so a stream of large messages
+    // allocates and faults in its buffer once).
+    void get_message(std::vector<std::byte>& out, bool block, std::optional<std::chrono::nanoseconds> timeout);
     std::size_t max_inline() const;  // slot_size() - 4
     std::uint64_t spill_budget() const noexcept;  // 0 when the queue has no spill arena
     // Frees spill blocks the ring is done with (after repairing slots of claimers reported dead); returns
@@ -277,6 +280,11 @@ public:
     void put_nowait(std::span<const std::byte> message) { put(message, false); }
     std::vector<std::byte> get(bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
     std::vector<std::byte> get_nowait() { return get(false); }
+    // get() into `out`, whose capacity is reused (no allocation per message once it is large enough).
+    void get_into(std::vector<std::byte>& out, bool block = true,
+                  std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+        core_.get_message(out, block, timeout);
+    }
 
     std::size_t max_message() const { return core_.slot_size() - kLengthBytes; }
     std::uint64_t spill_budget() const { return core_.spill_budget(); }
