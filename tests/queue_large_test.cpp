@@ -351,37 +351,43 @@ RoundResult crash_round(QueueKind kind, std::mt19937& random) {
 
     // One to three victims at random moments of the transfer (most of which is spent inside large messages).
     const int victims = std::uniform_int_distribution<int>(1, 3)(random);
-    std::vector<bool> dead_producer(kMaxProducers, false);
-    std::vector<bool> dead_consumer(8, false);
+    std::vector<bool> reaped_producer(kMaxProducers, false);
+    std::vector<bool> reaped_consumer(8, false);
     for (int v = 0; v < victims; ++v) {
         std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 3000)(random)));
         const bool kill_consumer = std::uniform_int_distribution<int>(0, 1)(random) == 1;
         if (kill_consumer) {
             const auto c = static_cast<std::size_t>(std::uniform_int_distribution<std::size_t>(0, consumers.size() - 1)(random));
-            if (dead_consumer[c]) continue;
+            if (reaped_consumer[c]) continue;
             consumers[c]->kill(SIGKILL);
             const int status = consumers[c]->wait(10s);
-            if (!WIFSIGNALED(status)) continue;  // it had already finished
-            dead_consumer[c] = true;
+            reaped_consumer[c] = true;
+            if (!WIFSIGNALED(status)) {
+                assert_exited_cleanly(status);  // it had already finished
+                continue;
+            }
             ++result.kills;
             ++result.consumer_kills;
-            if (consumers.size() < dead_consumer.size()) start_consumer();  // SPSC: the replacement, once known dead
+            if (consumers.size() < reaped_consumer.size()) start_consumer();  // SPSC: the replacement, once known dead
         } else {
             const auto p = static_cast<std::size_t>(std::uniform_int_distribution<std::size_t>(0, producers.size() - 1)(random));
-            if (dead_producer[p]) continue;
+            if (reaped_producer[p]) continue;
             producers[p]->kill(SIGKILL);
             const int status = producers[p]->wait(10s);
-            if (!WIFSIGNALED(status)) continue;
-            dead_producer[p] = true;
+            reaped_producer[p] = true;
+            if (!WIFSIGNALED(status)) {
+                assert_exited_cleanly(status);  // it had already finished
+                continue;
+            }
             ++result.kills;
             if (kind == QueueKind::spsc && next_producer < kMaxProducers) start_producer();  // takes over
         }
     }
     for (std::size_t p = 0; p < producers.size(); ++p)
-        if (!dead_producer[p]) assert_exited_cleanly(producers[p]->wait(30s));
+        if (!reaped_producer[p]) assert_exited_cleanly(producers[p]->wait(30s));
     board->stop.store(1, std::memory_order_release);  // release: after every survivor's last put
     for (std::size_t c = 0; c < consumers.size(); ++c)
-        if (!dead_consumer[c]) assert_exited_cleanly(consumers[c]->wait(30s));
+        if (!reaped_consumer[c]) assert_exited_cleanly(consumers[c]->wait(30s));
 
     CPPUNIT_ASSERT_EQUAL(0u, board->torn.load());
     CPPUNIT_ASSERT_EQUAL(0u, board->duplicates.load());
