@@ -123,9 +123,9 @@ bool SpillArena::allocate(std::uint64_t tag, std::uint32_t count, std::vector<st
     // relaxed: a hint for the next scan.
     std::atomic_ref(control_->hint.next_block).store((blocks.back() + 1) % block_count_, std::memory_order_relaxed);
     for (std::uint32_t i = 0; i < count; ++i) {
-        // Plain stores: read by the consumer after the ring's publishing release, by nobody else.
-        entries_[blocks[i]].chunk = i;
-        entries_[blocks[i]].next = i + 1 < count ? blocks[i + 1] : blocks[i];
+        // relaxed (both): published to the consumer by the ring's release that publishes the descriptor.
+        std::atomic_ref(entries_[blocks[i]].chunk).store(i, std::memory_order_relaxed);
+        std::atomic_ref(entries_[blocks[i]].next).store(i + 1 < count ? blocks[i + 1] : blocks[i], std::memory_order_relaxed);
     }
     return true;
 }

@@ -1346,7 +1346,7 @@ public:
                     if (got == spilled(1, 30000)) std::atomic_ref(*returned).store(1);  // seq_cst: read after reaping
                 }, op, point);
                 const Ids got = drain_spilled(queue, {{30000, 1}, {20000, 2}});
-                const bool first_returned = std::atomic_ref(*returned).load() != 0;
+                const bool first_returned = std::atomic_ref(*returned).load() != 0;  // seq_cst: after reaping the child
                 CPPUNIT_ASSERT_EQUAL_MESSAGE(point_text(op, point), !killed, first_returned);
                 // Killed with the slot still held: SPSC hands the message to the next consumer, MPMC loses it.
                 // Killed after the slot was released (point 2), or not killed: the first is gone.

@@ -291,15 +291,15 @@ void consume(ByteQueue& queue, CrashBoard& board) {
         if (message.size() == 40) {
             std::memcpy(&header, message.data(), sizeof header);
             if (header.length != 40 || message != make_message(header.producer, header.sequence, 40)) {
-                board.torn.fetch_add(1);
+                board.torn.fetch_add(1);  // seq_cst: a counter the parent reads after reaping
                 continue;
             }
         } else if (!intact(message, header)) {
-            board.torn.fetch_add(1);
+            board.torn.fetch_add(1);  // seq_cst: a counter the parent reads after reaping
             continue;
         }
         if (header.producer >= kMaxProducers || header.sequence >= kRoundMessages) {
-            board.torn.fetch_add(1);
+            board.torn.fetch_add(1);  // seq_cst: a counter the parent reads after reaping
             continue;
         }
         // seq_cst: read by the parent after reaping every consumer.
@@ -389,6 +389,7 @@ RoundResult crash_round(QueueKind kind, std::mt19937& random) {
     for (std::size_t c = 0; c < consumers.size(); ++c)
         if (!reaped_consumer[c]) assert_exited_cleanly(consumers[c]->wait(30s));
 
+    // seq_cst (these loads): after every child was reaped, which orders their stores before them.
     CPPUNIT_ASSERT_EQUAL(0u, board->torn.load());
     CPPUNIT_ASSERT_EQUAL(0u, board->duplicates.load());
     CPPUNIT_ASSERT_EQUAL(0u, board->invalid.load());
