@@ -25,6 +25,12 @@
 //   BM_QueueRoundTrip_spin_then_sleep/<system>  mproc_spsc, mproc_mpmc: the plain get(), which spins on its
 //                                        adaptive budget before it sleeps and usually catches the reply
 //                                        spinning: what a ping-ponging application sees, not a wake-up
+//   BM_QueueLarge/<system>/<bytes>  messages of 64 KiB and 16 MiB from one producer peer, in bytes per second,
+//                                   beside memcpy_ceiling (one memcpy of the message in this process, the
+//                                   same run): mproc_spsc, mproc_mpmc (ByteQueue with 64-byte slots, so every
+//                                   message goes through the spill arena: copied in by the producer, out by
+//                                   this process, get_into() reusing its buffer), pipe (one write of the whole
+//                                   message, reads of exactly it), boost (message_queue of that size)
 // Every round trip reports sleeps_per_rt and peer_sleeps_per_rt (voluntary context switches per round
 // trip, LatencySampler): about 1 and 1 where both sides sleep, about 0 where a spin catches the reply.
 // Every message carries its sequence number in its first and last 8-byte words and every receiver checks
@@ -1352,5 +1358,159 @@ BENCHMARK_CAPTURE(iceoryx_round_trip_entry, blocking, false)
     ->Name("BM_QueueRoundTrip_blocking/iceoryx")->UseManualTime();
 #endif
 BENCHMARK(mproc::bench::measure_futex_ping_pong)->Name("BM_QueueRoundTrip_blocking/futex_ceiling")->UseRealTime();
+
+// ---------------------------------------------------------------------------------------------------------
+// Large messages. Each message's first and last 8 bytes carry its sequence number; the receiver checks both.
+
+constexpr std::int64_t kLargeSizes[] = {std::int64_t{64} << 10, std::int64_t{16} << 20};
+
+void stamp_large(std::vector<std::byte>& message, std::uint64_t sequence) noexcept {
+    std::memcpy(message.data(), &sequence, sizeof sequence);
+    std::memcpy(message.data() + message.size() - sizeof sequence, &sequence, sizeof sequence);
+}
+
+void check_large(const std::byte* message, std::size_t size, std::size_t expected_size, std::uint64_t expected,
+                 const char* stream) {
+    std::uint64_t first = 0;
+    std::uint64_t last = 0;
+    if (size == expected_size) {
+        std::memcpy(&first, message, sizeof first);
+        std::memcpy(&last, message + size - sizeof last, sizeof last);
+    }
+    if (size != expected_size || first != expected || last != expected)
+        throw BenchFailure(std::string(stream) + ": message " + std::to_string(expected) + " arrived as " +
+                           std::to_string(size) + " bytes, first word " + std::to_string(first) + ", last " +
+                           std::to_string(last));
+}
+
+std::vector<std::byte> touched_buffer(std::size_t bytes) {
+    std::vector<std::byte> buffer(bytes);
+    for (std::size_t i = 0; i < bytes; i += 64) buffer[i] = static_cast<std::byte>(i >> 6);
+    return buffer;
+}
+
+void large_memcpy_ceiling(benchmark::State& state) {
+    const auto bytes = static_cast<std::size_t>(state.range(0));
+    std::vector<std::byte> source = touched_buffer(bytes);
+    std::vector<std::byte> target = touched_buffer(bytes);
+    for (auto _ : state) {
+        std::memcpy(target.data(), source.data(), bytes);
+        benchmark::DoNotOptimize(target.data());
+        benchmark::ClobberMemory();
+    }
+    count_stream(state, state.iterations(), bytes);
+}
+
+void large_mproc(benchmark::State& state, mproc::QueueKind kind) {
+    const auto bytes = static_cast<std::size_t>(state.range(0));
+    mproc::ByteQueue queue(60, 8, kind, std::max<std::uint64_t>(4 * bytes, std::uint64_t{4} << 20));
+    Peer producer("mproc large producer", [&] {
+        try {
+            std::vector<std::byte> message = touched_buffer(bytes);
+            for (std::uint64_t sequence = 0;; ++sequence) {
+                stamp_large(message, sequence);
+                queue.put(message);
+            }
+        } catch (const mproc::Closed&) {
+        } catch (...) {
+            queue.close();
+            throw;
+        }
+    });
+    std::vector<std::byte> message = touched_buffer(bytes);
+    std::uint64_t sequence = 0;
+    for (auto _ : state) {
+        try {
+            queue.get_into(message);
+        } catch (const mproc::Closed&) {
+            producer.join();
+            throw BenchFailure("mproc large stream: the queue was closed while the benchmark ran");
+        }
+        check_large(message.data(), message.size(), bytes, sequence++, "mproc large stream");
+    }
+    queue.close();
+    producer.join();
+    count_stream(state, state.iterations(), bytes);
+}
+
+void large_pipe(benchmark::State& state) {
+    const auto bytes = static_cast<std::size_t>(state.range(0));
+    SharedBlock<StopFlag> control;
+    mproc::bench::Pipe pipe = mproc::bench::make_pipe("pipe large stream");
+    Peer producer("pipe large producer", [&] {
+        pipe.read_end.close();
+        std::vector<std::byte> message = touched_buffer(bytes);
+        for (std::uint64_t sequence = 0; !stop_requested(*control); ++sequence) {
+            stamp_large(message, sequence);
+            mproc::bench::write_all(pipe.write_end.get(), message.data(), bytes, "pipe large producer");
+        }
+    });
+    pipe.write_end.close();
+    std::vector<std::byte> message = touched_buffer(bytes);
+    std::uint64_t sequence = 0;
+    for (auto _ : state) {
+        read_exactly(pipe.read_end.get(), message.data(), bytes, "pipe large stream", producer);
+        check_large(message.data(), bytes, bytes, sequence++, "pipe large stream");
+    }
+    request_stop(*control);
+    std::vector<std::byte> drain(64 * 1024);
+    while (mproc::bench::read_some(pipe.read_end.get(), drain.data(), drain.size(), "pipe drain") != 0) {
+    }
+    producer.join();
+    count_stream(state, state.iterations(), bytes);
+}
+
+#ifdef MPROC_BENCH_HAVE_BOOST
+void large_boost(benchmark::State& state) {
+    const auto bytes = static_cast<std::size_t>(state.range(0));
+    BoostQueue queue(4, bytes);
+    SharedBlock<StopFlag> control;
+    Peer producer("Boost message_queue large producer", [&] {
+        std::vector<std::byte> message = touched_buffer(bytes);
+        for (std::uint64_t sequence = 0; !stop_requested(*control);) {
+            stamp_large(message, sequence);
+            if ((*queue).timed_send(message.data(), bytes, 0, boost_deadline_after(10ms))) ++sequence;
+        }
+    });
+    std::vector<std::byte> message = touched_buffer(bytes);
+    std::uint64_t sequence = 0;
+    for (auto _ : state) {
+        bip::message_queue::size_type got = 0;
+        unsigned priority = 0;
+        while (!(*queue).timed_receive(message.data(), bytes, got, priority, boost_deadline_after(1000ms)))
+            producer.throw_if_ended();
+        check_large(message.data(), got, bytes, sequence++, "Boost message_queue large stream");
+    }
+    request_stop(*control);
+    producer.join();
+    count_stream(state, state.iterations(), bytes);
+}
+#endif
+
+void register_large_sizes(benchmark::internal::Benchmark* benchmark) {
+    for (const std::int64_t size : kLargeSizes) benchmark->Arg(size);
+}
+void BM_QueueLarge_memcpy(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] { large_memcpy_ceiling(state); });
+}
+void BM_QueueLarge_mproc_spsc(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] { large_mproc(state, mproc::QueueKind::spsc); });
+}
+void BM_QueueLarge_mproc_mpmc(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] { large_mproc(state, mproc::QueueKind::mpmc); });
+}
+void BM_QueueLarge_pipe(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] { large_pipe(state); });
+}
+BENCHMARK(BM_QueueLarge_memcpy)->Name("BM_QueueLarge/memcpy_ceiling")->Apply(register_large_sizes)->UseRealTime();
+BENCHMARK(BM_QueueLarge_mproc_spsc)->Name("BM_QueueLarge/mproc_spsc")->Apply(register_large_sizes)->UseRealTime();
+BENCHMARK(BM_QueueLarge_mproc_mpmc)->Name("BM_QueueLarge/mproc_mpmc")->Apply(register_large_sizes)->UseRealTime();
+BENCHMARK(BM_QueueLarge_pipe)->Name("BM_QueueLarge/pipe")->Apply(register_large_sizes)->UseRealTime();
+#ifdef MPROC_BENCH_HAVE_BOOST
+void BM_QueueLarge_boost(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] { large_boost(state); });
+}
+BENCHMARK(BM_QueueLarge_boost)->Name("BM_QueueLarge/boost")->Apply(register_large_sizes)->UseRealTime();
+#endif
 
 }  // namespace

@@ -500,7 +500,8 @@ public:
         : capacity_(std::size_t{2} << (parameter % 4)), max_message_(1 + (parameter >> 2) % 64) {
         const std::string name = fresh_name();
         const auto kind = (parameter & 0x80) ? mproc::QueueKind::spsc : mproc::QueueKind::mpmc;
-        creator_.emplace(mproc::ByteQueue::create(name, max_message_, capacity_, kind));
+        // A small spill arena (four blocks), so that hostile writes reach its entries as often as the ring.
+        creator_.emplace(mproc::ByteQueue::create(name, max_message_, capacity_, kind, 0600, kSpillBudget));
         opened_.emplace(mproc::ByteQueue::open(name));
         map_hostile(name, false);
     }
@@ -509,12 +510,15 @@ public:
     const char* call_name(int call) const override { return name_in(kCalls, call); }
     void run(int call, std::uint8_t argument, std::chrono::nanoseconds timeout) override {
         mproc::ByteQueue& queue = *opened_;
-        std::vector<std::byte> message(argument % (max_message_ + 2), std::byte{argument});
+        // Mostly messages around max_message; with bit 6, longer ones through the spill arena.
+        const std::size_t length = (argument & 0x40) ? std::size_t{argument} * 97 : argument % (max_message_ + 2);
+        std::vector<std::byte> message(length, std::byte{argument});
         try {
             switch (call) {
             case 0: queue.put(message, true, timeout); break;
             case 1:
-                require(queue.get(true, timeout).size() <= max_message_, "a ByteQueue message within max_message");
+                require(queue.get(true, timeout).size() <= std::max<std::size_t>(queue.max_message(), kSpillBudget),
+                        "a ByteQueue message within max_message or the spill budget");
                 break;
             case 2:
                 if (argument % 8 == 0) queue.close();
@@ -525,12 +529,15 @@ public:
         }
     }
     void check() override {
-        require(opened_->capacity() == capacity_ && opened_->max_message() == max_message_,
-                "ByteQueue capacity and max_message kept from open");
+        // Slots hold at least a spill descriptor (32 bytes): max_message is at least 28.
+        require(opened_->capacity() == capacity_ && opened_->max_message() == std::max<std::size_t>(max_message_, 28) &&
+                    opened_->spill_budget() == kSpillBudget,
+                "ByteQueue capacity, max_message and spill budget kept from open");
     }
 
 private:
     static constexpr std::array<const char*, 4> kCalls{"put(timeout)", "get(timeout)", "close", "qsize"};
+    static constexpr std::uint64_t kSpillBudget = 16384;
     std::size_t capacity_, max_message_;
     std::optional<mproc::ByteQueue> creator_, opened_;
 };

@@ -7,10 +7,14 @@
 // returns a queue, on which a program of non-blocking operations runs (try_put, try_get, put/get with
 // block=false or a zero timeout, put_many, get_many, qsize, close; reserve/commit and peek/release on an
 // SPSC ring, put_in_place/get_in_place on an MPMC ring, and a rewrite of the ring's constants while all
-// of that is attached, as a peer could do at any time). The program is taken from bytes 64..127 of the
-// input, inside the padding of the ring's constants line, which the ring never reads.
+// of that is attached, as a peer could do at any time). With a spill arena after the ring (the seeds
+// spill-*), the program also puts and gets messages longer than a slot (QueueCore::put_message,
+// get_message, non-blocking) and rewrites the arena's control block, block entries and a slot's descriptor
+// while attached. The program is taken from bytes 64..127 of the input, inside the padding of the ring's
+// constants line, which the ring never reads.
 // Properties: each call returns a result within the ring's bounds (a length at most the slot size, counts at
-// most what was asked, qsize() at most the capacity, reserved and peeked slots inside the buffer) or throws
+// most what was asked, qsize() at most the capacity, reserved and peeked slots inside the buffer, a message
+// got at most the larger of the slot and the spill budget the handle validated) or throws
 // an mproc::Error; and each call returns at once. A claim word, a position or a sequence, whatever it
 // holds, must not make a non-blocking call wait: a watchdog aborts with a message naming the
 // operation when one input runs longer than kWatchdogSeconds. The watchdog is a CLOCK_MONOTONIC POSIX timer
@@ -52,6 +56,7 @@ constexpr const char* kOperationNames[] = {
     "try_put",         "try_get",       "put(block=false)", "get(block=false)", "put(timeout=0)",
     "get(timeout=0)",  "put_many",      "get_many",         "qsize",            "close",
     "reserve/commit",  "peek/release",  "put_in_place",     "get_in_place",     "rewrite constants",
+    "put_message",     "get_message",   "rewrite spill",
     "attach",
 };
 constexpr int kOperationCount = sizeof kOperationNames / sizeof kOperationNames[0];
@@ -148,6 +153,18 @@ private:
         case 12: if (queue_.kind() == mproc::QueueKind::mpmc) put_in_place(argument); break;
         case 13: if (queue_.kind() == mproc::QueueKind::mpmc) get_in_place(); break;
         case 14: rewrite_constants(argument); break;
+        case 15: {
+            // Longer than a slot for most arguments: through the spill arena when there is one.
+            std::vector<std::byte> message(std::size_t{argument} * 131 + 1, std::byte{0x3c});
+            queue_.put_message(message, false, std::nullopt);
+            break;
+        }
+        case 16: {
+            const std::vector<std::byte> got = queue_.get_message(false, std::nullopt);
+            require(got.size() <= std::max<std::uint64_t>(queue_.max_inline(), queue_.spill_budget()));
+            break;
+        }
+        case 17: rewrite_spill(argument); break;
         default: break;
         }
     }
@@ -170,6 +187,26 @@ private:
         constants.slot_size = constants.slot_stride + (argument & 1);
         constants.total_size = ~std::uint64_t{0} >> (argument % 8);
         std::memcpy(memory_, &constants, offsetof(mproc::detail::RingConstants, closed));
+    }
+
+    // A peer rewriting the spill arena while attached: a word of its control block or block entries, or
+    // the descriptor fields of the slot of the next get.
+    void rewrite_spill(std::uint8_t argument) {
+        const std::size_t ring = mproc::detail::QueueCore::placed_size(queue_.kind(), capacity_, slot_size_);
+        const std::size_t arena = (ring + 4095) / 4096 * 4096;
+        const std::uint64_t value = (argument & 1) ? ~std::uint64_t{0} >> (argument % 61) : argument * 0x10001ull;
+        if (arena + 8192 <= size_) {
+            // Control (4096 bytes, padded) and the first 4096 bytes of entries.
+            const std::size_t offset = arena + (std::size_t{argument} * 40) % 8192 / 8 * 8;
+            std::memcpy(memory_ + offset, &value, sizeof value);
+        }
+        // The descriptor's fields of the slot at the consumer's position (for both kinds, the payload's
+        // bytes 4..31 of some slot: each slot's first 32 bytes after the MPMC header).
+        const std::size_t header = queue_.kind() == mproc::QueueKind::mpmc ? sizeof(mproc::detail::MpmcSlotHeader) : 0;
+        const std::size_t stride_guess = (ring - sizeof(mproc::detail::RingControl)) / capacity_;
+        const std::size_t slot = sizeof(mproc::detail::RingControl) + (argument % capacity_) * stride_guess + header +
+                                 4 + (argument / 16 % 4) * 8;
+        if (slot + sizeof value <= size_ && slot + sizeof value <= ring) std::memcpy(memory_ + slot, &value, sizeof value);
     }
 
     void reserve_commit(std::uint8_t argument) {

@@ -498,11 +498,12 @@ private:
     std::uint32_t dead_consumers_unfreed_ = 0;      // killed between M' and D': each slot needs a repair
 };
 
-// ByteQueue, SPSC or MPMC: messages of 0..max_message bytes, longer ones refused.
+// ByteQueue, SPSC or MPMC, without a spill arena (budget 0): messages of 0..max_message bytes, longer ones
+// refused. (Spilled messages: fuzz-queue-segment and fuzz-post-open.)
 class ByteScenario {
 public:
     ByteScenario(mproc::QueueKind kind, std::size_t capacity, std::size_t max_message)
-        : queue_(max_message, capacity, kind) {
+        : queue_(max_message, capacity, kind, 0) {
         model_.capacity = capacity;
         require(queue_.capacity() == capacity && queue_.max_message() == max_message);
     }

@@ -28,6 +28,9 @@ const char* kill_op_name(KillOp op) noexcept {
     case KillOp::pipe_recv: return "pipe recv";
     case KillOp::segment_create: return "segment create";
     case KillOp::barrier_wait: return "barrier wait";
+    case KillOp::spill_put: return "spill put";
+    case KillOp::spill_get: return "spill get";
+    case KillOp::spill_reclaim: return "spill reclaim";
     case KillOp::count_: break;
     }
     return "?";

@@ -746,6 +746,31 @@ std::size_t RawMpmcRing::get_many(void* out, std::size_t count) {
     return done;
 }
 
+bool RawMpmcRing::position_finished(std::uint64_t position) const noexcept {
+    const Slot slot = slot_at(ring_, position);
+    // acquire: pairs with D' (or the repair's release), so a finished position's reads are done.
+    const std::uint64_t sequence = sequence_of(slot).load(std::memory_order_acquire);
+    if (distance(position + ring_.capacity, sequence) >= 0) return true;
+    // relaxed: the length of position's lap, published by the release of sequence == position + 1 read above;
+    // a later lap's length only comes after the sequence moved past position + capacity (finished anyway).
+    return sequence == position + 1 && (length_of(slot).load(std::memory_order_relaxed) & detail::kMpmcSlotSkipped) != 0;
+}
+
+void RawMpmcRing::repair_if_claimer_died(std::uint64_t position) {
+    const Slot slot = slot_at(ring_, position);
+    // relaxed: a hint; take_claim's CAS acquires.
+    const std::uint32_t claim = claim_of(slot).load(std::memory_order_relaxed);
+    if ((claim & kClaimOwnerDied) == 0 || (claim & kTidMask) != 0) return;
+    ThisThreadRobustList& self = detail::this_thread_robust_list();
+    require_no_slot_hold(self, "repair");
+    std::uint32_t seen = 0;
+    const ClaimResult result = take_claim(slot, self, seen);
+    if (result == ClaimResult::taken_from_dead)
+        repair_slot_of_dead_claimer(ring_, slot, position & (ring_.capacity - 1), self);
+    else if (result == ClaimResult::taken)
+        drop_claim(slot, self);
+}
+
 std::size_t RawMpmcRing::size() const noexcept { return detail::ring_size(ring_); }
 
 bool RawMpmcRing::closed() const noexcept { return detail::ring_closed(*ring_.control); }

@@ -945,7 +945,8 @@ public:
 
     void testByteQueueRejectsOversizedAndCorruptedRecords() {
         const std::string name = mproc::test::unique_name("bytes");
-        ByteQueue queue = ByteQueue::create(name, 32, 4, QueueKind::spsc);
+        // No spill budget: a message longer than a slot is refused (tests/queue_large_test.cpp: with one).
+        ByteQueue queue = ByteQueue::create(name, 32, 4, QueueKind::spsc, 0600, 0);
         CPPUNIT_ASSERT_THROW(queue.put(std::string(33, 'x')), mproc::ValueError);
         CPPUNIT_ASSERT(queue.empty());
         queue.put(std::string(5, 'y'));

@@ -52,6 +52,9 @@ enum class KillOp : std::uint32_t {
     pipe_recv,           // src/pipe.cpp: a message read out of the pipe's ring
     segment_create,      // src/shared_memory.cpp, src/object_header.cpp: a named object made and published
     barrier_wait,        // src/barrier.cpp: barrier_wait, try_claim_slot, wait_for_change, release_generation, leave
+    spill_put,           // src/queue_spill.cpp, src/queue.cpp: a message longer than a slot put through the spill arena
+    spill_get,           // src/queue_spill.cpp, src/queue.cpp: a spilled message got
+    spill_reclaim,       // src/queue_spill.hpp: SpillArena::reclaim (blocks of a position the ring is done with)
     count_
 };
 
@@ -77,6 +80,9 @@ constexpr std::uint32_t kill_point_count(KillOp op) noexcept {
     case KillOp::pipe_recv: return 2;
     case KillOp::segment_create: return 7;
     case KillOp::barrier_wait: return 8;
+    case KillOp::spill_put: return 4;
+    case KillOp::spill_get: return 3;
+    case KillOp::spill_reclaim: return 1;
     case KillOp::count_: return 0;
     }
     return 0;

@@ -132,6 +132,8 @@ public:
 
     explicit operator bool() const noexcept { return held_.header != nullptr; }
     std::span<std::byte> slot() const noexcept { return {held_.payload, held_.length}; }
+    // The ring position the reserved slot is for (the queue's spill arena tags its blocks with it).
+    std::uint64_t position() const noexcept { return held_.position; }
     // ValueError for length > slot().size() and Closed for a ring closed meanwhile (the slot is then
     // published as skipped); StateError when empty or called by another thread than the one that reserved.
     void commit(std::size_t length);
@@ -157,6 +159,7 @@ public:
 
     explicit operator bool() const noexcept { return held_.header != nullptr; }
     std::span<const std::byte> message() const noexcept { return {held_.payload, held_.length}; }
+    std::uint64_t position() const noexcept { return held_.position; }
     void release() noexcept;
 
 private:
@@ -235,6 +238,15 @@ public:
     // Slots whose claimer died inside put/get and that a survivor repaired so far (a step over a dead
     // producer's slot, or the freeing of a dead consumer's): for monitoring; wraps at 2^32.
     std::uint32_t repaired_slots() const noexcept;
+
+    // Whether the ring is done with `position` (a snapshot that stays true once true): its slot was freed for
+    // the next lap (sequence >= position + capacity), or was published empty by the repair of a producer
+    // that died putting it. Nobody holds or will hand out what was put at such a position.
+    bool position_finished(std::uint64_t position) const noexcept;
+    // If the slot for `position` is claimed by a thread the kernel reported dead (FUTEX_OWNER_DIED), claims
+    // and repairs it as the next claimer would; otherwise nothing. StateError while this thread holds a
+    // reservation or a lease (the claim would take over list_op_pending).
+    void repair_if_claimer_died(std::uint64_t position);
 
     // The shared control block (its constants are not what the handle uses; see detail::RingGeometry).
     detail::RingControl& control() const noexcept { return *ring_.control; }

@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -55,17 +56,22 @@ enum class QueueKind : std::uint32_t {
 
 namespace detail {
 
-// The untyped queue handle: one ring of fixed-size slots, and who owns its memory.
+class SpillArena;  // src/queue_spill.hpp
+
+// The untyped queue handle: one ring of fixed-size slots, an optional spill arena for messages longer than
+// a slot (spill_budget bytes, 0: none), and who owns its memory.
 class MPROC_API QueueCore {
 public:
-    static QueueCore anonymous(QueueKind kind, std::size_t capacity, std::size_t slot_size);
+    static QueueCore anonymous(QueueKind kind, std::size_t capacity, std::size_t slot_size,
+                               std::uint64_t spill_budget = 0);
     static QueueCore create(std::string_view name, QueueKind kind, std::size_t capacity, std::size_t slot_size,
-                            mode_t mode);
+                            mode_t mode, std::uint64_t spill_budget = 0);
     // Opens a named queue whose slots must be `slot_size` bytes (InvalidObject otherwise).
     static QueueCore open(std::string_view name, std::size_t slot_size, std::chrono::milliseconds publish_timeout);
-    static std::size_t placed_size(QueueKind kind, std::size_t capacity, std::size_t slot_size);
+    static std::size_t placed_size(QueueKind kind, std::size_t capacity, std::size_t slot_size,
+                                   std::uint64_t spill_budget = 0);
     static QueueCore place(void* memory, std::size_t size, QueueKind kind, std::size_t capacity,
-                           std::size_t slot_size);
+                           std::size_t slot_size, std::uint64_t spill_budget = 0);
     static QueueCore attach(void* memory, std::size_t size, std::size_t slot_size);
 
     QueueCore(QueueCore&& other) noexcept;
@@ -83,6 +89,24 @@ public:
     std::size_t get(std::span<std::byte> out, bool block, std::optional<std::chrono::nanoseconds> timeout);
     // nullopt when empty; throws Closed when closed and drained.
     std::optional<std::size_t> try_get(std::span<std::byte> out);
+    // Messages of any length up to the spill budget (the records ByteQueue carries): a message of at most
+    // max_inline() bytes goes into a slot after its 4-byte length, as put() would; a longer one into the
+    // spill arena, its slot holding a descriptor (src/queue_spill.hpp). ValueError (naming the sizes) for a
+    // message longer than max_inline() and the spill budget; Full when the budget is in use (non-blocking,
+    // or still in use at the timeout); Closed. A spilled put holds its MPMC slot's claim while it copies.
+    void put_message(std::span<const std::byte> message, bool block, std::optional<std::chrono::nanoseconds> timeout);
+    // The next message put by put_message(). Empty, Closed as get(); InvalidObject (the message is dropped)
+    // when its record or spill chain was corrupted.
+    std::vector<std::byte> get_message(bool block, std::optional<std::chrono::nanoseconds> timeout);
+    // The same into `out` (resized to the message; its capacity is reused, so a stream of large messages
+    // allocates and faults in its buffer once).
+    void get_message(std::vector<std::byte>& out, bool block, std::optional<std::chrono::nanoseconds> timeout);
+    std::size_t max_inline() const;  // slot_size() - 4
+    std::uint64_t spill_budget() const noexcept;  // 0 when the queue has no spill arena
+    // Frees spill blocks the ring is done with (after repairing slots of claimers reported dead); returns
+    // how many. put_message does this by itself when it is short of space.
+    std::uint32_t reclaim_spill();
+
     std::size_t put_many(const void* messages, std::size_t count);
     std::size_t get_many(void* out, std::size_t count);
     // The inline fast path (SPSC queues): one attempt that neither blocks nor throws; false means "call
@@ -123,11 +147,14 @@ private:
     QueueCore() = default;
     void adopt(void* memory, std::size_t size, std::size_t expected_slot_size);
     void check(const char* operation) const;
+    void put_spilled(std::span<const std::byte> message, bool block, std::optional<std::chrono::nanoseconds> timeout);
+    bool wait_for_spill_space(std::uint32_t blocks, bool block, const void* deadline);
 
     std::optional<SharedMemory> segment_;
     std::optional<RawSpscRing> spsc_;  // one of the two, on segment_ or the caller's memory
     std::optional<RawMpmcRing> mpmc_;
     SpscFastPath spsc_fast_;  // on spsc_'s geometry
+    std::unique_ptr<SpillArena> spill_;  // after the ring, when the queue has one
     std::string label_;
 };
 
@@ -212,21 +239,38 @@ private:
     detail::QueueCore core_;
 };
 
-// A queue of byte messages of 0..max_message bytes each. Each slot holds a 4-byte length and the bytes; a
-// reader checks the length against max_message before using it (InvalidObject for a corrupted record,
-// which is then dropped). Costs: a slot of 4 + max_message bytes per message whatever its length; one
-// extra copy per put through a per-thread buffer.
+// A queue of byte messages of any length up to a byte budget. A message of at most max_message() bytes
+// (the inline limit) goes into a slot with its 4-byte length; a longer one into the queue's spill arena,
+// a region of spill_budget bytes after the ring in the same segment, cut into blocks, while the slot holds
+// a 32-byte descriptor of the chain (src/queue_spill.hpp has the protocol). A reader checks every length,
+// index and tag before using it (InvalidObject for a corrupted record, which is then dropped).
+// Limits: a message longer than both max_message() and spill_budget() is refused with ValueError naming the
+// sizes; a spilled put finding the budget in use waits (blocking) or throws Full. A spill_budget of 0 makes
+// a queue without an arena (messages up to max_message() only).
+// Costs: a slot of max(4 + max_message, 32) bytes per message whatever its length; one extra copy per
+// inline put through a per-thread buffer; a spilled message is copied into the arena and out of it (two
+// memcpy of its length, in blocks of spill_block_size), plus a scan of the arena's block entries (16 bytes
+// per block, about 1024 blocks) per put and per reclaim. The arena is part of the segment: its pages are
+// only touched (and only cost memory) once messages use them.
+// Participant death: as the ring's (mpmc_ring.hpp, spsc_ring.hpp), for spilled messages too: a process
+// killed while putting or getting one loses at most that message; its blocks return to the budget once the
+// ring is done with the message's position (MPMC: as soon as a producer short of space finds the slot's
+// claimer reported dead by the kernel; SPSC: once the consumer passes it, or a new producer takes over);
+// no reader ever sees a torn spilled message.
 class MPROC_API ByteQueue {
 public:
     static constexpr std::size_t kDefaultCapacity = 256;
+    static constexpr std::uint64_t kDefaultSpillBudget = std::uint64_t{64} << 20;
 
-    ByteQueue(std::size_t max_message, std::size_t capacity = kDefaultCapacity, QueueKind kind = QueueKind::mpmc);
+    ByteQueue(std::size_t max_message, std::size_t capacity = kDefaultCapacity, QueueKind kind = QueueKind::mpmc,
+              std::uint64_t spill_budget = kDefaultSpillBudget);
     static ByteQueue create(std::string_view name, std::size_t max_message, std::size_t capacity = kDefaultCapacity,
-                            QueueKind kind = QueueKind::mpmc, mode_t mode = 0600);
+                            QueueKind kind = QueueKind::mpmc, mode_t mode = 0600,
+                            std::uint64_t spill_budget = kDefaultSpillBudget);
     static ByteQueue open(std::string_view name,
                           std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
 
-    // ValueError for a message longer than max_message().
+    // ValueError for a message longer than max_message() and spill_budget().
     void put(std::span<const std::byte> message, bool block = true,
              std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
     void put(std::string_view message, bool block = true,
@@ -236,8 +280,14 @@ public:
     void put_nowait(std::span<const std::byte> message) { put(message, false); }
     std::vector<std::byte> get(bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
     std::vector<std::byte> get_nowait() { return get(false); }
+    // get() into `out`, whose capacity is reused (no allocation per message once it is large enough).
+    void get_into(std::vector<std::byte>& out, bool block = true,
+                  std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
+        core_.get_message(out, block, timeout);
+    }
 
     std::size_t max_message() const { return core_.slot_size() - kLengthBytes; }
+    std::uint64_t spill_budget() const { return core_.spill_budget(); }
     std::size_t qsize() const { return core_.qsize(); }
     bool empty() const { return core_.empty(); }
     bool full() const { return core_.full(); }
@@ -252,7 +302,6 @@ public:
 
 private:
     explicit ByteQueue(detail::QueueCore core) : core_(std::move(core)) {}
-    std::span<const std::byte> frame(std::span<const std::byte> message);
     detail::QueueCore core_;
 };
 
