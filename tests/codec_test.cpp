@@ -518,7 +518,7 @@ class CodecChannelTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testSimpleQueueCarriesStringsAndANoneEndMarker);
     CPPUNIT_TEST(testJoinableQueueJoinsAfterEveryEncodedItemIsDone);
     CPPUNIT_TEST(testNamedEncodedQueueOpenedInAnotherProcessDeliversRecords);
-    CPPUNIT_TEST(testEncodingLongerThanTheSlotThrowsValueErrorAndChangesNothing);
+    CPPUNIT_TEST(testEncodingLongerThanTheSlotSpillsAndOneLongerThanTheBudgetThrowsValueError);
     CPPUNIT_TEST(testQueueMessageThatDoesNotDecodeThrowsDecodeErrorAndIsConsumed);
     CPPUNIT_TEST(testTrivialQueueKeepsItsSlotOfSizeofT);
     CPPUNIT_TEST(testEveryBuiltInTypeCrossesAPipeBothWays);
@@ -609,14 +609,21 @@ public:
         queue.unlink();
     }
 
-    void testEncodingLongerThanTheSlotThrowsValueErrorAndChangesNothing() {
+    void testEncodingLongerThanTheSlotSpillsAndOneLongerThanTheBudgetThrowsValueError() {
         mproc::Queue<std::string> queue(4);
         CPPUNIT_ASSERT_EQUAL(std::size_t{1020}, queue.max_message());
-        queue.put(std::string(1018, 'f'));  // a 2-byte length and 1018 bytes: exactly a slot
-        const std::string message = mproc::test::message_of<mproc::ValueError>([&] { queue.put(std::string(1019, 'g')); });
-        CPPUNIT_ASSERT_MESSAGE(message, message.find("a message of 1021 bytes, at most 1020 fit") != std::string::npos);
-        CPPUNIT_ASSERT_EQUAL(std::size_t{1}, queue.qsize());
+        queue.put(std::string(1018, 'f'));     // a 2-byte length and 1018 bytes: exactly a slot
+        queue.put(std::string(1019, 'g'));     // one byte more: through the spill arena
+        queue.put(std::string(3 << 20, 'h'));  // 3 MiB
+        const std::size_t budget = queue.byte_queue().spill_budget();
+        const std::string message =
+            mproc::test::message_of<mproc::ValueError>([&] { queue.put(std::string(budget + 1, 'i')); });
+        CPPUNIT_ASSERT_MESSAGE(message, message.find("at most 1020 fit a slot and the spill budget is " +
+                                                     std::to_string(budget) + " bytes") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::size_t{3}, queue.qsize());
         CPPUNIT_ASSERT_EQUAL(std::string(1018, 'f'), queue.get());
+        CPPUNIT_ASSERT_EQUAL(std::string(1019, 'g'), queue.get());
+        CPPUNIT_ASSERT_EQUAL(std::string(3 << 20, 'h'), queue.get());
         CPPUNIT_ASSERT_EQUAL(std::string(), mproc::Queue<std::string>(4).try_get().value_or(""));
     }
 

@@ -8,7 +8,9 @@
 //
 // The interface is Queue<T>'s (put/get with block and timeout, put_nowait/get_nowait, try_put/try_get,
 // qsize, empty, full, close, named create/open), plus max_message(): the largest encoding one slot holds.
-// A put whose encoding is longer throws ValueError naming both sizes and changes nothing.
+// A longer encoding goes through the ByteQueue's spill arena (ByteQueue::kDefaultSpillBudget bytes, reclaimed
+// after a participant's death: queue.hpp); one longer than the budget throws ValueError naming the sizes and
+// changes nothing.
 // Guarantees, costs and participant death: those of ByteQueue over the same ring (queue.hpp): a killed
 // producer or consumer loses at most the one message it was putting or getting; no message is torn or
 // duplicated. Every get decodes the bytes it took; bytes that do not decode as T (another T on the other
