@@ -635,7 +635,10 @@ struct PoolCore::Impl {
     void requeue_after_death(Worker& worker, Chunk chunk, std::size_t running, int exit_status) {
         std::vector<std::size_t> again;
         if (running == std::size_t(-1) || running >= chunk.indices.size()) {
-            again = chunk.indices;
+            // It never started the chunk, or had finished it: nothing ran for good, so nothing counts as
+            // a re-run; the chunk keeps its count (verify/pool: BUG_REQUEUE_RESETS_ATTEMPTS).
+            pending.push_front(Chunk{chunk.batch, chunk.tasks, chunk.indices, chunk.attempts, next_chunk_id++});
+            return;
         } else {
             const std::size_t index = chunk.indices[running];
             for (std::size_t i = 0; i < chunk.indices.size(); ++i)
