@@ -18,6 +18,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <dirent.h>
@@ -112,14 +113,29 @@ ResultFrameView parse_result_frame(std::span<const std::byte> frame) {
         header.kind != static_cast<std::uint32_t>(ResultFrameKind::init_failed))
         frame_fault(4, "a frame kind 1 or 2, got " + std::to_string(header.kind));
     const std::size_t body = frame.size() - sizeof header;
+    if ((header.flags & ~kUniform) != 0) frame_fault(20, "flags 0 or 1, got " + std::to_string(header.flags));
+    ResultFrameView view{static_cast<ResultFrameKind>(header.kind), header.chunk_id, header.count, false, 0, {}, {}};
+    std::size_t at = sizeof header;
+    if ((header.flags & kUniform) != 0) {
+        if (header.kind != static_cast<std::uint32_t>(ResultFrameKind::results)) frame_fault(20, "no uniform init_failed frame");
+        if (body < 4) frame_fault(at, "a uniform frame's stride");
+        const auto stride = read_plain<std::uint32_t>(frame, at);
+        at += 4;
+        // The count was bounded by body / 5 above; stride × count must be exactly what is left.
+        if (static_cast<std::uint64_t>(stride) * header.count != frame.size() - at)
+            frame_fault(at - 4, std::to_string(header.count) + " results of " + std::to_string(stride) + " bytes in the " +
+                                    std::to_string(frame.size() - at) + " bytes left");
+        view.uniform = true;
+        view.stride = stride;
+        view.uniform_results = frame.subspan(at);
+        return view;
+    }
     if (header.count > body / kMinResultRecord)
         frame_fault(16, "at most " + std::to_string(body / kMinResultRecord) + " records in " + std::to_string(body) +
                             " bytes, got a count of " + std::to_string(header.count));
     if (header.kind == static_cast<std::uint32_t>(ResultFrameKind::init_failed) && header.count != 1)
         frame_fault(16, "one record in an init_failed frame");
-    ResultFrameView view{static_cast<ResultFrameKind>(header.kind), header.chunk_id, {}};
     view.outcomes.reserve(header.count);
-    std::size_t at = sizeof header;
     for (std::uint32_t i = 0; i < header.count; ++i) {
         if (frame.size() - at < kMinResultRecord) frame_fault(at, "a record's status and length");
         const auto status = std::to_integer<std::uint8_t>(frame[at]);
@@ -290,6 +306,17 @@ std::vector<std::byte> result_header(ResultFrameKind kind, std::uint64_t chunk_i
     return frame;
 }
 
+// Rewrites the first `done` results, gathered back to back with `stride` bytes each after `start`, as
+// records (the result frame stops being uniform at task `done`).
+void convert_to_records(std::vector<std::byte>& reply, std::size_t start, std::size_t done, std::size_t stride) {
+    const std::vector<std::byte> gathered(reply.begin() + static_cast<std::ptrdiff_t>(start), reply.end());
+    reply.resize(start);
+    for (std::size_t i = 0; i < done; ++i) {
+        reply.push_back(static_cast<std::byte>(TaskStatus::ok));
+        append_length_prefixed(reply, std::span(gathered).subspan(i * stride, stride));
+    }
+}
+
 struct WorkerPlan {
     int fd;                              // the worker's end of its socketpair
     std::vector<int> fds_to_close;       // the pool's descriptors the fork copied
@@ -332,27 +359,64 @@ void run_worker(const WorkerPlan& plan) {
         if (header.magic != kTaskFrameMagic || header.kind != static_cast<std::uint32_t>(TaskFrameKind::run)) return;
         auto* invoker = reinterpret_cast<TaskInvoker>(static_cast<std::uintptr_t>(header.invoker));
         std::vector<std::byte> reply = result_header(ResultFrameKind::results, header.chunk_id, header.count);
+        const std::size_t records_start = reply.size();
+        const bool uniform_tasks = (header.flags & kUniform) != 0;
         std::size_t at = sizeof header;
+        std::uint32_t task_stride = 0;
+        if (uniform_tasks) {
+            task_stride = read_plain<std::uint32_t>(frame, at);
+            at += 4;
+        }
+        // Results are gathered back to back while every task succeeds with a result of one length (the
+        // uniform form); the first that does not turns what was gathered into records.
+        bool uniform_results = true;
+        std::size_t result_stride = 0;
         // relaxed: the parent reads the slot after reaping this process (ordered by waitpid), or to time a
         // task, where a stale value only delays the timeout check to the next wake-up.
         plan.progress->chunk_id.store(header.chunk_id, std::memory_order_relaxed);
         for (std::uint32_t i = 0; i < header.count; ++i) {
-            const auto length = read_plain<std::uint32_t>(frame, at);
-            const std::span<const std::byte> arguments(frame.data() + at + 4, length);
-            at += 4 + length;
+            std::span<const std::byte> arguments;
+            if (uniform_tasks) {
+                arguments = std::span<const std::byte>(frame.data() + at, task_stride);
+                at += task_stride;
+            } else {
+                const auto length = read_plain<std::uint32_t>(frame, at);
+                arguments = std::span<const std::byte>(frame.data() + at + 4, length);
+                at += 4 + length;
+            }
             // relaxed (both): see chunk_id; started_ns is written first so that a reader that sees the new
             // task index with an old start time only times the task as older (an early timeout check
             // re-reads both on its next wake-up).
             plan.progress->started_ns.store(Deadline::monotonic_now_ns(), std::memory_order_relaxed);
             plan.progress->task.store(i, std::memory_order_release);  // pairs with the acquire in check_timeouts
             result.clear();
+            bool ok = true;
             try {
                 invoker(static_cast<std::uintptr_t>(header.function), arguments, result);
-                reply.push_back(static_cast<std::byte>(TaskStatus::ok));
-                append_length_prefixed(reply, result);
             } catch (...) {
+                ok = false;
+                if (uniform_results) convert_to_records(reply, records_start, i, result_stride);
+                uniform_results = false;
                 append_current_exception(reply);
             }
+            if (!ok) continue;
+            if (uniform_results && (i == 0 || result.size() == result_stride)) {
+                result_stride = result.size();
+                reply.insert(reply.end(), result.begin(), result.end());
+                continue;
+            }
+            if (uniform_results) convert_to_records(reply, records_start, i, result_stride);
+            uniform_results = false;
+            reply.push_back(static_cast<std::byte>(TaskStatus::ok));
+            append_length_prefixed(reply, result);
+        }
+        if (uniform_results) {
+            // The stride goes between the header and the results.
+            const auto stride = static_cast<std::uint32_t>(result_stride);
+            const auto* stride_bytes = reinterpret_cast<const std::byte*>(&stride);
+            reply.insert(reply.begin() + static_cast<std::ptrdiff_t>(records_start), stride_bytes, stride_bytes + 4);
+            std::uint32_t flags = kUniform;
+            std::memcpy(reply.data() + offsetof(ResultFrameHeader, flags), &flags, sizeof flags);
         }
         // relaxed: as above; past the last task, so that a death from here on is no task's.
         plan.progress->task.store(header.count, std::memory_order_release);
@@ -504,13 +568,14 @@ struct PoolCore::Impl {
         for (std::size_t i = 0; i < chunk.indices.size(); ++i) {
             const std::size_t index = chunk.indices[i];
             auto& slot = batch.slots[index];
-            const TaskOutcomeView& outcome = view.outcomes[i];
-            if (outcome.status == TaskStatus::ok) {
+            if (view.ok(i)) {
+                const std::span<const std::byte> result = view.result_of(i);
                 slot.frame = frame_index;
-                slot.offset = static_cast<std::uint64_t>(outcome.result.data() - frame.data());
-                slot.length = static_cast<std::uint32_t>(outcome.result.size());
+                slot.offset = static_cast<std::uint64_t>(result.data() - frame.data());
+                slot.length = static_cast<std::uint32_t>(result.size());
                 slot.state = TaskState::value;
             } else {
+                const TaskOutcomeView& outcome = view.outcomes[i];
                 slot.state = TaskState::remote_error;
                 batch.failures.emplace(index, TaskFailure{TaskState::remote_error, std::string(outcome.error_type),
                                                           std::string(outcome.error_text)});
@@ -570,12 +635,27 @@ struct PoolCore::Impl {
     void send_chunk(Worker& worker, Chunk chunk) {
         std::vector<std::byte> frame;
         const EncodedTasks& tasks = *chunk.tasks;
+        const bool uniform = tasks.uniform_size.has_value();
         append_plain(frame, TaskFrameHeader{kTaskFrameMagic, static_cast<std::uint32_t>(TaskFrameKind::run), chunk.id,
                                             reinterpret_cast<std::uintptr_t>(tasks.invoker), tasks.function,
-                                            static_cast<std::uint32_t>(chunk.indices.size()), 0});
-        for (const std::size_t index : chunk.indices) {
-            const std::size_t begin = index == 0 ? 0 : tasks.ends[index - 1];
-            append_length_prefixed(frame, std::span(tasks.bytes).subspan(begin, tasks.ends[index] - begin));
+                                            static_cast<std::uint32_t>(chunk.indices.size()), uniform ? kUniform : 0});
+        if (uniform) {
+            const std::size_t stride = *tasks.uniform_size;
+            append_plain(frame, static_cast<std::uint32_t>(stride));
+            // A chunk's tasks are consecutive unless it was split after a death: copy runs, not tasks.
+            std::size_t i = 0;
+            while (i < chunk.indices.size()) {
+                std::size_t run = 1;
+                while (i + run < chunk.indices.size() && chunk.indices[i + run] == chunk.indices[i] + run) ++run;
+                const auto* begin = tasks.bytes.data() + chunk.indices[i] * stride;
+                frame.insert(frame.end(), begin, begin + run * stride);
+                i += run;
+            }
+        } else {
+            for (const std::size_t index : chunk.indices) {
+                const std::size_t begin = index == 0 ? 0 : tasks.ends[index - 1];
+                append_length_prefixed(frame, std::span(tasks.bytes).subspan(begin, tasks.ends[index] - begin));
+            }
         }
         worker.chunk = std::move(chunk);
         try {
@@ -670,7 +750,7 @@ struct PoolCore::Impl {
             worker.process->kill();
             return;
         }
-        if (view.kind == ResultFrameKind::init_failed) {
+        if (view.kind == ResultFrameKind::init_failed) {  // never uniform: one error record
             const TaskOutcomeView& error = view.outcomes.front();
             if (!broken)
                 broken = TaskFailure{TaskState::remote_error, std::string(error.error_type),
@@ -678,7 +758,7 @@ struct PoolCore::Impl {
             worker.leaving = true;
             return;
         }
-        if (!worker.chunk || view.chunk_id != worker.chunk->id || view.outcomes.size() != worker.chunk->indices.size()) {
+        if (!worker.chunk || view.chunk_id != worker.chunk->id || view.count != worker.chunk->indices.size()) {
             worker.process->kill();
             return;
         }
@@ -889,6 +969,11 @@ PoolCore::~PoolCore() = default;
 
 std::shared_ptr<BatchState> PoolCore::submit(EncodedTasks tasks, std::size_t chunksize,
                                              std::function<void(BatchState&)> on_complete) {
+    // Every task's arguments of one length (any trivially copyable argument type): uniform frames.
+    std::size_t first = tasks.count() == 0 ? 0 : tasks.ends[0];
+    bool uniform = tasks.count() > 0 && first <= UINT32_MAX;
+    for (std::size_t i = 1; uniform && i < tasks.count(); ++i) uniform = tasks.ends[i] - tasks.ends[i - 1] == first;
+    if (uniform) tasks.uniform_size = first;
     auto batch = std::make_shared<BatchState>();
     batch->slots.resize(tasks.count());
     batch->remaining = tasks.count();

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -162,6 +163,11 @@ public:
         const std::vector<std::string> shouted = pool.map(shout, words);
         for (std::size_t i = 0; i < words.size(); ++i) CPPUNIT_ASSERT_EQUAL(words[i] + "!", shouted[i]);
         CPPUNIT_ASSERT((pool.apply(scaled, std::vector<double>{1.5, -2.0}, 2.0) == std::vector<double>{3.0, -4.0}));
+        // One chunk whose results change length after the first ones (the worker turns its uniform frame
+        // into records) and whose arguments differ in length (a record task frame).
+        CPPUNIT_ASSERT(pool.map(shout, words, 4) == shouted);
+        const std::vector<std::string> same_length{"ab", "cd", "ef"};
+        CPPUNIT_ASSERT((pool.map(shout, same_length, 3) == std::vector<std::string>{"ab!", "cd!", "ef!"}));
     }
 
     void testApplyStarmapAndVoidFunctions() {
@@ -215,6 +221,11 @@ public:
             assert_contains(error.what(), "task 3: std::invalid_argument: three is not welcome");
         }
         CPPUNIT_ASSERT_EQUAL(worker, pool.apply(pid_of_worker, 0));
+        // The same in one chunk: three results gathered back to back, then the exception, then one more.
+        auto in_one_chunk = pool.imap(throws_on_three, std::vector<int>{0, 1, 2, 3, 4}, 5);
+        for (int i = 0; i < 3; ++i) CPPUNIT_ASSERT_EQUAL(i, *in_one_chunk.next(10s));
+        CPPUNIT_ASSERT_THROW(in_one_chunk.next(10s), mproc::RemoteError);
+        CPPUNIT_ASSERT_EQUAL(4, *in_one_chunk.next(10s));
         auto result = pool.apply_async(throws_on_three, std::make_tuple(3));
         CPPUNIT_ASSERT(result.wait(10s));
         CPPUNIT_ASSERT(!result.successful());
@@ -482,6 +493,26 @@ public:
         trailing.push_back(std::byte{0});
         refused(frame_of(1, 2, trailing), "1 bytes left");
         refused(frame_of(2, 2, good_body), "one record in an init_failed frame");
+        // Uniform frames: a stride and count × stride bytes, nothing else.
+        std::vector<std::byte> uniform_body(4);
+        const std::uint32_t stride = 3;
+        std::memcpy(uniform_body.data(), &stride, 4);
+        for (int i = 0; i < 6; ++i) uniform_body.push_back(static_cast<std::byte>(i));
+        const auto uniform_frame = [&](std::uint32_t kind, std::uint32_t count, const std::vector<std::byte>& body) {
+            std::vector<std::byte> frame = frame_of(kind, count, body);
+            const std::uint32_t flags = kUniform;
+            std::memcpy(frame.data() + offsetof(ResultFrameHeader, flags), &flags, 4);
+            return frame;
+        };
+        const ResultFrameView uniform = parse_result_frame(uniform_frame(1, 2, uniform_body));
+        CPPUNIT_ASSERT(uniform.uniform && uniform.ok(1));
+        CPPUNIT_ASSERT_EQUAL(std::to_integer<int>(uniform.result_of(1)[0]), 3);
+        refused(uniform_frame(1, 3, uniform_body), "3 results of 3 bytes in the 6 bytes left");
+        refused(uniform_frame(1, 0x55555556, uniform_body), "results of 3 bytes");
+        refused(uniform_frame(2, 2, uniform_body), "no uniform init_failed frame");
+        std::vector<std::byte> bad_flags = frame_of(1, 2, good_body);
+        bad_flags[20] = std::byte{2};
+        refused(bad_flags, "flags 0 or 1, got 2");
         std::vector<std::byte> type_too_long;
         append_error_record(type_too_long, "T", "");
         type_too_long[5] = std::byte{0x40};  // the type length

@@ -48,11 +48,13 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <ranges>
 #include <span>
 #include <string>
 #include <tuple>
@@ -143,6 +145,23 @@ struct FunctionTraits<R (*)(Args...)> {
 template <class F>
 using PointerOf = decltype(+std::declval<F>());
 
+// Types the codec writes as their raw bytes (trivially copyable, no hook): a batch of them is copied in
+// one piece, and their results are read back with a copy each.
+template <class T>
+inline constexpr bool raw_codec = codec_detail::rule_of<std::remove_cvref_t<T>>() == codec_detail::Rule::raw;
+
+template <class T>
+T decode_value_of(std::span<const std::byte> bytes) {
+    if constexpr (raw_codec<T>) {
+        if (bytes.size() == sizeof(T)) {
+            T value;
+            std::memcpy(static_cast<void*>(&value), bytes.data(), sizeof(T));
+            return value;
+        }
+    }
+    return decode<T>(bytes);  // the general path, and a wrong size's DecodeError
+}
+
 template <class F>
 constexpr void require_task_function() {
     static_assert(TaskFunction<F>,
@@ -211,6 +230,7 @@ struct EncodedTasks {
     std::uintptr_t function = 0;
     std::vector<std::byte> bytes;
     std::vector<std::size_t> ends;  // task i's bytes are [ends[i-1], ends[i])
+    std::optional<std::size_t> uniform_size;  // set by PoolCore::submit when every task has this many bytes
     void close_task() { ends.push_back(bytes.size()); }
     std::size_t count() const { return ends.size(); }
 };
@@ -312,11 +332,11 @@ R AsyncResult<R>::value_of_complete(const detail::BatchState& batch, bool map_li
             R values;
             values.reserve(batch.slots.size());
             for (std::size_t i = 0; i < batch.slots.size(); ++i)
-                values.push_back(decode<typename R::value_type>(batch.bytes_of(i)));
+                values.push_back(detail::decode_value_of<typename R::value_type>(batch.bytes_of(i)));
             return values;
         }
     }
-    return decode<R>(batch.bytes_of(0));
+    return detail::decode_value_of<R>(batch.bytes_of(0));
 }
 
 // Python's IMapIterator: the results of imap (in input order) or imap_unordered (in completion order).
@@ -341,7 +361,7 @@ public:
         if (batch_->slots[task].state != detail::TaskState::value) batch_->throw_failure(task, true);
         const auto bytes = batch_->bytes_of(task);
         lock.unlock();
-        return decode<T>(bytes);
+        return detail::decode_value_of<T>(bytes);
     }
     std::size_t size() const noexcept { return batch_->slots.size(); }
 
@@ -491,9 +511,20 @@ private:
         static_assert(Traits::arity == 1, "map/imap call the function with one argument: use starmap for more");
         using Arg = typename Traits::template Argument<0>;
         detail::EncodedTasks tasks = tasks_for(Traits::template one_invoker<Arg>, +fn);
-        for (const auto& input : inputs) {
-            encode(std::decay_t<Arg>(input), tasks.bytes);
-            tasks.close_task();
+        using Value = std::decay_t<Arg>;
+        if constexpr (detail::raw_codec<Value> && std::ranges::contiguous_range<Inputs> &&
+                      std::is_same_v<std::ranges::range_value_t<Inputs>, Value>) {
+            // Raw bytes back to back: one copy for the whole batch.
+            const std::size_t count = std::ranges::size(inputs);
+            tasks.bytes.resize(count * sizeof(Value));
+            if (count != 0) std::memcpy(tasks.bytes.data(), std::ranges::data(inputs), count * sizeof(Value));
+            tasks.ends.resize(count);
+            for (std::size_t i = 0; i < count; ++i) tasks.ends[i] = (i + 1) * sizeof(Value);
+        } else {
+            for (const auto& input : inputs) {
+                encode(Value(input), tasks.bytes);
+                tasks.close_task();
+            }
         }
         return tasks;
     }
