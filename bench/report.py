@@ -170,6 +170,18 @@ COMPARISONS += [
             ("futex_ceiling", "ceiling: futex ping-pong")]),
 ]
 
+# Pool (bench_pool): dispatch overhead, apply round trip, CPU-bound speed-up (rate ÷ serial's) against OpenMP.
+COMPARISONS += [
+    family("Pool: map(x → x + 1), default chunksize, 2 workers (tasks/s)", "BM_Pool_MapTrivial", "rate",
+           [("mproc", "mproc::Pool::map, 10^6 inputs"), ("python_pool", "Python multiprocessing.Pool.map, 10^6 inputs"),
+            ("python_executor", "Python ProcessPoolExecutor.map, 2·10^4 inputs (its default chunksize 1)")]),
+    family("Pool: apply_async(f, (x,)).get() round trip, 2 workers", "BM_Pool_ApplyRoundTrip", "time",
+           [("mproc", "mproc::Pool::apply_async().get()"), ("python", "Python Pool.apply_async().get()")]),
+    family("Pool: CPU-bound map on every CPU (tasks/s; ÷ serial = speed-up)", "BM_Pool_CpuBound", "rate",
+           [("mproc", "mproc::Pool::map"), ("openmp", "OpenMP parallel for (libgomp): the ceiling"),
+            ("serial", "one thread, no pool")]),
+]
+
 PERCENTILES = [("p50_ns", "p50"), ("p99_ns", "p99"), ("p99.9_ns", "p99.9")]
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 

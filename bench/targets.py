@@ -28,6 +28,10 @@ TARGETS = [
      "BM_Queue1P1C_mproc_spsc/64", "BM_QueueCeiling_RawSpscRing/64", "rate", 0.8, ">="),
     ("Pipe spinning round trip 64 B ÷ cache-line ping-pong (time)",
      "BM_PipeRoundTrip_spin_64B/mproc", "BM_PipeCeiling/cache_line_ping_pong", "time", 2.0, "<="),
+    ("Pool.map of trivial tasks ÷ Python's Pool.map (tasks/s)",
+     "BM_Pool_MapTrivial/mproc", "BM_Pool_MapTrivial/python_pool", "rate", 50.0, ">="),
+    ("Pool CPU-bound speed-up ÷ OpenMP's (the serial rate cancels out)",
+     "BM_Pool_CpuBound/mproc", "BM_Pool_CpuBound/openmp", "rate", 0.9, ">="),
 ]
 
 # The two probes bench/run takes around each binary, and the thresholds between the regimes. The fast

@@ -348,6 +348,18 @@ int ForkedChild::wait(std::chrono::milliseconds deadline) {
     return status;
 }
 
+char process_state(pid_t pid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    std::FILE* file = std::fopen(path, "r");
+    if (file == nullptr) return 0;
+    char line[512] = {};
+    const bool read = std::fgets(line, sizeof line, file) != nullptr;
+    std::fclose(file);
+    const char* after_name = read ? std::strrchr(line, ')') : nullptr;
+    return after_name != nullptr && after_name[1] == ' ' ? after_name[2] : 0;
+}
+
 std::string unique_name(const std::string& tag) {
     static std::atomic<unsigned> counter{0};
     // relaxed: only uniqueness within this process matters, no other memory is published through it.

@@ -72,6 +72,10 @@ private:
     bool reaped_ = false;
 };
 
+// The state letter of /proc/PID/stat ('T' once a SIGSTOP took effect, 'Z' for a zombie), or 0 when the
+// process is gone.
+char process_state(pid_t pid);
+
 // A name no other test run can be using, for named segments: "/mproc-test-<pid>-<counter>-<tag>".
 std::string unique_name(const std::string& tag);
 

@@ -1251,19 +1251,6 @@ bool holds_claim(const mproc::RawMpmcRing& ring, pid_t pid) {
     return false;
 }
 
-// The state letter of /proc/PID/stat ('T' once a SIGSTOP took effect), or 0 when the process is gone.
-char process_state(pid_t pid) {
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-    std::FILE* file = std::fopen(path, "r");
-    if (file == nullptr) return 0;
-    char line[512] = {};
-    const bool read = std::fgets(line, sizeof line, file) != nullptr;
-    std::fclose(file);
-    const char* after_name = read ? std::strrchr(line, ')') : nullptr;
-    return after_name != nullptr && after_name[1] == ' ' ? after_name[2] : 0;
-}
-
 // SIGKILLs `child` while it holds a claim in `ring`: stops it at random moments and looks, resuming it when
 // it holds none, until the deadline or its end. Random kills alone land inside a claim rarely on a loaded
 // machine, and the repair path must be exercised in every run. Returns whether it killed.
@@ -1271,10 +1258,10 @@ bool kill_inside_claim(ForkedChild& child, const mproc::RawMpmcRing& ring, std::
                        Clock::time_point deadline) {
     while (Clock::now() < deadline) {
         if (::kill(child.pid(), SIGSTOP) != 0) return false;
-        char state = process_state(child.pid());
+        char state = mproc::test::process_state(child.pid());
         while (state != 'T' && state != 't' && state != 'Z' && state != 0 && Clock::now() < deadline) {
             std::this_thread::sleep_for(10us);
-            state = process_state(child.pid());
+            state = mproc::test::process_state(child.pid());
         }
         if (state == 'Z' || state == 0) return false;  // it finished first
         if ((state == 'T' || state == 't') && holds_claim(ring, child.pid())) {

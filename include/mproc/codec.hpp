@@ -82,7 +82,7 @@ template <class T>
 struct Codec {};
 
 // Appends a value's encoding to a byte vector.
-class CodecWriter {
+class MPROC_API CodecWriter {
 public:
     explicit CodecWriter(std::vector<std::byte>& out) noexcept : out_(out) {}
 
@@ -113,7 +113,7 @@ private:
 };
 
 // Reads an encoding; every call checks the bytes left and throws DecodeError naming `type`.
-class CodecReader {
+class MPROC_API CodecReader {
 public:
     explicit CodecReader(std::span<const std::byte> bytes) noexcept : bytes_(bytes) {}
 
@@ -593,7 +593,7 @@ void decode_value(CodecReader& reader, T& out) {
 
 // The calling thread's buffer for encodings that are sent at once (Queue<T>::put, Connection::send<T>); it
 // keeps the capacity of the largest encoding the thread sent.
-std::vector<std::byte>& scratch_buffer() noexcept;
+MPROC_API std::vector<std::byte>& scratch_buffer() noexcept;
 
 }  // namespace codec_detail
 

@@ -75,7 +75,7 @@ struct EncodedQueueSpec {
 };
 
 // Every encoded queue's ByteQueue is made here (src/codec.cpp).
-ByteQueue encoded_byte_queue(const EncodedQueueSpec& spec);
+MPROC_API ByteQueue encoded_byte_queue(const EncodedQueueSpec& spec);
 
 }  // namespace detail
 

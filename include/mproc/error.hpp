@@ -167,6 +167,60 @@ private:
     std::string expected_;
 };
 
+// Python's multiprocessing.TimeoutError: AsyncResult::get() or IMapIterator::next() passed its timeout
+// before the result was ready (the task goes on; a later get() may still return it).
+class MPROC_API TimeoutError : public ErrorOf<std::runtime_error> {
+public:
+    using ErrorOf::ErrorOf;
+};
+
+// A Pool task's failure (mproc/pool.hpp); task() is its index among the inputs of the call (0 for apply).
+class MPROC_API TaskError : public ErrorOf<std::runtime_error> {
+public:
+    TaskError(const std::string& what, std::size_t task) : ErrorOf(what), task_(task) {}
+    std::size_t task() const noexcept { return task_; }
+
+private:
+    std::size_t task_;
+};
+
+// A Pool task threw (Python's RemoteError with its RemoteTraceback): the exception's type name and what().
+class MPROC_API RemoteError : public TaskError {
+public:
+    RemoteError(const std::string& what, std::size_t task, std::string type, std::string text)
+        : TaskError(what, task), type_(std::move(type)), text_(std::move(text)) {}
+    const std::string& type() const noexcept { return type_; }
+    const std::string& text() const noexcept { return text_; }
+
+private:
+    std::string type_;
+    std::string text_;
+};
+
+// A Pool worker ended while running the task (SIGKILL, a crash, _exit): exit_status() is Python's
+// exitcode (-N for signal N).
+class MPROC_API WorkerDied : public TaskError {
+public:
+    WorkerDied(const std::string& what, std::size_t task, int pid, int exit_status)
+        : TaskError(what, task), pid_(pid), exit_status_(exit_status) {}
+    int pid() const noexcept { return pid_; }
+    int exit_status() const noexcept { return exit_status_; }
+
+private:
+    int pid_;
+    int exit_status_;
+};
+
+// A Pool task ran longer than the pool's task_timeout: its worker was killed.
+class MPROC_API TimedOut : public TaskError {
+public:
+    TimedOut(const std::string& what, std::size_t task, int pid) : TaskError(what, task), pid_(pid) {}
+    int pid() const noexcept { return pid_; }
+
+private:
+    int pid_;
+};
+
 // Throws SystemError for `what`, with the current errno.
 [[noreturn]] MPROC_API void throw_system_error(const std::string& what);
 [[noreturn]] MPROC_API void throw_system_error(const std::string& what, int error_number);

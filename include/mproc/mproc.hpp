@@ -15,6 +15,7 @@
 #include "mproc/object_header.hpp"
 #include "mproc/pickle.hpp"
 #include "mproc/pipe.hpp"
+#include "mproc/pool.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/resource_tracker.hpp"

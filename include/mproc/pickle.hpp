@@ -107,7 +107,7 @@ struct PickleEqual;
 struct PickleStorageAccess;
 }  // namespace detail
 
-class PickleValue {
+class MPROC_API PickleValue {
 public:
     enum class Kind : std::uint8_t { none, boolean, integer, floating, str, bytes, bytearray, list, tuple, dict, set, frozenset };
     using Items = std::vector<PickleValue>;
@@ -180,9 +180,9 @@ private:
 };
 
 // Decodes one pickle (the whole span: bytes after STOP are refused). See the decoder guarantees above.
-PickleValue pickle_loads(std::span<const std::byte> pickle);
+MPROC_API PickleValue pickle_loads(std::span<const std::byte> pickle);
 // Encodes value as a protocol-4 pickle.
-std::vector<std::byte> pickle_dumps(const PickleValue& value);
+MPROC_API std::vector<std::byte> pickle_dumps(const PickleValue& value);
 
 // The customization point: specialise for a type T with
 //   static PickleValue to_pickle(const T&);
@@ -216,9 +216,9 @@ T recv_pickle(Connection& connection, std::optional<std::size_t> maxlength = std
 }
 
 namespace detail {
-[[noreturn]] void throw_pickle_conversion(const char* expected, const PickleValue& got);
-[[noreturn]] void throw_pickle_out_of_range(const PickleValue& got, const char* target);
-[[noreturn]] void throw_pickle_tuple_size(std::size_t expected, std::size_t got);
+[[noreturn]] MPROC_API void throw_pickle_conversion(const char* expected, const PickleValue& got);
+[[noreturn]] MPROC_API void throw_pickle_out_of_range(const PickleValue& got, const char* target);
+[[noreturn]] MPROC_API void throw_pickle_tuple_size(std::size_t expected, std::size_t got);
 }  // namespace detail
 
 // ---- built-in conversions ----
