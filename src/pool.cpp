@@ -690,6 +690,16 @@ struct __attribute__((visibility("hidden"))) PoolCore::Impl {
         }
         worker.process->join();
         const int exit_status = worker.process->exitcode().value_or(-SIGKILL);
+        // relaxed: the worker was reaped above; waitpid orders its stores before this. A worker that began
+        // a chunk proved that workers start; one that died before (in its initializer, or killed while
+        // starting) counts towards breaking the pool. A death inside a task does neither: it is that task's
+        // outcome, and each such death uses up one of a task's runs, so it cannot loop.
+        const bool began_a_chunk = progress[worker.slot].chunk_id.load(std::memory_order_relaxed) != 0;
+        if (began_a_chunk) {
+            deaths_without_progress = 0;
+        } else if (!worker.leaving && !worker.timed_out && (worker.chunk || exit_status != 0)) {
+            ++deaths_without_progress;
+        }
         if (worker.chunk) {
             Chunk chunk = std::move(*worker.chunk);
             worker.chunk.reset();
@@ -698,15 +708,12 @@ struct __attribute__((visibility("hidden"))) PoolCore::Impl {
             const bool started = slot.chunk_id.load(std::memory_order_relaxed) == chunk.id;
             const std::size_t running = started ? slot.task.load(std::memory_order_relaxed) : chunk.indices.size() + 1;
             requeue_after_death(worker, std::move(chunk), started ? running : std::size_t(-1), exit_status);
-            if (!worker.timed_out) ++deaths_without_progress;
-        } else if (exit_status != 0 && !worker.leaving) {
-            ++deaths_without_progress;
         }
         worker.connection.reset();
         worker.process.reset();
         if (deaths_without_progress > 2 * process_count + 2 && !broken)
             broken = TaskFailure{TaskState::worker_died, "", "pool broken: " + std::to_string(deaths_without_progress) +
-                                 " workers in a row ended before finishing a chunk; the last: " +
+                                 " workers in a row ended before beginning a chunk; the last: " +
                                  describe_end_text(exit_status), 0, exit_status};
     }
 

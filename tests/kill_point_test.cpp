@@ -980,7 +980,8 @@ public:
             const std::string what = point_text(op, point) + " chunk " + std::to_string(chunk);
             sender.close();
             if (!killed) {
-                CPPUNIT_ASSERT_EQUAL(1u, std::atomic_ref(*got_large).load(std::memory_order_acquire));  // acquire: above
+                // acquire: above
+                CPPUNIT_ASSERT_EQUAL(1u, std::atomic_ref(*got_large).load(std::memory_order_acquire));
                 CPPUNIT_ASSERT_THROW_MESSAGE(what, receiver.recv_bytes(), mproc::Closed);
             } else if (point == 0 && chunk == 0) {
                 CPPUNIT_ASSERT_MESSAGE(what, receiver.recv_bytes() == large);
@@ -1343,10 +1344,12 @@ public:
                 const bool killed = killed_at([&](const auto& arm) {
                     arm();
                     const std::vector<std::byte> got = queue.get_nowait();
-                    if (got == spilled(1, 30000)) std::atomic_ref(*returned).store(1);  // seq_cst: read after reaping
+                    // seq_cst: read after reaping
+                    if (got == spilled(1, 30000)) std::atomic_ref(*returned).store(1, std::memory_order_seq_cst);
                 }, op, point);
                 const Ids got = drain_spilled(queue, {{30000, 1}, {20000, 2}});
-                const bool first_returned = std::atomic_ref(*returned).load() != 0;  // seq_cst: after reaping the child
+                // seq_cst: after reaping the child
+                const bool first_returned = std::atomic_ref(*returned).load(std::memory_order_seq_cst) != 0;
                 CPPUNIT_ASSERT_EQUAL_MESSAGE(point_text(op, point), !killed, first_returned);
                 // Killed with the slot still held: SPSC hands the message to the next consumer, MPMC loses it.
                 // Killed after the slot was released (point 2), or not killed: the first is gone.

@@ -99,6 +99,7 @@ int initialized_value(int) {
     return g_board->initialized.load(std::memory_order_relaxed);
 }
 void initializer_that_throws() { throw std::runtime_error("no database"); }
+void initializer_that_dies() { ::raise(SIGKILL); }
 void nothing() {}
 
 std::size_t open_fd_count() {
@@ -124,6 +125,7 @@ class PoolTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testTaskTimeoutKillsTheTaskAndTheOthersGoOn);
     CPPUNIT_TEST(testInitializerRunsInEveryWorker);
     CPPUNIT_TEST(testInitializerThatThrowsBreaksThePoolWithoutRespawning);
+    CPPUNIT_TEST(testWorkersThatDieStartingBreakThePoolWithoutRespawning);
     CPPUNIT_TEST(testMaxTasksPerChildRecyclesWorkers);
     CPPUNIT_TEST(testTerminateFailsPendingTasksWithClosedAndLeavesNothing);
     CPPUNIT_TEST(testCloseThenJoinFinishesEverySubmittedTask);
@@ -349,6 +351,24 @@ public:
         mproc::test::wait_for([&] { return pool.worker_pids().size() <= 2; }, "no respawn loop");
     }
 
+    void testWorkersThatDieStartingBreakThePoolWithoutRespawning() {
+        PoolOptions options;
+        options.processes = 2;
+        Pool pool(options, initializer_that_dies);
+        const auto took = mproc::test::elapsed_of([&] {
+            try {
+                pool.map(plus_one, std::vector<int>{1, 2, 3});
+                CPPUNIT_FAIL("map on a pool whose workers cannot start did not throw");
+            } catch (const mproc::WorkerDied& died) {
+                assert_contains(died.what(), "pool broken: 7 workers in a row ended before beginning a chunk");
+                assert_contains(died.what(), "killed by signal 9");
+            }
+        });
+        CPPUNIT_ASSERT(took < 20s);
+        CPPUNIT_ASSERT_THROW(pool.apply(plus_one, 1), mproc::WorkerDied);
+        CPPUNIT_ASSERT(pool.worker_pids().empty());  // broken: nothing respawns
+    }
+
     void testMaxTasksPerChildRecyclesWorkers() {
         PoolOptions options;
         options.processes = 2;
@@ -468,7 +488,8 @@ public:
         good_body.push_back(std::byte{0});
         append_length_prefixed(good_body, std::vector<std::byte>{std::byte{1}, std::byte{2}});
         append_error_record(good_body, "E", "text");
-        const ResultFrameView view = parse_result_frame(frame_of(1, 2, good_body));
+        const std::vector<std::byte> good_frame = frame_of(1, 2, good_body);  // the view points into it
+        const ResultFrameView view = parse_result_frame(good_frame);
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(9), view.chunk_id);
         CPPUNIT_ASSERT_EQUAL(std::size_t(2), view.outcomes.size());
         CPPUNIT_ASSERT_EQUAL(std::size_t(2), view.outcomes[0].result.size());
@@ -504,7 +525,8 @@ public:
             std::memcpy(frame.data() + offsetof(ResultFrameHeader, flags), &flags, 4);
             return frame;
         };
-        const ResultFrameView uniform = parse_result_frame(uniform_frame(1, 2, uniform_body));
+        const std::vector<std::byte> good_uniform_frame = uniform_frame(1, 2, uniform_body);
+        const ResultFrameView uniform = parse_result_frame(good_uniform_frame);
         CPPUNIT_ASSERT(uniform.uniform && uniform.ok(1));
         CPPUNIT_ASSERT_EQUAL(std::to_integer<int>(uniform.result_of(1)[0]), 3);
         refused(uniform_frame(1, 3, uniform_body), "3 results of 3 bytes in the 6 bytes left");
@@ -548,10 +570,17 @@ public:
         StormResult result;
         std::thread killer([&] {
             std::mt19937 random(static_cast<unsigned>(::getpid()));
+            std::vector<pid_t> seen;
             // relaxed: stop only ends the loop; nothing is published with it.
             while (!stop.load(std::memory_order_relaxed)) {
                 std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(1000, 5000)(random)));
-                const std::vector<pid_t> workers = pool.worker_pids();
+                // Only workers that were already there at the last look: one still starting dies before it
+                // began a chunk, and enough of those in a row break the pool (as they must).
+                const std::vector<pid_t> now = pool.worker_pids();
+                std::vector<pid_t> workers;
+                for (const pid_t pid : now)
+                    if (std::find(seen.begin(), seen.end(), pid) != seen.end()) workers.push_back(pid);
+                seen = now;
                 if (workers.empty()) continue;
                 const pid_t victim = workers[std::uniform_int_distribution<std::size_t>(0, workers.size() - 1)(random)];
                 // Only a worker on a CPU or waiting for one ('R'): one asleep is waiting for its next chunk

@@ -284,26 +284,29 @@ void consume(ByteQueue& queue, CrashBoard& board) {
             if (board.stop.load(std::memory_order_acquire) != 0) std::_Exit(0);
             continue;
         } catch (const mproc::InvalidObject&) {
-            board.invalid.fetch_add(1);  // seq_cst: a counter the parent reads after reaping
+            board.invalid.fetch_add(1, std::memory_order_seq_cst);  // seq_cst: a counter the parent reads after reaping
             continue;
         }
         Header header{};
         if (message.size() == 40) {
             std::memcpy(&header, message.data(), sizeof header);
             if (header.length != 40 || message != make_message(header.producer, header.sequence, 40)) {
-                board.torn.fetch_add(1);  // seq_cst: a counter the parent reads after reaping
+                // seq_cst: a counter the parent reads after reaping
+                board.torn.fetch_add(1, std::memory_order_seq_cst);
                 continue;
             }
         } else if (!intact(message, header)) {
-            board.torn.fetch_add(1);  // seq_cst: a counter the parent reads after reaping
+            board.torn.fetch_add(1, std::memory_order_seq_cst);  // seq_cst: a counter the parent reads after reaping
             continue;
         }
         if (header.producer >= kMaxProducers || header.sequence >= kRoundMessages) {
-            board.torn.fetch_add(1);  // seq_cst: a counter the parent reads after reaping
+            board.torn.fetch_add(1, std::memory_order_seq_cst);  // seq_cst: a counter the parent reads after reaping
             continue;
         }
         // seq_cst: read by the parent after reaping every consumer.
-        if (board.received[header.producer][header.sequence].fetch_add(1) != 0) board.duplicates.fetch_add(1);
+        // seq_cst (both): counters the parent reads after reaping.
+        if (board.received[header.producer][header.sequence].fetch_add(1, std::memory_order_seq_cst) != 0)
+            board.duplicates.fetch_add(1, std::memory_order_seq_cst);
     }
 }
 
@@ -315,7 +318,8 @@ void produce(ByteQueue& queue, CrashBoard& board, std::uint32_t producer) {
         } catch (const mproc::Full&) {
             std::_Exit(6);  // stuck for 10 s: space or a slot was never reclaimed
         }
-        board.completed[producer].store(sequence + 1);  // seq_cst: read by the parent after reaping
+        // seq_cst: read by the parent after reaping
+        board.completed[producer].store(sequence + 1, std::memory_order_seq_cst);
     }
     std::_Exit(0);
 }
@@ -404,7 +408,9 @@ RoundResult crash_round(QueueKind kind, std::mt19937& random) {
         CPPUNIT_ASSERT(header.producer < kMaxProducers && header.sequence < kRoundMessages &&
                        got == make_message(header.producer, header.sequence, got.size()));
         // seq_cst: as the consumers' marks.
-        if (board->received[header.producer][header.sequence].fetch_add(1) != 0) board->duplicates.fetch_add(1);
+        // seq_cst (both): counters the parent reads after reaping.
+        if (board->received[header.producer][header.sequence].fetch_add(1, std::memory_order_seq_cst) != 0)
+            board->duplicates.fetch_add(1, std::memory_order_seq_cst);
     }
     // Every block came back: a message of the whole budget goes in without waiting (this process now the
     // only producer and consumer) and comes out whole.
@@ -416,13 +422,14 @@ RoundResult crash_round(QueueKind kind, std::mt19937& random) {
     }
     CPPUNIT_ASSERT(queue.get(true, 5s) == whole_budget);
     // seq_cst (these loads): after every child was reaped, which orders their stores before them.
-    CPPUNIT_ASSERT_EQUAL(0u, board->torn.load());
-    CPPUNIT_ASSERT_EQUAL(0u, board->duplicates.load());
-    CPPUNIT_ASSERT_EQUAL(0u, board->invalid.load());
+    // seq_cst (all board loads): every child was reaped before.
+    CPPUNIT_ASSERT_EQUAL(0u, board->torn.load(std::memory_order_seq_cst));
+    CPPUNIT_ASSERT_EQUAL(0u, board->duplicates.load(std::memory_order_seq_cst));
+    CPPUNIT_ASSERT_EQUAL(0u, board->invalid.load(std::memory_order_seq_cst));
     // A message whose put returned is lost only with a consumer killed while taking it.
     for (std::uint32_t p = 0; p < next_producer; ++p)
-        for (std::uint32_t s = 0; s < board->completed[p].load(); ++s)
-            if (board->received[p][s].load() == 0) ++result.lost;
+        for (std::uint32_t s = 0; s < board->completed[p].load(std::memory_order_seq_cst); ++s)
+            if (board->received[p][s].load(std::memory_order_seq_cst) == 0) ++result.lost;
     CPPUNIT_ASSERT_MESSAGE("lost " + std::to_string(result.lost) + " with " + std::to_string(result.consumer_kills) +
                                " consumers killed (" + (kind == QueueKind::spsc ? "SPSC" : "MPMC") + ")",
                            result.lost <= static_cast<std::uint32_t>(result.consumer_kills));

@@ -65,6 +65,7 @@ struct Observed {
     bool exists = false;
     std::string open_error;
     std::optional<std::int64_t> created_s;  // birth time, or the last status change when there is none
+    std::optional<std::int64_t> created_ns;  // the same, to the nanosecond
     std::optional<bool> creator_alive;      // unknown (null) for objects that are not mproc objects
     std::vector<int> users;                 // pids that map the file or hold it open, this tool excluded
 };
@@ -79,15 +80,19 @@ std::optional<std::string> normalise_name(std::string name) {
     return "/" + name;
 }
 
-std::optional<std::int64_t> creation_time(int fd, const struct stat& status) {
+// Nanoseconds since the epoch.
+std::optional<std::int64_t> creation_time_ns(int fd, const struct stat& status) {
     struct statx extended {};
     if (::statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &extended) == 0 && (extended.stx_mask & STATX_BTIME) != 0)
-        return extended.stx_btime.tv_sec;
-    return status.st_ctim.tv_sec;
+        return std::int64_t{extended.stx_btime.tv_sec} * 1'000'000'000 + extended.stx_btime.tv_nsec;
+    return std::int64_t{status.st_ctim.tv_sec} * 1'000'000'000 + status.st_ctim.tv_nsec;
 }
 
-// The start of process `pid` in seconds since the epoch, from /proc/PID/stat and /proc/stat's btime.
-std::optional<std::int64_t> process_start_s(int pid) {
+// The start of process `pid` in nanoseconds since the epoch. /proc/PID/stat gives it in clock ticks since
+// boot (CLOCK_BOOTTIME); the boot instant on the wall clock is taken from the two clocks now, to the
+// nanosecond (/proc/stat's btime is whole seconds, which with the tick's floor could misjudge a process
+// started two seconds after the object by more than the slack below).
+std::optional<std::int64_t> process_start_ns(int pid) {
     std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
     std::string line;
     if (!std::getline(stat_file, line)) return std::nullopt;
@@ -99,28 +104,25 @@ std::optional<std::int64_t> process_start_s(int pid) {
     for (int index = 3; index <= 22; ++index)
         if (!(fields >> field)) return std::nullopt;
     const unsigned long long start_ticks = std::strtoull(field.c_str(), nullptr, 10);
-    std::ifstream boot_file("/proc/stat");
-    std::string key;
-    long long boot_s = -1;
-    while (boot_file >> key) {
-        if (key == "btime") {
-            boot_file >> boot_s;
-            break;
-        }
-    }
     const long ticks_per_s = ::sysconf(_SC_CLK_TCK);
-    if (boot_s < 0 || ticks_per_s <= 0) return std::nullopt;
-    return boot_s + static_cast<std::int64_t>(start_ticks / static_cast<unsigned long long>(ticks_per_s));
+    if (ticks_per_s <= 0) return std::nullopt;
+    timespec real {}, boot {};
+    if (::clock_gettime(CLOCK_REALTIME, &real) != 0 || ::clock_gettime(CLOCK_BOOTTIME, &boot) != 0) return std::nullopt;
+    const std::int64_t boot_on_wall_clock_ns = (std::int64_t{real.tv_sec} - boot.tv_sec) * 1'000'000'000 +
+                                               (real.tv_nsec - boot.tv_nsec);
+    return boot_on_wall_clock_ns +
+           static_cast<std::int64_t>(start_ticks) * (1'000'000'000 / static_cast<std::int64_t>(ticks_per_s));
 }
 
-bool creator_is_alive(int pid, std::optional<std::int64_t> created_s) {
+bool creator_is_alive(int pid, std::optional<std::int64_t> created_ns) {
     if (pid <= 0) return false;
     const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (pidfd < 0 && errno != ENOSYS) return false;  // ESRCH: no such process
-    const std::optional<std::int64_t> started = process_start_s(pid);
+    const std::optional<std::int64_t> started = process_start_ns(pid);
     bool alive = started.has_value();
-    // A younger process under the same pid is not the creator (one second of slack: the clocks differ).
-    if (alive && created_s && *started > *created_s + 1) alive = false;
+    // A younger process under the same pid is not the creator (one second of slack, for a wall clock set
+    // between the two instants).
+    if (alive && created_ns && *started > *created_ns + 1'000'000'000) alive = false;
     if (pidfd >= 0) {
         // The pidfd pins the process the check above looked at: readable means it has exited since.
         struct pollfd poll_fd {pidfd, POLLIN, 0};
@@ -189,7 +191,8 @@ Observed observe(const std::string& name, bool with_users) {
         ::close(fd);
         return observed;
     }
-    observed.created_s = creation_time(fd, status);
+    observed.created_ns = creation_time_ns(fd, status);
+    if (observed.created_ns) observed.created_s = *observed.created_ns / 1'000'000'000;
     const std::size_t want =
         static_cast<std::size_t>(std::min<std::uint64_t>(static_cast<std::uint64_t>(status.st_size),
                                                           mproc::tool::kMaxSnapshotBytes));
@@ -207,7 +210,7 @@ Observed observe(const std::string& name, bool with_users) {
     const std::uint64_t file_size = have < want ? have : static_cast<std::uint64_t>(status.st_size);
     observed.report = mproc::tool::inspect_snapshot(std::span(buffer.get(), have), file_size, name);
     if (observed.report.is_mproc)
-        observed.creator_alive = creator_is_alive(observed.report.creator_pid, observed.created_s);
+        observed.creator_alive = creator_is_alive(observed.report.creator_pid, observed.created_ns);
     for (const auto& thread : observed.report.threads)
         observed.report.state.push_back({thread.field, thread_is_alive(thread.tid) ? "true" : "false"});
     if (with_users) observed.users = users_of(name);

@@ -28,8 +28,8 @@
 //   task twice is not acceptable.
 // - A worker that exits on its own between chunks (maxtasksperchild reached) is replaced silently. An
 //   initializer that throws makes the pool broken: every pending and later call fails with a RemoteError
-//   naming the initializer; workers that keep dying before finishing a single chunk (2 × processes + 2 in
-//   a row) break it too, with their last exit status. A broken pool never respawns in a loop.
+//   naming the initializer; workers that keep dying before beginning a single chunk (2 × processes + 2
+//   in a row: in the initializer, or killed while starting) break it too, with their last exit status. A broken pool never respawns in a loop.
 // - terminate() (and the destructor, as Python's `with Pool()`) kills every worker with SIGKILL, fails
 //   every unresolved task with Closed at once, reaps every worker and closes every descriptor the pool
 //   opened before it returns. close() then join() lets every submitted task finish first.
