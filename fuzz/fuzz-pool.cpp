@@ -6,6 +6,7 @@
 // input and whose records, re-encoded with the same helpers the worker uses, give the input back byte for
 // byte (so nothing is skipped or read twice), in both the record and the uniform form; it never reads
 // outside the input (ASan) and never allocates more than one view entry per 5 input bytes.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -54,7 +55,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         require(view.uniform_results.size() == view.stride * view.count);
         const auto stride = static_cast<std::uint32_t>(view.stride);
         expect(std::as_bytes(std::span(&stride, 1)));
-        for (std::size_t i = 0; i < view.count; ++i) expect(view.result_of(i));
+        // A stride of 0 (results that encode to nothing) says any count in no bytes: the parent checks the
+        // count against the chunk it sent before it looks at a result; here one look is enough.
+        const std::size_t looked_at = view.stride == 0 ? std::min<std::size_t>(view.count, 1) : view.count;
+        for (std::size_t i = 0; i < looked_at; ++i) expect(view.result_of(i));
         require(at == size);
         return 0;
     }
