@@ -15,7 +15,8 @@
 //   BM_PipeCeiling/cache_line_ping_pong, BM_PipeCeiling/futex_ping_pong   the ceilings the spinning and the
 //                                            blocking round trips are read against, measured in this run
 // Every round trip reports sleeps_per_rt and peer_sleeps_per_rt (voluntary context switches per round
-// trip, LatencySampler): about 1 and 1 where both sides sleep, about 0 where a spin catches the reply.
+// trip, LatencySampler): about 1 and 1 where both sides sleep, about 0 where a spin catches the reply;
+// and the preemptions and user-space CPU time of each side, by which the blocking rows are judged.
 // Systems:
 //   mproc       mproc::Pipe(): one-way for streams, duplex for round trips; the child adopt()s its end, as
 //               pipe.hpp's fork idiom says, before its first message, and this process closes its copy of
@@ -219,7 +220,8 @@ void mproc_round_trip(benchmark::State& state, std::size_t size, RoundTripWait w
     mine.close();
     peer.join();
     sampler.report(state);
-    if (wait == RoundTripWait::sleep) mproc::bench::require_sleeping_round_trips(state, "mproc pipe blocking round trip");
+    if (wait == RoundTripWait::sleep && size <= mproc::bench::kLargestJudgedMessage)
+        mproc::bench::require_waits_in_kernel(state, sampler, "mproc pipe blocking round trip");
 }
 
 // ---------------------------------------------------------------------------------------------------------

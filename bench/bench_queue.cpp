@@ -32,7 +32,8 @@
 //                                   this process, get_into() reusing its buffer), pipe (one write of the whole
 //                                   message, reads of exactly it), boost (message_queue of that size)
 // Every round trip reports sleeps_per_rt and peer_sleeps_per_rt (voluntary context switches per round
-// trip, LatencySampler): about 1 and 1 where both sides sleep, about 0 where a spin catches the reply.
+// trip, LatencySampler): about 1 and 1 where both sides sleep, about 0 where a spin catches the reply;
+// and the preemptions and user-space CPU time of each side, by which the blocking rows are judged.
 // Every message carries its sequence number in its first and last 8-byte words and every receiver checks
 // them (per producer in 2P2C, where two consumers each see an increasing subsequence of each producer's
 // messages). Peers are forked, and queues created, before the timed loop. The raw SPSC ring ceiling these
@@ -886,7 +887,7 @@ void mproc_round_trip(benchmark::State& state, mproc::QueueKind kind, RoundTripW
     to_peer.close();
     peer.join();
     sampler.report(state);
-    if (wait == RoundTripWait::sleep) mproc::bench::require_sleeping_round_trips(state, "mproc queue blocking round trip");
+    if (wait == RoundTripWait::sleep) mproc::bench::require_waits_in_kernel(state, sampler, "mproc queue blocking round trip");
 }
 
 void pipe_round_trip(benchmark::State& state) {

@@ -512,33 +512,70 @@ LatencySampler::LatencySampler(const benchmark::State& state)
 
 namespace {
 
-// ru_nvcsw of `who` (RUSAGE_THREAD or RUSAGE_CHILDREN); -1 when getrusage() fails (it cannot for these two).
-std::int64_t voluntary_switches(int who) noexcept {
+// What `who` (RUSAGE_THREAD or RUSAGE_CHILDREN) has used: ru_nvcsw counts the waits that slept, ru_nivcsw
+// the times the scheduler took the CPU away, ru_utime the CPU time spent in user space (a spin's).
+// All -1 when getrusage() fails (it cannot for these two).
+struct Usage {
+    std::int64_t slept;
+    std::int64_t preempted;
+    std::int64_t user_ns;
+};
+Usage usage_of(int who) noexcept {
     rusage usage{};
-    if (::getrusage(who, &usage) != 0) return -1;
-    return usage.ru_nvcsw;
+    if (::getrusage(who, &usage) != 0) return {-1, -1, -1};
+    return {usage.ru_nvcsw, usage.ru_nivcsw,
+            static_cast<std::int64_t>(usage.ru_utime.tv_sec) * 1'000'000'000 +
+                static_cast<std::int64_t>(usage.ru_utime.tv_usec) * 1'000};
 }
 
 }  // namespace
 
 void LatencySampler::mark_sleeps() noexcept {
-    thread_sleeps_at_start_ = voluntary_switches(RUSAGE_THREAD);
-    children_sleeps_at_start_ = voluntary_switches(RUSAGE_CHILDREN);
+    const Usage thread = usage_of(RUSAGE_THREAD);
+    const Usage children = usage_of(RUSAGE_CHILDREN);
+    thread_at_start_ = {thread.slept, thread.preempted, thread.user_ns};
+    children_at_start_ = {children.slept, children.preempted, children.user_ns};
 }
 
 void require_sleeping_round_trips(const benchmark::State& state, const std::string& what) {
     if (state.iterations() < kLeastJudgedRoundTrips) return;
-    const auto mine = state.counters.find("sleeps_per_rt");
-    const auto peer = state.counters.find("peer_sleeps_per_rt");
-    if (mine == state.counters.end() || peer == state.counters.end())
-        throw BenchFailure(what + ": no sleep counters (LatencySampler::report() first)");
-    const double mine_sleeps = mine->second.value;
-    const double peer_sleeps = peer->second.value;
+    const auto counter = [&](const char* name) {
+        const auto found = state.counters.find(name);
+        if (found == state.counters.end())
+            throw BenchFailure(what + ": no counter " + name + " (LatencySampler::report() first)");
+        return found->second.value;
+    };
+    const double mine_sleeps = counter("sleeps_per_rt");
+    const double peer_sleeps = counter("peer_sleeps_per_rt");
+    // A side preempted while it had the reply to hand over finds the next request waiting when it runs
+    // again, without sleeping or spinning: where the sides share a CPU, few sleeps say nothing of a spin.
+    if (counter("preempted_per_rt") + counter("peer_preempted_per_rt") >= kMostPreemptionsPerJudgedRoundTrip) return;
     if (mine_sleeps + peer_sleeps < kLeastSleepsPerRoundTrip) {
         std::ostringstream text;
         text << what << ": sleeps_per_rt " << mine_sleeps << " + peer_sleeps_per_rt " << peer_sleeps << " over "
              << state.iterations() << " round trips, below " << kLeastSleepsPerRoundTrip
              << ": the waits were caught spinning, not woken from sleep";
+        throw BenchFailure(text.str());
+    }
+}
+
+void require_waits_in_kernel(const benchmark::State& state, const LatencySampler& sampler,
+                             const std::string& what) {
+    if (state.iterations() < kLeastJudgedRoundTrips) return;
+    const auto counter = [&](const char* name) {
+        const auto found = state.counters.find(name);
+        if (found == state.counters.end())
+            throw BenchFailure(what + ": no counter " + name + " (LatencySampler::report() first)");
+        return found->second.value;
+    };
+    const double user_ns = counter("user_ns_per_rt") + counter("peer_user_ns_per_rt");
+    const double wall_ns = sampler.wall_ns_per_iteration(state);
+    if (user_ns >= kMostUserTimePerRoundTrip * wall_ns) {
+        std::ostringstream text;
+        text << what << ": the two sides ran " << user_ns << " ns in user space per round trip of " << wall_ns
+             << " ns (at least " << kMostUserTimePerRoundTrip << " of it; sleeps_per_rt " << counter("sleeps_per_rt")
+             << " + peer_sleeps_per_rt " << counter("peer_sleeps_per_rt") << " over " << state.iterations()
+             << " round trips): the waits were caught spinning, not in the kernel";
         throw BenchFailure(text.str());
     }
 }
@@ -550,9 +587,14 @@ void LatencySampler::report(benchmark::State& state) {
         const auto per_round_trip = [&](std::int64_t now, std::int64_t at_start) {
             return static_cast<double>(now - at_start) / static_cast<double>(state.iterations());
         };
-        state.counters["sleeps_per_rt"] = per_round_trip(voluntary_switches(RUSAGE_THREAD), thread_sleeps_at_start_);
-        state.counters["peer_sleeps_per_rt"] =
-            per_round_trip(voluntary_switches(RUSAGE_CHILDREN), children_sleeps_at_start_);
+        const Usage thread = usage_of(RUSAGE_THREAD);
+        const Usage children = usage_of(RUSAGE_CHILDREN);
+        state.counters["sleeps_per_rt"] = per_round_trip(thread.slept, thread_at_start_.slept);
+        state.counters["peer_sleeps_per_rt"] = per_round_trip(children.slept, children_at_start_.slept);
+        state.counters["preempted_per_rt"] = per_round_trip(thread.preempted, thread_at_start_.preempted);
+        state.counters["user_ns_per_rt"] = per_round_trip(thread.user_ns, thread_at_start_.user_ns);
+        state.counters["peer_user_ns_per_rt"] = per_round_trip(children.user_ns, children_at_start_.user_ns);
+        state.counters["peer_preempted_per_rt"] = per_round_trip(children.preempted, children_at_start_.preempted);
     }
     if (count == 0) return;
     std::vector<std::uint32_t> sorted(samples_.begin(), samples_.begin() + static_cast<std::ptrdiff_t>(count));

@@ -8,8 +8,9 @@
 //   and rings the two processes share. Page-aligned, so alignas(128) members keep their alignment.
 // - LatencySampler: per-iteration round-trip times on CLOCK_MONOTONIC, one clock read per iteration,
 //   reported as the counters p50_ns, p99_ns and p99.9_ns next to items_per_second, and the sleeps per
-//   round trip of each side (sleeps_per_rt, peer_sleeps_per_rt); require_sleeping_round_trips() fails a
-//   row that says it sleeps when hardly anyone slept.
+//   round trip of each side (sleeps_per_rt, peer_sleeps_per_rt), the preemptions and the user-space CPU
+//   time; require_waits_in_kernel() fails a row that says it blocks when its waits ran in user space,
+//   require_sleeping_round_trips() a wake-from-sleep row in which hardly anyone slept.
 // - NoSpinBeforeSleep: turns the library's adaptive spin off for the calling thread, so that the rows
 //   named "blocking" measure a sleep and a wake-up, the futex ceiling's work, and not a spin.
 // - Spinner: the pause of a spin-wait; it yields the CPU after tens of microseconds (the other side may
@@ -246,6 +247,7 @@ public:
     void start() noexcept {
         mark_sleeps();
         previous_ns_ = monotonic_now_ns();
+        started_ns_ = previous_ns_;
     }
 
     void lap() noexcept {
@@ -267,14 +269,29 @@ public:
     }
 
     // Sets p50_ns, p99_ns, p99.9_ns (nearest rank), items_per_second (one item per iteration),
-    // sleeps_per_rt and peer_sleeps_per_rt.
+    // sleeps_per_rt and peer_sleeps_per_rt (voluntary context switches per iteration), preempted_per_rt and
+    // peer_preempted_per_rt (involuntary ones), user_ns_per_rt and peer_user_ns_per_rt (CPU time in user
+    // space). The peer's figures count once it has been reaped: call after joining it.
     void report(benchmark::State& state);
 
-private:
-    void mark_sleeps() noexcept;  // the two voluntary-switch counts the sleep counters start from
+    // Wall time from start() to the last lap(), per iteration; 0 before both.
+    double wall_ns_per_iteration(const benchmark::State& state) const noexcept {
+        return state.iterations() > 0 ? static_cast<double>(previous_ns_ - started_ns_) /
+                                             static_cast<double>(state.iterations())
+                                       : 0.0;
+    }
 
-    std::int64_t thread_sleeps_at_start_ = 0;
-    std::int64_t children_sleeps_at_start_ = 0;
+private:
+    void mark_sleeps() noexcept;  // the usage figures report()'s counters start from
+
+    struct UsageAtStart {
+        std::int64_t slept = 0;
+        std::int64_t preempted = 0;
+        std::int64_t user_ns = 0;
+    };
+    UsageAtStart thread_at_start_;
+    UsageAtStart children_at_start_;
+    std::int64_t started_ns_ = 0;
     std::vector<std::uint32_t> samples_;  // nanoseconds
     std::size_t next_ = 0;
     bool wrapped_ = false;
@@ -294,18 +311,33 @@ public:
     ~NoSpinBeforeSleep() { mproc::detail::this_thread_spin_budget().set_spinning(true); }
 };
 
-// For a round trip whose row says it sleeps, after LatencySampler::report(): throws BenchFailure naming
-// `what` when the two sides together slept in fewer than kLeastSleepsPerRoundTrip of the round trips — a
-// spin caught the replies, and the row would set a spin beside the futex ceiling's sleeps. Seen at load
-// average 7–12 with the spin off: about 0.6 on each side over thousands of round trips; in runs of a few
-// hundred, the benchmark side about 1 and the peer as little as 0.02 (a peer still in prepare_wait when
-// the next request comes finds it without sleeping). A polling row reads 0.00. Not judged: runs of fewer
-// than kLeastJudgedRoundTrips, which those first round trips would decide. On a loaded machine spins fail
-// anyway and a spinning get() sleeps as often as one with the spin off, so only a machine with idle CPUs
-// can show a spin that came back; the check never fails a row that sleeps.
+// For a wake-from-sleep row (the peer waits longer than a spin lasts before each wake-up), after
+// LatencySampler::report(): throws BenchFailure naming `what` when the two sides together slept in fewer
+// than kLeastSleepsPerRoundTrip of the round trips — a spin outlasted the pause and caught the signal. Not
+// judged: runs of fewer than kLeastJudgedRoundTrips; runs in which the sides were preempted in
+// kMostPreemptionsPerJudgedRoundTrip of the round trips or more (sharing a CPU, a side woken by its peer
+// takes the CPU from it, and the peer finds the next request waiting when it runs again, neither sleeping
+// nor spinning).
 inline constexpr double kLeastSleepsPerRoundTrip = 0.1;
-inline constexpr benchmark::IterationCount kLeastJudgedRoundTrips = 1000;
+inline constexpr double kMostPreemptionsPerJudgedRoundTrip = 0.05;
 void require_sleeping_round_trips(const benchmark::State& state, const std::string& what);
+
+// For a round trip whose row says it blocks (the spin off on both sides), after LatencySampler::report(): throws BenchFailure naming
+// `what` when the two sides together spent kMostUserTimePerRoundTrip of the round trip's wall time or more
+// in user space — a spin caught the replies, and the row would set a spin beside the futex ceiling's
+// sleeps. A get() with the spin off waits in the kernel: in FUTEX_WAIT, or in the membarrier() before it
+// when that takes as long as the reply (on this kind of guest a membarrier costs microseconds and two
+// concurrent ones queue on a kernel mutex, so such a row may sleep in as few as 1 round trip in 20 and
+// still spend under a tenth of its time in user space), or preempted on a machine without an idle CPU per
+// side. Counting sleeps would fail those rows; user time tells a spin from all of them. Not judged: runs of
+// fewer than kLeastJudgedRoundTrips, which those first round trips would decide; rows of messages larger
+// than kLargestJudgedMessage (the caller leaves them out), whose copying and checking in user space is
+// most of the round trip (a 64 KiB one spent more than half of it there in a debug build).
+inline constexpr double kMostUserTimePerRoundTrip = 0.5;
+inline constexpr std::size_t kLargestJudgedMessage = 4096;
+inline constexpr benchmark::IterationCount kLeastJudgedRoundTrips = 1000;
+void require_waits_in_kernel(const benchmark::State& state, const LatencySampler& sampler,
+                             const std::string& what);
 
 // The cache-line ping-pong ceiling: the benchmark writes round k into one cache line, the peer copies it
 // into another, both spinning. A round trip is two cache-line transfers: the floor under any hand-off
