@@ -622,11 +622,16 @@ std::shared_ptr<detail::PipeShared> map_pipe(SharedMemory segment, std::string l
                                                unmap_unless_still_listed);
     shared->control = std::launder(reinterpret_cast<PipeControl*>(payload.data()));
     for (std::uint32_t ring = 0; ring < layout.ring_count; ++ring) {
-        RawSpscRing attached = RawSpscRing::attach(payload.data() + layout.ring_offset[ring], layout.ring_size);
-        if (attached.slot_size() != detail::kPipeSlotSize)
+        std::optional<RawSpscRing> attached;
+        try {
+            attached = RawSpscRing::attach(payload.data() + layout.ring_offset[ring], layout.ring_size);
+        } catch (const InvalidObject& error) {
+            throw InvalidObject(shared->label + ": ring " + std::to_string(ring) + ": " + error.what());
+        }
+        if (attached->slot_size() != detail::kPipeSlotSize)
             throw InvalidObject(shared->label + ": ring " + std::to_string(ring) + " has slots of " +
-                                bytes_text(attached.slot_size()) + ", expected " + bytes_text(detail::kPipeSlotSize));
-        shared->rings[ring] = attached;
+                                bytes_text(attached->slot_size()) + ", expected " + bytes_text(detail::kPipeSlotSize));
+        shared->rings[ring] = *attached;
     }
     return shared;
 }
