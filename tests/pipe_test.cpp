@@ -847,8 +847,10 @@ public:
             peer->kill(SIGKILL);
         });
         // poll, bounded, first: a death that is never seen fails here instead of hanging the suite.
-        const auto blocked = elapsed_of([&] { CPPUNIT_ASSERT(creator.poll(5s)); });
-        killer.join();
+        bool woken = false;
+        const auto blocked = elapsed_of([&] { woken = creator.poll(5s); });
+        killer.join();  // before any assertion: a failure must not leave the thread joinable
+        CPPUNIT_ASSERT_MESSAGE("the opener's death was not seen within 5 s", woken);
         CPPUNIT_ASSERT_MESSAGE("woken " + std::to_string(blocked.count()) + " ms after the call",
                                blocked >= 90ms && blocked < 2000ms);
         CPPUNIT_ASSERT(creator.peer_gone());
@@ -885,8 +887,10 @@ public:
             std::this_thread::sleep_for(100ms);
             peer->kill(SIGKILL);
         });
-        const auto blocked = elapsed_of([&] { CPPUNIT_ASSERT(opener->poll(5s)); });
-        killer.join();
+        bool woken = false;
+        const auto blocked = elapsed_of([&] { woken = opener->poll(5s); });
+        killer.join();  // before any assertion: a failure must not leave the thread joinable
+        CPPUNIT_ASSERT_MESSAGE("the creator's death was not seen within 5 s", woken);
         CPPUNIT_ASSERT_MESSAGE(std::to_string(blocked.count()) + " ms", blocked >= 90ms && blocked < 2000ms);
         CPPUNIT_ASSERT(opener->peer_gone());
         CPPUNIT_ASSERT_THROW(opener->recv_bytes(), mproc::Closed);
@@ -1109,8 +1113,10 @@ public:
             std::this_thread::sleep_for(100ms);
             peer->kill(SIGKILL);
         });
-        const auto blocked = elapsed_of([&] { CPPUNIT_ASSERT(parent.poll(5s)); });
-        killer.join();
+        bool woken = false;
+        const auto blocked = elapsed_of([&] { woken = parent.poll(5s); });
+        killer.join();  // before any assertion: a failure must not leave the thread joinable
+        CPPUNIT_ASSERT_MESSAGE("the exec'd holder's death was not seen within 5 s", woken);
         CPPUNIT_ASSERT_MESSAGE(std::to_string(blocked.count()) + " ms", blocked >= 90ms && blocked < 2000ms);
         CPPUNIT_ASSERT_THROW(parent.recv_bytes(), mproc::Closed);
         CPPUNIT_ASSERT_THROW(parent.send_bytes(bytes_of(pattern(1))), mproc::BrokenPipe);
