@@ -31,6 +31,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1310,9 +1311,94 @@ void crash_round(std::mt19937& random, CrashTally& tally) {
     tally.messages += received;
 }
 
+// A named round: this test's child creates the pipe (end 0) and execs the opener, which streams to it or
+// receives from it until it is SIGKILLed at a random moment after it opened. The creator must then end as
+// an anonymous pipe's survivor does: every message whole and in order, then Closed or EPROTO (the opener
+// was sending), or BrokenPipe (it was receiving), within kSurvivorBound of the kill.
+struct NamedCrashBoard {
+    std::atomic<int> end{static_cast<int>(StreamEnd::none)};
+    std::atomic<std::uint64_t> received{0};
+};
+
+void named_crash_round(std::mt19937& random, CrashTally& tally) {
+    const std::size_t ring_slots = std::size_t{2} << std::uniform_int_distribution<int>(0, 3)(random);
+    const std::uint64_t seed = random() % 1000000;
+    const bool kill_sender = std::uniform_int_distribution<int>(0, 1)(random) == 1;
+    const auto delay = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 20000)(random));
+    const std::string round = "named round " + std::to_string(tally.rounds) + " (ring of " +
+                              std::to_string(ring_slots) + " slots, " + (kill_sender ? "sender" : "receiver") +
+                              " killed " + std::to_string(delay.count()) + " us after it opened)";
+    NamesUnlinked names;
+    const std::string name = names.add("named-crash");
+    Shared<NamedCrashBoard> board;
+    mproc::test::run_in_processes(
+        1,
+        [&](int) {
+            PipeConnection creator = mproc::Pipe::create(name, true, ring_slots);
+            auto peer = exec_peer(kill_sender ? "stream-send" : "stream-recv",
+                                  {{"NAME", name}, {"SEED", std::to_string(seed)}, {"SLOTS", std::to_string(ring_slots)}});
+            wait_for(
+                [&] {
+                    for (mproc::detail::PipeHolder& holder : creator.peer_end()->holders)
+                        // relaxed: a TID in a word says the opener took its hold; nothing else is read.
+                        if ((std::atomic_ref(holder.word).load(std::memory_order_relaxed) & FUTEX_TID_MASK) != 0)
+                            return true;
+                    return false;
+                },
+                round + ": the opener's hold");
+            std::atomic<std::int64_t> killed_at{0};
+            std::thread killer([&] {
+                std::this_thread::sleep_for(delay);
+                // relaxed: read after join().
+                killed_at.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+                peer->kill(SIGKILL);
+            });
+            StreamEnd end = StreamEnd::wrong;
+            std::string error;
+            std::uint64_t received = 0;
+            try {
+                if (kill_sender) {
+                    for (;; ++received) {
+                        error = stream_message_error(seed, received, ring_slots, creator.recv_bytes());
+                        if (!error.empty()) break;
+                    }
+                } else {
+                    for (std::uint64_t sequence = 0;; ++sequence)
+                        creator.send_bytes(bytes_of(stream_message(seed, sequence, ring_slots)));
+                }
+            } catch (const mproc::Closed&) {
+                end = kill_sender ? StreamEnd::closed : StreamEnd::wrong;
+            } catch (const mproc::BrokenPipe& broken) {
+                end = !kill_sender && broken.error_number() == EPIPE ? StreamEnd::broken_pipe : StreamEnd::wrong;
+            } catch (const mproc::SystemError& failure) {
+                end = kill_sender && failure.error_number() == EPROTO && !creator.readable() ? StreamEnd::cut_message
+                                                                                            : StreamEnd::wrong;
+                error = failure.what();
+            }
+            const auto ended_at = Clock::now();
+            killer.join();
+            peer->wait();
+            const auto took = ended_at - Clock::time_point(Clock::duration(killed_at.load(std::memory_order_relaxed)));
+            CPPUNIT_ASSERT_MESSAGE(round + ": " + error + " after " + std::to_string(received) + " messages",
+                                   end != StreamEnd::wrong);
+            CPPUNIT_ASSERT_MESSAGE(round + ": the creator took " +
+                                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) +
+                                       " ms to see the death",
+                                   took < kSurvivorBound);
+            // relaxed: the parent reads these after the child ended (waitpid).
+            board->end.store(static_cast<int>(end), std::memory_order_relaxed);
+            board->received.store(received, std::memory_order_relaxed);
+        },
+        60s);
+    ++tally.rounds;
+    ++tally.ends[board->end.load(std::memory_order_relaxed)];  // relaxed: after waitpid, see above
+    tally.messages += board->received.load(std::memory_order_relaxed);
+}
+
 class PipeCrashTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(PipeCrashTest);
     CPPUNIT_TEST(testKilledSenderOrReceiverLeavesTheSurvivorAWholeStreamAndItsEnd);
+    CPPUNIT_TEST(testKilledNamedOpenerLeavesTheCreatorAWholeStreamAndItsEnd);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -1330,6 +1416,21 @@ public:
         // Each end the contract names was reached at least once, or its check went untested.
         CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::closed)] > 0);
         CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::cut_message)] > 0);
+        CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::broken_pipe)] > 0);
+    }
+
+    void testKilledNamedOpenerLeavesTheCreatorAWholeStreamAndItsEnd() {
+        std::mt19937 random(static_cast<unsigned>(::getpid()) * 31u);
+        CrashTally tally;
+        const auto start = Clock::now();
+        while (tally.rounds < 120 && Clock::now() - start < 15s) named_crash_round(random, tally);
+        std::printf("\n  named pipe crash: %d rounds, %llu messages checked; Closed %d, EPROTO %d, BrokenPipe %d\n",
+                    tally.rounds, static_cast<unsigned long long>(tally.messages),
+                    tally.ends[static_cast<int>(StreamEnd::closed)],
+                    tally.ends[static_cast<int>(StreamEnd::cut_message)],
+                    tally.ends[static_cast<int>(StreamEnd::broken_pipe)]);
+        CPPUNIT_ASSERT(tally.rounds >= 20);
+        CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::closed)] + tally.ends[static_cast<int>(StreamEnd::cut_message)] > 0);
         CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::broken_pipe)] > 0);
     }
 };
