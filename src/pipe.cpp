@@ -125,11 +125,17 @@ void spread_death_wake_ups(detail::PipeEnd& end) noexcept {
             detail::futex_wake(&holder.word, detail::kFutexWakeAll);
 }
 
-int find_hold(detail::PipeEnd& end, std::uint32_t tid) noexcept {
-    for (std::size_t index = 0; index < detail::kPipeHolders; ++index)
+// The calling thread's hold on `end`: a word with its TID whose node is linked in its robust list. A word
+// that holds this thread's TID without the node being linked was not written by this thread (a hostile or
+// broken peer wrote it, perhaps before this process attached): it is no hold of ours, and unlinking its
+// node would follow links the peer wrote. Walks the robust list: adopt/disown/close only, never a send.
+int find_hold(detail::PipeEnd& end, detail::ThisThreadRobustList& self) noexcept {
+    for (std::size_t index = 0; index < detail::kPipeHolders; ++index) {
+        PipeHolder& holder = end.holders[index];
         // relaxed: only this thread writes its own TID into a word.
-        if ((word_of(end.holders[index]).load(std::memory_order_relaxed) & kTidMask) == tid)
+        if ((word_of(holder).load(std::memory_order_relaxed) & kTidMask) == self.tid() && self.contains(node_of(holder)))
             return static_cast<int>(index);
+    }
     return -1;
 }
 
@@ -381,7 +387,7 @@ void PipeConnection::adopt() {
     if (shared_ == nullptr) throw StateError(describe() + ": adopt: the connection is closed");
     detail::ThisThreadRobustList& self = detail::this_thread_robust_list();
     detail::PipeEnd& end = shared_->control->ends[end_];
-    if (const int index = find_hold(end, self.tid()); index >= 0) {
+    if (const int index = find_hold(end, self); index >= 0) {
         // relaxed: only this thread's own hold is looked at.
         if (revoked_of(end.holders[index]).load(std::memory_order_relaxed) != self.tid()) return;
         release_hold(end, index, self);  // revoked by a close() in this process: renew it below
@@ -417,7 +423,7 @@ void PipeConnection::disown() noexcept {
     detail::ThisThreadRobustList* self = robust_list_or_null();
     if (self == nullptr) return;
     detail::PipeEnd& end = shared_->control->ends[end_];
-    const int index = find_hold(end, self->tid());
+    const int index = find_hold(end, *self);
     if (index < 0) return;
     release_hold(end, index, *self);
     wake_peer_sleepers(*shared_, end_);
@@ -758,7 +764,7 @@ PipeConnection Pipe::open(std::string_view name, std::chrono::milliseconds publi
     if (!end1_opened_of(control).compare_exchange_strong(unopened, 1, std::memory_order_acq_rel,
                                                          std::memory_order_acquire)) {
         // A rival opener won between the test above and the claim: give the hold back, refuse.
-        if (const int index = find_hold(end1, self.tid()); index >= 0) release_hold(end1, index, self);
+        if (const int index = find_hold(end1, self); index >= 0) release_hold(end1, index, self);
         return refuse();
     }
     detail::futex_wake(&control.header.end1_opened, detail::kFutexWakeAll);

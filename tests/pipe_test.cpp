@@ -812,6 +812,7 @@ class NamedPipeUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testOpeningAMissingNameIsENOENTAndAnotherKindIsInvalidObject);
     CPPUNIT_TEST(testHostileSegmentIsRefusedAtOpen);
     CPPUNIT_TEST(testSizesRewrittenAfterOpenAreNotReadAgain);
+    CPPUNIT_TEST(testOwnTidPlantedInAHolderWordIsNotTakenForTheOpenersHold);
     CPPUNIT_TEST(testCreateOnATakenNameIsEEXISTAndUnlinkRemovesTheName);
     CPPUNIT_TEST(testFromFdRoundTripInTheSameProcess);
     CPPUNIT_TEST(testFromFdAcrossExecMakesThePeerAHolder);
@@ -1041,6 +1042,34 @@ public:
         }
     }
 
+    // A hostile peer writes the opener's own TID into a holder word of end 1 before the opener maps the pipe:
+    // that word is no hold of the opener's (its node is in no list of the opener's), so close() must release
+    // the word the opener claimed, and never unlink the planted one (its links are the peer's bytes).
+    void testOwnTidPlantedInAHolderWordIsNotTakenForTheOpenersHold() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-planted");
+        PipeConnection creator = mproc::Pipe::create(name, true, 2);
+        HostileView view(name);
+        auto& end1 = reinterpret_cast<mproc::detail::PipeControl*>(view.memory + mproc::kObjectHeaderSize)->ends[1];
+        const auto self = static_cast<std::uint32_t>(::gettid());
+        // relaxed: this thread alone uses the words until open() below.
+        std::atomic_ref(end1.holders[0].word).store(self | FUTEX_WAITERS, std::memory_order_relaxed);
+        end1.holders[0].robust_prev = 0x10;  // links no list holds: following them would fault
+        end1.holders[0].robust_next = 0x20;
+        PipeConnection opener = mproc::Pipe::open(name);
+        // relaxed (these loads): this thread wrote the words.
+        CPPUNIT_ASSERT_EQUAL(self | FUTEX_WAITERS, std::atomic_ref(end1.holders[1].word).load(std::memory_order_relaxed));
+        opener.send_bytes(bytes_of(pattern(3)));
+        CPPUNIT_ASSERT(creator.recv_bytes() == pattern(3));
+        opener.close();
+        CPPUNIT_ASSERT_EQUAL(0u, std::atomic_ref(end1.holders[1].word).load(std::memory_order_relaxed));
+        CPPUNIT_ASSERT_EQUAL(self | FUTEX_WAITERS, std::atomic_ref(end1.holders[0].word).load(std::memory_order_relaxed));
+        // This thread's robust list is still sound: a new pipe's holds link and unlink through it.
+        auto fresh = mproc::Pipe();
+        fresh.first.close();
+        fresh.second.close();
+    }
+
     void testCreateOnATakenNameIsEEXISTAndUnlinkRemovesTheName() {
         NamesUnlinked names;
         const std::string name = names.add("named-taken");
@@ -1086,8 +1115,12 @@ public:
         }
         again.send_bytes(bytes_of(pattern(11)));
         CPPUNIT_ASSERT(left.recv_bytes() == pattern(11));
-        // The same thread's hold: closing either handle on end 1 closes the end for this process.
+        // from_fd mapped the segment again and took a hold of its own: the handles close independently.
         right.close();
+        CPPUNIT_ASSERT(!left.peer_gone());
+        again.send_bytes(bytes_of(pattern(12)));
+        CPPUNIT_ASSERT(left.recv_bytes() == pattern(12));
+        again.close();
         CPPUNIT_ASSERT(left.peer_gone());
         CPPUNIT_ASSERT_THROW(PipeConnection::from_fd(left.fd(), 1), mproc::StateError);
         // A one-way pipe's ends keep their directions through from_fd.

@@ -76,7 +76,8 @@
 //   holder of `end` (adopt()): StateError when that end is gone, as adopt(). The giver keeps its own hold
 //   until it closes its handle; as with fork(), it closes only after the receiver attached (its first
 //   message arrived), or the end is gone before the receiver holds it. In a process that already holds the
-//   end, from_fd gives a second handle on the same hold: closing either closes the end for the process.
+//   end, from_fd maps the segment again and takes a hold of its own: the two handles close independently
+//   (a hold is the word and the robust-list node of one mapping; close() of one does not release the other's).
 //
 // Threads: one thread may send while another receives on the same end; two concurrent senders or two
 // concurrent receivers on one end are invalid (the rings are single-producer, single-consumer).
