@@ -135,6 +135,18 @@ bool read_whole(int fd, void* into, std::size_t size, const char* what) {
 
 // ---- round trip ----
 
+// The timed loop of every round-trip row: exchange(round) sends message `round` and receives its reply;
+// each iteration is one latency sample. The caller reports the sampler once its peer has ended.
+template <class Exchange>
+void time_round_trips(benchmark::State& state, LatencySampler& sampler, Exchange&& exchange) {
+    std::uint64_t round = 0;
+    sampler.start();
+    for (auto _ : state) {
+        exchange(round++);
+        sampler.lap();
+    }
+}
+
 void mproc_round_trip(benchmark::State& state, Transport transport) {
     const char* what = "listener round trip";
     Listener listener(listen_address(transport), 1, kKey);
@@ -155,15 +167,11 @@ void mproc_round_trip(benchmark::State& state, Transport transport) {
     FdConnection connection = listener.accept();
     Message message{};
     LatencySampler sampler(state);
-    std::uint64_t round = 0;
-    sampler.start();
-    for (auto _ : state) {
+    time_round_trips(state, sampler, [&](std::uint64_t round) {
         message.fill(round);
         connection.send_bytes(bytes_of(message));
         receive_checked(connection, message, round, what);
-        ++round;
-        sampler.lap();
-    }
+    });
     connection.close();
     peer.join();
     sampler.report(state);
@@ -185,16 +193,12 @@ void socket_round_trip(benchmark::State& state, Transport transport) {
     }
     Message message{};
     LatencySampler sampler(state);
-    std::uint64_t round = 0;
-    sampler.start();
-    for (auto _ : state) {
+    time_round_trips(state, sampler, [&](std::uint64_t round) {
         message.fill(round);
         mproc::bench::write_all(fd.get(), &message, sizeof message, what);
         if (!read_whole(fd.get(), &message, sizeof message, what) || !message.carries(round))
             throw BenchFailure(std::string(what) + ": wrong or missing reply");
-        ++round;
-        sampler.lap();
-    }
+    });
     fd.close();
     peer.join();
     sampler.report(state);
@@ -377,15 +381,11 @@ void zmq_round_trip(benchmark::State& state, Transport transport) {
     ZmqPair socket(endpoint.get(), true, 4, -1, mproc::bench::kZmqWaitSliceMs);
     Message message{};
     LatencySampler sampler(state);
-    std::uint64_t round = 0;
-    sampler.start();
-    for (auto _ : state) {
+    time_round_trips(state, sampler, [&](std::uint64_t round) {
         message.fill(round);
         socket.send(reinterpret_cast<const std::byte*>(&message), sizeof message, what);
         zmq_receive_checked(socket, message, round, peer, what);
-        ++round;
-        sampler.lap();
-    }
+    });
     socket.send(reinterpret_cast<const std::byte*>(&message), 0, "zmq round trip: stop");
     peer.join();
     sampler.report(state);

@@ -66,6 +66,19 @@ void assert_exited_zero(ForkedChild& child) {
     CPPUNIT_ASSERT_MESSAGE("child status " + std::to_string(status), WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+// Echoes every message until end of stream.
+void echo_until_closed(PipeConnection& end) {
+    for (;;) {
+        std::vector<std::byte> message;
+        try {
+            message = end.recv_bytes();
+        } catch (const mproc::Closed&) {
+            return;
+        }
+        end.send_bytes(bytes_of(message));
+    }
+}
+
 class PipeUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(PipeUnitTest);
     CPPUNIT_TEST(testMessagesOfEverySizeArriveWholeAcrossProcesses);
@@ -127,15 +140,7 @@ public:
         auto& child_end = ends.second;
         ForkedChild child([&] {
             child_end.adopt();
-            for (;;) {
-                std::vector<std::byte> message;
-                try {
-                    message = child_end.recv_bytes();
-                } catch (const mproc::Closed&) {
-                    return;
-                }
-                child_end.send_bytes(bytes_of(message));
-            }
+            echo_until_closed(child_end);
         });
         for (std::size_t size : {std::size_t(0), std::size_t(5), std::size_t(9000), std::size_t(100000)}) {
             parent.send_bytes(bytes_of(pattern(size, 1)));
@@ -659,19 +664,6 @@ std::string peer_parameter(const char* key) {
     return value == nullptr ? std::string() : std::string(value);
 }
 
-// Echoes every message until end of stream.
-void echo_until_closed(PipeConnection& end) {
-    for (;;) {
-        std::vector<std::byte> message;
-        try {
-            message = end.recv_bytes();
-        } catch (const mproc::Closed&) {
-            return;
-        }
-        end.send_bytes(bytes_of(message));
-    }
-}
-
 std::vector<std::byte> text_bytes(const std::string& text) {
     std::vector<std::byte> bytes(text.size());
     std::memcpy(bytes.data(), text.data(), text.size());
@@ -798,6 +790,31 @@ void assert_exit_status(ForkedChild& child, int expected) {
                            WIFEXITED(status) && WEXITSTATUS(status) == expected);
 }
 
+// SIGKILLs `peer` 100 ms into a poll of `survivor`, the only other holder of the pipe: the poll must wake
+// within 2 s of the kill (never later than 5 s, so a death that is not seen fails instead of hanging), then
+// receives say Closed and sends BrokenPipe(EPIPE), as for an anonymous pipe's killed peer.
+void assert_killed_peer_seen_promptly(PipeConnection& survivor, ForkedChild& peer, const std::string& whose) {
+    std::thread killer([&] {
+        std::this_thread::sleep_for(100ms);
+        peer.kill(SIGKILL);
+    });
+    bool woken = false;
+    const auto blocked = elapsed_of([&] { woken = survivor.poll(5s); });
+    killer.join();  // before any assertion: a failure must not leave the thread joinable
+    CPPUNIT_ASSERT_MESSAGE("the " + whose + "'s death was not seen within 5 s", woken);
+    CPPUNIT_ASSERT_MESSAGE("woken " + std::to_string(blocked.count()) + " ms after the call",
+                           blocked >= 90ms && blocked < 2000ms);
+    CPPUNIT_ASSERT(survivor.peer_gone());
+    CPPUNIT_ASSERT_THROW(survivor.recv_bytes(), mproc::Closed);
+    try {
+        survivor.send_bytes(bytes_of(pattern(1)));
+        CPPUNIT_FAIL("a send to a dead " + whose + " must throw");
+    } catch (const mproc::BrokenPipe& error) {
+        CPPUNIT_ASSERT_EQUAL(EPIPE, error.error_number());
+    }
+    peer.wait();
+}
+
 // Sizes that cross the ring of the named tests' pipes (4 slots: 8 KiB) several times.
 const std::vector<std::size_t> kNamedSizes = {0, 1, 2032, 2033, 9000, 100000, 1u << 20};
 
@@ -844,26 +861,7 @@ public:
         auto peer = exec_peer("hold", {{"NAME", name}});
         CPPUNIT_ASSERT(creator.recv_bytes() == text_bytes("opened"));
         CPPUNIT_ASSERT(!creator.peer_gone());
-        std::thread killer([&] {
-            std::this_thread::sleep_for(100ms);
-            peer->kill(SIGKILL);
-        });
-        // poll, bounded, first: a death that is never seen fails here instead of hanging the suite.
-        bool woken = false;
-        const auto blocked = elapsed_of([&] { woken = creator.poll(5s); });
-        killer.join();  // before any assertion: a failure must not leave the thread joinable
-        CPPUNIT_ASSERT_MESSAGE("the opener's death was not seen within 5 s", woken);
-        CPPUNIT_ASSERT_MESSAGE("woken " + std::to_string(blocked.count()) + " ms after the call",
-                               blocked >= 90ms && blocked < 2000ms);
-        CPPUNIT_ASSERT(creator.peer_gone());
-        CPPUNIT_ASSERT_THROW(creator.recv_bytes(), mproc::Closed);
-        try {
-            creator.send_bytes(bytes_of(pattern(1)));
-            CPPUNIT_FAIL("a send to a dead opener must throw");
-        } catch (const mproc::BrokenPipe& error) {
-            CPPUNIT_ASSERT_EQUAL(EPIPE, error.error_number());
-        }
-        peer->wait();
+        assert_killed_peer_seen_promptly(creator, *peer, "opener");
     }
 
     void testKilledCreatorGivesTheOpenerEndOfStream() {
@@ -885,19 +883,7 @@ public:
         CPPUNIT_ASSERT_EQUAL(1, opener->end_index());
         CPPUNIT_ASSERT(opener->recv_bytes() == text_bytes("created"));
         CPPUNIT_ASSERT(!opener->peer_gone());
-        std::thread killer([&] {
-            std::this_thread::sleep_for(100ms);
-            peer->kill(SIGKILL);
-        });
-        bool woken = false;
-        const auto blocked = elapsed_of([&] { woken = opener->poll(5s); });
-        killer.join();  // before any assertion: a failure must not leave the thread joinable
-        CPPUNIT_ASSERT_MESSAGE("the creator's death was not seen within 5 s", woken);
-        CPPUNIT_ASSERT_MESSAGE(std::to_string(blocked.count()) + " ms", blocked >= 90ms && blocked < 2000ms);
-        CPPUNIT_ASSERT(opener->peer_gone());
-        CPPUNIT_ASSERT_THROW(opener->recv_bytes(), mproc::Closed);
-        CPPUNIT_ASSERT_THROW(opener->send_bytes(bytes_of(pattern(1))), mproc::BrokenPipe);
-        peer->wait();
+        assert_killed_peer_seen_promptly(*opener, *peer, "creator");
     }
 
     void testCreatorDeadBeforeOpenLeavesItsMessagesThenEndOfStream() {
@@ -1143,18 +1129,7 @@ public:
             parent.send_bytes(bytes_of(pattern(size, 8)));
             CPPUNIT_ASSERT(parent.recv_bytes() == pattern(size, 8));
         }
-        std::thread killer([&] {
-            std::this_thread::sleep_for(100ms);
-            peer->kill(SIGKILL);
-        });
-        bool woken = false;
-        const auto blocked = elapsed_of([&] { woken = parent.poll(5s); });
-        killer.join();  // before any assertion: a failure must not leave the thread joinable
-        CPPUNIT_ASSERT_MESSAGE("the exec'd holder's death was not seen within 5 s", woken);
-        CPPUNIT_ASSERT_MESSAGE(std::to_string(blocked.count()) + " ms", blocked >= 90ms && blocked < 2000ms);
-        CPPUNIT_ASSERT_THROW(parent.recv_bytes(), mproc::Closed);
-        CPPUNIT_ASSERT_THROW(parent.send_bytes(bytes_of(pattern(1))), mproc::BrokenPipe);
-        peer->wait();
+        assert_killed_peer_seen_promptly(parent, *peer, "exec'd holder");
     }
 
     void testFromFdRefusesBadInput() {
@@ -1428,6 +1403,21 @@ void named_crash_round(std::mt19937& random, CrashTally& tally) {
     tally.messages += board->received.load(std::memory_order_relaxed);
 }
 
+// Runs `round` until `most` rounds or `budget` passed (random seeded from the pid times `salt`), prints how
+// the survivors ended, and returns the tally.
+CrashTally run_crash_rounds(const char* label, void (*round)(std::mt19937&, CrashTally&), int most,
+                            std::chrono::seconds budget, unsigned salt) {
+    std::mt19937 random(static_cast<unsigned>(::getpid()) * salt);
+    CrashTally tally;
+    const auto start = Clock::now();
+    while (tally.rounds < most && Clock::now() - start < budget) round(random, tally);
+    std::printf("\n  %s: %d rounds, %llu messages checked; Closed %d, EPROTO %d, BrokenPipe %d\n", label,
+                tally.rounds, static_cast<unsigned long long>(tally.messages),
+                tally.ends[static_cast<int>(StreamEnd::closed)], tally.ends[static_cast<int>(StreamEnd::cut_message)],
+                tally.ends[static_cast<int>(StreamEnd::broken_pipe)]);
+    return tally;
+}
+
 class PipeCrashTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(PipeCrashTest);
     CPPUNIT_TEST(testKilledSenderOrReceiverLeavesTheSurvivorAWholeStreamAndItsEnd);
@@ -1436,15 +1426,7 @@ class PipeCrashTest : public CppUnit::TestFixture {
 
 public:
     void testKilledSenderOrReceiverLeavesTheSurvivorAWholeStreamAndItsEnd() {
-        std::mt19937 random(static_cast<unsigned>(::getpid()));
-        CrashTally tally;
-        const auto start = Clock::now();
-        while (tally.rounds < 400 && Clock::now() - start < 25s) crash_round(random, tally);
-        std::printf("\n  pipe crash: %d rounds, %llu messages checked; Closed %d, EPROTO %d, BrokenPipe %d\n",
-                    tally.rounds, static_cast<unsigned long long>(tally.messages),
-                    tally.ends[static_cast<int>(StreamEnd::closed)],
-                    tally.ends[static_cast<int>(StreamEnd::cut_message)],
-                    tally.ends[static_cast<int>(StreamEnd::broken_pipe)]);
+        const CrashTally tally = run_crash_rounds("pipe crash", crash_round, 400, 25s, 1);
         CPPUNIT_ASSERT(tally.rounds >= 50);
         // Each end the contract names was reached at least once, or its check went untested.
         CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::closed)] > 0);
@@ -1453,15 +1435,7 @@ public:
     }
 
     void testKilledNamedOpenerLeavesTheCreatorAWholeStreamAndItsEnd() {
-        std::mt19937 random(static_cast<unsigned>(::getpid()) * 31u);
-        CrashTally tally;
-        const auto start = Clock::now();
-        while (tally.rounds < 120 && Clock::now() - start < 15s) named_crash_round(random, tally);
-        std::printf("\n  named pipe crash: %d rounds, %llu messages checked; Closed %d, EPROTO %d, BrokenPipe %d\n",
-                    tally.rounds, static_cast<unsigned long long>(tally.messages),
-                    tally.ends[static_cast<int>(StreamEnd::closed)],
-                    tally.ends[static_cast<int>(StreamEnd::cut_message)],
-                    tally.ends[static_cast<int>(StreamEnd::broken_pipe)]);
+        const CrashTally tally = run_crash_rounds("named pipe crash", named_crash_round, 120, 15s, 31);
         CPPUNIT_ASSERT(tally.rounds >= 20);
         CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::closed)] + tally.ends[static_cast<int>(StreamEnd::cut_message)] > 0);
         CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::broken_pipe)] > 0);
