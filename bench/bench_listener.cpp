@@ -423,11 +423,6 @@ void zmq_stream_entry(benchmark::State& state, Transport transport) {
     mproc::bench::run_guarded(state, [&] { zmq_stream(state, transport); });
 }
 
-BENCHMARK_CAPTURE(zmq_round_trip_entry, ipc, Transport::unix_socket)->Name("BM_ListenerRoundTrip64/zmq_ipc")->UseRealTime();
-BENCHMARK_CAPTURE(zmq_round_trip_entry, tcp, Transport::tcp)->Name("BM_ListenerRoundTrip64/zmq_tcp")->UseRealTime();
-BENCHMARK_CAPTURE(zmq_stream_entry, ipc, Transport::unix_socket)->Name("BM_ListenerStream64/zmq_ipc")->UseRealTime();
-BENCHMARK_CAPTURE(zmq_stream_entry, tcp, Transport::tcp)->Name("BM_ListenerStream64/zmq_tcp")->UseRealTime();
-
 #endif  // MPROC_BENCH_HAVE_ZMQ
 
 // ---- Python's Listener/Client ----
@@ -488,5 +483,12 @@ BENCHMARK(socket_connect_entry)->Name("BM_ListenerConnect/socket_tcp")->UseRealT
 BENCHMARK_CAPTURE(python_connect_entry, unix, Transport::unix_socket)
     ->Name("BM_ListenerConnect/python_unix")->UseManualTime();
 BENCHMARK_CAPTURE(python_connect_entry, tcp, Transport::tcp)->Name("BM_ListenerConnect/python_tcp")->UseManualTime();
+
+#ifdef MPROC_BENCH_HAVE_ZMQ
+BENCHMARK_CAPTURE(zmq_round_trip_entry, ipc, Transport::unix_socket)->Name("BM_ListenerRoundTrip64/zmq_ipc")->UseRealTime();
+BENCHMARK_CAPTURE(zmq_round_trip_entry, tcp, Transport::tcp)->Name("BM_ListenerRoundTrip64/zmq_tcp")->UseRealTime();
+BENCHMARK_CAPTURE(zmq_stream_entry, ipc, Transport::unix_socket)->Name("BM_ListenerStream64/zmq_ipc")->UseRealTime();
+BENCHMARK_CAPTURE(zmq_stream_entry, tcp, Transport::tcp)->Name("BM_ListenerStream64/zmq_tcp")->UseRealTime();
+#endif
 
 }  // namespace
