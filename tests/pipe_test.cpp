@@ -41,6 +41,7 @@
 #include "mproc/error.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/shared_memory.hpp"
+#include "mproc/wait.hpp"
 
 namespace {
 
@@ -825,6 +826,8 @@ class NamedPipeUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testKilledCreatorGivesTheOpenerEndOfStream);
     CPPUNIT_TEST(testCreatorDeadBeforeOpenLeavesItsMessagesThenEndOfStream);
     CPPUNIT_TEST(testCreatorWaitsForItsOpenerWithoutSeeingItGone);
+    CPPUNIT_TEST(testWaitOnACreatorAwaitingItsOpenerSleepsUntilAMessage);
+    CPPUNIT_TEST(testOpenerDeadBeforeMarkingTheEndOpenedLeavesItToTheNext);
     CPPUNIT_TEST(testSecondOpenerIsRefusedWhileEndOneIsHeldAndOnceItIsGone);
     CPPUNIT_TEST(testOpeningAMissingNameIsENOENTAndAnotherKindIsInvalidObject);
     CPPUNIT_TEST(testHostileSegmentIsRefusedAtOpen);
@@ -917,6 +920,42 @@ public:
         sleeper.join();
         CPPUNIT_ASSERT(creator.recv_bytes() == pattern(2 * mproc::detail::kPipeChunkPayload, 4));
         CPPUNIT_ASSERT(creator.recv_bytes() == pattern(5, 4));
+        creator.close();
+        assert_exit_status(*peer, 0);
+    }
+
+    // mproc::wait() takes an end whose peer awaits its opener for a live peer: not ready, and woken by the
+    // opener's first message (the opener's arrival moves the eventcounts, then the message does).
+    void testWaitOnACreatorAwaitingItsOpenerSleepsUntilAMessage() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-wait");
+        PipeConnection creator = mproc::Pipe::create(name, true, 4);
+        CPPUNIT_ASSERT(mproc::wait({creator}, 100ms).empty());
+        auto peer = exec_peer("hold", {{"NAME", name}});
+        std::vector<std::size_t> ready;
+        const auto waited = elapsed_of([&] { ready = mproc::wait({creator}, 10s); });
+        CPPUNIT_ASSERT_EQUAL(std::size_t{1}, ready.size());
+        CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited < 5000ms);
+        CPPUNIT_ASSERT(creator.recv_bytes() == text_bytes("opened"));
+        CPPUNIT_ASSERT(!creator.peer_gone());
+    }
+
+    // An opener killed between taking its hold and marking end 1 opened leaves the hold word as the kernel
+    // rewrites it (FUTEX_WAITERS | FUTEX_OWNER_DIED, no TID) and the flag unset: the pipe is still to be
+    // opened, and the next opener gets it.
+    void testOpenerDeadBeforeMarkingTheEndOpenedLeavesItToTheNext() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-half-open");
+        PipeConnection creator = mproc::Pipe::create(name, true, 2);
+        HostileView view(name);
+        auto& end1 = reinterpret_cast<mproc::detail::PipeControl*>(view.memory + mproc::kObjectHeaderSize)->ends[1];
+        // relaxed: nobody else uses the word until open() below.
+        std::atomic_ref(end1.holders[0].word).store(FUTEX_WAITERS | FUTEX_OWNER_DIED, std::memory_order_relaxed);
+        CPPUNIT_ASSERT(!creator.peer_gone());
+        CPPUNIT_ASSERT(!creator.poll(0ns));
+        auto peer = exec_peer("echo", {{"NAME", name}});
+        creator.send_bytes(bytes_of(pattern(100, 9)));
+        CPPUNIT_ASSERT(creator.recv_bytes() == pattern(100, 9));
         creator.close();
         assert_exit_status(*peer, 0);
     }

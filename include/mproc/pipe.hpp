@@ -68,6 +68,11 @@
 //   header (magic, version, ring count, ring offsets and sizes inside the segment) and each ring's
 //   constants, slot size kPipeSlotSize; anything else is InvalidObject naming the pipe. Sizes rewritten
 //   after open are never read again (the handle keeps the validated copies).
+// - What a process that can open the name can still do after validation, as with every named object: make
+//   an end look alive (a live TID in a holder word, end1_opened set back to 0), so that an untimed receive
+//   or a send into a full ring waits as for a live peer; timed calls (poll) still return by their timeout.
+//   A holder word carrying the caller's own TID is not taken for the caller's hold (its robust-list node
+//   must be linked too), so such a word is never unlinked through links the peer wrote.
 //
 // Passing an end to another process by descriptor (the way a spawned child gets its end):
 // - fd() is the anonymous pipe's memfd (-1 for a named pipe's ends, which meet by name, and for a closed
