@@ -577,19 +577,24 @@ private:
     std::optional<mproc::JoinableQueue<std::uint64_t>> creator_, opened_;
 };
 
-// Pipe is anonymous (no name to open): the hostile writes go to its one ring, control line and slots, in
-// the segment both ends map. Sends are made only before the first hostile write and never more than the
-// ring holds (a send into a ring that looks full waits, by contract, for the live reader); receives only
-// after the writer closed (a receive inside a message waits, by contract, for its live writer), so every
-// call here must return at once or by its timeout.
+// A named one-way Pipe: created (end 0 reads) and opened by name (end 1 writes). The hostile writes go to
+// the pipe's header line (sizes and offsets validated at open, never read again) and to its one ring,
+// control line and slots; not to the holder words nor to end1_opened, which say whether the writer lives
+// (a live-looking writer makes an untimed receive wait, by contract). Sends are made only before the first
+// hostile write and never more than the ring holds (a send into a ring that looks full waits, by contract,
+// for the live reader); receives only after the writer closed (a receive inside a message waits, by
+// contract, for its live writer), so every call here must return at once or by its timeout.
 class PipeScenario final : public Scenario {
 public:
     PipeScenario() {
-        auto ends = mproc::Pipe(false, kSlots);
-        reader_.emplace(std::move(ends.first));
-        writer_.emplace(std::move(ends.second));
+        const std::string name = fresh_name();
+        reader_.emplace(mproc::Pipe::create(name, false, kSlots));
+        writer_.emplace(mproc::Pipe::open(name));
+        map_hostile(name, false);
         const mproc::detail::RingGeometry& ring = reader_->read_ring()->geometry();
-        set_target({reinterpret_cast<std::byte*>(ring.control), sizeof(mproc::detail::RingControl) + ring.capacity * ring.stride});
+        set_target(target().subspan(mproc::kObjectHeaderSize, sizeof(mproc::detail::PipeControl) +
+                                                                  sizeof(mproc::detail::RingControl) +
+                                                                  ring.capacity * ring.stride));
     }
     const char* kind() const override { return "Pipe"; }
     int call_count() const override { return 4; }
@@ -618,8 +623,13 @@ public:
         }
     }
     void note_write(std::size_t) override { written_ = true; }
-    // Both ends closed (the writer by a call, the reader after a corrupt stream): the segment is unmapped.
-    bool writable(std::size_t) const override { return !reader_->closed() || !writer_->closed(); }
+    // Not the holder words nor end1_opened (see above). Writes after both ends closed (the writer by a call,
+    // the reader after a corrupt stream) reach only the hostile mapping, which stays until the scenario ends.
+    bool writable(std::size_t offset) const override {
+        constexpr std::size_t kOpened = offsetof(mproc::detail::PipeHeaderLine, end1_opened);
+        if (offset >= kOpened && offset < kOpened + sizeof(std::uint32_t)) return false;
+        return offset < offsetof(mproc::detail::PipeControl, ends) || offset >= sizeof(mproc::detail::PipeControl);
+    }
 
 private:
     static constexpr std::size_t kSlots = 8;
