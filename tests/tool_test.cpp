@@ -27,6 +27,7 @@
 #include "mproc/event.hpp"
 #include "mproc/lock.hpp"
 #include "mproc/object_header.hpp"
+#include "mproc/pipe.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/rlock.hpp"
 #include "mproc/semaphore.hpp"
@@ -135,6 +136,7 @@ class ToolTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testShowsBrokenBarrier);
     CPPUNIT_TEST(testShowsConditionWithItsLock);
     CPPUNIT_TEST(testShowsValueAndArrayTypes);
+    CPPUNIT_TEST(testShowsNamedPipeHoldersAndItsAwaitedOpener);
     CPPUNIT_TEST(testListsObjectsAndCorruptOnesWithTheReason);
     CPPUNIT_TEST(testShowRefusesCorruptAndForeignFiles);
     CPPUNIT_TEST(testRmRemovesOnlyObjectsNobodyUsesWithDeadCreators);
@@ -281,6 +283,44 @@ public:
                                array_run.out.find("\"state\":{\"element_size\":8,\"element_alignment\":8,\"length\":10,"
                                                   "\"has_lock\":true,") != std::string::npos);
         array.unlink();
+    }
+
+    void testShowsNamedPipeHoldersAndItsAwaitedOpener() {
+        const std::string name = unique_name("tool-pipe");
+        mproc::PipeConnection creator = mproc::Pipe::create(name);
+        const std::string tid = std::to_string(::gettid());
+        const ToolRun awaiting = run_tool({"show", name, "--json"});
+        CPPUNIT_ASSERT_EQUAL_MESSAGE(awaiting.err, 0, awaiting.status);
+        CPPUNIT_ASSERT_MESSAGE(awaiting.out, awaiting.out.find("\"kind\":\"pipe\",\"valid\":true,") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(awaiting.out,
+                               awaiting.out.find("\"duplex\":true,\"ring_size\":") != std::string::npos &&
+                                   awaiting.out.find(",\"awaiting_opener\":true,\"end0_holder0_tid\":" + tid +
+                                                     ",\"end0_holders\":1,\"end1_holders\":0,"
+                                                     "\"end0_holder0_alive\":true}}\n") != std::string::npos);
+
+        // An opener that holds end 1 and then dies: end 1 is opened for good and held by nobody.
+        mproc::Event opened;
+        ForkedChild opener([&] {
+            mproc::PipeConnection end = mproc::Pipe::open(name);
+            opened.set();
+            ::pause();
+        });
+        CPPUNIT_ASSERT(opened.wait_for(10s));
+        const ToolRun held = run_tool({"show", name, "--json"});
+        CPPUNIT_ASSERT_EQUAL_MESSAGE(held.err, 0, held.status);
+        CPPUNIT_ASSERT_MESSAGE(held.out, held.out.find("\"awaiting_opener\":false,\"end0_holder0_tid\":" + tid +
+                                                       ",\"end0_holders\":1,\"end1_holder0_tid\":" +
+                                                       std::to_string(opener.pid()) + ",\"end1_holders\":1,") !=
+                                             std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(held.out, held.out.find("\"end1_holder0_alive\":true") != std::string::npos);
+        opener.kill(SIGKILL);
+        opener.wait();
+        const ToolRun dead = run_tool({"show", name, "--json"});
+        CPPUNIT_ASSERT_EQUAL_MESSAGE(dead.err, 0, dead.status);
+        CPPUNIT_ASSERT_MESSAGE(dead.out, dead.out.find("\"awaiting_opener\":false,\"end0_holder0_tid\":" + tid +
+                                                       ",\"end0_holders\":1,\"end1_holders\":0,") !=
+                                             std::string::npos);
+        creator.unlink();
     }
 
     void testListsObjectsAndCorruptOnesWithTheReason() {

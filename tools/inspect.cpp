@@ -17,6 +17,7 @@
 #include "mproc/event.hpp"
 #include "mproc/lock.hpp"
 #include "mproc/object_header.hpp"
+#include "mproc/pipe.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/rlock.hpp"
 #include "mproc/semaphore.hpp"
@@ -180,6 +181,30 @@ void inspect_queue(ObjectReport& report, std::span<std::byte> payload) {
     add(report, "repaired_slots", json_number(core.repaired_slots()));
 }
 
+// [PipeControl | rings]: the library's validator checks the header line; then each end's holder words. An
+// end is held while one of its words names a thread (a word the kernel marked FUTEX_OWNER_DIED, or whose
+// hold a close() revoked, holds nothing). The rings are not decoded: their fill says little without the
+// message boundaries.
+void inspect_pipe(ObjectReport& report, std::span<std::byte> payload, const std::string& label) {
+    const detail::PipeLayout layout = detail::validate_pipe_layout(payload, label);
+    const auto control = copy_out<detail::PipeControl>(payload, 0);
+    add(report, "duplex", json_bool(layout.ring_count == 2));
+    add(report, "ring_size", json_number(layout.ring_size));
+    add(report, "awaiting_opener", json_bool(control.header.end1_opened == 0));
+    for (std::size_t end = 0; end < 2; ++end) {
+        std::uint64_t holders = 0;
+        for (std::size_t slot = 0; slot < detail::kPipeHolders; ++slot) {
+            const detail::PipeHolder& holder = control.ends[end].holders[slot];
+            const std::uint32_t tid = holder.word & FUTEX_TID_MASK;
+            if (tid == 0 || (holder.word & FUTEX_OWNER_DIED) != 0 || holder.revoked_tid == tid) continue;
+            const std::string prefix = "end" + std::to_string(end) + "_holder" + std::to_string(holders++);
+            add(report, prefix + "_tid", json_number(tid));
+            report.threads.push_back({prefix + "_alive", tid});
+        }
+        add(report, "end" + std::to_string(end) + "_holders", json_number(holders));
+    }
+}
+
 }  // namespace
 
 std::string json_string(std::string_view text) {
@@ -243,7 +268,7 @@ ObjectReport inspect_snapshot(std::span<std::byte> bytes, std::uint64_t file_siz
         case ObjectKind::value:
         case ObjectKind::array: inspect_shared_data(report, payload, kind); break;
         case ObjectKind::queue: inspect_queue(report, payload); break;
-        case ObjectKind::pipe: break;  // Pipes are anonymous: a named one cannot exist
+        case ObjectKind::pipe: inspect_pipe(report, payload, object_label(kind, name)); break;
         }
         report.valid = true;
     } catch (const Error& error) {

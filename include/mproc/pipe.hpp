@@ -221,9 +221,10 @@ struct PipeLayout {
 // Checks a pipe payload (the bytes after the object header) before anything else reads it: room for the
 // control block, magic, version, ring count, ring offsets and sizes exactly as a creator lays them out and
 // inside the payload. Throws InvalidObject naming `label`. Pure: reads only inside `payload`, one copy of the
-// header line. The rings' own constants are checked when they are attached. Not exported: the library's own
-// open paths and fuzz/fuzz-pipe.cpp (linked statically) call it.
-PipeLayout validate_pipe_layout(std::span<const std::byte> payload, std::string_view label);
+// header line. The rings' own constants are checked when they are attached. Exported for the installed tool
+// (`mproc show` of a named pipe), which links the shared library; the library's open paths and
+// fuzz/fuzz-pipe.cpp call it too.
+MPROC_API PipeLayout validate_pipe_layout(std::span<const std::byte> payload, std::string_view label);
 
 }  // namespace detail
 
