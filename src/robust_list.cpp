@@ -1,6 +1,8 @@
 #include "robust_list.hpp"
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <mutex>
 #include <string>
 
@@ -8,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "futex.hpp"
 #include "mproc/error.hpp"
 
 namespace mproc::detail {
@@ -61,6 +64,37 @@ void ThisThreadRobustList::initialise() {
                     std::to_string(kRobustFutexOffset) + " (glibc's pthread_mutex_t layout)");
     tid_ = static_cast<std::uint32_t>(::syscall(SYS_gettid));
     head_ = head;
+}
+
+void ThisThreadRobustList::abandon_entries_in(std::uintptr_t begin, std::uintptr_t end) noexcept {
+    if (head_ == nullptr) return;
+    const auto inside = [&](std::uintptr_t node) {
+        return node >= begin + static_cast<std::uintptr_t>(-kRobustFutexOffset) && node + sizeof(std::uintptr_t) <= end;
+    };
+    const auto pending = reinterpret_cast<std::uintptr_t>(head_->list_op_pending) & ~kRobustPiBit;
+    if (pending != 0 && inside(pending)) clear_pending();
+    const auto head_address = reinterpret_cast<std::uintptr_t>(&head_->list);
+    std::uintptr_t entry = reinterpret_cast<std::uintptr_t>(head_->list.next) & ~kRobustPiBit;
+    for (int walked = 0; entry != head_address && entry != 0 && walked < kRobustListWalkLimit; ++walked) {
+        const std::uintptr_t next = read_robust_link(entry) & ~kRobustPiBit;
+        if (inside(entry)) {
+            unlink(reinterpret_cast<void*>(entry));
+            auto* word_address = reinterpret_cast<std::uint32_t*>(entry + kRobustFutexOffset);
+            std::atomic_ref<std::uint32_t> word(*word_address);
+            // relaxed: a first look; the exchange below is the operation that matters.
+            std::uint32_t seen = word.load(std::memory_order_relaxed);
+            while ((seen & FUTEX_TID_MASK) == tid_) {
+                // release: pairs with the next owner's acquire on taking this word, as an unlock's would, so
+                // what this thread wrote under the lock is visible to whoever is told OwnerDied.
+                if (word.compare_exchange_weak(seen, (seen & FUTEX_WAITERS) | FUTEX_OWNER_DIED,
+                                               std::memory_order_release, std::memory_order_relaxed)) {
+                    if ((seen & FUTEX_WAITERS) != 0) futex_wake(word_address, 1);
+                    break;
+                }
+            }
+        }
+        entry = next;
+    }
 }
 
 }  // namespace mproc::detail

@@ -132,6 +132,15 @@ public:
         return false;
     }
 
+    // Before memory [begin, end) is unmapped: unlinks every entry whose node, prev word and futex word lie
+    // there, and gives up each lock this thread holds among them exactly as the kernel does at the thread's
+    // death (the word becomes FUTEX_OWNER_DIED with FUTEX_WAITERS kept, and one waiter is woken when that
+    // bit was set), so the next owner is told OwnerDied; drops list_op_pending if it points there. Without
+    // this a handle destroyed while its thread holds the lock (an exception unwinding past a held Lock)
+    // leaves the list running through unmapped memory: the next link() faults, and the kernel's walk at
+    // exit stops there, leaving this thread's later entries unreleased. Other threads' lists are theirs.
+    void abandon_entries_in(std::uintptr_t begin, std::uintptr_t end) noexcept;
+
     // Called once per thread (and again in a fork child) by this_thread_robust_list().
     void initialise();
     bool initialised() const noexcept { return head_ != nullptr; }

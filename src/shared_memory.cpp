@@ -19,6 +19,7 @@
 #include "mproc/resource_tracker.hpp"
 #include "mproc_config.h"
 #include "object_header_wait.hpp"
+#include "robust_list.hpp"
 
 namespace mproc {
 namespace {
@@ -326,7 +327,14 @@ SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
 SharedMemory::~SharedMemory() { release(); }
 
 void SharedMemory::release() noexcept {
-    if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
+    if (mapping_ != nullptr) {
+        // Locks this thread still holds in the mapping are given up as at its death, and their nodes leave
+        // its robust list, which must never run through unmapped memory (robust_list.hpp). A thread that
+        // never used a lock has no list state: nothing to walk.
+        detail::this_thread_robust_list_state.abandon_entries_in(
+            reinterpret_cast<std::uintptr_t>(mapping_), reinterpret_cast<std::uintptr_t>(mapping_) + mapping_size_);
+        ::munmap(mapping_, mapping_size_);
+    }
     if (fd_ >= 0) ::close(fd_);
     name_.clear();
     mapping_ = nullptr;

@@ -14,8 +14,10 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -212,6 +214,8 @@ class LockUnitTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testMovedFromLockIsStateError);
     CPPUNIT_TEST(testMovedFromLockErrorNamesTheOperation);
     CPPUNIT_TEST(testRobustListStaysIntactWithGlibcMutexesInEveryOrder);
+    CPPUNIT_TEST(testHandleDestroyedWhileHeldGivesTheLockUpAsAtDeath);
+    CPPUNIT_TEST(testExceptionUnwindingPastHeldLocksLeavesTheThreadUsable);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -552,6 +556,78 @@ public:
     // glibc links its robust mutexes into the same list and writes the prev/next words of whatever entry
     // neighbours the one it links or unlinks: after every step of every interleaving, the list holds
     // exactly the held objects, most recently locked first, with every prev word right.
+    // A handle unmapped while its thread holds the lock: the node leaves the robust list with the mapping,
+    // and the lock is given up as the kernel gives it up at a death — a waiter asleep in another process is
+    // woken and told OwnerDied, as the next acquirer through any other mapping is.
+    void testHandleDestroyedWhileHeldGivesTheLockUpAsAtDeath() {
+        const std::string name = mproc::test::unique_name("lock-dropped");
+        Lock keeper = Lock::create(name);
+        Shared<GuardedCounter> shared;
+        const std::vector<std::uintptr_t> before = robust_list_entries();
+        std::optional<Lock> dropped(Lock::open(name));
+        dropped->lock();
+        CPPUNIT_ASSERT_EQUAL(before.size() + 1, robust_list_entries().size());
+        ForkedChild waiter([&] {
+            // relaxed: a start signal that publishes nothing.
+            shared->progress.store(1, std::memory_order_relaxed);
+            Lock mine = Lock::open(name);
+            const AcquireStatus status = mine.acquire_status();
+            // relaxed: the parent reads it after waiter.wait(), whose waitpid() orders it.
+            shared->status.store(static_cast<int>(status), std::memory_order_relaxed);
+            mine.make_consistent();
+            mine.unlock();
+        });
+        // relaxed: pairs with the waiter's start signal, which publishes nothing.
+        wait_for([&] { return shared->progress.load(std::memory_order_relaxed) == 1; }, "the waiter to start");
+        std::this_thread::sleep_for(100ms);  // long enough to be asleep in FUTEX_WAIT
+        dropped.reset();
+        CPPUNIT_ASSERT(before == robust_list_entries());
+        CPPUNIT_ASSERT_EQUAL(0, waiter.wait(10s));
+        // relaxed: ordered by waiter.wait().
+        CPPUNIT_ASSERT_EQUAL(static_cast<int>(AcquireStatus::owner_died), shared->status.load(std::memory_order_relaxed));
+        // The waiter made it consistent and released it: it acquires quietly now, and this thread's list
+        // (which once ran through the unmapped node) takes new entries.
+        keeper.lock();
+        CPPUNIT_ASSERT_EQUAL(before.size() + 1, robust_list_entries().size());
+        keeper.unlock();
+        keeper.unlink();
+    }
+
+    void testExceptionUnwindingPastHeldLocksLeavesTheThreadUsable() {
+        const std::string lock_name = mproc::test::unique_name("lock-unwound");
+        const std::string rlock_name = mproc::test::unique_name("rlock-unwound");
+        Lock lock_keeper = Lock::create(lock_name);
+        mproc::RLock rlock_keeper = mproc::RLock::create(rlock_name);
+        const std::vector<std::uintptr_t> before = robust_list_entries();
+        try {
+            Lock lock = Lock::open(lock_name);
+            mproc::RLock rlock = mproc::RLock::open(rlock_name);
+            lock.lock();
+            rlock.lock();
+            rlock.lock();
+            throw std::runtime_error("unwinding past three holds");
+        } catch (const std::runtime_error&) {
+        }
+        CPPUNIT_ASSERT(before == robust_list_entries());
+        try {
+            lock_keeper.lock();
+            CPPUNIT_FAIL("the abandoned Lock was not reported");
+        } catch (const mproc::OwnerDied&) {
+        }
+        lock_keeper.make_consistent();
+        lock_keeper.unlock();
+        try {
+            rlock_keeper.lock();
+            CPPUNIT_FAIL("the abandoned RLock was not reported");
+        } catch (const mproc::OwnerDied&) {
+        }
+        rlock_keeper.make_consistent();
+        rlock_keeper.unlock();
+        CPPUNIT_ASSERT(before == robust_list_entries());
+        lock_keeper.unlink();
+        rlock_keeper.unlink();
+    }
+
     void testRobustListStaysIntactWithGlibcMutexesInEveryOrder() {
         Shared<MixedLocks> locks;
         const std::vector<std::uintptr_t> before = robust_list_entries();
