@@ -21,6 +21,10 @@
 //   std::lock_guard cannot express "acquired, but the owner died": an OwnerDied thrown from its
 //   constructor leaves the lock held by the catcher, who must make_consistent() and unlock() by hand.
 //   Code that must survive owner death uses acquire_status() or catches OwnerDied around lock().
+// - A handle (Lock, RLock, or any object that contains one) destroyed while the calling thread holds the
+//   lock — an exception unwinding past lock() without a guard — gives the lock up as a death would: the
+//   next acquirer is told OwnerDied. Held by *another* thread of the process when its last handle there is
+//   destroyed, the lock is left in that thread's robust list over unmapped memory: don't.
 // - Waking "at once" needs Linux 5.5 for a holder killed between releasing the word and waking a waiter,
 //   and Linux 6.2 (6.1.2 stable) for a woken waiter killed before it takes the lock; older kernels
 //   recover those two cases only through a waiter's timeout.
@@ -50,7 +54,8 @@
 // this API can break mutual exclusion or the owner's robust list, as with a pthread mutex in shared
 // memory. Attaching (RawLock::attach) to bytes of unknown origin is safe to try: validation reads only
 // inside the bytes, and try_lock()/acquire_status(0)/unlock() never block whatever the word holds.
-// The lock must not be unmapped or re-initialised while a thread holds it or waits on it.
+// Raw memory the caller unmaps is not watched: the lock must not be unmapped or re-initialised while a
+// thread holds it or waits on it (handles take care of their own mapping, see above).
 // Every operation needs a Linux kernel with robust futexes and glibc (futex_offset -32); otherwise the
 // first one throws Error.
 #pragma once
