@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <optional>
 #include <random>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -70,10 +72,15 @@ PipeEnds make_pipe() {
     return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
+// Reads until end of file; fails the test (instead of hanging) when a writer stays open past 10 s, which is
+// what a leaked copy of the write end looks like.
 std::string read_to_end(int fd) {
     std::string text;
     char chunk[256];
     for (;;) {
+        pollfd entry{fd, POLLIN, 0};
+        CPPUNIT_ASSERT_MESSAGE("no end of file within 10 s: a copy of the write end is still open",
+                               ::poll(&entry, 1, 10000) > 0);
         const ssize_t got = ::read(fd, chunk, sizeof chunk);
         if (got < 0 && errno == EINTR) continue;
         CPPUNIT_ASSERT_MESSAGE(std::string("read: ") + std::strerror(errno), got >= 0);
@@ -202,6 +209,27 @@ std::string socket_path_for(const std::string& tag) {
     return (std::filesystem::temp_directory_path() / ("mproc-handoff-" + std::to_string(::getpid()) + "-" + tag))
         .string();
 }
+
+// The parent's half with the exec'd child: listen, start it in `mode`, hand it an anonymous Queue and Lock,
+// wait for its `reply`, then read the 1..kChildItems it put into the queue.
+struct UnrelatedPeer {
+    UnrelatedPeer(const std::string& mode, const std::string& reply)
+        : path(socket_path_for(mode)), listener(mproc::SocketAddress::unix_socket(path)), child(mode, path) {
+        connection = listener.accept(30s);
+        CPPUNIT_ASSERT_MESSAGE("the exec'd child never connected", connection.has_value());
+        mproc::send_object(*connection, queue);
+        mproc::send_object(*connection, lock);
+        CPPUNIT_ASSERT_EQUAL(reply, text_of(connection->recv_bytes()));
+        for (std::int64_t i = 1; i <= kChildItems; ++i) CPPUNIT_ASSERT_EQUAL(i, queue.get(true, 10s));
+    }
+
+    std::string path;
+    mproc::Listener listener;
+    ExecedChild child;
+    std::optional<FdConnection> connection;
+    mproc::Queue<std::int64_t> queue{128};
+    mproc::Lock lock;
+};
 
 // ---- from_fd on every kind ----
 
@@ -453,7 +481,9 @@ public:
                 std::vector<int> order;  // 0: a message, 1: a handle, 2: a large message (past the read-ahead)
                 for (int i = 0; i < 300; ++i) order.push_back(static_cast<int>(random() % 7 == 0 ? 2 : random() % 2));
                 order.insert(order.end(), {1, 1, 1, 0, 0, 0, 1, 2, 1});  // runs of each in a row
+                std::exception_ptr sender_failure;
                 std::thread sender([&] {
+                    try {
                     for (std::size_t i = 0; i < order.size(); ++i) {
                         if (order[i] == 1) {
                             left.send_handle(event.fd());
@@ -463,7 +493,20 @@ public:
                             left.send_bytes(bytes_of(body));
                         }
                     }
+                    } catch (...) {
+                        sender_failure = std::current_exception();
+                    }
                 });
+                // A failed assertion below must not leave the sender blocked and its thread joinable.
+                struct StopSender {
+                    std::thread& thread;
+                    FdConnection& receiver;
+                    ~StopSender() {
+                        if (!thread.joinable()) return;
+                        if (!receiver.closed()) ::shutdown(receiver.fileno(), SHUT_RDWR);
+                        thread.join();
+                    }
+                } stop_sender{sender, right};
                 std::this_thread::sleep_for(20ms);  // let the socket fill before the first read
                 for (std::size_t i = 0; i < order.size(); ++i) {
                     if (order[i] == 1) {
@@ -482,6 +525,7 @@ public:
                     }
                 }
                 sender.join();
+                if (sender_failure) std::rethrow_exception(sender_failure);
                 CPPUNIT_ASSERT(!right.poll());
             }
             CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
@@ -495,6 +539,7 @@ public:
             PipeEnds pipe = make_pipe();
             left.send_handle(pipe.write.get());
             left.send_bytes(bytes_of("next"));
+            left.close();  // a receiver that misreads the stream meets its end instead of waiting for ever
             const std::string message = [&] {
                 try {
                     (void)right.recv_bytes();
@@ -554,6 +599,52 @@ public:
             CPPUNIT_ASSERT_EQUAL(std::string(), read_to_end(pipe.read.get()));  // no copy of the writer is left
         }
         CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        // The same inside a body long enough to be read in place, past the read-ahead (both receive paths).
+        for (const bool into_buffer : {false, true}) {
+            {
+                int fds[2];
+                CPPUNIT_ASSERT(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+                UniqueFd raw(fds[0]);
+                FdConnection right = FdConnection::from_fd(fds[1]);
+                PipeEnds pipe = make_pipe();
+                constexpr std::size_t kBody = 300000;
+                std::thread hostile([&] {
+                    const unsigned char header[] = {0, 0x04, 0x93, 0xe0};  // 300000
+                    const std::string half(kBody / 2, 'b');
+                    const std::byte one{1};
+                    const int passed[] = {pipe.write.get()};
+                    try {
+                        (void)::send(raw.get(), header, 4, MSG_NOSIGNAL);
+                        (void)::send(raw.get(), half.data(), half.size(), MSG_NOSIGNAL);
+                        mproc::detail::scm_rights::send(raw.get(), {&one, 1}, passed, "test");
+                        (void)::send(raw.get(), half.data(), half.size() - 1, MSG_NOSIGNAL);
+                    } catch (const mproc::Error&) {
+                        // the receiver closed first: fine
+                    }
+                });
+                struct JoinHostile {  // a failed assertion below must not leave the thread joinable
+                    std::thread& thread;
+                    int socket;
+                    ~JoinHostile() {
+                        if (!thread.joinable()) return;
+                        ::shutdown(socket, SHUT_RDWR);
+                        thread.join();
+                    }
+                } join_hostile{hostile, raw.get()};
+                std::vector<std::byte> buffer(kBody);
+                const std::string message = message_of<mproc::SystemError>([&] {
+                    if (into_buffer) (void)right.recv_bytes_into(buffer);
+                    else (void)right.recv_bytes();
+                });
+                assert_contains(message, "inside a message: the descriptors were closed");
+                CPPUNIT_ASSERT(!right.readable());
+                right.close();
+                hostile.join();
+                pipe.write.reset();
+                CPPUNIT_ASSERT_EQUAL(std::string(), read_to_end(pipe.read.get()));
+            }
+            CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        }
     }
 
     void testPeerClosingMidWayEndsWithClosed() {
@@ -751,20 +842,10 @@ public:
     }
 
     void testUnrelatedProcessUsesTheQueueAndLockItReceived() {
-        const std::string path = socket_path_for("release");
-        mproc::Listener listener(mproc::SocketAddress::unix_socket(path));
-        ExecedChild child("release", path);
-        std::optional<FdConnection> connection = listener.accept(30s);
-        CPPUNIT_ASSERT_MESSAGE("the exec'd child never connected", connection.has_value());
-        mproc::Queue<std::int64_t> queue(128);
-        mproc::Lock lock;
-        mproc::send_object(*connection, queue);
-        mproc::send_object(*connection, lock);
-        CPPUNIT_ASSERT_EQUAL(std::string("released"), text_of(connection->recv_bytes()));
-        for (std::int64_t i = 1; i <= kChildItems; ++i) CPPUNIT_ASSERT_EQUAL(i, queue.get(true, 10s));
-        CPPUNIT_ASSERT(lock.try_lock());
-        lock.unlock();
-        mproc::test::assert_exited_cleanly(child.process().wait());
+        UnrelatedPeer peer("release", "released");
+        CPPUNIT_ASSERT(peer.lock.try_lock());
+        peer.lock.unlock();
+        mproc::test::assert_exited_cleanly(peer.child.process().wait());
     }
 };
 
@@ -775,25 +856,15 @@ class HandoffCrashTest : public CppUnit::TestFixture {
 
 public:
     void testUnrelatedProcessKilledHoldingTheLockItReceivedIsSeenAsOwnerDied() {
-        const std::string path = socket_path_for("kill");
-        mproc::Listener listener(mproc::SocketAddress::unix_socket(path));
-        ExecedChild child("hold", path);
-        std::optional<FdConnection> connection = listener.accept(30s);
-        CPPUNIT_ASSERT_MESSAGE("the exec'd child never connected", connection.has_value());
-        mproc::Queue<std::int64_t> queue(128);
-        mproc::Lock lock;
-        mproc::send_object(*connection, queue);
-        mproc::send_object(*connection, lock);
-        CPPUNIT_ASSERT_EQUAL(std::string("locked"), text_of(connection->recv_bytes()));
-        for (std::int64_t i = 1; i <= kChildItems; ++i) CPPUNIT_ASSERT_EQUAL(i, queue.get(true, 10s));
-        CPPUNIT_ASSERT(lock.locked());
-        child.process().kill(SIGKILL);
-        const int status = child.process().wait();
+        UnrelatedPeer peer("hold", "locked");
+        CPPUNIT_ASSERT(peer.lock.locked());
+        peer.child.process().kill(SIGKILL);
+        const int status = peer.child.process().wait();
         CPPUNIT_ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-        CPPUNIT_ASSERT(lock.acquire_status(10s) == mproc::AcquireStatus::owner_died);
-        lock.make_consistent();
-        lock.unlock();
-        CPPUNIT_ASSERT_THROW((void)connection->recv_bytes(), mproc::Closed);
+        CPPUNIT_ASSERT(peer.lock.acquire_status(10s) == mproc::AcquireStatus::owner_died);
+        peer.lock.make_consistent();
+        peer.lock.unlock();
+        CPPUNIT_ASSERT_THROW((void)peer.connection->recv_bytes(), mproc::Closed);
     }
 };
 
