@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -446,6 +447,7 @@ class HandleTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testMessageWhereHandleExpectedIsLeftInPlace);
     CPPUNIT_TEST(testHandleInsideAMessageClosesTheConnectionForReading);
     CPPUNIT_TEST(testPeerClosingMidWayEndsWithClosed);
+    CPPUNIT_TEST(testDescriptorsThatCannotBeInstalledAreAClearError);
     CPPUNIT_TEST(testUnreadHandlesAreClosedWithTheConnection);
     CPPUNIT_TEST(testPipesAndTcpRefuseHandles);
     CPPUNIT_TEST(testPythonReceivesAHandle);
@@ -675,6 +677,36 @@ public:
             CPPUNIT_ASSERT_THROW((void)right.recv_bytes(), mproc::Closed);
             child.wait();
         }
+    }
+
+    // A receiver at its descriptor limit: the kernel installs none and reports MSG_CTRUNC.
+    void testDescriptorsThatCannotBeInstalledAreAClearError() {
+        auto [left, right] = mproc::fd_pipe(true);
+        mproc::Event event;
+        left.send_bytes(bytes_of("first"));
+        left.send_handle(event.fd());
+        mproc::test::run_in_processes(1, [&](int) {
+            const std::size_t before = open_descriptors();
+            rlimit saved{};
+            CPPUNIT_ASSERT(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+            const int lowest_free = ::dup(0);  // every number below it is in use
+            CPPUNIT_ASSERT(lowest_free >= 0);
+            ::close(lowest_free);
+            rlimit tight = saved;
+            tight.rlim_cur = static_cast<rlim_t>(lowest_free);
+            CPPUNIT_ASSERT(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+            std::string message;
+            try {
+                CPPUNIT_ASSERT_EQUAL(std::string("first"), text_of(right.recv_bytes()));
+                (void)right.recv_handle();
+            } catch (const mproc::SystemError& error) {
+                message = error.what();
+            }
+            CPPUNIT_ASSERT(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+            assert_contains(message, "MSG_CTRUNC");
+            CPPUNIT_ASSERT(!right.readable());  // the handle's byte was taken: the stream cannot be followed
+            CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testUnreadHandlesAreClosedWithTheConnection() {
