@@ -32,6 +32,8 @@ public:
     explicit operator bool() const noexcept { return valid(); }
     // The descriptor, no longer owned: the caller closes it.
     [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
+    // Closes what it owns now; owns nothing afterwards (reset() with no argument).
+    void close() noexcept { reset(); }
     // Closes what it owns and takes fd instead.
     void reset(int fd = -1) noexcept {
         if (fd_ >= 0 && fd_ != fd) ::close(fd_);
