@@ -56,6 +56,14 @@ std::size_t open_descriptors() {
     return count;  // includes the directory iterator's own descriptor, the same every time
 }
 
+// Runs body; fails unless the process holds as many descriptors afterwards as before.
+template <class Body>
+void assert_no_descriptor_leak(Body body) {
+    const std::size_t before = open_descriptors();
+    body();
+    CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+}
+
 std::span<const std::byte> bytes_of(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
 
 std::string text_of(const std::vector<std::byte>& bytes) {
@@ -246,8 +254,7 @@ class FromFdTest : public CppUnit::TestFixture {
 
 public:
     void testEverySynchronisationKindAttachesThroughADuplicatedFd() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             mproc::Lock lock;
             mproc::Lock other = mproc::Lock::from_fd(duplicate(lock.fd()).get());
             CPPUNIT_ASSERT(other.fd() >= 0 && other.fd() != lock.fd());
@@ -304,13 +311,11 @@ public:
             CPPUNIT_ASSERT_EQUAL(1u, other_barrier.parties());
             other_barrier.abort();
             CPPUNIT_ASSERT(barrier.broken());
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testEveryDataKindAttachesThroughADuplicatedFd() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             mproc::SharedMemory memory = mproc::SharedMemory::anonymous(100);
             mproc::SharedMemory other_memory = mproc::SharedMemory::attach(duplicate(memory.fd()).get());
             memory.bytes()[99] = std::byte{42};
@@ -328,13 +333,11 @@ public:
             array[7] = 11;
             CPPUNIT_ASSERT_EQUAL(std::int32_t{11}, other_array[7]);
             CPPUNIT_ASSERT_THROW((void)mproc::Array<std::int32_t>::from_fd(array.fd(), 9), InvalidObject);
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testEveryQueueKindAttachesThroughADuplicatedFd() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             mproc::Queue<std::int64_t> queue(8);
             auto other_queue = mproc::Queue<std::int64_t>::from_fd(duplicate(queue.fd()).get());
             queue.put(7);
@@ -364,8 +367,7 @@ public:
             CPPUNIT_ASSERT_EQUAL(std::int32_t{4}, other_joinable.get());
             other_joinable.task_done();
             CPPUNIT_ASSERT(joinable.join(0ms));
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testNamedObjectsHaveNoFd() {
@@ -381,8 +383,7 @@ public:
     }
 
     void testAnotherKindsMemfdIsRefused() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             mproc::Lock lock;
             assert_contains(message_of<InvalidObject>([&] { (void)mproc::Queue<int>::from_fd(lock.fd()); }), "kind");
             assert_contains(message_of<InvalidObject>([&] { (void)mproc::Event::from_fd(lock.fd()); }), "kind");
@@ -391,13 +392,11 @@ public:
             CPPUNIT_ASSERT_THROW((void)mproc::BoundedSemaphore::from_fd(semaphore.fd()), InvalidObject);
             mproc::Condition over_lock(lock);
             CPPUNIT_ASSERT_THROW((void)mproc::Condition::from_fd(over_lock.fd()), InvalidObject);
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testTruncatedUnsealedAndNonMemfdDescriptorsAreRefused() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             // A real lock's header and payload bytes, in a file cut short after 100 bytes (sealed).
             mproc::Lock lock;
             const std::span<const std::byte> header(
@@ -432,8 +431,7 @@ public:
                 return 0;
             }();
             CPPUNIT_ASSERT_EQUAL(EBADF, error);
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 };
 
@@ -456,8 +454,7 @@ class HandleTest : public CppUnit::TestFixture {
 
 public:
     void testHandleArrivesAsANewCloseOnExecDescriptor() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             auto [left, right] = mproc::fd_pipe(true);
             PipeEnds pipe = make_pipe();
             left.send_handle(pipe.write.get());
@@ -468,15 +465,13 @@ public:
             received.reset();
             pipe.write.reset();
             CPPUNIT_ASSERT_EQUAL(std::string("through the passed end"), read_to_end(pipe.read.get()));
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     // The sender writes everything before the receiver reads, so each read-ahead holds many items.
     void testMessagesAndHandlesInterleaveWithReadAheadOnBothBackends() {
         for (const bool io_uring : {true, false}) {
-            const std::size_t before = open_descriptors();
-            {
+            assert_no_descriptor_leak([&] {
                 auto [left, right] = socket_pair(io_uring);
                 mproc::Event event;  // its memfd is the descriptor passed around
                 std::mt19937 random(io_uring ? 17 : 18);
@@ -529,14 +524,12 @@ public:
                 sender.join();
                 if (sender_failure) std::rethrow_exception(sender_failure);
                 CPPUNIT_ASSERT(!right.poll());
-            }
-            CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+            });
         }
     }
 
     void testHandleWhereMessageExpectedIsRefusedAndClosed() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             auto [left, right] = mproc::fd_pipe(true);
             PipeEnds pipe = make_pipe();
             left.send_handle(pipe.write.get());
@@ -560,13 +553,11 @@ public:
             // The stream goes on after the refused handle.
             CPPUNIT_ASSERT(right.readable());
             CPPUNIT_ASSERT_EQUAL(std::string("next"), text_of(right.recv_bytes()));
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testMessageWhereHandleExpectedIsLeftInPlace() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             auto [left, right] = mproc::fd_pipe(true);
             mproc::Event event;
             left.send_bytes(bytes_of("a message"));
@@ -575,14 +566,12 @@ public:
                             "the next item is a framed message, not a handle");
             CPPUNIT_ASSERT_EQUAL(std::string("a message"), text_of(right.recv_bytes()));
             CPPUNIT_ASSERT(right.recv_handle().valid());
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     // A hostile peer: a header announcing 10 bytes, then a byte with a descriptor, then the rest.
     void testHandleInsideAMessageClosesTheConnectionForReading() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             int fds[2];
             CPPUNIT_ASSERT(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
             UniqueFd raw(fds[0]);
@@ -599,11 +588,10 @@ public:
             CPPUNIT_ASSERT(!right.readable());
             pipe.write.reset();
             CPPUNIT_ASSERT_EQUAL(std::string(), read_to_end(pipe.read.get()));  // no copy of the writer is left
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
         // The same inside a body long enough to be read in place, past the read-ahead (both receive paths).
         for (const bool into_buffer : {false, true}) {
-            {
+            assert_no_descriptor_leak([&] {
                 int fds[2];
                 CPPUNIT_ASSERT(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
                 UniqueFd raw(fds[0]);
@@ -644,14 +632,12 @@ public:
                 hostile.join();
                 pipe.write.reset();
                 CPPUNIT_ASSERT_EQUAL(std::string(), read_to_end(pipe.read.get()));
-            }
-            CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+            });
         }
     }
 
     void testPeerClosingMidWayEndsWithClosed() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             auto [left, right] = mproc::fd_pipe(true);
             mproc::Event event;
             left.send_bytes(bytes_of("first"));
@@ -661,8 +647,7 @@ public:
             CPPUNIT_ASSERT(right.recv_handle().valid());
             CPPUNIT_ASSERT_THROW((void)right.recv_handle(), mproc::Closed);
             CPPUNIT_ASSERT_THROW((void)right.recv_bytes(), mproc::Closed);
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
         {
             // A peer process that dies after sending a handle: the receiver still gets it, then Closed.
             auto [left, right] = mproc::fd_pipe(true);
@@ -710,8 +695,7 @@ public:
     }
 
     void testUnreadHandlesAreClosedWithTheConnection() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             auto [left, right] = mproc::fd_pipe(true);
             PipeEnds pipe = make_pipe();
             for (int i = 0; i < 5; ++i) {
@@ -724,9 +708,8 @@ public:
             right.close();  // four handles unread, some in the read-ahead, some still in the socket
             pipe.write.reset();
             CPPUNIT_ASSERT_EQUAL(std::string(), read_to_end(pipe.read.get()));
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
-        {
+        });
+        assert_no_descriptor_leak([&] {
             // A moved connection carries its buffered handles; the destructor closes them.
             auto [left, right] = mproc::fd_pipe(true);
             mproc::Event event;
@@ -735,13 +718,11 @@ public:
             CPPUNIT_ASSERT_EQUAL(std::string("x"), text_of(right.recv_bytes()));
             FdConnection moved = std::move(right);
             CPPUNIT_ASSERT(moved.recv_handle().valid());
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testPipesAndTcpRefuseHandles() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             auto [reading, writing] = mproc::fd_pipe(false);
             mproc::Event event;
             assert_contains(message_of<mproc::StateError>([&] { writing.send_handle(event.fd()); }),
@@ -760,8 +741,7 @@ public:
             CPPUNIT_ASSERT_EQUAL(std::string("tcp"), text_of(server.recv_bytes()));
             auto [left, right] = mproc::fd_pipe(true);
             assert_contains(message_of<mproc::ValueError>([&] { left.send_handle(-1); }), "invalid file descriptor");
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testPythonReceivesAHandle() {
@@ -780,8 +760,7 @@ public:
 
     void testPythonSendsAHandle() {
         for (const bool io_uring : {true, false}) {
-            const std::size_t before = open_descriptors();
-            {
+            assert_no_descriptor_leak([&] {
                 auto [left, right] = socket_pair(io_uring);
                 PythonPeer peer("send", right.fileno());
                 right.close();
@@ -794,8 +773,7 @@ public:
                 CPPUNIT_ASSERT_EQUAL(std::string(io_uring ? "c++ wrote (io_uring)" : "c++ wrote (read/write)"),
                                      text_of(left.recv_bytes()));
                 CPPUNIT_ASSERT_EQUAL(0, peer.exit_code());
-            }
-            CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+            });
         }
     }
 };
@@ -812,8 +790,7 @@ class HandoffTest : public CppUnit::TestFixture {
 
 public:
     void testRecvObjectGivesAValidatedHandleOnTheSameObject() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             auto [left, right] = mproc::fd_pipe(true);
             mproc::Queue<std::int64_t> queue(16);
             mproc::Lock lock;
@@ -838,13 +815,11 @@ public:
             CPPUNIT_ASSERT_EQUAL(1.5, received_value.load());
             CPPUNIT_ASSERT_EQUAL(4u, received_semaphore.get_value());
             CPPUNIT_ASSERT_EQUAL(std::size_t{10}, received_memory.size());
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testWrongKindIsRefusedAndItsDescriptorClosed() {
-        const std::size_t before = open_descriptors();
-        {
+        assert_no_descriptor_leak([&] {
             auto [left, right] = mproc::fd_pipe(true);
             mproc::Lock lock;
             mproc::Queue<int> queue(4);
@@ -859,8 +834,7 @@ public:
             // Same name, other T: from_fd's slot-size check.
             mproc::send_object(left, queue);
             CPPUNIT_ASSERT_THROW((void)mproc::recv_object<mproc::Queue<std::int64_t>>(right), InvalidObject);
-        }
-        CPPUNIT_ASSERT_EQUAL(before, open_descriptors());
+        });
     }
 
     void testAMessageThatIsNotAHandoffIsRefused() {
