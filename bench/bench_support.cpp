@@ -410,11 +410,6 @@ void* map_shared_anonymous(std::size_t size) {
     return mapping;
 }
 
-void UniqueFd::close() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-}
-
 Pipe make_pipe(const std::string& what) {
     int ends[2];
     if (::pipe2(ends, O_CLOEXEC) != 0) throw_system_error(what + ": pipe2");

@@ -54,6 +54,7 @@
 #include "adaptive_spin.hpp"  // src/ (private): this_thread_spin_budget(), turned off by NoSpinBeforeSleep
 #include "deadline.hpp"  // src/ (private): Deadline::monotonic_now_ns, the clock every sample is read on
 #include "mproc/process.hpp"
+#include "mproc/unique_fd.hpp"
 
 namespace mproc::bench {
 
@@ -124,27 +125,8 @@ private:
 };
 
 // An owned file descriptor, closed on destruction (in the process that runs the destructor: a forked
-// peer leaves by _exit and closes what it must close by hand).
-class UniqueFd {
-public:
-    UniqueFd() noexcept = default;
-    explicit UniqueFd(int fd) noexcept : fd_(fd) {}
-    UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    UniqueFd& operator=(UniqueFd&& other) noexcept {
-        if (this != &other) {
-            close();
-            fd_ = std::exchange(other.fd_, -1);
-        }
-        return *this;
-    }
-    ~UniqueFd() { close(); }
-
-    int get() const noexcept { return fd_; }
-    void close() noexcept;
-
-private:
-    int fd_ = -1;
-};
+// peer leaves by _exit and closes what it must close by hand): the library's own.
+using UniqueFd = mproc::UniqueFd;
 
 struct Pipe {
     UniqueFd read_end;

@@ -16,6 +16,7 @@
 #include <new>
 #include <span>
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -77,7 +78,7 @@ void fuzz_plain_buffer(const std::uint8_t* data, std::size_t size) {
 }
 
 void fuzz_memfd(const std::uint8_t* data, std::size_t size) {
-    const int fd = ::memfd_create("fuzz-object-header", MFD_CLOEXEC);
+    const int fd = ::memfd_create("fuzz-object-header", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) std::abort();
     std::size_t written = 0;
     while (written < size) {
@@ -85,6 +86,8 @@ void fuzz_memfd(const std::uint8_t* data, std::size_t size) {
         if (done <= 0) std::abort();
         written += static_cast<std::size_t>(done);
     }
+    // attach_object accepts only a memfd sealed against shrinking, as every anonymous object's is.
+    if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) std::abort();
     // The kind the bytes claim, so that valid inputs of every kind get past the kind check.
     std::uint32_t claimed_kind = 0;
     if (size >= offsetof(mproc::ObjectHeader, kind) + sizeof claimed_kind)

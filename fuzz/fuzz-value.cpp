@@ -17,6 +17,7 @@
 #include <optional>
 #include <span>
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -119,7 +120,7 @@ void fuzz_plain_buffer(const std::uint8_t* data, std::size_t size) {
 }
 
 void fuzz_memfd(const std::uint8_t* data, std::size_t size) {
-    const int fd = ::memfd_create("fuzz-value", MFD_CLOEXEC);
+    const int fd = ::memfd_create("fuzz-value", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) std::abort();
     std::size_t written = 0;
     while (written < size) {
@@ -127,6 +128,8 @@ void fuzz_memfd(const std::uint8_t* data, std::size_t size) {
         if (done <= 0) std::abort();
         written += static_cast<std::size_t>(done);
     }
+    // attach_object accepts only a memfd sealed against shrinking, as every anonymous object's is.
+    if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) std::abort();
     for (const mproc::ObjectKind kind : {mproc::ObjectKind::value, mproc::ObjectKind::array}) {
         try {
             mproc::SharedMemory segment =
