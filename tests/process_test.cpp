@@ -353,7 +353,7 @@ public:
 
     void testDefaultNamesCountEveryCreatedProcess() {
         Process first([] {});
-        Process named(ProcessOptions{.name = "worker"}, [] {});
+        Process named(ProcessOptions{"worker", false}, [] {});
         Process third([] {});
         const std::string prefix = "Process-";
         CPPUNIT_ASSERT_EQUAL(prefix, first.name().substr(0, prefix.size()));
@@ -375,7 +375,7 @@ public:
             pid_t pid;
         };
         Shared<Report> report;
-        Process process(ProcessOptions{.name = "reporter"}, [report = &*report] {
+        Process process(ProcessOptions{"reporter", false}, [report = &*report] {
             mproc::CurrentProcess current = mproc::current_process();
             copy_text(report->name, current.name);
             report->pid = current.pid;

@@ -75,7 +75,7 @@ struct Everything {
     mproc::Event event;
     mproc::Queue<int> queue{16};
     // daemon: dies with the test process even when a sanitizer ends it before the destructor runs.
-    mproc::Process process{mproc::ProcessOptions{.daemon = true}, [] { ::pause(); }};
+    mproc::Process process{mproc::ProcessOptions{"", true}, [] { ::pause(); }};
     RawPipe raw;
 
     Everything() { process.start(); }
