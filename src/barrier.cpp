@@ -585,6 +585,11 @@ Barrier Barrier::open(std::string_view name, Action action, std::optional<std::c
                    std::move(action), timeout);
 }
 
+Barrier Barrier::from_fd(int fd, Action action, std::optional<std::chrono::nanoseconds> timeout) {
+    return Barrier(SharedMemory::attach_object(fd, ObjectKind::barrier, current_layout_version(ObjectKind::barrier)),
+                   std::move(action), timeout);
+}
+
 Barrier::Barrier(Barrier&& other) noexcept
     : segment_(std::move(other.segment_)),
       raw_(std::exchange(other.raw_, RawBarrier())),

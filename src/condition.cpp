@@ -495,6 +495,11 @@ Condition Condition::open(std::string_view name, std::chrono::milliseconds publi
                                                    current_layout_version(ObjectKind::condition), publish_timeout));
 }
 
+Condition Condition::from_fd(int fd) {
+    return with_own_lock(
+        SharedMemory::attach_object(fd, ObjectKind::condition, current_layout_version(ObjectKind::condition)));
+}
+
 Condition::Condition(Condition&& other) noexcept
     : segment_(std::move(other.segment_)),
       raw_(std::exchange(other.raw_, RawCondition())),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <deque>
 #include <optional>
 #include <cerrno>
 #include <climits>
@@ -20,6 +21,7 @@
 
 #include "deadline.hpp"
 #include "framing.hpp"
+#include "scm_rights.hpp"
 #include "uring.hpp"
 
 namespace mproc {
@@ -101,18 +103,50 @@ private:
     pid_t owner_ = -1;
 };
 
+// Descriptors that arrived with the stream byte at `position` (counted from the connection's first byte): a
+// handle, sent by send_handle() or Python's reduction.send_handle() as one byte outside the framing.
+struct PendingDescriptors {
+    std::uint64_t position = 0;
+    std::vector<UniqueFd> fds;
+};
+
 struct ConnectionReader {
-    explicit ConnectionReader(bool io_uring) : use_io_uring(io_uring), read_ahead(allocate_pages(kReadAheadSize)) {}
+    ConnectionReader(bool io_uring, bool unix_stream)
+        : use_io_uring(io_uring), descriptor_socket(unix_stream), read_ahead(allocate_pages(kReadAheadSize)) {}
 
     std::size_t buffered() const noexcept { return end - begin; }
     std::span<const std::byte> buffered_bytes() const noexcept { return {read_ahead.get() + begin, buffered()}; }
     void consume(std::size_t count) noexcept {
         begin += count;
+        position += count;
         if (begin == end) begin = end = 0;
     }
+    // Bytes read in place (past the read-ahead buffer) were consumed as they arrived.
+    void advance(std::size_t count) noexcept { position += count; }
 
-    // One read into destination (the read-ahead buffer when into_read_ahead); 0 is end of stream.
+    // The buffered bytes that belong to framed messages: up to, not including, the next handle byte.
+    std::span<const std::byte> message_bytes() const noexcept {
+        const std::span<const std::byte> bytes = buffered_bytes();
+        if (pending.empty()) return bytes;
+        return bytes.first(static_cast<std::size_t>(pending.front().position - position));
+    }
+    // Whether the next byte of the stream carries descriptors (it is buffered: pending entries always are).
+    bool at_handle() const noexcept { return !pending.empty() && pending.front().position == position; }
+    // Consumes the handle byte at_handle() found; returns its value and descriptors.
+    std::pair<std::byte, PendingDescriptors> take_handle() {
+        const std::byte value = buffered_bytes().front();
+        PendingDescriptors taken = std::move(pending.front());
+        pending.pop_front();
+        consume(1);
+        return {value, std::move(taken)};
+    }
+
+    // One read into destination (the read-ahead buffer when into_read_ahead); 0 is end of stream. Nothing
+    // may be buffered (destination receives the stream from `position` on). On an AF_UNIX stream socket,
+    // descriptors that come with the bytes are kept in `pending`, tied to the last byte read (Linux ends a
+    // stream recvmsg after the segment that carried them).
     std::size_t read_once(int fd, std::span<std::byte> destination, bool into_read_ahead, const std::string& who) {
+        if (descriptor_socket) return receive_once(fd, destination, who);
         for (;;) {
             long result = 0;
             if (use_io_uring) {
@@ -142,6 +176,23 @@ struct ConnectionReader {
         }
     }
 
+    // read_once on an AF_UNIX stream socket: recvmsg with room for descriptors (a read() would drop them).
+    std::size_t receive_once(int fd, std::span<std::byte> destination, const std::string& who) {
+        ++plain_calls;
+        scm_rights::Received received;
+        try {
+            received = scm_rights::receive(fd, destination, who);
+        } catch (const SystemError& error) {
+            // A cut control message: its bytes were taken from the socket but are not in the buffer, so
+            // the stream cannot be followed any more.
+            if (error.error_number() == EPROTO) stream_lost = true;
+            throw;
+        }
+        if (!received.fds.empty())
+            pending.push_back({position + received.bytes - 1, std::move(received.fds)});
+        return received.bytes;
+    }
+
     // Reads ahead when nothing is buffered; false at end of stream.
     bool refill(int fd, const std::string& who) {
         const std::size_t count = read_once(fd, {read_ahead.get(), kReadAheadSize}, true, who);
@@ -151,9 +202,13 @@ struct ConnectionReader {
     }
 
     bool use_io_uring;
+    bool descriptor_socket;  // AF_UNIX SOCK_STREAM: reads are recvmsg, descriptors are kept
+    bool stream_lost = false;
     PageBuffer read_ahead;
     std::size_t begin = 0;
     std::size_t end = 0;
+    std::uint64_t position = 0;  // stream index of read_ahead[begin]
+    std::deque<PendingDescriptors> pending;  // in stream order; each one's byte is buffered
     framing::FrameDecoder decoder;
     ProcessRing ring;
     std::uint64_t plain_calls = 0;
@@ -376,7 +431,8 @@ FdConnection::FdConnection(int fd, bool readable, bool writable, std::string fal
       fallback_reason_(std::move(fallback_reason)) {
     struct stat status {};
     const bool socket = ::fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
-    if (readable_) reader_ = std::make_unique<detail::ConnectionReader>(use_io_uring_);
+    unix_stream_ = socket && detail::scm_rights::is_unix_stream_socket(fd);
+    if (readable_) reader_ = std::make_unique<detail::ConnectionReader>(use_io_uring_, unix_stream_);
     if (writable_) writer_ = std::make_unique<detail::ConnectionWriter>(use_io_uring_, socket);
 }
 
@@ -389,7 +445,7 @@ FdConnection FdConnection::from_fd(int fd, bool readable, bool writable) {
 
 FdConnection::FdConnection(FdConnection&& other) noexcept
     : Connection(std::move(other)), fd_(std::exchange(other.fd_, -1)), readable_(other.readable_),
-      writable_(other.writable_), use_io_uring_(other.use_io_uring_),
+      writable_(other.writable_), use_io_uring_(other.use_io_uring_), unix_stream_(other.unix_stream_),
       fallback_reason_(std::move(other.fallback_reason_)), reader_(std::move(other.reader_)),
       writer_(std::move(other.writer_)) {}
 
@@ -400,6 +456,7 @@ FdConnection& FdConnection::operator=(FdConnection&& other) noexcept {
         readable_ = other.readable_;
         writable_ = other.writable_;
         use_io_uring_ = other.use_io_uring_;
+        unix_stream_ = other.unix_stream_;
         fallback_reason_ = std::move(other.fallback_reason_);
         reader_ = std::move(other.reader_);
         writer_ = std::move(other.writer_);
@@ -492,6 +549,31 @@ std::size_t FdConnection::recv_message(const char* operation, std::optional<std:
         throw StateError(describe() + ": " + operation +
                          (writer_ != nullptr ? ": the connection is closed for reading" : ": the connection is write-only"));
     const std::string who = describe() + ": " + operation;
+    try {
+        return read_message(who, maxlength, into, whole);
+    } catch (...) {
+        if (reader_ != nullptr && reader_->stream_lost) close_for_reading();
+        throw;
+    }
+}
+
+void FdConnection::reject_handle_in_message(const std::string& who, bool at_boundary) {
+    detail::ConnectionReader& reader = *reader_;
+    const std::size_t count = reader.pending.front().fds.size();
+    const std::string what = who + ": a handle (" + std::to_string(count) +
+                             " descriptors sent with send_handle) where a framed message was expected";
+    if (at_boundary) {
+        // The stream is still framed: drop the handle byte, close its descriptors, carry on after it.
+        reader.take_handle();
+        throw SystemError(what + ": the descriptors were closed (receive handles with recv_handle())", EPROTO);
+    }
+    close_for_reading();
+    throw SystemError(what + ", inside a message: the descriptors were closed; the connection is now closed for reading",
+                      EPROTO);
+}
+
+std::size_t FdConnection::read_message(const std::string& who, std::optional<std::size_t> maxlength,
+                                       std::span<std::byte> into, std::vector<std::byte>* whole) {
     using detail::framing::FrameDecoder;
     detail::ConnectionReader& reader = *reader_;
     FrameDecoder& decoder = reader.decoder;
@@ -503,13 +585,25 @@ std::size_t FdConnection::recv_message(const char* operation, std::optional<std:
                               "): truncated frame; the connection is now closed for reading",
                           EPROTO);
     };
+    // After a read straight into the message: descriptors that came with it sit inside the message.
+    const auto read_in_place = [&](std::span<std::byte> destination) {
+        const std::size_t count = reader.read_once(fd_, destination, false, who);
+        reader.advance(count);
+        if (!reader.pending.empty()) reject_handle_in_message(who, false);
+        return count;
+    };
 
     while (decoder.state() == FrameDecoder::State::header) {
-        if (reader.buffered() == 0 && !reader.refill(fd_, who)) {
+        const std::span<const std::byte> bytes = reader.message_bytes();
+        if (!bytes.empty()) {
+            reader.consume(decoder.feed_header(bytes));
+            continue;
+        }
+        if (reader.at_handle()) reject_handle_in_message(who, decoder.header_bytes_seen() == 0);
+        if (!reader.refill(fd_, who)) {
             if (decoder.header_bytes_seen() == 0) throw Closed(who + ": end of stream: the peer closed its end");
             truncated(std::to_string(decoder.header_bytes_seen()) + " header bytes received");
         }
-        reader.consume(decoder.feed_header(reader.buffered_bytes()));
     }
     if (decoder.state() == FrameDecoder::State::failed) {
         const bool too_long = decoder.error() == detail::framing::DecodeError::too_long;
@@ -528,18 +622,20 @@ std::size_t FdConnection::recv_message(const char* operation, std::optional<std:
         // The body goes straight into the caller's buffer: buffered bytes first, then reads of the rest.
         std::size_t filled = 0;
         while (filled < size) {
-            if (reader.buffered() > 0) {
-                const std::size_t taken = std::min<std::size_t>(reader.buffered(), size - filled);
-                std::memcpy(into.data() + filled, reader.buffered_bytes().data(), taken);
+            const std::span<const std::byte> bytes = reader.message_bytes();
+            if (!bytes.empty()) {
+                const std::size_t taken = std::min<std::size_t>(bytes.size(), size - filled);
+                std::memcpy(into.data() + filled, bytes.data(), taken);
                 reader.consume(taken);
                 filled += taken;
                 continue;
             }
+            if (reader.at_handle()) reject_handle_in_message(who, false);
             // A remainder of at least a read-ahead buffer is read in place (no copy); a smaller one reads
             // ahead, so the next messages come with it.
             const std::size_t left = size - filled;
             const bool in_place = left >= detail::kReadAheadSize;
-            const std::size_t count = in_place ? reader.read_once(fd_, into.subspan(filled, left), false, who)
+            const std::size_t count = in_place ? read_in_place(into.subspan(filled, left))
                                                : (reader.refill(fd_, who) ? reader.buffered() : 0);
             if (count == 0) truncated(std::to_string(filled) + " of " + std::to_string(size) + " body bytes received");
             if (in_place) filled += count;
@@ -549,15 +645,17 @@ std::size_t FdConnection::recv_message(const char* operation, std::optional<std:
     }
 
     while (decoder.state() == FrameDecoder::State::body) {
-        if (reader.buffered() > 0) {
-            reader.consume(decoder.feed(reader.buffered_bytes()));
+        const std::span<const std::byte> bytes = reader.message_bytes();
+        if (!bytes.empty()) {
+            reader.consume(decoder.feed(bytes));
             continue;
         }
+        if (reader.at_handle()) reject_handle_in_message(who, false);
         const std::uint64_t left = size - decoder.body_bytes_seen();
         std::size_t count = 0;
         if (left >= detail::kReadAheadSize) {
             const std::span<std::byte> space = decoder.body_space();
-            count = reader.read_once(fd_, space, false, who);
+            count = read_in_place(space);
             decoder.commit(count);
         } else {
             count = reader.refill(fd_, who) ? reader.buffered() : 0;
@@ -574,6 +672,55 @@ std::size_t FdConnection::recv_message(const char* operation, std::optional<std:
     throw BufferTooShort(who + ": the message has " + std::to_string(length) + " bytes, the buffer only " +
                              std::to_string(into.size()) + " (the message is in BufferTooShort::message())",
                          std::move(message));
+}
+
+void FdConnection::require_descriptor_socket(const char* operation) const {
+    if (unix_stream_) return;
+    struct stat status {};
+    const char* kind = ::fstat(fd_, &status) != 0 ? "descriptor"
+                       : S_ISSOCK(status.st_mode) ? "socket of another family or type"
+                       : S_ISFIFO(status.st_mode) ? "pipe"
+                                                   : "file that is not a socket";
+    throw StateError(describe() + ": " + operation +
+                     ": descriptors travel only over AF_UNIX stream sockets (SCM_RIGHTS); this connection is a " + kind);
+}
+
+void FdConnection::send_handle(int fd) {
+    require_open("send_handle");
+    if (!writable_) throw StateError(describe() + ": send_handle: the connection is read-only");
+    require_descriptor_socket("send_handle");
+    if (fd < 0) throw ValueError(describe() + ": send_handle: invalid file descriptor " + std::to_string(fd));
+    // Python's reduction.sendfds: one byte holding the descriptor count mod 256, the descriptors attached.
+    const std::byte count{1};
+    const int fds[] = {fd};
+    detail::scm_rights::send(fd_, {&count, 1}, fds, describe() + ": send_handle");
+}
+
+UniqueFd FdConnection::recv_handle() {
+    require_open("recv_handle");
+    if (!readable_)
+        throw StateError(describe() + ": recv_handle" +
+                         (writer_ != nullptr ? ": the connection is closed for reading" : ": the connection is write-only"));
+    require_descriptor_socket("recv_handle");
+    const std::string who = describe() + ": recv_handle";
+    detail::ConnectionReader& reader = *reader_;
+    try {
+        if (reader.buffered() == 0 && !reader.refill(fd_, who))
+            throw Closed(who + ": end of stream: the peer closed its end");
+    } catch (...) {
+        if (reader_ != nullptr && reader_->stream_lost) close_for_reading();
+        throw;
+    }
+    if (!reader.at_handle())
+        throw StateError(who + ": the next item is a framed message, not a handle (receive it with recv_bytes()); "
+                               "nothing was consumed");
+    auto [value, handle] = reader.take_handle();
+    if (handle.fds.size() != 1 || std::to_integer<unsigned>(value) != 1)
+        throw SystemError(who + ": a handle of " + std::to_string(handle.fds.size()) + " descriptors whose byte says " +
+                              std::to_string(std::to_integer<unsigned>(value)) +
+                              ", expected exactly one: the descriptors were closed",
+                          EPROTO);
+    return std::move(handle.fds.front());
 }
 
 bool FdConnection::poll(std::optional<std::chrono::nanoseconds> timeout) {

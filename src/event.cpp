@@ -236,6 +236,8 @@ Event Event::open(std::string_view name, std::chrono::milliseconds publish_timeo
     return Event(Handle::existing_segment(name, publish_timeout));
 }
 
+Event Event::from_fd(int fd) { return Event(Handle::attached_segment(fd)); }
+
 Event::Event(Event&& other) noexcept = default;
 Event& Event::operator=(Event&& other) noexcept = default;
 Event::~Event() = default;

@@ -524,6 +524,8 @@ Lock Lock::open(std::string_view name, std::chrono::milliseconds publish_timeout
     return Lock(Handle::existing_segment(name, publish_timeout));
 }
 
+Lock Lock::from_fd(int fd) { return Lock(Handle::attached_segment(fd)); }
+
 Lock::Lock(Lock&& other) noexcept = default;
 Lock& Lock::operator=(Lock&& other) noexcept = default;
 Lock::~Lock() = default;
@@ -611,6 +613,8 @@ RLock RLock::create(std::string_view name, mode_t mode) {
 RLock RLock::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
     return RLock(Handle::existing_segment(name, publish_timeout));
 }
+
+RLock RLock::from_fd(int fd) { return RLock(Handle::attached_segment(fd)); }
 
 RLock::RLock(RLock&& other) noexcept = default;
 RLock& RLock::operator=(RLock&& other) noexcept = default;

@@ -102,6 +102,16 @@ QueueCore QueueCore::open(std::string_view name, std::size_t slot_size, std::chr
     return core;
 }
 
+QueueCore QueueCore::from_fd(int fd, std::size_t slot_size) {
+    QueueCore core;
+    core.segment_.emplace(SharedMemory::attach_object(fd, ObjectKind::queue, queue_layout_version()));
+    core.label_ = "queue (fd " + std::to_string(fd) + ")";
+    core.adopt(core.segment_->bytes().data(), core.segment_->size(), slot_size);
+    return core;
+}
+
+int QueueCore::fd() const noexcept { return segment_ ? segment_->fd() : -1; }
+
 std::size_t QueueCore::placed_size(QueueKind kind, std::size_t capacity, std::size_t slot_size,
                                    std::uint64_t spill_budget) {
     check_kind(kind);
@@ -636,13 +646,19 @@ ByteQueue ByteQueue::create(std::string_view name, std::size_t max_message, std:
                                                spill_budget));
 }
 
-ByteQueue ByteQueue::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
-    detail::QueueCore core = detail::QueueCore::open(name, 0, publish_timeout);
+// A queue opened or attached as a ByteQueue: its slots must hold at least the 4-byte length.
+detail::QueueCore ByteQueue::checked_byte_queue(detail::QueueCore core) {
     if (core.slot_size() < kLengthBytes)
         throw InvalidObject(core.label() + ": slots of " + std::to_string(core.slot_size()) +
                             " bytes cannot hold a byte message");
-    return ByteQueue(std::move(core));
+    return core;
 }
+
+ByteQueue ByteQueue::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
+    return ByteQueue(checked_byte_queue(detail::QueueCore::open(name, 0, publish_timeout)));
+}
+
+ByteQueue ByteQueue::from_fd(int fd) { return ByteQueue(checked_byte_queue(detail::QueueCore::from_fd(fd, 0))); }
 
 void ByteQueue::put(std::span<const std::byte> message, bool block, std::optional<std::chrono::nanoseconds> timeout) {
     core_.put_message(message, block, timeout);

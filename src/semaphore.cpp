@@ -349,6 +349,8 @@ Semaphore Semaphore::open(std::string_view name, std::chrono::milliseconds publi
     return Semaphore(Handle::existing_segment(name, publish_timeout));
 }
 
+Semaphore Semaphore::from_fd(int fd) { return Semaphore(Handle::attached_segment(fd)); }
+
 Semaphore::Semaphore(Semaphore&& other) noexcept = default;
 Semaphore& Semaphore::operator=(Semaphore&& other) noexcept = default;
 Semaphore::~Semaphore() = default;
@@ -390,6 +392,8 @@ BoundedSemaphore BoundedSemaphore::create(std::string_view name, std::int64_t va
 BoundedSemaphore BoundedSemaphore::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
     return BoundedSemaphore(Handle::existing_segment(name, publish_timeout));
 }
+
+BoundedSemaphore BoundedSemaphore::from_fd(int fd) { return BoundedSemaphore(Handle::attached_segment(fd)); }
 
 BoundedSemaphore::BoundedSemaphore(BoundedSemaphore&& other) noexcept = default;
 BoundedSemaphore& BoundedSemaphore::operator=(BoundedSemaphore&& other) noexcept = default;

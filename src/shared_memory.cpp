@@ -147,6 +147,23 @@ detail::Deadline deadline_from(std::chrono::milliseconds publish_timeout, const 
     return detail::Deadline::after(publish_timeout);
 }
 
+// An fd given to attach may come from another process: it must be a memory file that nobody can shrink under
+// our mapping (an access past a shrunk end faults with SIGBUS). Every anonymous mproc object is such a memfd.
+void require_sealed_memory_file(int fd, const std::string& label) {
+    struct stat status {};
+    if (::fstat(fd, &status) != 0) throw_system_error(label + ": attach: fstat");
+    if (!S_ISREG(status.st_mode))
+        throw InvalidObject(label + ": attach: not a memory file (a pipe, socket, directory or device); "
+                                    "expected the memfd of an anonymous object");
+    const int seals = ::fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        throw InvalidObject(label + ": attach: the file cannot be sealed (" + std::string(errno == EINVAL ? "not a memfd" : "F_GET_SEALS failed") +
+                            "); expected the memfd of an anonymous object");
+    if ((seals & F_SEAL_SHRINK) == 0)
+        throw InvalidObject(label + ": attach: the memfd is not sealed against shrinking (its other holders could "
+                                    "truncate it under the mapping); anonymous objects are");
+}
+
 int create_memfd(const std::string& label) {
     constexpr unsigned kFlags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
 #if MPROC_HAVE_MEMFD_CREATE
@@ -292,6 +309,7 @@ SharedMemory SharedMemory::attach_object(int fd, ObjectKind kind, std::uint32_t 
     const detail::Deadline deadline = deadline_from(publish_timeout, label);
     FileDescriptor own_fd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
     if (!own_fd.valid()) throw_system_error(label + ": attach: dup");
+    require_sealed_memory_file(own_fd.get(), label);
     return detail::SharedMemoryAccess::open_fd(own_fd, std::string(), label, kind, layout_version, deadline, true);
 }
 

@@ -262,6 +262,13 @@ SharedDataSegment SharedDataSegment::open(std::string_view name, ObjectKind kind
                              kind, type, expected_count, locking);
 }
 
+SharedDataSegment SharedDataSegment::from_fd(int fd, ObjectKind kind, ElementType type,
+                                             std::optional<std::size_t> expected_count, Locking locking) {
+    check_kind(kind);
+    return SharedDataSegment(SharedMemory::attach_object(fd, kind, current_layout_version(kind)), kind, type,
+                             expected_count, locking);
+}
+
 SharedDataSegment::SharedDataSegment(SharedDataSegment&& other) noexcept
     : segment_(std::move(other.segment_)),
       view_(std::exchange(other.view_, SharedDataView{})),

@@ -159,6 +159,14 @@ public:
         return Array(detail::SharedDataSegment::open(name, ObjectKind::array, detail::element_type_of<T>(),
                                                      expected_count, L, publish_timeout));
     }
+    // The Array behind another handle's fd() (duplicated; the caller keeps its own), validated as open()
+    // validates (the same T, Locking and, when given, count; or InvalidObject).
+    static Array from_fd(int fd, std::optional<std::size_t> expected_count = std::nullopt) {
+        return Array(detail::SharedDataSegment::from_fd(fd, ObjectKind::array, detail::element_type_of<T>(),
+                                                        expected_count, L));
+    }
+    // The memfd of an anonymous (or from_fd) Array, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return core_.segment().fd(); }
 
     Array(Array&&) noexcept = default;
     Array& operator=(Array&&) noexcept = default;

@@ -193,6 +193,10 @@ public:
     static Barrier open(std::string_view name, Action action = {},
                         std::optional<std::chrono::nanoseconds> timeout = std::nullopt,
                         std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+    // The barrier behind another handle's fd() (duplicated; the caller keeps its own), validated as open().
+    static Barrier from_fd(int fd, Action action = {}, std::optional<std::chrono::nanoseconds> timeout = std::nullopt);
+    // The memfd of an anonymous (or from_fd) barrier, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return segment_.fd(); }
 
     Barrier(Barrier&& other) noexcept;
     Barrier& operator=(Barrier&& other) noexcept;

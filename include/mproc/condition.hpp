@@ -202,6 +202,12 @@ public:
     // or layout, or its lock or condition bytes fail validation.
     static Condition open(std::string_view name,
                           std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+    // The condition behind another handle's fd() (duplicated; the caller keeps its own), validated as open():
+    // only a condition holding its own lock can be handed over this way (one made over an external Lock or
+    // RLock fails validation: its lock lives elsewhere).
+    static Condition from_fd(int fd);
+    // The memfd of an anonymous (or from_fd) condition, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return segment_.fd(); }
 
     Condition(Condition&& other) noexcept;
     Condition& operator=(Condition&& other) noexcept;

@@ -3,7 +3,9 @@
 //
 // Defines: Connection (the interface every connection kind implements), FdConnection (a connection over a
 // file descriptor — socketpair, pipe, inherited fd, accepted AF_UNIX socket — whose I/O goes through
-// io_uring, or plain read/write where io_uring is unavailable), fd_pipe() (Python's multiprocessing.Pipe).
+// io_uring, or plain read/write where io_uring is unavailable; on AF_UNIX stream sockets it also carries
+// descriptors: send_handle/recv_handle), fd_pipe() (Python's multiprocessing.Pipe). Handing a whole
+// anonymous object (Lock, Queue, ...) to another process: mproc/handoff.hpp.
 //
 // Wire format: Python's (see src/framing.hpp): a 4-byte big-endian length, or FF FF FF FF and an 8-byte
 // big-endian length for messages of 2^31 bytes or more (the form CPython 3.8 and later use); an empty message
@@ -25,6 +27,20 @@
 // - A send to a peer that closed its end throws BrokenPipe (EPIPE/ECONNRESET); the process is never
 //   killed by SIGPIPE: sockets are written with MSG_NOSIGNAL, and pipe writes run with SIGPIPE blocked
 //   in the calling thread, any SIGPIPE they raise being discarded.
+// - Descriptors (AF_UNIX stream sockets only: socketpair/fd_pipe(true), Listener/Client over a Unix address):
+//   send_handle(fd) / recv_handle() are Python's multiprocessing.reduction.send_handle/recv_handle on Linux,
+//   byte for byte — one byte holding the descriptor count (1) mod 256 with the descriptor attached
+//   (SCM_RIGHTS), outside the length-prefixed framing, no acknowledgement — and mix freely with framed
+//   messages in any order. The receiving side reads such sockets with recvmsg and a control buffer (a
+//   plain read would silently drop descriptors), remembers which stream byte each received set belongs to
+//   and hands it out in recv_handle(). Received descriptors are close-on-exec and owned from the moment
+//   they arrive (UniqueFd); ones still buffered when the connection is closed, destroyed or closed for
+//   reading are closed.
+//   Out of order: recv_bytes() that meets a handle where a message starts → SystemError(EPROTO), the
+//   handle's descriptors closed, its byte consumed, the connection still usable; a handle inside a message
+//   (a hostile or broken peer) → SystemError(EPROTO) and the connection is closed for reading.
+//   recv_handle() that meets a framed message → StateError, nothing consumed. On a pipe, TCP or any other
+//   fd, send_handle/recv_handle throw StateError naming the connection.
 // - Threads: one thread may send while another receives on the same FdConnection (the two directions share
 //   no state). Two concurrent senders, two concurrent receivers, or close() concurrent with anything else,
 //   are not allowed. Across fork(): a connection may be used in the child; each process lazily creates its
@@ -40,7 +56,10 @@
 //   finds the pipe partly full with a short count; the rest of the batch is then resubmitted, one more
 //   io_uring_enter each time the reader makes room (a socket send waits for all of it: MSG_WAITALL).
 // - Receiving reads ahead into a 64 KiB registered buffer: a run of small messages costs one io_uring_enter
-//   per 64 KiB; a large body is read straight into its destination.
+//   per 64 KiB; a large body is read straight into its destination. On AF_UNIX stream sockets the reads
+//   are recvmsg calls instead (one system call per read-ahead as well, on either backend: recv_stats()
+//   counts them), so that descriptors are never lost; a recvmsg ends after a handle's byte, so each handle
+//   costs one more read. send_handle() is one sendmsg.
 // - poll(): one ppoll when nothing is buffered, none when something is.
 // - The first send/receive of each direction in a process creates its io_uring ring (a few system calls and
 //   64 KiB registered as fixed buffer).
@@ -61,6 +80,7 @@
 
 #include "mproc/codec.hpp"
 #include "mproc/error.hpp"
+#include "mproc/unique_fd.hpp"
 
 namespace mproc {
 
@@ -189,6 +209,18 @@ public:
     int fileno() const override;
     std::string_view backend() const noexcept override;
 
+    // Python's multiprocessing.reduction.send_handle(conn, fd, pid) on Linux: sends a duplicate of fd (the
+    // caller keeps its own) as one byte holding 1 with the descriptor attached (SCM_RIGHTS), outside the
+    // length-prefixed framing, with no acknowledgement. AF_UNIX stream sockets only: StateError naming the
+    // connection on a pipe, TCP or any other fd; ValueError for fd < 0; BrokenPipe when the peer is gone.
+    void send_handle(int fd);
+    // Python's reduction.recv_handle(conn): the descriptor the peer's next send_handle sent, as a new
+    // close-on-exec descriptor the caller owns (UniqueFd closes it unless release()d). Blocks until it
+    // arrives. StateError when the next item is a framed message (nothing is consumed: recv_bytes() it) or
+    // the connection is not an AF_UNIX stream socket; Closed at end of stream; SystemError(EPROTO) for a
+    // handle of other than one descriptor (its descriptors are closed).
+    UniqueFd recv_handle();
+
     // Why the read/write backend was chosen ("" on io_uring).
     const std::string& backend_fallback_reason() const noexcept { return fallback_reason_; }
     // Sending-side and receiving-side system-call counters of this process.
@@ -205,11 +237,16 @@ private:
     // recv_bytes (whole != nullptr: the message goes there) and recv_bytes_into (into) in one loop.
     std::size_t recv_message(const char* operation, std::optional<std::size_t> maxlength, std::span<std::byte> into,
                              std::vector<std::byte>* whole);
+    std::size_t read_message(const std::string& who, std::optional<std::size_t> maxlength, std::span<std::byte> into,
+                             std::vector<std::byte>* whole);
+    [[noreturn]] void reject_handle_in_message(const std::string& who, bool at_boundary);
+    void require_descriptor_socket(const char* operation) const;
 
     int fd_ = -1;
     bool readable_ = false;
     bool writable_ = false;
     bool use_io_uring_ = false;
+    bool unix_stream_ = false;  // AF_UNIX SOCK_STREAM: handles can travel, receives use recvmsg
     std::string fallback_reason_;
     std::unique_ptr<detail::ConnectionReader> reader_;
     std::unique_ptr<detail::ConnectionWriter> writer_;

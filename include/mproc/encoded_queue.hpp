@@ -107,6 +107,10 @@ public:
                       std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout) {
         return Queue(detail::encoded_byte_queue(detail::EncodedQueueSpec::open(name, publish_timeout)));
     }
+    // The queue behind another handle's fd() (duplicated; the caller keeps its own), validated as open().
+    static Queue from_fd(int fd) { return Queue(ByteQueue::from_fd(fd)); }
+    // The memfd of an anonymous (or from_fd) queue, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return bytes_.fd(); }
 
     void put(const T& item, bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
         bytes_.put(codec_detail::encode_to_scratch(item), block, timeout);

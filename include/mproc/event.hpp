@@ -136,6 +136,12 @@ public:
     // object, another layout, or its bytes fail validation.
     static Event open(std::string_view name,
                       std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+    // The object behind another handle's fd() (an anonymous Event's memfd, received over SCM_RIGHTS or
+    // inherited): fd is duplicated, the caller keeps its own; validated as open() validates (InvalidObject for
+    // another kind, layout or bytes, a pipe or an unsealed file).
+    static Event from_fd(int fd);
+    // The memfd of an anonymous (or from_fd) Event, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return handle_.fd(); }
 
     Event(Event&& other) noexcept;
     Event& operator=(Event&& other) noexcept;

@@ -46,6 +46,10 @@ public:
                               std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout) {
         return JoinableQueue(Queue<T>::open(name, publish_timeout));
     }
+    // The queue behind another handle's fd() (duplicated; the caller keeps its own), validated as open().
+    static JoinableQueue from_fd(int fd) { return JoinableQueue(Queue<T>::from_fd(fd)); }
+    // The memfd of an anonymous (or from_fd) queue, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return queue_.fd(); }
 
     void put(const T& item, bool block = true, std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
         detail::QueueCore& core = queue_.core();

@@ -182,6 +182,12 @@ public:
     // layout, or its lock bytes fail validation.
     static Lock open(std::string_view name,
                      std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+    // The object behind another handle's fd() (an anonymous Lock's memfd, received over SCM_RIGHTS or
+    // inherited): fd is duplicated, the caller keeps its own; validated as open() validates (InvalidObject for
+    // another kind, layout or bytes, a pipe or an unsealed file).
+    static Lock from_fd(int fd);
+    // The memfd of an anonymous (or from_fd) Lock, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return handle_.fd(); }
 
     Lock(Lock&& other) noexcept;
     Lock& operator=(Lock&& other) noexcept;

@@ -68,6 +68,9 @@ public:
                             mode_t mode, std::uint64_t spill_budget = 0);
     // Opens a named queue whose slots must be `slot_size` bytes (InvalidObject otherwise).
     static QueueCore open(std::string_view name, std::size_t slot_size, std::chrono::milliseconds publish_timeout);
+    // The queue behind another handle's fd() (duplicated; the caller keeps its own), validated as open():
+    // slots of `slot_size` bytes (0: any).
+    static QueueCore from_fd(int fd, std::size_t slot_size);
     static std::size_t placed_size(QueueKind kind, std::size_t capacity, std::size_t slot_size,
                                    std::uint64_t spill_budget = 0);
     static QueueCore place(void* memory, std::size_t size, QueueKind kind, std::size_t capacity,
@@ -133,6 +136,8 @@ public:
     QueueKind kind() const;
     const std::string& label() const noexcept { return label_; }
     const std::string& name() const noexcept;
+    // The memfd of an anonymous or from_fd queue; -1 for a named, placed or moved-from one.
+    int fd() const noexcept;
     void unlink();
     RingControl& control() const;
 
@@ -181,6 +186,11 @@ public:
                       std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout) {
         return Queue(detail::QueueCore::open(name, sizeof(T), publish_timeout));
     }
+    // The queue behind another handle's fd() (duplicated; the caller keeps its own), validated as open():
+    // InvalidObject when its items are not sizeof(T) bytes, it is not a queue, or fd is not a sealed memfd.
+    static Queue from_fd(int fd) { return Queue(detail::QueueCore::from_fd(fd, sizeof(T))); }
+    // The memfd of an anonymous (or from_fd) queue, to hand to another process; -1 for a named or placed one.
+    int fd() const noexcept { return core_.fd(); }
     // In memory the caller owns and maps in every process (128-byte aligned, placed_size() bytes). The
     // handle owns nothing; the memory must outlive it.
     static std::size_t placed_size(std::size_t capacity, QueueKind kind = QueueKind::mpmc) {
@@ -269,6 +279,10 @@ public:
                             std::uint64_t spill_budget = kDefaultSpillBudget);
     static ByteQueue open(std::string_view name,
                           std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+    // The queue behind another handle's fd() (duplicated; the caller keeps its own), validated as open().
+    static ByteQueue from_fd(int fd);
+    // The memfd of an anonymous (or from_fd) queue, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return core_.fd(); }
 
     // ValueError for a message longer than max_message() and spill_budget().
     void put(std::span<const std::byte> message, bool block = true,
@@ -302,6 +316,7 @@ public:
 
 private:
     explicit ByteQueue(detail::QueueCore core) : core_(std::move(core)) {}
+    static detail::QueueCore checked_byte_queue(detail::QueueCore core);
     detail::QueueCore core_;
 };
 

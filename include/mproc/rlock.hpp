@@ -90,6 +90,12 @@ public:
     static RLock create(std::string_view name, mode_t mode = 0600);
     static RLock open(std::string_view name,
                       std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+    // The object behind another handle's fd() (an anonymous RLock's memfd, received over SCM_RIGHTS or
+    // inherited): fd is duplicated, the caller keeps its own; validated as open() validates (InvalidObject for
+    // another kind, layout or bytes, a pipe or an unsealed file).
+    static RLock from_fd(int fd);
+    // The memfd of an anonymous (or from_fd) RLock, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return handle_.fd(); }
 
     RLock(RLock&& other) noexcept;
     RLock& operator=(RLock&& other) noexcept;

@@ -4,7 +4,7 @@
 //
 // Defines: detail::SegmentHandle<Raw, kKind, kHandleName>, what every handle that owns a SharedMemory
 // object segment with one Raw structure in its payload keeps (the segment, a pointer to the Raw, the label
-// its messages start with) and the code they would otherwise each repeat: the three ways to get the segment,
+// its messages start with) and the code they would otherwise each repeat: the four ways to get the segment (new anonymous, new named, existing named, another handle's fd),
 // validation on attach, moves that leave a moved-from handle, and checked(), which turns any use of a
 // moved-from handle into StateError("<handle name>: <operation>: moved-from handle").
 //
@@ -49,6 +49,10 @@ public:
     static SharedMemory existing_segment(std::string_view name, std::chrono::milliseconds publish_timeout) {
         return SharedMemory::open_object(name, kKind, current_layout_version(kKind), publish_timeout);
     }
+    // The segment behind another handle's fd() (duplicated; the caller keeps fd), validated as a named open.
+    static SharedMemory attached_segment(int fd) {
+        return SharedMemory::attach_object(fd, kKind, current_layout_version(kKind));
+    }
 
     // Takes the segment, labels it, validates its payload (the exception propagates and the segment is
     // unmapped), then points at the Raw in it.
@@ -89,6 +93,8 @@ public:
     }
 
     const SharedMemory& segment() const noexcept { return segment_; }
+    // The memfd of an anonymous or attached segment; -1 for a named one or a moved-from handle.
+    int fd() const noexcept { return segment_.fd(); }
     const std::string& label() const noexcept { return label_; }
 
 private:

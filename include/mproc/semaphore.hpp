@@ -193,6 +193,12 @@ public:
     // of object, a BoundedSemaphore, another layout, or its bytes fail validation.
     static Semaphore open(std::string_view name,
                           std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+    // The object behind another handle's fd() (an anonymous Semaphore's memfd, received over SCM_RIGHTS or
+    // inherited): fd is duplicated, the caller keeps its own; validated as open() validates (InvalidObject for
+    // another kind, layout or bytes, a pipe or an unsealed file).
+    static Semaphore from_fd(int fd);
+    // The memfd of an anonymous (or from_fd) Semaphore, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return handle_.fd(); }
 
     Semaphore(Semaphore&& other) noexcept;
     Semaphore& operator=(Semaphore&& other) noexcept;
@@ -236,6 +242,12 @@ public:
     // InvalidObject when the name holds a plain Semaphore or another kind of object.
     static BoundedSemaphore open(std::string_view name,
                                  std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout);
+    // The object behind another handle's fd() (an anonymous BoundedSemaphore's memfd, received over SCM_RIGHTS or
+    // inherited): fd is duplicated, the caller keeps its own; validated as open() validates (InvalidObject for
+    // another kind, layout or bytes, a pipe or an unsealed file).
+    static BoundedSemaphore from_fd(int fd);
+    // The memfd of an anonymous (or from_fd) BoundedSemaphore, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return handle_.fd(); }
 
     BoundedSemaphore(BoundedSemaphore&& other) noexcept;
     BoundedSemaphore& operator=(BoundedSemaphore&& other) noexcept;

@@ -76,7 +76,10 @@ public:
     static SharedMemory open(std::string_view name, std::chrono::milliseconds publish_timeout = kDefaultPublishTimeout);
 
     // Maps the segment behind fd (for instance an anonymous() segment's fd received from another process);
-    // fd is duplicated, the caller keeps its own.
+    // fd is duplicated (F_DUPFD_CLOEXEC), the caller keeps its own. This is SharedMemory's from_fd (the name
+    // every other handle uses for the same thing). The fd must be a memfd sealed against shrinking, as
+    // every anonymous segment's is (so no holder can truncate it under the mapping): a pipe, socket, plain
+    // file or unsealed memfd throws InvalidObject; then the header is validated as open() does.
     static SharedMemory attach(int fd, std::chrono::milliseconds publish_timeout = kDefaultPublishTimeout);
 
     // The same for objects of other kinds: what Lock, Queue and the rest are built on.

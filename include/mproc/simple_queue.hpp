@@ -38,6 +38,10 @@ public:
                             std::chrono::milliseconds publish_timeout = SharedMemory::kDefaultPublishTimeout) {
         return SimpleQueue(Queue<T>::open(name, publish_timeout));
     }
+    // The queue behind another handle's fd() (duplicated; the caller keeps its own), validated as open().
+    static SimpleQueue from_fd(int fd) { return SimpleQueue(Queue<T>::from_fd(fd)); }
+    // The memfd of an anonymous (or from_fd) queue, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return queue_.fd(); }
 
     void put(const T& item) { queue_.put(item); }
     T get() { return queue_.get(); }

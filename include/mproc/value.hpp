@@ -210,6 +210,9 @@ public:
     static SharedDataSegment open(std::string_view name, ObjectKind kind, ElementType type,
                                   std::optional<std::size_t> expected_count, Locking locking,
                                   std::chrono::milliseconds publish_timeout);
+    // The segment behind another handle's fd() (duplicated), validated as open() validates.
+    static SharedDataSegment from_fd(int fd, ObjectKind kind, ElementType type,
+                                     std::optional<std::size_t> expected_count, Locking locking);
 
     SharedDataSegment(SharedDataSegment&& other) noexcept;
     SharedDataSegment& operator=(SharedDataSegment&& other) noexcept;
@@ -401,6 +404,13 @@ public:
         return Value(detail::SharedDataSegment::open(name, ObjectKind::value, detail::element_type_of<T>(), 1, L,
                                                      publish_timeout));
     }
+    // The Value behind another handle's fd() (duplicated; the caller keeps its own), validated as open()
+    // validates (the same T and Locking, or InvalidObject).
+    static Value from_fd(int fd) {
+        return Value(detail::SharedDataSegment::from_fd(fd, ObjectKind::value, detail::element_type_of<T>(), 1, L));
+    }
+    // The memfd of an anonymous (or from_fd) Value, to hand to another process; -1 for a named one.
+    int fd() const noexcept { return core_.segment().fd(); }
 
     Value(Value&&) noexcept = default;
     Value& operator=(Value&&) noexcept = default;

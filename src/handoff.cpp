@@ -1,0 +1,50 @@
+#include "mproc/handoff.hpp"
+
+#include <string>
+#include <vector>
+
+namespace mproc::detail {
+namespace {
+
+constexpr std::string_view kPrefix = "mproc.handoff/1 ";
+constexpr std::size_t kLongestMessage = 256;  // the prefix and any name fit; a longer message is not ours
+
+std::string text_of(const std::vector<std::byte>& bytes) {
+    return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+}  // namespace
+
+void send_handoff(FdConnection& connection, std::string_view name, int fd) {
+    if (fd < 0)
+        throw ValueError("send_object<" + std::string(name) +
+                         ">: the object has no descriptor (a named object: open it by name; or a moved-from handle)");
+    const std::string message = std::string(kPrefix) + std::string(name);
+    connection.send_bytes(std::as_bytes(std::span(message.data(), message.size())));
+    connection.send_handle(fd);
+}
+
+UniqueFd receive_handoff(FdConnection& connection, std::string_view name) {
+    const std::string who = "recv_object<" + std::string(name) + ">";
+    std::vector<std::byte> message;
+    try {
+        message = connection.recv_bytes(kLongestMessage);
+    } catch (const SystemError& error) {
+        if (error.error_number() != EMSGSIZE) throw;
+        throw InvalidObject(who + ": the peer sent a message of more than " + std::to_string(kLongestMessage) +
+                            " bytes, not an object hand-off (" + error.what() + ")");
+    }
+    const std::string text = text_of(message);
+    if (text.rfind(kPrefix, 0) != 0)
+        throw InvalidObject(who + ": the peer sent a message that is not an object hand-off (" +
+                            std::to_string(text.size()) + " bytes; the message was consumed)");
+    const std::string sent = text.substr(kPrefix.size());
+    // Read the descriptor that follows in every case, so that a refused one is closed, not left in the stream.
+    UniqueFd fd = connection.recv_handle();
+    if (sent != name)
+        throw InvalidObject(who + ": the peer handed over a " + sent + ", expected a " + std::string(name) +
+                            " (the descriptor was closed)");
+    return fd;
+}
+
+}  // namespace mproc::detail
