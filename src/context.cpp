@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "mproc/error.hpp"
+#include "scm_rights.hpp"
 #include "start_methods.hpp"
 
 extern char** environ;
@@ -163,13 +164,13 @@ void call_registered_entry(const std::string& name, std::span<const std::byte> a
 
 namespace {
 constexpr std::uint32_t kStartRequestMagic = 0x6d707331;  // "mps1"
-using RequestTuple =
-    std::tuple<std::uint32_t, std::string, std::string, std::vector<std::byte>, std::int32_t, bool>;
+using RequestTuple = std::tuple<std::uint32_t, std::string, std::string, std::vector<std::byte>, std::int32_t, bool,
+                                std::vector<std::int32_t>>;
 }  // namespace
 
 std::vector<std::byte> encode_start_request(const StartRequest& request) {
     return encode(RequestTuple{kStartRequestMagic, request.name, request.entry, request.arguments,
-                               request.parent_pid, request.daemon});
+                               request.parent_pid, request.daemon, request.pass_fds});
 }
 
 StartRequest decode_start_request(std::span<const std::byte> bytes) {
@@ -178,7 +179,8 @@ StartRequest decode_start_request(std::span<const std::byte> bytes) {
         throw DecodeError("start request: magic " + std::to_string(std::get<0>(decoded)) + ", expected " +
                           std::to_string(kStartRequestMagic));
     return StartRequest{std::move(std::get<1>(decoded)), std::move(std::get<2>(decoded)),
-                        std::move(std::get<3>(decoded)), std::get<4>(decoded), std::get<5>(decoded)};
+                        std::move(std::get<3>(decoded)), std::get<4>(decoded), std::get<5>(decoded),
+                        std::move(std::get<6>(decoded))};
 }
 
 bool write_all(int fd, std::span<const std::byte> bytes, int watch_fd, int timeout_ms) noexcept {
@@ -471,18 +473,30 @@ void run_fork_server(int listen_fd, pid_t owner) noexcept {
         std::uint64_t size = 0;
         std::vector<std::byte> frame;
         std::optional<StartRequest> request;
+        std::vector<UniqueFd> received;  // closed in the server once the child has its copies
         int failure = 0;
-        if (read_exact(connection, &size, sizeof size, 5000) && size <= kStartRequestLimit) {
-            try {
+        try {
+            // The descriptors ride on the frame's first byte: the length is read with recvmsg.
+            std::size_t have = 0;
+            auto* length_bytes = reinterpret_cast<std::byte*>(&size);
+            while (have < sizeof size) {
+                pollfd readable{connection, POLLIN, 0};
+                if (::poll(&readable, 1, 5000) != 1) break;
+                scm_rights::Received got = scm_rights::receive(
+                    connection, std::span<std::byte>(length_bytes + have, sizeof size - have), "fork server");
+                if (got.bytes == 0) break;
+                have += got.bytes;
+                for (UniqueFd& fd : got.fds) received.push_back(std::move(fd));
+            }
+            if (have == sizeof size && size <= kStartRequestLimit) {
                 frame.resize(size);
                 if (read_exact(connection, frame.data(), frame.size(), 5000)) request = decode_start_request(frame);
-                else failure = EPROTO;
-            } catch (...) {
-                failure = EPROTO;
             }
-        } else {
-            failure = EPROTO;
+            if (request && request->pass_fds.size() != received.size()) request.reset();
+        } catch (...) {
+            request.reset();
         }
+        if (!request) failure = EPROTO;
         if (request) {
             // CLONE_PARENT: the child's parent is our parent, the owner, which waits for it (waitid, pidfd)
             // as for a child it forked. Its exit signal is ours, SIGCHLD.
@@ -490,7 +504,9 @@ void run_fork_server(int listen_fd, pid_t owner) noexcept {
             if (child == 0) {
                 ::syscall(SYS_set_robust_list, robust_head, robust_length);
                 ::close(listen_fd);
-                run_fork_server_child(connection, *request);
+                std::vector<int> received_fds;
+                for (const UniqueFd& fd : received) received_fds.push_back(fd.get());
+                run_fork_server_child(connection, *request, received_fds);
             }
             if (child < 0) failure = errno;
         }

@@ -36,6 +36,10 @@ struct StartRequest {
     std::vector<std::byte> arguments;
     std::int32_t parent_pid = 0;  // the process that will wait for the child
     bool daemon = false;
+    // The numbers, in the parent, of the descriptors passed (ProcessOptions::pass_fds): the child gets each
+    // at the same number. A fork-server request carries the descriptors themselves with SCM_RIGHTS, in
+    // this order, on the frame's first byte.
+    std::vector<std::int32_t> pass_fds;
 };
 std::vector<std::byte> encode_start_request(const StartRequest& request);
 StartRequest decode_start_request(std::span<const std::byte> bytes);  // DecodeError on anything else
@@ -55,7 +59,9 @@ bool spawn_bootstrap_pending() noexcept;
 
 // process.cpp: the child's side of each method. They never return.
 [[noreturn]] void run_spawned_child(int channel_fd) noexcept;
-[[noreturn]] void run_fork_server_child(int connection_fd, const StartRequest& request) noexcept;
+// received_fds: the request's descriptors as they arrived in the server, in request.pass_fds's order.
+[[noreturn]] void run_fork_server_child(int connection_fd, const StartRequest& request,
+                                        std::span<const int> received_fds) noexcept;
 
 // context.cpp: a connected socket to this process's fork server (started on first use). SystemError on
 // failure.

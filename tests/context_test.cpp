@@ -81,6 +81,13 @@ void report_descriptors() {
     ::closedir(fds);
     throw std::runtime_error(list);
 }
+// Waits for the first anonymous event, then sets the second: both reached it as descriptors (pass_fds).
+void answer_passed_events(int question_fd, int answer_fd) {
+    mproc::Event question = mproc::Event::from_fd(question_fd);
+    mproc::Event answer = mproc::Event::from_fd(answer_fd);
+    if (!question.wait(20s)) throw std::runtime_error("the question never came");
+    answer.set();
+}
 // Stores its pid in the named value, then waits to be killed.
 void publish_pid_and_pause(std::string value_name) {
     mproc::Value<std::int32_t>::open(value_name).store(static_cast<std::int32_t>(::getpid()));
@@ -106,6 +113,7 @@ MPROC_ENTRY(wait_for_gate_entry, wait_for_gate);
 MPROC_ENTRY(report_identity_entry, report_identity);
 MPROC_ENTRY(report_descriptors_entry, report_descriptors);
 MPROC_ENTRY(publish_pid_and_pause_entry, publish_pid_and_pause);
+MPROC_ENTRY(answer_passed_events_entry, answer_passed_events);
 MPROC_ENTRY(allocate_and_lock_entry, allocate_and_lock);
 
 const char* method_name(StartMethod method) { return Context(method).name(); }
@@ -177,6 +185,7 @@ class StartMethodTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testUnknownEntryExitsWithItsCodeAndNamesIt);
     CPPUNIT_TEST(testDaemonIsKilledWhenItsProcessIsDestroyed);
     CPPUNIT_TEST(testManyChildrenInARowAllEndCleanly);
+    CPPUNIT_TEST(testAnonymousObjectsReachTheChildAsPassedDescriptors);
     CPPUNIT_TEST_SUITE_END();
 
     ProcessOptions options(bool daemon = false) { return options_for(Method, daemon); }
@@ -297,6 +306,19 @@ public:
         CPPUNIT_ASSERT(::waitpid(child, &status, WNOHANG) == -1 && errno == ECHILD);  // killed and reaped
     }
 
+    void testAnonymousObjectsReachTheChildAsPassedDescriptors() {
+        mproc::Event question;
+        mproc::Event answer;
+        ProcessOptions passing = options(true);
+        passing.pass_fds = {question.fd(), answer.fd()};
+        Process process(passing, answer_passed_events_entry, question.fd(), answer.fd());
+        process.start();
+        question.set();
+        CPPUNIT_ASSERT_MESSAGE("the child never answered through the shared event", answer.wait(20s));
+        CPPUNIT_ASSERT(process.join(20s));
+        CPPUNIT_ASSERT_EQUAL_MESSAGE(process.error(), 0, exit_code_of(process));
+    }
+
     void testManyChildrenInARowAllEndCleanly() {
         for (int round = 0; round < 20; ++round) {
             Process process(options(), exit_with_entry, round);
@@ -319,8 +341,7 @@ class ContextTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testCallableTargetCannotTravelToSpawnOrForkserver);
     CPPUNIT_TEST(testRegisteringANameTwiceForAnotherFunctionIsAValueError);
     CPPUNIT_TEST(testSpawnChildInheritsOnlyStandardStreamsAndPassedDescriptors);
-    CPPUNIT_TEST(testForkserverChildInheritsOnlyStandardStreams);
-    CPPUNIT_TEST(testForkserverRefusesPassFds);
+    CPPUNIT_TEST(testForkserverChildInheritsOnlyStandardStreamsAndPassedDescriptors);
     CPPUNIT_TEST(testPassFdsThatAreNotOpenIsAValueError);
     CPPUNIT_TEST(testPoolStillRunsWhenTheDefaultIsSpawn);
     CPPUNIT_TEST_SUITE_END();
@@ -406,26 +427,21 @@ public:
                        (std::set<int>{0, 1, 2, passed}));
     }
 
-    void testForkserverChildInheritsOnlyStandardStreams() {
+    void testForkserverChildInheritsOnlyStandardStreamsAndPassedDescriptors() {
         const int leaky = ::open("/dev/null", O_RDONLY);
-        CPPUNIT_ASSERT(leaky >= 0);
-        Process process(options_for(StartMethod::forkserver), report_descriptors_entry);
+        const int passed = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        CPPUNIT_ASSERT(leaky >= 0 && passed >= 0);
+        ProcessOptions options = options_for(StartMethod::forkserver);
+        options.pass_fds = {passed};
+        Process process(options, report_descriptors_entry);
         process.start();
         process.join();
         ::close(leaky);
+        ::close(passed);
         CPPUNIT_ASSERT_EQUAL(1, exit_code_of(process));
-        // 0-2 and the child's own connection (its error channel), nothing of this process.
-        CPPUNIT_ASSERT(descriptors_besides_channel(process.error(), {0, 1, 2}) == (std::set<int>{0, 1, 2}));
-    }
-
-    void testForkserverRefusesPassFds() {
-        ProcessOptions options = options_for(StartMethod::forkserver);
-        options.name = "passer";
-        options.pass_fds = {0};
-        Process process(options, return_at_once_entry);
-        CPPUNIT_ASSERT_EQUAL(
-            std::string("process 'passer': start: the fork server cannot pass descriptors (pass_fds) yet"),
-            message_of<mproc::ValueError>([&] { process.start(); }));
+        // 0-2, the passed one and the child's own connection (its error channel), nothing else of this process.
+        CPPUNIT_ASSERT(descriptors_besides_channel(process.error(), {0, 1, 2, passed}) ==
+                       (std::set<int>{0, 1, 2, passed}));
     }
 
     void testPassFdsThatAreNotOpenIsAValueError() {
