@@ -36,6 +36,7 @@
 #include "deadline.hpp"
 #include "mproc/error.hpp"
 #include "mproc_config.h"
+#include "scm_rights.hpp"
 #include "start_methods.hpp"
 
 // The system-call numbers are the same on every architecture since the unified table (Linux 5.1/5.3);
@@ -309,8 +310,6 @@ void Process::start() {
         start_spawned();
         break;
     case StartMethod::forkserver:
-        if (!pass_fds_.empty())
-            throw ValueError(describe() + ": start: the fork server cannot pass descriptors (pass_fds) yet");
         start_from_fork_server();
         break;
     }
@@ -382,19 +381,33 @@ void Process::start_spawned() {
 }
 
 void Process::start_from_fork_server() {
+    for (int fd : pass_fds_)
+        if (fd < 0 || ::fcntl(fd, F_GETFD) < 0)
+            throw ValueError(describe() + ": start: pass_fds holds " + std::to_string(fd) +
+                             ", which is not an open descriptor");
     std::vector<std::byte> frame(sizeof(std::uint64_t));
     std::vector<std::byte> request = detail::encode_start_request(
-        detail::StartRequest{name_, entry_, entry_arguments_, static_cast<std::int32_t>(::getpid()), daemon_});
+        detail::StartRequest{name_, entry_, entry_arguments_, static_cast<std::int32_t>(::getpid()), daemon_,
+                             std::vector<std::int32_t>(pass_fds_.begin(), pass_fds_.end())});
     const std::uint64_t size = request.size();
     std::memcpy(frame.data(), &size, sizeof size);
     frame.insert(frame.end(), request.begin(), request.end());
 
     const int connection = detail::connect_fork_server(describe());
-    ::fcntl(connection, F_SETFL, O_NONBLOCK);
     constexpr int kReplyTimeoutMs = 30000;
+    std::size_t sent_with_fds = 0;
+    try {
+        // The descriptors go with the frame's first bytes (the server reads them with recvmsg).
+        sent_with_fds = detail::scm_rights::send(connection, frame, pass_fds_, describe() + ": start: fork server");
+    } catch (...) {
+        ::close(connection);
+        throw;
+    }
+    ::fcntl(connection, F_SETFL, O_NONBLOCK);
     char tag = 0;
     std::int32_t value = 0;
-    if (!detail::write_all(connection, frame, -1, kReplyTimeoutMs) ||
+    if (!detail::write_all(connection, std::span<const std::byte>(frame).subspan(sent_with_fds), -1,
+                           kReplyTimeoutMs) ||
         !detail::read_exact(connection, &tag, 1, kReplyTimeoutMs) ||
         !detail::read_exact(connection, &value, sizeof value, kReplyTimeoutMs) || (tag != 'P' && tag != 'E')) {
         ::close(connection);
@@ -602,7 +615,42 @@ void run_spawned_child(int channel_fd) noexcept {
     run_target_and_exit(target, channel_fd);
 }
 
-void run_fork_server_child(int connection_fd, const StartRequest& request) noexcept {
+namespace {
+
+// Puts each received descriptor at the number its parent had for it (request.pass_fds), whatever numbers
+// the server's recvmsg and our own connection got: first everything moves above every wanted number, then
+// each goes to its place. Returns the connection's new number, or -1 (errno set) when a dup failed.
+int place_passed_descriptors(int connection_fd, const StartRequest& request, std::span<const int> received_fds) {
+    int above = 3;
+    for (std::int32_t wanted : request.pass_fds) above = std::max(above, static_cast<int>(wanted) + 1);
+    const int connection = ::fcntl(connection_fd, F_DUPFD_CLOEXEC, above);
+    if (connection < 0) return -1;
+    ::close(connection_fd);
+    std::vector<int> moved;
+    for (int fd : received_fds) {
+        const int high = ::fcntl(fd, F_DUPFD_CLOEXEC, above);
+        if (high < 0) return -1;
+        ::close(fd);
+        moved.push_back(high);
+    }
+    for (std::size_t i = 0; i < moved.size(); ++i) {
+        if (::dup2(moved[i], request.pass_fds[i]) < 0) return -1;  // the copy is not close-on-exec, as spawn's
+        ::close(moved[i]);
+    }
+    return connection;
+}
+
+}  // namespace
+
+void run_fork_server_child(int connection_fd, const StartRequest& request, std::span<const int> received_fds) noexcept {
+    if (!received_fds.empty()) {
+        connection_fd = place_passed_descriptors(connection_fd, request, received_fds);
+        if (connection_fd < 0) {
+            std::fprintf(stderr, "mproc fork-server child (pid %d): placing pass_fds: %s\n",
+                         static_cast<int>(::getpid()), std::strerror(errno));
+            ::_exit(kBadRequestExitCode);  // the requester sees no pid, and start() fails
+        }
+    }
     // One writer for everything the requester reads: the pid first, then a daemon's armed byte, then (at
     // the end) the error text.
     char reply[1 + sizeof(std::int32_t)] = {'P'};

@@ -39,7 +39,7 @@ struct StartRequest {
     // The numbers, in the parent, of the descriptors passed (ProcessOptions::pass_fds): the child gets each
     // at the same number. A fork-server request carries the descriptors themselves with SCM_RIGHTS, in
     // this order, on the frame's first byte.
-    std::vector<std::int32_t> pass_fds;
+    std::vector<std::int32_t> pass_fds = {};
 };
 std::vector<std::byte> encode_start_request(const StartRequest& request);
 StartRequest decode_start_request(std::span<const std::byte> bytes);  // DecodeError on anything else
