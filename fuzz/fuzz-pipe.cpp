@@ -1,7 +1,10 @@
 // fuzz/fuzz-pipe.cpp — the shared-memory Pipe's receive path over arbitrary ring contents: whatever a
 // hostile or broken peer writes into the slots and the producer index, a receive returns a message that
 // matches the chunks, or throws Closed / SystemError(EPROTO, EMSGSIZE) / BufferTooShort / StateError —
-// never a crash, an access outside the segment (ASan) or a hang.
+// never a crash, an access outside the segment (ASan) or a hang. The same bytes taken as a whole pipe
+// payload go through the open path first (validate_pipe_layout, then PipeConnection::from_fd on a memfd
+// holding them, the checks Pipe::open makes): InvalidObject or StateError, or a layout whose rings lie
+// inside the bytes and a handle whose non-blocking calls return.
 //
 // Input: byte 0 = how the reader receives (recv_bytes, with a small maxlength, or recv_bytes_into a
 // small or a large buffer); byte 1 = how many slots the "producer" published (their sequence words say so,
@@ -10,14 +13,18 @@
 // after the other (a short input leaves the rest of a slot zero).
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "mproc/error.hpp"
+#include "mproc/object_header.hpp"
 #include "mproc/pipe.hpp"
+#include "mproc/shared_memory.hpp"
 
 namespace {
 
@@ -26,9 +33,37 @@ constexpr std::size_t kSlots = 8;
 // An invariant broke: crash so that the fuzzer (and the corpus replay) reports this input.
 [[noreturn]] void fail(const char* /*why*/) { __builtin_trap(); }
 
+// The open path over `data` as a pipe payload.
+void open_as_pipe_payload(const std::uint8_t* data, std::size_t size) {
+    const std::span<const std::byte> payload(reinterpret_cast<const std::byte*>(data), size);
+    try {
+        const mproc::detail::PipeLayout layout = mproc::detail::validate_pipe_layout(payload, "fuzz pipe");
+        for (std::uint32_t ring = 0; ring < layout.ring_count; ++ring)
+            if (layout.ring_offset[ring] < sizeof(mproc::detail::PipeControl) ||
+                layout.ring_offset[ring] + layout.ring_size > size)
+                fail("a validated ring lies outside the payload");
+    } catch (const mproc::InvalidObject&) {
+        return;  // the common case: a handle is never made
+    }
+    // A layout that passes: map the bytes as a pipe object and attach to an end, as a receiver would.
+    mproc::SharedMemory segment = mproc::SharedMemory::anonymous_object(
+        mproc::ObjectKind::pipe, mproc::current_layout_version(mproc::ObjectKind::pipe), size,
+        [&](std::span<std::byte> bytes) { std::memcpy(bytes.data(), data, size); });
+    try {
+        mproc::PipeConnection end = mproc::PipeConnection::from_fd(segment.fd(), data[size - 1] & 1);
+        (void)end.poll(std::chrono::nanoseconds(0));
+        (void)end.peer_gone();
+    } catch (const mproc::InvalidObject&) {
+        // a ring's own constants are wrong
+    } catch (const mproc::StateError&) {
+        // the end is gone, or every holder word is taken
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    open_as_pipe_payload(data, size);
     if (size < 10) return 0;
     const std::uint8_t mode = data[0] % 4;
     const std::uint64_t published = (data[1] & 0x3f) % 12;  // up to 11: a producer index beyond the 8 slots

@@ -16,6 +16,9 @@
 // every other sleeper on that word before it returns. A holder word that is no longer live when loaded
 // for the sleep (it went after the re-test) is not slept on, and if none is live the sleep is skipped:
 // its one wake-up may already be spent (verify/pipe, BUG_SLEEP_ON_GONE_HOLDER).
+// Named pipes: end 1 of a named pipe is awaited, not gone, until its opener has taken a hold and then set
+// header.end1_opened (release); a side whose peer is awaited also sleeps on that word, which the opener
+// wakes, and the opener notifies both rings' eventcounts so that sleepers and wait() re-arm on its hold.
 #include "mproc/pipe.hpp"
 
 #include <algorithm>
@@ -46,6 +49,7 @@ struct PipeShared {
     SharedMemory segment;
     PipeControl* control = nullptr;
     std::optional<RawSpscRing> rings[2];
+    std::string label;  // "anonymous pipe", "pipe '/name'": how messages name it
 };
 
 }  // namespace detail
@@ -90,6 +94,23 @@ bool end_alive(detail::PipeEnd& end) noexcept {
     return false;
 }
 
+std::atomic_ref<std::uint32_t> end1_opened_of(PipeControl& control) noexcept {
+    return std::atomic_ref(control.header.end1_opened);
+}
+
+// Whether a named pipe's end 1 still awaits its opener (never for end 0, nor for an anonymous pipe).
+bool awaits_opener(PipeControl& control, int end) noexcept {
+    // acquire: pairs with the opener's release store in Pipe::open(), made after it took its hold: a side
+    // that sees end 1 opened sees that hold too (or its release or death: then the end is rightly gone).
+    return end == 1 && end1_opened_of(control).load(std::memory_order_acquire) == 0;
+}
+
+// The peer test of every blocking path: `end` was handed out and no holder of it counts any more.
+bool end_gone(PipeControl& control, int end) noexcept {
+    if (awaits_opener(control, end)) return false;
+    return !end_alive(control.ends[end]);
+}
+
 // Whether tid names a live thread of the calling process (a holder whose list entry this process must
 // keep mapped, or whose hold close() revokes).
 bool thread_of_this_process(std::uint32_t tid) noexcept {
@@ -104,11 +125,17 @@ void spread_death_wake_ups(detail::PipeEnd& end) noexcept {
             detail::futex_wake(&holder.word, detail::kFutexWakeAll);
 }
 
-int find_hold(detail::PipeEnd& end, std::uint32_t tid) noexcept {
-    for (std::size_t index = 0; index < detail::kPipeHolders; ++index)
+// The calling thread's hold on `end`: a word with its TID whose node is linked in its robust list. A word
+// that holds this thread's TID without the node being linked was not written by this thread (a hostile or
+// broken peer wrote it, perhaps before this process attached): it is no hold of ours, and unlinking its
+// node would follow links the peer wrote. Walks the robust list: adopt/disown/close only, never a send.
+int find_hold(detail::PipeEnd& end, detail::ThisThreadRobustList& self) noexcept {
+    for (std::size_t index = 0; index < detail::kPipeHolders; ++index) {
+        PipeHolder& holder = end.holders[index];
         // relaxed: only this thread writes its own TID into a word.
-        if ((word_of(end.holders[index]).load(std::memory_order_relaxed) & kTidMask) == tid)
+        if ((word_of(holder).load(std::memory_order_relaxed) & kTidMask) == self.tid() && self.contains(node_of(holder)))
             return static_cast<int>(index);
+    }
     return -1;
 }
 
@@ -165,13 +192,18 @@ bool revoke_other_holds(detail::PipeEnd& end, std::uint32_t self_tid) noexcept {
 
 // Sleeps until the eventcount moves from `key`, a live peer holder word changes, or the deadline (none:
 // forever). Returns false when the deadline passed.
-bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, detail::PipeEnd& peer,
-                            const Deadline* deadline) {
+bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, PipeControl& control,
+                            int peer_index, const Deadline* deadline) {
     if (deadline != nullptr && deadline->passed()) return false;
+    detail::PipeEnd& peer = control.ends[peer_index];
     if (detail::futex_waitv_usable()) {
-        FutexWaitv waiters[1 + detail::kPipeHolders];
+        FutexWaitv waiters[2 + detail::kPipeHolders];
         std::uint32_t count = 0;
         waiters[count++] = {key, reinterpret_cast<std::uintptr_t>(&event.epoch), kFutex2Size32, 0};
+        // A named pipe's end 1 that awaits its opener has no holder yet: sleep on the word the opener sets
+        // and wakes (it moves the eventcounts too), so the test below does not take it for a gone peer.
+        if (awaits_opener(control, peer_index))
+            waiters[count++] = {0, reinterpret_cast<std::uintptr_t>(&control.header.end1_opened), kFutex2Size32, 0};
         for (PipeHolder& holder : peer.holders) {
             // relaxed: arms the kernel's comparison only; a change makes the call return at once.
             const std::uint32_t word = word_of(holder).load(std::memory_order_relaxed);
@@ -207,13 +239,14 @@ bool sleep_on_ring_and_peer(detail::EventCountLayout& event, std::uint32_t key, 
 // Spins (the thread's adaptive budget, adaptive_spin.hpp), then sleeps, until ready() or the peer is gone
 // or the deadline. Returns ready() || gone.
 template <class Ready>
-bool await(detail::EventCountLayout& event, detail::PipeEnd& peer, const Deadline* deadline, Ready&& ready) {
-    if (detail::spin_until([&] { return ready() || !end_alive(peer); })) return true;
+bool await(detail::EventCountLayout& event, PipeControl& control, int peer_index, const Deadline* deadline,
+           Ready&& ready) {
+    if (detail::spin_until([&] { return ready() || end_gone(control, peer_index); })) return true;
     for (;;) {
         const std::uint32_t key = detail::prepare_wait(event);
-        if (ready() || !end_alive(peer)) return true;
-        const bool in_time = sleep_on_ring_and_peer(event, key, peer, deadline);
-        if (ready() || !end_alive(peer)) return true;
+        if (ready() || end_gone(control, peer_index)) return true;
+        const bool in_time = sleep_on_ring_and_peer(event, key, control, peer_index, deadline);
+        if (ready() || end_gone(control, peer_index)) return true;
         if (!in_time) return false;
     }
 }
@@ -315,7 +348,24 @@ PipeConnection& PipeConnection::operator=(PipeConnection&& other) noexcept {
 
 PipeConnection::~PipeConnection() { close(); }
 
-std::string PipeConnection::describe() const { return "shared-memory pipe end " + std::to_string(end_); }
+std::string PipeConnection::describe() const {
+    if (shared_ == nullptr) return "shared-memory pipe end " + std::to_string(end_) + " (closed)";
+    return shared_->label + " end " + std::to_string(end_);
+}
+
+int PipeConnection::fd() const noexcept { return shared_ == nullptr ? -1 : shared_->segment.fd(); }
+
+const std::string& PipeConnection::name() const noexcept {
+    static const std::string none;
+    return shared_ == nullptr ? none : shared_->segment.name();
+}
+
+void PipeConnection::unlink() {
+    if (shared_ == nullptr) throw StateError(describe() + ": unlink: the connection is closed");
+    if (shared_->segment.name().empty())
+        throw StateError(describe() + ": unlink: an anonymous pipe has no name");
+    shared_->segment.unlink();
+}
 
 int PipeConnection::fileno() const {
     throw StateError(describe() + ": fileno: a shared-memory connection has no file descriptor (use mproc::wait)");
@@ -337,7 +387,7 @@ void PipeConnection::adopt() {
     if (shared_ == nullptr) throw StateError(describe() + ": adopt: the connection is closed");
     detail::ThisThreadRobustList& self = detail::this_thread_robust_list();
     detail::PipeEnd& end = shared_->control->ends[end_];
-    if (const int index = find_hold(end, self.tid()); index >= 0) {
+    if (const int index = find_hold(end, self); index >= 0) {
         // relaxed: only this thread's own hold is looked at.
         if (revoked_of(end.holders[index]).load(std::memory_order_relaxed) != self.tid()) return;
         release_hold(end, index, self);  // revoked by a close() in this process: renew it below
@@ -373,7 +423,7 @@ void PipeConnection::disown() noexcept {
     detail::ThisThreadRobustList* self = robust_list_or_null();
     if (self == nullptr) return;
     detail::PipeEnd& end = shared_->control->ends[end_];
-    const int index = find_hold(end, self->tid());
+    const int index = find_hold(end, *self);
     if (index < 0) return;
     release_hold(end, index, *self);
     wake_peer_sleepers(*shared_, end_);
@@ -397,26 +447,27 @@ void PipeConnection::close_for_reading() noexcept {
 
 bool PipeConnection::peer_gone() const {
     if (shared_ == nullptr) throw StateError(describe() + ": peer_gone: the connection is closed");
-    return !end_alive(shared_->control->ends[1 - end_]);
+    return end_gone(*shared_->control, 1 - end_);
 }
 
 bool PipeConnection::ready_to_receive() const noexcept {
     if (shared_ == nullptr || in_ == nullptr) return true;  // a receive throws at once
-    if (!end_alive(shared_->control->ends[1 - end_])) return true;
+    if (end_gone(*shared_->control, 1 - end_)) return true;
     return in_->ready_to_get();  // read-only: wait() and poll() may run beside a receive
 }
 
 void PipeConnection::send_bytes(std::span<const std::byte> message) {
     require("send_bytes", false);
-    detail::PipeEnd& peer = shared_->control->ends[1 - end_];
+    PipeControl& control = *shared_->control;
+    const int peer = 1 - end_;
     detail::RingControl& ring = out_->control();
     std::size_t sent = 0;
     bool first = true;
     do {
         RingRegion region = out_->reserve(1);
-        if (region.count == 0 || !end_alive(peer)) {
-            await(ring.not_full.event, peer, nullptr, [&] { return (region = out_->reserve(1)).count != 0; });
-            if (!end_alive(peer))
+        if (region.count == 0 || end_gone(control, peer)) {
+            await(ring.not_full.event, control, peer, nullptr, [&] { return (region = out_->reserve(1)).count != 0; });
+            if (end_gone(control, peer))
                 throw BrokenPipe(describe() + ": send_bytes: the peer end is closed or its holders died", EPIPE);
         }
         const std::size_t bytes = std::min(message.size() - sent, detail::kPipeChunkPayload);
@@ -436,13 +487,14 @@ void PipeConnection::send_bytes(std::span<const std::byte> message) {
 std::size_t PipeConnection::receive(const char* operation, std::span<std::byte> target,
                                     std::optional<std::size_t> maxlength, std::vector<std::byte>* whole) {
     require(operation, true);
-    detail::PipeEnd& peer = shared_->control->ends[1 - end_];
+    PipeControl& control = *shared_->control;
+    const int peer = 1 - end_;
     detail::RingControl& ring = in_->control();
     PipeReader reader;
     reader.start(target, maxlength);
     for (;;) {
         // Gone is read before the ring: a peer that published and then went is seen with its chunks.
-        const bool gone = !end_alive(peer);
+        const bool gone = end_gone(control, peer);
         RingRegion region = in_->peek(1);
         if (region.count == 0) {
             if (gone) {
@@ -455,7 +507,7 @@ std::size_t PipeConnection::receive(const char* operation, std::span<std::byte> 
                                       " received)",
                                   EPROTO);
             }
-            await(ring.not_empty.event, peer, nullptr, [&] { return in_->peek(1).count != 0; });
+            await(ring.not_empty.event, control, peer, nullptr, [&] { return in_->peek(1).count != 0; });
             continue;
         }
         const std::size_t slot_bytes = std::min<std::size_t>(region.stride, detail::kPipeSlotSize);
@@ -500,10 +552,9 @@ bool PipeConnection::poll(std::optional<std::chrono::nanoseconds> timeout) {
     require("poll", true);
     if (ready_to_receive()) return true;
     if (timeout && timeout->count() <= 0) return false;
-    detail::PipeEnd& peer = shared_->control->ends[1 - end_];
     std::optional<Deadline> deadline;
     if (timeout) deadline = Deadline::after(*timeout);
-    return await(in_->control().not_empty.event, peer, deadline ? &*deadline : nullptr,
+    return await(in_->control().not_empty.event, *shared_->control, 1 - end_, deadline ? &*deadline : nullptr,
                  [&] { return in_->ready_to_get(); });
 }
 
@@ -541,37 +592,185 @@ void unmap_unless_still_listed(detail::PipeShared* shared) noexcept {
 
 }  // namespace
 
-std::pair<PipeConnection, PipeConnection> Pipe(bool duplex, std::size_t ring_slots) {
-    // Each ring starts 128-aligned: its size is rounded up (a slot is its payload plus a sequence word, so
-    // the ring's own size need not be a multiple of 128).
-    const std::size_t ring_size = (RawSpscRing::required_size(ring_slots, detail::kPipeSlotSize) +
-                                   RawSpscRing::kAlignment - 1) / RawSpscRing::kAlignment * RawSpscRing::kAlignment;
-    const std::size_t ring_count = duplex ? 2 : 1;
-    const std::size_t total = sizeof(PipeControl) + ring_count * ring_size;
-    std::shared_ptr<detail::PipeShared> shared(
-        new detail::PipeShared{SharedMemory::anonymous(total + RawSpscRing::kAlignment), nullptr, {}},
-        unmap_unless_still_listed);
-    std::byte* base = shared->segment.bytes().data();
-    const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(base) % RawSpscRing::kAlignment;
-    if (misalignment != 0) base += RawSpscRing::kAlignment - misalignment;
-    auto* control = new (base) PipeControl{};
+namespace {
+
+// Bytes of one ring, rounded up so that the next starts 128-aligned (a slot is its payload plus a sequence
+// word, so the ring's own size need not be a multiple of 128). ValueError for a bad ring_slots.
+std::size_t pipe_ring_size(std::size_t ring_slots) {
+    return (RawSpscRing::required_size(ring_slots, detail::kPipeSlotSize) + RawSpscRing::kAlignment - 1) /
+           RawSpscRing::kAlignment * RawSpscRing::kAlignment;
+}
+
+// Lays out an empty pipe in `payload` (128-aligned, zero-filled, sizeof(PipeControl) + rings bytes).
+PipeControl* place_pipe(std::span<std::byte> payload, std::size_t ring_count, std::size_t ring_slots,
+                        std::size_t ring_size, bool end1_opened) {
+    auto* control = new (payload.data()) PipeControl{};
     control->header.magic = detail::kPipeMagic;
     control->header.layout_version = detail::kPipeLayoutVersion;
     control->header.ring_count = static_cast<std::uint32_t>(ring_count);
+    control->header.end1_opened = end1_opened ? 1 : 0;
     control->header.ring_size = ring_size;
-    control->header.total_size = total;
-    shared->control = control;
+    control->header.total_size = payload.size();
     for (std::size_t ring = 0; ring < ring_count; ++ring) {
         const std::size_t offset = sizeof(PipeControl) + ring * ring_size;
         control->header.ring_offset[ring] = offset;
-        shared->rings[ring] = RawSpscRing::init(base + offset, ring_size, ring_slots, detail::kPipeSlotSize);
+        (void)RawSpscRing::init(payload.data() + offset, ring_size, ring_slots, detail::kPipeSlotSize);
     }
+    return control;
+}
+
+// The process-local handle state over a validated pipe segment: the rings attached with their constants
+// checked (slot size kPipeSlotSize: the send path writes whole slots of that size).
+std::shared_ptr<detail::PipeShared> map_pipe(SharedMemory segment, std::string label) {
+    const std::span<std::byte> payload = segment.bytes();
+    const detail::PipeLayout layout = detail::validate_pipe_layout(payload, label);
+    std::shared_ptr<detail::PipeShared> shared(new detail::PipeShared{std::move(segment), nullptr, {}, std::move(label)},
+                                               unmap_unless_still_listed);
+    shared->control = std::launder(reinterpret_cast<PipeControl*>(payload.data()));
+    for (std::uint32_t ring = 0; ring < layout.ring_count; ++ring) {
+        std::optional<RawSpscRing> attached;
+        try {
+            attached = RawSpscRing::attach(payload.data() + layout.ring_offset[ring], layout.ring_size);
+        } catch (const InvalidObject& error) {
+            throw InvalidObject(shared->label + ": ring " + std::to_string(ring) + ": " + error.what());
+        }
+        if (attached->slot_size() != detail::kPipeSlotSize)
+            throw InvalidObject(shared->label + ": ring " + std::to_string(ring) + " has slots of " +
+                                bytes_text(attached->slot_size()) + ", expected " + bytes_text(detail::kPipeSlotSize));
+        shared->rings[ring] = *attached;
+    }
+    return shared;
+}
+
+std::string named_label(const SharedMemory& segment) { return object_label(ObjectKind::pipe, segment.name()); }
+
+}  // namespace
+
+detail::PipeLayout detail::validate_pipe_layout(std::span<const std::byte> payload, std::string_view label) {
+    const std::string who(label);
+    if (payload.size() < sizeof(PipeControl))
+        throw InvalidObject(who + ": a payload of " + bytes_text(payload.size()) + " cannot hold the pipe's " +
+                            bytes_text(sizeof(PipeControl)) + " control block");
+    PipeHeaderLine header;
+    std::memcpy(&header, payload.data(), sizeof header);  // one copy: a peer may rewrite the shared one
+    if (header.magic != kPipeMagic)
+        throw InvalidObject(who + ": pipe magic " + std::to_string(header.magic) + ", expected " +
+                            std::to_string(kPipeMagic));
+    if (header.layout_version != kPipeLayoutVersion)
+        throw InvalidObject(who + ": pipe layout version " + std::to_string(header.layout_version) + ", expected " +
+                            std::to_string(kPipeLayoutVersion));
+    if (header.ring_count != 1 && header.ring_count != 2)
+        throw InvalidObject(who + ": " + std::to_string(header.ring_count) + " rings, expected 1 or 2");
+    if (header.ring_size == 0 || header.ring_size % RawSpscRing::kAlignment != 0 ||
+        header.ring_size > (payload.size() - sizeof(PipeControl)) / header.ring_count)
+        throw InvalidObject(who + ": rings of " + bytes_text(header.ring_size) + " do not fit a payload of " +
+                            bytes_text(payload.size()) + " in 128-byte steps");
+    const std::uint64_t total = sizeof(PipeControl) + header.ring_count * header.ring_size;  // no overflow: checked above
+    if (header.total_size != total)
+        throw InvalidObject(who + ": the pipe says " + bytes_text(header.total_size) + ", its rings take " +
+                            bytes_text(total));
+    PipeLayout layout;
+    layout.ring_count = header.ring_count;
+    layout.ring_size = header.ring_size;
+    for (std::uint32_t ring = 0; ring < header.ring_count; ++ring) {
+        const std::uint64_t expected = sizeof(PipeControl) + ring * header.ring_size;
+        if (header.ring_offset[ring] != expected)
+            throw InvalidObject(who + ": ring " + std::to_string(ring) + " at offset " +
+                                std::to_string(header.ring_offset[ring]) + ", expected " + std::to_string(expected));
+        layout.ring_offset[ring] = expected;
+    }
+    return layout;
+}
+
+PipeConnection PipeConnection::attached(std::shared_ptr<detail::PipeShared> shared, int end) {
+    const bool two_rings = shared->rings[1].has_value();
+    // One-way pipes: end 0 reads ring 0, end 1 writes it.
+    PipeConnection connection(std::move(shared), end, end == 0 || two_rings, end == 1 || two_rings);
+    try {
+        connection.adopt();
+    } catch (...) {
+        // Not close(): it would revoke the holds this process's other threads have on the end.
+        connection.shared_.reset();
+        connection.in_ = nullptr;
+        connection.out_ = nullptr;
+        throw;
+    }
+    return connection;
+}
+
+PipeConnection PipeConnection::from_fd(int fd, int end, std::chrono::milliseconds publish_timeout) {
+    if (end != 0 && end != 1)
+        throw ValueError("pipe: from_fd: end " + std::to_string(end) + ", expected 0 or 1");
+    SharedMemory segment =
+        SharedMemory::attach_object(fd, ObjectKind::pipe, current_layout_version(ObjectKind::pipe), publish_timeout);
+    std::string label = "pipe from fd " + std::to_string(fd);
+    return attached(map_pipe(std::move(segment), std::move(label)), end);
+}
+
+std::pair<PipeConnection, PipeConnection> Pipe(bool duplex, std::size_t ring_slots) {
+    const std::size_t ring_size = pipe_ring_size(ring_slots);
+    const std::size_t ring_count = duplex ? 2 : 1;
+    SharedMemory segment = SharedMemory::anonymous_object(
+        ObjectKind::pipe, current_layout_version(ObjectKind::pipe), sizeof(PipeControl) + ring_count * ring_size,
+        [&](std::span<std::byte> payload) { place_pipe(payload, ring_count, ring_slots, ring_size, true); });
+    std::shared_ptr<detail::PipeShared> shared = map_pipe(std::move(segment), "anonymous pipe");
     detail::ThisThreadRobustList& self = detail::this_thread_robust_list();
-    claim_hold(control->ends[0], self);
-    claim_hold(control->ends[1], self);
+    claim_hold(shared->control->ends[0], self);
+    claim_hold(shared->control->ends[1], self);
     PipeConnection first(shared, 0, true, duplex);
     PipeConnection second(std::move(shared), 1, duplex, true);
     return {std::move(first), std::move(second)};
+}
+
+PipeConnection Pipe::create(std::string_view name, bool duplex, std::size_t ring_slots, mode_t mode) {
+    const std::size_t ring_size = pipe_ring_size(ring_slots);
+    const std::size_t ring_count = duplex ? 2 : 1;
+    detail::ThisThreadRobustList& self = detail::this_thread_robust_list();  // may throw: before the segment
+    // The creator's hold on end 0 is taken inside the initialiser, before publication: an opener never finds
+    // end 0 unheld, and a creator killed at any point after it leaves end 0 dead (OWNER_DIED), not awaited.
+    SharedMemory segment = SharedMemory::create_object(
+        name, ObjectKind::pipe, current_layout_version(ObjectKind::pipe), sizeof(PipeControl) + ring_count * ring_size,
+        mode, [&](std::span<std::byte> payload) {
+            PipeControl* control = place_pipe(payload, ring_count, ring_slots, ring_size, false);
+            claim_hold(control->ends[0], self);  // noexcept, and the initialiser's last step
+        });
+    std::string label = named_label(segment);
+    std::shared_ptr<detail::PipeShared> shared = map_pipe(std::move(segment), std::move(label));
+    return PipeConnection(std::move(shared), 0, true, duplex);
+}
+
+PipeConnection Pipe::open(std::string_view name, std::chrono::milliseconds publish_timeout) {
+    SharedMemory segment =
+        SharedMemory::open_object(name, ObjectKind::pipe, current_layout_version(ObjectKind::pipe), publish_timeout);
+    std::string label = named_label(segment);
+    std::shared_ptr<detail::PipeShared> shared = map_pipe(std::move(segment), std::move(label));
+    PipeControl& control = *shared->control;
+    detail::PipeEnd& end1 = control.ends[1];
+    const auto refuse = [&]() -> PipeConnection {
+        if (end_alive(end1))
+            throw SystemError(shared->label + ": open: end 1 is held by the pipe's opener (a named pipe joins one "
+                                              "creator and one opener)",
+                              EBUSY);
+        throw StateError(shared->label + ": open: end 1 was opened and is gone (closed, or its holders died); "
+                                         "a named pipe joins one creator and one opener");
+    };
+    if (!awaits_opener(control, 1)) return refuse();
+    detail::ThisThreadRobustList& self = detail::this_thread_robust_list();
+    // The hold first, then the flag: a side that sees end 1 opened sees it held (see awaits_opener()).
+    if (!claim_hold(end1, self)) return refuse();
+    std::uint32_t unopened = 0;
+    // acq_rel: release publishes the hold claimed above to the creator's acquire in awaits_opener(); acquire
+    // orders this opener after a rival that won.
+    if (!end1_opened_of(control).compare_exchange_strong(unopened, 1, std::memory_order_acq_rel,
+                                                         std::memory_order_acquire)) {
+        // A rival opener won between the test above and the claim: give the hold back, refuse.
+        if (const int index = find_hold(end1, self); index >= 0) release_hold(end1, index, self);
+        return refuse();
+    }
+    detail::futex_wake(&control.header.end1_opened, detail::kFutexWakeAll);
+    wake_peer_sleepers(*shared, 1);  // the creator's sleepers and wait() re-arm on the new hold
+    const bool duplex = shared->rings[1].has_value();  // the validated shape, not the shared header again
+    return PipeConnection(std::move(shared), 1, duplex, true);
 }
 
 }  // namespace mproc

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Python end of tests/listener_test.cpp: a Listener or Client speaking Python's authkey handshake.
 
-Usage: listener_peer.py ROLE FAMILY HOST PORT KEY PROTOCOL [DIGEST]
+Usage: listener_peer.py ROLE FAMILY HOST PORT KEY PROTOCOL [DIGEST [AFTER]]
   ROLE      listen   accept one client, print "READY <port>" on stdout once listening (port 0: the one picked)
             connect  connect to the C++ Listener at the address
   FAMILY    unix (HOST is a path), abstract (HOST is the name after the NUL), tcp4, tcp6 (HOST numeric)
@@ -14,7 +14,12 @@ Usage: listener_peer.py ROLE FAMILY HOST PORT KEY PROTOCOL [DIGEST]
                     "{DIGEST}" + 40 random bytes as the challenge, a "{digest}"-prefixed or a bare legacy
                     HMAC-MD5 response accepted, the prefix of a challenge picking the response's digest)
   DIGEST    for 3.12: the digest our challenge asks for (default sha256)
-After the handshake: receive messages and send each back as b"py:" + message until end of stream; exit 0.
+  AFTER     what follows the handshake:
+            echo     (default) receive messages and send each back as b"py:" + message until end of stream;
+                     exit 0
+            objects  pickled objects both ways: conn.send() each of OBJECTS (Python's own pickling), then for
+                     each conn.recv() must equal ("cpp", that object); then conn.recv() must equal CPP_OBJECT,
+                     which the C++ side built itself; exit 0, or 5 naming the first mismatch on stderr
 Handshake refused: print the exception's class and message on stderr, exit 3. Standard library only.
 """
 import hmac
@@ -87,6 +92,44 @@ def raw_socket(family):
     return socket.socket(kinds[family], socket.SOCK_STREAM)
 
 
+# What listener_test.cpp's objects exchange sends and expects (kept in step with pickled_objects() there).
+OBJECTS = [
+    "h\u00e9llo \u2603",
+    0,
+    -7,
+    2**40 + 3,
+    -(2**70),
+    3.25,
+    -0.0,
+    None,
+    True,
+    [1, "two", 3.0, None, [b"four"]],
+    {"a": 1, "b": [2, 3], 7: "seven", None: (1, 2)},
+    b"\x00\xffbytes",
+    (),
+    (1, ("nested", 2.5), b""),
+    bytearray(b"ba"),
+    {1, 2, 3},
+]
+CPP_OBJECT = {"from": "c++", "ints": [1, -2, 2**63 - 1], "pi": 3.5, "none": None, "raw": b"\x01\x02",
+              "pair": ("x", True)}
+
+
+def exchange_objects(conn):
+    for obj in OBJECTS:
+        conn.send(obj)
+    for obj in OBJECTS:
+        got = conn.recv()
+        if got != ("cpp", obj) or type(got[1]) is not type(obj):
+            sys.stderr.write("C++ answered %r for %r\n" % (got, obj))
+            return 5
+    got = conn.recv()
+    if got != CPP_OBJECT:
+        sys.stderr.write("C++ built %r, expected %r\n" % (got, CPP_OBJECT))
+        return 5
+    return 0
+
+
 def echo(conn):
     while True:
         try:
@@ -99,6 +142,7 @@ def echo(conn):
 def main():
     role, family, host, port, key_text, protocol = sys.argv[1:7]
     digest = sys.argv[7] if len(sys.argv) > 7 else "sha256"
+    after = sys.argv[8] if len(sys.argv) > 8 else "echo"
     port = int(port)
     key = None if key_text == "-" else b"" if key_text == "empty" else bytes.fromhex(key_text)
     address = address_of(family, host, port)
@@ -136,8 +180,8 @@ def main():
         sys.stderr.write("%s: %s\n" % (type(error).__name__, error))
         return 3
     try:
-        return echo(conn)
-    except (ConnectionError, OSError) as error:
+        return exchange_objects(conn) if after == "objects" else echo(conn)
+    except (ConnectionError, OSError, EOFError) as error:
         sys.stderr.write("%s: %s\n" % (type(error).__name__, error))
         return 4
 

@@ -1,6 +1,7 @@
 // tests/listener_test.cpp — mproc::Listener and mproc::Client: every pairing with the real python3 (its
 // Listener/Client, CPython 3.11 here) over a filesystem socket, an abstract socket, 127.0.0.1 and ::1 with the
-// right key, a wrong key and none; CPython 3.12's {digest} handshake against tests/listener_peer.py in both
+// right key, a wrong key and none; pickled objects both ways after the handshake (Connection.send/recv on
+// the Python side, pickle.hpp here); CPython 3.12's {digest} handshake against tests/listener_peer.py in both
 // roles and both negotiation directions; hostile peers (a 2^62-byte frame, garbage, half a handshake, a close
 // at every byte offset in both directions); a listener that serves on after bad, stalled and SIGKILLed
 // clients; many clients connecting and disconnecting while another streams (stress).
@@ -34,6 +35,7 @@
 #include "mproc/connection.hpp"
 #include "mproc/error.hpp"
 #include "mproc/listener.hpp"
+#include "mproc/pickle.hpp"
 
 namespace {
 
@@ -381,6 +383,8 @@ class ListenerTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testWrongKeyFailsBothSidesAgainstPythonListener);
     CPPUNIT_TEST(testWrongKeyFailsBothSidesAgainstPythonClient);
     CPPUNIT_TEST(testCppWorkerJoinsPythonOrchestrator);
+    CPPUNIT_TEST(testPickledObjectsFlowBothWaysWithPythonListener);
+    CPPUNIT_TEST(testPickledObjectsFlowBothWaysWithPythonClient);
     CPPUNIT_TEST(testNoKeyOnEitherSideConnectsWithPython);
     CPPUNIT_TEST(testPythonClientWithoutKeyIsRefusedByKeyedListener);
     CPPUNIT_TEST(testKeyedClientOfKeylessPythonListenerTimesOut);
@@ -470,6 +474,85 @@ public:
         const std::uint16_t port = orchestrator.wait_ready();
         CPPUNIT_ASSERT_EQUAL(0, run_worker("127.0.0.1", port, kKey));
         orchestrator.assert_exited(0, "the orchestrator checked every answer");
+    }
+
+    // ---- pickled objects after the handshake (tests/listener_peer.py, AFTER = objects) ----
+
+    // listener_peer.py's OBJECTS as the decoder must see them, in the same order.
+    static mproc::PickleValue::Items pickled_objects() {
+        using mproc::PickleValue;
+        const auto bytes = [](std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); };
+        std::array<std::byte, 9> minus_two_to_the_70{};  // -(2**70), 9 bytes of two's complement, little-endian
+        minus_two_to_the_70[8] = std::byte{0xc0};
+        return {
+            PickleValue::str("h\xc3\xa9llo \xe2\x98\x83"),
+            PickleValue::integer(0),
+            PickleValue::integer(-7),
+            PickleValue::integer((std::int64_t{1} << 40) + 3),
+            PickleValue::integer_from_bytes(minus_two_to_the_70),
+            PickleValue::floating(3.25),
+            PickleValue::floating(-0.0),
+            PickleValue::none(),
+            PickleValue::boolean(true),
+            PickleValue::list({PickleValue::integer(1), PickleValue::str("two"), PickleValue::floating(3.0),
+                               PickleValue::none(), PickleValue::list({PickleValue::bytes(bytes("four"))})}),
+            PickleValue::dict({{PickleValue::str("a"), PickleValue::integer(1)},
+                               {PickleValue::str("b"), PickleValue::list({PickleValue::integer(2), PickleValue::integer(3)})},
+                               {PickleValue::integer(7), PickleValue::str("seven")},
+                               {PickleValue::none(), PickleValue::tuple({PickleValue::integer(1), PickleValue::integer(2)})}}),
+            PickleValue::bytes(bytes(std::string_view("\x00\xff" "bytes", 7))),
+            PickleValue::tuple({}),
+            PickleValue::tuple({PickleValue::integer(1),
+                                PickleValue::tuple({PickleValue::str("nested"), PickleValue::floating(2.5)}),
+                                PickleValue::bytes({})}),
+            PickleValue::bytearray(bytes("ba")),
+            PickleValue::set({PickleValue::integer(1), PickleValue::integer(2), PickleValue::integer(3)}),
+        };
+    }
+
+    // Python sends each object (conn.send); each must decode to exactly the expected value, and goes back as
+    // ("cpp", value); then one object built here from C++ types. Python checks both (exit 5 otherwise).
+    static void exchange_pickled_objects(FdConnection& connection) {
+        const mproc::PickleValue::Items expected = pickled_objects();
+        mproc::PickleValue::Items received;
+        for (std::size_t index = 0; index < expected.size(); ++index) {
+            received.push_back(mproc::recv_pickle<mproc::PickleValue>(connection));
+            CPPUNIT_ASSERT_MESSAGE("object " + std::to_string(index) + " decoded as a " + received.back().kind_name() +
+                                       " that differs from what python sent",
+                                   received.back() == expected[index]);
+        }
+        for (const mproc::PickleValue& value : received)
+            mproc::send_pickle(connection, mproc::PickleValue::tuple({mproc::PickleValue::str("cpp"), value}));
+        const mproc::PickleValue built = mproc::PickleValue::dict({
+            {mproc::PickleValue::str("from"), mproc::to_pickle(std::string("c++"))},
+            {mproc::PickleValue::str("ints"), mproc::to_pickle(std::vector<std::int64_t>{1, -2, INT64_MAX})},
+            {mproc::PickleValue::str("pi"), mproc::to_pickle(3.5)},
+            {mproc::PickleValue::str("none"), mproc::to_pickle(std::optional<int>())},
+            {mproc::PickleValue::str("raw"), mproc::to_pickle(std::vector<std::byte>{std::byte{1}, std::byte{2}})},
+            {mproc::PickleValue::str("pair"), mproc::to_pickle(std::pair<std::string, bool>("x", true))},
+        });
+        mproc::send_pickle(connection, built);
+    }
+
+    void testPickledObjectsFlowBothWaysWithPythonListener() {
+        const std::string host = host_for(Family::unix_path);
+        PythonPeer python("listener_peer.py",
+                          {"listen", family_argument(Family::unix_path), host, "0", hex(kKey), "python", "sha256", "objects"});
+        const std::uint16_t port = python.wait_ready();
+        FdConnection connection = Client(address_for(Family::unix_path, host, port), kKey, 10s);
+        exchange_pickled_objects(connection);
+        python.assert_exited(0, "python listener checked every object");
+    }
+
+    void testPickledObjectsFlowBothWaysWithPythonClient() {
+        Listener listener(address_for(Family::tcp4, "127.0.0.1"), 1, kKey);
+        PythonPeer python("listener_peer.py", {"connect", family_argument(Family::tcp4), "127.0.0.1",
+                                               std::to_string(listener.address().port()), hex(kKey), "python",
+                                               "sha256", "objects"});
+        std::optional<FdConnection> connection = listener.accept(20s);
+        CPPUNIT_ASSERT_MESSAGE("no client within 20 s; python stderr: " + python.drain_stderr(), connection.has_value());
+        exchange_pickled_objects(*connection);
+        python.assert_exited(0, "python client checked every object");
     }
 
     void testNoKeyOnEitherSideConnectsWithPython() {

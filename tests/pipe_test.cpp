@@ -2,11 +2,16 @@
 // 256 KiB ring) across fork() and across threads, end of stream after the peer closes, a SIGKILLed peer
 // or an ended holder thread seen promptly as end of stream (recv) and BrokenPipe (send), a peer dying
 // inside a message, BufferTooShort handing over the message, maxlength, poll timeouts, one-way pipes,
-// send<T>/recv<T>, and holder bookkeeping (adopt, disown, the fork idiom).
+// send<T>/recv<T>, and holder bookkeeping (adopt, disown, the fork idiom). Named pipes (Pipe::create/open)
+// between this process and an exec'd one that inherited nothing of it: messages both ways, a SIGKILLed
+// opener or creator seen as end of stream, a creator dead before anyone opened, the one-opener rule,
+// names that are missing or not pipes, hostile segments before and after open; PipeConnection::from_fd in
+// this process and across exec.
 // Stress suite: streams of random-sized messages (many longer than the ring) both ways at once, across
 // processes and across threads. Crash suite: the sender or the receiver SIGKILLed at a random moment of
 // such a stream; the survivor gets every whole message in order, intact, once, then exactly the end the
-// contract names (Closed, SystemError(EPROTO) for a message cut short, or BrokenPipe), in bounded time.
+// contract names (Closed, SystemError(EPROTO) for a message cut short, or BrokenPipe), in bounded time;
+// the same for a named pipe whose exec'd opener is SIGKILLed while it sends or receives.
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -25,13 +30,17 @@
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.hpp"
 #include "mproc/error.hpp"
 #include "mproc/pipe.hpp"
+#include "mproc/shared_memory.hpp"
 
 namespace {
 
@@ -640,6 +649,537 @@ public:
 };
 
 // ---------------------------------------------------------------------------------------------------------
+// Exec'd peers. A test that needs a process which did not fork from its own (no inherited mapping, handle,
+// robust list or memory) runs this very binary again with MPROC_PIPE_TEST_PEER=ROLE in its environment;
+// the role runs before main() and ends the process: exit 0 when it did its part, 3 after an unexpected
+// exception (printed on stderr). Parameters come in MPROC_PIPE_TEST_NAME / _FD / _SEED / _SLOTS.
+
+std::string peer_parameter(const char* key) {
+    const char* value = std::getenv(key);
+    return value == nullptr ? std::string() : std::string(value);
+}
+
+// Echoes every message until end of stream.
+void echo_until_closed(PipeConnection& end) {
+    for (;;) {
+        std::vector<std::byte> message;
+        try {
+            message = end.recv_bytes();
+        } catch (const mproc::Closed&) {
+            return;
+        }
+        end.send_bytes(bytes_of(message));
+    }
+}
+
+std::vector<std::byte> text_bytes(const std::string& text) {
+    std::vector<std::byte> bytes(text.size());
+    std::memcpy(bytes.data(), text.data(), text.size());
+    return bytes;
+}
+
+int run_peer_role(const std::string& role) {
+    const std::string name = peer_parameter("MPROC_PIPE_TEST_NAME");
+    try {
+        if (role == "echo") {  // the opener of a named pipe, echoing
+            PipeConnection end = mproc::Pipe::open(name);
+            echo_until_closed(end);
+        } else if (role == "hold") {  // the opener, saying so, then waiting to be killed
+            PipeConnection end = mproc::Pipe::open(name);
+            end.send_bytes(bytes_of(text_bytes("opened")));
+            for (;;) ::pause();
+        } else if (role == "create-hold") {  // a creator that sends, then waits to be killed
+            PipeConnection end = mproc::Pipe::create(name);
+            end.send_bytes(bytes_of(text_bytes("created")));
+            for (;;) ::pause();
+        } else if (role == "create-send-die") {  // a creator that sends, then is SIGKILLed before any open
+            PipeConnection end = mproc::Pipe::create(name);
+            end.send_bytes(bytes_of(text_bytes("left behind")));
+            ::raise(SIGKILL);
+        } else if (role == "fd-echo") {  // end 1 of an anonymous pipe, from an inherited descriptor
+            const int fd = std::stoi(peer_parameter("MPROC_PIPE_TEST_FD"));
+            PipeConnection end = PipeConnection::from_fd(fd, 1);
+            ::close(fd);  // from_fd holds its own duplicate
+            end.send_bytes(bytes_of(text_bytes("attached")));
+            echo_until_closed(end);
+        } else if (role == "stream-send" || role == "stream-recv") {  // crash suite: streams until killed
+            const std::uint64_t seed = std::stoull(peer_parameter("MPROC_PIPE_TEST_SEED"));
+            const std::size_t slots = std::stoul(peer_parameter("MPROC_PIPE_TEST_SLOTS"));
+            PipeConnection end = mproc::Pipe::open(name);
+            for (std::uint64_t sequence = 0;; ++sequence) {
+                if (role == "stream-send") end.send_bytes(bytes_of(stream_message(seed, sequence, slots)));
+                else (void)end.recv_bytes();
+            }
+        } else {
+            std::fprintf(stderr, "pipe_test peer: unknown role '%s'\n", role.c_str());
+            return 2;
+        }
+    } catch (const std::exception& error) {
+        std::fprintf(stderr, "pipe_test peer %s: %s\n", role.c_str(), error.what());
+        return 3;
+    }
+    return 0;
+}
+
+// Before main(): an exec'd peer does its part and never reaches the test runner.
+[[maybe_unused]] const int kPeerRoleRan = [] {
+    if (const char* role = std::getenv("MPROC_PIPE_TEST_PEER")) {
+        const int status = run_peer_role(role);
+        std::fflush(nullptr);
+        std::_Exit(status);
+    }
+    return 0;
+}();
+
+// Runs this binary as peer `role` with the given MPROC_PIPE_TEST_* parameters; `fd`, when not -1, is
+// inherited (a copy without close-on-exec) and named in MPROC_PIPE_TEST_FD.
+std::unique_ptr<ForkedChild> exec_peer(const std::string& role, const std::vector<std::pair<std::string, std::string>>& parameters,
+                                       int fd = -1) {
+    std::vector<std::string> environment;
+    for (char** entry = environ; *entry != nullptr; ++entry) environment.emplace_back(*entry);
+    environment.push_back("MPROC_PIPE_TEST_PEER=" + role);
+    for (const auto& [key, value] : parameters) environment.push_back("MPROC_PIPE_TEST_" + key + "=" + value);
+    const std::size_t fd_entry = environment.size();
+    environment.emplace_back();  // MPROC_PIPE_TEST_FD, filled in the child
+    std::vector<char*> envp;
+    return std::make_unique<ForkedChild>([&] {
+        if (fd >= 0) {
+            const int inherited = ::dup(fd);  // dup() clears close-on-exec on the copy
+            environment[fd_entry] = "MPROC_PIPE_TEST_FD=" + std::to_string(inherited);
+        }
+        for (std::string& entry : environment)
+            if (!entry.empty()) envp.push_back(entry.data());
+        envp.push_back(nullptr);
+        char* argv[] = {const_cast<char*>("pipe_test"), const_cast<char*>("peer"), nullptr};
+        ::execve("/proc/self/exe", argv, envp.data());
+        std::_Exit(127);
+    });
+}
+
+// Removes a test's names however the test ends.
+struct NamesUnlinked {
+    std::vector<std::string> names;
+    ~NamesUnlinked() {
+        for (const std::string& name : names) ::shm_unlink(name.c_str());
+    }
+    std::string add(const std::string& tag) { return names.emplace_back(mproc::test::unique_name(tag)); }
+};
+
+// A writable view of a named object's whole file (header and payload), as any process of the user could
+// map it, to play the hostile peer.
+struct HostileView {
+    explicit HostileView(const std::string& name) {
+        const int fd = ::shm_open(name.c_str(), O_RDWR, 0);
+        CPPUNIT_ASSERT_MESSAGE("shm_open " + name, fd >= 0);
+        struct stat info {};
+        CPPUNIT_ASSERT(::fstat(fd, &info) == 0);
+        size = static_cast<std::size_t>(info.st_size);
+        memory = static_cast<std::byte*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+        ::close(fd);
+        CPPUNIT_ASSERT(memory != MAP_FAILED);
+    }
+    ~HostileView() { ::munmap(memory, size); }
+    HostileView(const HostileView&) = delete;
+    HostileView& operator=(const HostileView&) = delete;
+    mproc::detail::PipeHeaderLine& header() const {
+        return *reinterpret_cast<mproc::detail::PipeHeaderLine*>(memory + mproc::kObjectHeaderSize);
+    }
+    mproc::detail::RingConstants& ring_constants(int ring) const {
+        return *reinterpret_cast<mproc::detail::RingConstants*>(memory + mproc::kObjectHeaderSize +
+                                                                header().ring_offset[ring]);
+    }
+    std::byte* memory = nullptr;
+    std::size_t size = 0;
+};
+
+void assert_exit_status(ForkedChild& child, int expected) {
+    const int status = child.wait(60s);
+    CPPUNIT_ASSERT_MESSAGE("peer status " + std::to_string(status),
+                           WIFEXITED(status) && WEXITSTATUS(status) == expected);
+}
+
+// Sizes that cross the ring of the named tests' pipes (4 slots: 8 KiB) several times.
+const std::vector<std::size_t> kNamedSizes = {0, 1, 2032, 2033, 9000, 100000, 1u << 20};
+
+class NamedPipeUnitTest : public CppUnit::TestFixture {
+    CPPUNIT_TEST_SUITE(NamedPipeUnitTest);
+    CPPUNIT_TEST(testNamedPipeCarriesMessagesBothWaysBetweenUnrelatedProcesses);
+    CPPUNIT_TEST(testKilledOpenerGivesTheCreatorEndOfStreamAndBrokenPipe);
+    CPPUNIT_TEST(testKilledCreatorGivesTheOpenerEndOfStream);
+    CPPUNIT_TEST(testCreatorDeadBeforeOpenLeavesItsMessagesThenEndOfStream);
+    CPPUNIT_TEST(testCreatorWaitsForItsOpenerWithoutSeeingItGone);
+    CPPUNIT_TEST(testSecondOpenerIsRefusedWhileEndOneIsHeldAndOnceItIsGone);
+    CPPUNIT_TEST(testOpeningAMissingNameIsENOENTAndAnotherKindIsInvalidObject);
+    CPPUNIT_TEST(testHostileSegmentIsRefusedAtOpen);
+    CPPUNIT_TEST(testSizesRewrittenAfterOpenAreNotReadAgain);
+    CPPUNIT_TEST(testOwnTidPlantedInAHolderWordIsNotTakenForTheOpenersHold);
+    CPPUNIT_TEST(testCreateOnATakenNameIsEEXISTAndUnlinkRemovesTheName);
+    CPPUNIT_TEST(testFromFdRoundTripInTheSameProcess);
+    CPPUNIT_TEST(testFromFdAcrossExecMakesThePeerAHolder);
+    CPPUNIT_TEST(testFromFdRefusesBadInput);
+    CPPUNIT_TEST_SUITE_END();
+
+public:
+    void testNamedPipeCarriesMessagesBothWaysBetweenUnrelatedProcesses() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-echo");
+        PipeConnection creator = mproc::Pipe::create(name, true, 4);
+        CPPUNIT_ASSERT_EQUAL(0, creator.end_index());
+        CPPUNIT_ASSERT_EQUAL(name, creator.name());
+        CPPUNIT_ASSERT_EQUAL(-1, creator.fd());
+        auto peer = exec_peer("echo", {{"NAME", name}});
+        for (std::size_t size : kNamedSizes) {
+            creator.send_bytes(bytes_of(pattern(size, 3)));
+            CPPUNIT_ASSERT(creator.recv_bytes() == pattern(size, 3));
+        }
+        CPPUNIT_ASSERT(!creator.peer_gone());
+        creator.close();  // the peer sees end of stream and exits 0
+        assert_exit_status(*peer, 0);
+    }
+
+    void testKilledOpenerGivesTheCreatorEndOfStreamAndBrokenPipe() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-kill-opener");
+        PipeConnection creator = mproc::Pipe::create(name, true, 4);
+        auto peer = exec_peer("hold", {{"NAME", name}});
+        CPPUNIT_ASSERT(creator.recv_bytes() == text_bytes("opened"));
+        CPPUNIT_ASSERT(!creator.peer_gone());
+        std::thread killer([&] {
+            std::this_thread::sleep_for(100ms);
+            peer->kill(SIGKILL);
+        });
+        // poll, bounded, first: a death that is never seen fails here instead of hanging the suite.
+        bool woken = false;
+        const auto blocked = elapsed_of([&] { woken = creator.poll(5s); });
+        killer.join();  // before any assertion: a failure must not leave the thread joinable
+        CPPUNIT_ASSERT_MESSAGE("the opener's death was not seen within 5 s", woken);
+        CPPUNIT_ASSERT_MESSAGE("woken " + std::to_string(blocked.count()) + " ms after the call",
+                               blocked >= 90ms && blocked < 2000ms);
+        CPPUNIT_ASSERT(creator.peer_gone());
+        CPPUNIT_ASSERT_THROW(creator.recv_bytes(), mproc::Closed);
+        try {
+            creator.send_bytes(bytes_of(pattern(1)));
+            CPPUNIT_FAIL("a send to a dead opener must throw");
+        } catch (const mproc::BrokenPipe& error) {
+            CPPUNIT_ASSERT_EQUAL(EPIPE, error.error_number());
+        }
+        peer->wait();
+    }
+
+    void testKilledCreatorGivesTheOpenerEndOfStream() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-kill-creator");
+        auto peer = exec_peer("create-hold", {{"NAME", name}});
+        std::optional<PipeConnection> opener;
+        wait_for(
+            [&] {
+                try {
+                    opener.emplace(mproc::Pipe::open(name));
+                    return true;
+                } catch (const mproc::SystemError& error) {
+                    if (error.error_number() != ENOENT) throw;
+                    return false;  // not created yet
+                }
+            },
+            "the exec'd creator's name");
+        CPPUNIT_ASSERT_EQUAL(1, opener->end_index());
+        CPPUNIT_ASSERT(opener->recv_bytes() == text_bytes("created"));
+        CPPUNIT_ASSERT(!opener->peer_gone());
+        std::thread killer([&] {
+            std::this_thread::sleep_for(100ms);
+            peer->kill(SIGKILL);
+        });
+        bool woken = false;
+        const auto blocked = elapsed_of([&] { woken = opener->poll(5s); });
+        killer.join();  // before any assertion: a failure must not leave the thread joinable
+        CPPUNIT_ASSERT_MESSAGE("the creator's death was not seen within 5 s", woken);
+        CPPUNIT_ASSERT_MESSAGE(std::to_string(blocked.count()) + " ms", blocked >= 90ms && blocked < 2000ms);
+        CPPUNIT_ASSERT(opener->peer_gone());
+        CPPUNIT_ASSERT_THROW(opener->recv_bytes(), mproc::Closed);
+        CPPUNIT_ASSERT_THROW(opener->send_bytes(bytes_of(pattern(1))), mproc::BrokenPipe);
+        peer->wait();
+    }
+
+    void testCreatorDeadBeforeOpenLeavesItsMessagesThenEndOfStream() {
+        // The creator is SIGKILLed while blocked in nothing, before anyone opened; the name stays.
+        NamesUnlinked names;
+        const std::string name = names.add("named-dead-creator");
+        auto peer = exec_peer("create-send-die", {{"NAME", name}});
+        const int status = peer->wait(60s);
+        CPPUNIT_ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        PipeConnection opener = mproc::Pipe::open(name, 0ms);  // published before the death: no wait
+        CPPUNIT_ASSERT(opener.poll(0ns));
+        CPPUNIT_ASSERT(opener.recv_bytes() == text_bytes("left behind"));
+        const auto waited = elapsed_of([&] { CPPUNIT_ASSERT_THROW(opener.recv_bytes(), mproc::Closed); });
+        CPPUNIT_ASSERT(waited < 1000ms);
+        opener.unlink();
+        CPPUNIT_ASSERT_THROW(mproc::Pipe::open(name, 0ms), mproc::SystemError);
+    }
+
+    void testCreatorWaitsForItsOpenerWithoutSeeingItGone() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-await");
+        PipeConnection creator = mproc::Pipe::create(name, true, 2);
+        CPPUNIT_ASSERT(!creator.peer_gone());
+        const auto waited = elapsed_of([&] { CPPUNIT_ASSERT(!creator.poll(100ms)); });
+        CPPUNIT_ASSERT_MESSAGE(std::to_string(waited.count()) + " ms", waited >= 90ms && waited < 2000ms);
+        // Sends fill the ring (2 slots) before anyone opened; a third chunk waits for the opener.
+        creator.send_bytes(bytes_of(pattern(2 * mproc::detail::kPipeChunkPayload, 4)));
+        std::thread sleeper([&] { creator.send_bytes(bytes_of(pattern(5, 4))); });
+        std::this_thread::sleep_for(50ms);
+        auto peer = exec_peer("echo", {{"NAME", name}});
+        sleeper.join();
+        CPPUNIT_ASSERT(creator.recv_bytes() == pattern(2 * mproc::detail::kPipeChunkPayload, 4));
+        CPPUNIT_ASSERT(creator.recv_bytes() == pattern(5, 4));
+        creator.close();
+        assert_exit_status(*peer, 0);
+    }
+
+    void testSecondOpenerIsRefusedWhileEndOneIsHeldAndOnceItIsGone() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-second");
+        PipeConnection creator = mproc::Pipe::create(name);
+        auto peer = exec_peer("hold", {{"NAME", name}});
+        CPPUNIT_ASSERT(creator.recv_bytes() == text_bytes("opened"));
+        try {
+            (void)mproc::Pipe::open(name);
+            CPPUNIT_FAIL("a second opener must be refused");
+        } catch (const mproc::SystemError& error) {
+            CPPUNIT_ASSERT_EQUAL(EBUSY, error.error_number());
+            assert_contains(error.what(), "pipe '" + name + "': open: end 1 is held");
+        }
+        CPPUNIT_ASSERT(!creator.peer_gone());  // the refused opener took nothing away
+        peer->kill(SIGKILL);
+        peer->wait();
+        CPPUNIT_ASSERT(creator.poll(5s));
+        CPPUNIT_ASSERT(creator.peer_gone());
+        assert_contains(message_of<mproc::StateError>([&] { (void)mproc::Pipe::open(name); }),
+                        "end 1 was opened and is gone");
+        CPPUNIT_ASSERT_THROW(creator.recv_bytes(), mproc::Closed);
+    }
+
+    void testOpeningAMissingNameIsENOENTAndAnotherKindIsInvalidObject() {
+        NamesUnlinked names;
+        const std::string missing = names.add("named-missing");
+        try {
+            (void)mproc::Pipe::open(missing);
+            CPPUNIT_FAIL("a missing name must throw");
+        } catch (const mproc::SystemError& error) {
+            CPPUNIT_ASSERT_EQUAL(ENOENT, error.error_number());
+        }
+        const std::string plain = names.add("named-plain");
+        mproc::SharedMemory segment = mproc::SharedMemory::create(plain, 4096);
+        assert_contains(message_of<mproc::InvalidObject>([&] { (void)mproc::Pipe::open(plain); }), "pipe '" + plain);
+        CPPUNIT_ASSERT_THROW(mproc::Pipe::open("no/slash/allowed"), mproc::ValueError);
+    }
+
+    void testHostileSegmentIsRefusedAtOpen() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-hostile");
+        PipeConnection creator = mproc::Pipe::create(name, true, 2);
+        HostileView view(name);
+        mproc::detail::PipeHeaderLine& header = view.header();
+        // Each rewrite is refused with a message naming the pipe and the cause; then restored.
+        const auto refused = [&](auto rewrite, const std::string& cause) {
+            const std::vector<std::byte> saved(view.memory, view.memory + view.size);
+            rewrite();
+            const std::string message = message_of<mproc::InvalidObject>([&] { (void)mproc::Pipe::open(name, 0ms); });
+            assert_contains(message, "pipe '" + name + "'");
+            assert_contains(message, cause);
+            std::memcpy(view.memory, saved.data(), saved.size());
+        };
+        refused([&] { header.magic = 0x12345678; }, "pipe magic");
+        refused([&] { header.layout_version = 99; }, "pipe layout version 99");
+        refused([&] { header.ring_count = 3; }, "3 rings");
+        refused([&] { header.ring_count = 0; }, "0 rings");
+        refused([&] { header.ring_size = 1ull << 62; }, "do not fit");
+        refused([&] { header.ring_size = header.ring_size + 1; }, "do not fit");
+        refused([&] { header.total_size = 1ull << 40; }, "the pipe says");
+        refused([&] { header.ring_offset[1] = 1ull << 62; }, "ring 1 at offset");
+        refused([&] { view.ring_constants(1).slot_size = 64; }, "");
+        refused([&] { std::memset(&view.ring_constants(0), 0xa5, sizeof(mproc::detail::RingConstants)); }, "");
+        // The object header says pipe, the payload is garbage, or too short to hold a pipe.
+        const std::string garbage = names.add("named-garbage");
+        (void)mproc::SharedMemory::create_object(
+            garbage, mproc::ObjectKind::pipe, mproc::current_layout_version(mproc::ObjectKind::pipe), 8192, 0600,
+            [](std::span<std::byte> payload) {
+                for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::byte>(i * 131 + 7);
+            });
+        assert_contains(message_of<mproc::InvalidObject>([&] { (void)mproc::Pipe::open(garbage); }), "pipe magic");
+        const std::string tiny = names.add("named-tiny");
+        (void)mproc::SharedMemory::create_object(tiny, mproc::ObjectKind::pipe,
+                                                 mproc::current_layout_version(mproc::ObjectKind::pipe), 64, 0600, {});
+        assert_contains(message_of<mproc::InvalidObject>([&] { (void)mproc::Pipe::open(tiny); }), "cannot hold");
+        // None of the refused opens took end 1: the real opener still can.
+        PipeConnection opener = mproc::Pipe::open(name);
+        opener.send_bytes(bytes_of(pattern(7)));
+        CPPUNIT_ASSERT(creator.recv_bytes() == pattern(7));
+    }
+
+    void testSizesRewrittenAfterOpenAreNotReadAgain() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-rewritten");
+        PipeConnection creator = mproc::Pipe::create(name, true, 2);
+        PipeConnection opener = mproc::Pipe::open(name);
+        HostileView view(name);
+        for (int ring : {0, 1}) {  // before the header: ring_constants() finds the rings through it
+            view.ring_constants(ring).slot_size = 1u << 24;
+            view.ring_constants(ring).slot_stride = 1;
+            view.ring_constants(ring).capacity = 1ull << 40;
+        }
+        view.header().ring_count = 1;
+        view.header().ring_size = 1ull << 62;
+        view.header().ring_offset[0] = view.header().ring_offset[1] = 1ull << 62;
+        view.header().total_size = 0;
+        CPPUNIT_ASSERT(opener.writable() && opener.readable());
+        for (std::size_t size : {std::size_t(0), std::size_t(3000), std::size_t(20000)}) {
+            std::thread sender([&] { opener.send_bytes(bytes_of(pattern(size, 5))); });
+            CPPUNIT_ASSERT(creator.recv_bytes() == pattern(size, 5));
+            sender.join();
+            std::thread back([&] { creator.send_bytes(bytes_of(pattern(size, 6))); });
+            CPPUNIT_ASSERT(opener.recv_bytes() == pattern(size, 6));
+            back.join();
+        }
+    }
+
+    // A hostile peer writes the opener's own TID into a holder word of end 1 before the opener maps the pipe:
+    // that word is no hold of the opener's (its node is in no list of the opener's), so close() must release
+    // the word the opener claimed, and never unlink the planted one (its links are the peer's bytes).
+    void testOwnTidPlantedInAHolderWordIsNotTakenForTheOpenersHold() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-planted");
+        PipeConnection creator = mproc::Pipe::create(name, true, 2);
+        HostileView view(name);
+        auto& end1 = reinterpret_cast<mproc::detail::PipeControl*>(view.memory + mproc::kObjectHeaderSize)->ends[1];
+        const auto self = static_cast<std::uint32_t>(::gettid());
+        // relaxed: this thread alone uses the words until open() below.
+        std::atomic_ref(end1.holders[0].word).store(self | FUTEX_WAITERS, std::memory_order_relaxed);
+        end1.holders[0].robust_prev = 0x10;  // links no list holds: following them would fault
+        end1.holders[0].robust_next = 0x20;
+        PipeConnection opener = mproc::Pipe::open(name);
+        // relaxed (these loads): this thread wrote the words.
+        CPPUNIT_ASSERT_EQUAL(self | FUTEX_WAITERS, std::atomic_ref(end1.holders[1].word).load(std::memory_order_relaxed));
+        opener.send_bytes(bytes_of(pattern(3)));
+        CPPUNIT_ASSERT(creator.recv_bytes() == pattern(3));
+        opener.close();
+        CPPUNIT_ASSERT_EQUAL(0u, std::atomic_ref(end1.holders[1].word).load(std::memory_order_relaxed));
+        CPPUNIT_ASSERT_EQUAL(self | FUTEX_WAITERS, std::atomic_ref(end1.holders[0].word).load(std::memory_order_relaxed));
+        // This thread's robust list is still sound: a new pipe's holds link and unlink through it.
+        auto fresh = mproc::Pipe();
+        fresh.first.close();
+        fresh.second.close();
+    }
+
+    void testCreateOnATakenNameIsEEXISTAndUnlinkRemovesTheName() {
+        NamesUnlinked names;
+        const std::string name = names.add("named-taken");
+        PipeConnection creator = mproc::Pipe::create(name, false, 2);
+        CPPUNIT_ASSERT(creator.readable() && !creator.writable());  // one-way: the creator reads
+        try {
+            (void)mproc::Pipe::create(name);
+            CPPUNIT_FAIL("an exclusive create on a taken name must throw");
+        } catch (const mproc::SystemError& error) {
+            CPPUNIT_ASSERT_EQUAL(EEXIST, error.error_number());
+        }
+        CPPUNIT_ASSERT_THROW(mproc::Pipe::create(name, true, 3), mproc::ValueError);  // checked before the name
+        PipeConnection opener = mproc::Pipe::open(name);
+        CPPUNIT_ASSERT(!opener.readable() && opener.writable());
+        opener.unlink();
+        CPPUNIT_ASSERT_THROW(mproc::Pipe::open(name, 0ms), mproc::SystemError);
+        try {
+            creator.unlink();
+            CPPUNIT_FAIL("a second unlink must throw");
+        } catch (const mproc::SystemError& error) {
+            CPPUNIT_ASSERT_EQUAL(ENOENT, error.error_number());
+        }
+        opener.send_bytes(bytes_of(pattern(9)));  // the ends work on after the name is gone
+        CPPUNIT_ASSERT(creator.recv_bytes() == pattern(9));
+        auto anonymous = mproc::Pipe();
+        CPPUNIT_ASSERT_THROW(anonymous.first.unlink(), mproc::StateError);
+        CPPUNIT_ASSERT(anonymous.first.name().empty());
+    }
+
+    void testFromFdRoundTripInTheSameProcess() {
+        auto ends = mproc::Pipe(true, 4);
+        auto& left = ends.first;
+        auto& right = ends.second;
+        CPPUNIT_ASSERT(left.fd() >= 0);
+        CPPUNIT_ASSERT_EQUAL(left.fd(), right.fd());
+        PipeConnection again = PipeConnection::from_fd(left.fd(), 1);
+        CPPUNIT_ASSERT_EQUAL(1, again.end_index());
+        CPPUNIT_ASSERT(again.fd() >= 0 && again.fd() != left.fd());
+        for (std::size_t size : kNamedSizes) {
+            std::thread sender([&] { left.send_bytes(bytes_of(pattern(size, 7))); });
+            CPPUNIT_ASSERT(again.recv_bytes() == pattern(size, 7));
+            sender.join();
+        }
+        again.send_bytes(bytes_of(pattern(11)));
+        CPPUNIT_ASSERT(left.recv_bytes() == pattern(11));
+        // from_fd mapped the segment again and took a hold of its own: the handles close independently.
+        right.close();
+        CPPUNIT_ASSERT(!left.peer_gone());
+        again.send_bytes(bytes_of(pattern(12)));
+        CPPUNIT_ASSERT(left.recv_bytes() == pattern(12));
+        again.close();
+        CPPUNIT_ASSERT(left.peer_gone());
+        CPPUNIT_ASSERT_THROW(PipeConnection::from_fd(left.fd(), 1), mproc::StateError);
+        // A one-way pipe's ends keep their directions through from_fd.
+        auto one_way = mproc::Pipe(false, 2);
+        PipeConnection reader = PipeConnection::from_fd(one_way.second.fd(), 0);
+        CPPUNIT_ASSERT(reader.readable() && !reader.writable());
+        PipeConnection writer = PipeConnection::from_fd(one_way.first.fd(), 1);
+        CPPUNIT_ASSERT(!writer.readable() && writer.writable());
+    }
+
+    void testFromFdAcrossExecMakesThePeerAHolder() {
+        auto ends = mproc::Pipe(true, 4);
+        auto& parent = ends.first;
+        auto& handed = ends.second;
+        auto peer = exec_peer("fd-echo", {}, parent.fd());
+        CPPUNIT_ASSERT(parent.recv_bytes() == text_bytes("attached"));
+        handed.close();  // end 1 now lives only in the exec'd process
+        CPPUNIT_ASSERT(!parent.peer_gone());
+        for (std::size_t size : kNamedSizes) {
+            parent.send_bytes(bytes_of(pattern(size, 8)));
+            CPPUNIT_ASSERT(parent.recv_bytes() == pattern(size, 8));
+        }
+        std::thread killer([&] {
+            std::this_thread::sleep_for(100ms);
+            peer->kill(SIGKILL);
+        });
+        bool woken = false;
+        const auto blocked = elapsed_of([&] { woken = parent.poll(5s); });
+        killer.join();  // before any assertion: a failure must not leave the thread joinable
+        CPPUNIT_ASSERT_MESSAGE("the exec'd holder's death was not seen within 5 s", woken);
+        CPPUNIT_ASSERT_MESSAGE(std::to_string(blocked.count()) + " ms", blocked >= 90ms && blocked < 2000ms);
+        CPPUNIT_ASSERT_THROW(parent.recv_bytes(), mproc::Closed);
+        CPPUNIT_ASSERT_THROW(parent.send_bytes(bytes_of(pattern(1))), mproc::BrokenPipe);
+        peer->wait();
+    }
+
+    void testFromFdRefusesBadInput() {
+        auto ends = mproc::Pipe();
+        CPPUNIT_ASSERT_THROW(PipeConnection::from_fd(ends.first.fd(), 2), mproc::ValueError);
+        CPPUNIT_ASSERT_THROW(PipeConnection::from_fd(ends.first.fd(), -1), mproc::ValueError);
+        try {
+            (void)PipeConnection::from_fd(-1, 0);
+            CPPUNIT_FAIL("a bad descriptor must throw");
+        } catch (const mproc::SystemError& error) {
+            CPPUNIT_ASSERT_EQUAL(EBADF, error.error_number());
+        }
+        mproc::SharedMemory plain = mproc::SharedMemory::anonymous(4096);
+        CPPUNIT_ASSERT_THROW(PipeConnection::from_fd(plain.fd(), 0), mproc::InvalidObject);
+        // A pipe-kind memfd whose payload is not a pipe.
+        mproc::SharedMemory bogus = mproc::SharedMemory::anonymous_object(
+            mproc::ObjectKind::pipe, mproc::current_layout_version(mproc::ObjectKind::pipe), 4096,
+            [](std::span<std::byte> payload) { std::memset(payload.data(), 0x5a, payload.size()); });
+        CPPUNIT_ASSERT_THROW(PipeConnection::from_fd(bogus.fd(), 0), mproc::InvalidObject);
+        ends.first.close();
+        CPPUNIT_ASSERT_EQUAL(-1, ends.first.fd());
+    }
+};
+
+// ---------------------------------------------------------------------------------------------------------
 // Crash suite. Each round: a sender child streams to a receiver child (each adopted its end; the parent then
 // closed its copies, so each end lives only in its child), and the parent SIGKILLs one of them at a random
 // moment. The survivor must end on its own, within kSurvivorBound of the kill:
@@ -804,9 +1344,94 @@ void crash_round(std::mt19937& random, CrashTally& tally) {
     tally.messages += received;
 }
 
+// A named round: this test's child creates the pipe (end 0) and execs the opener, which streams to it or
+// receives from it until it is SIGKILLed at a random moment after it opened. The creator must then end as
+// an anonymous pipe's survivor does: every message whole and in order, then Closed or EPROTO (the opener
+// was sending), or BrokenPipe (it was receiving), within kSurvivorBound of the kill.
+struct NamedCrashBoard {
+    std::atomic<int> end{static_cast<int>(StreamEnd::none)};
+    std::atomic<std::uint64_t> received{0};
+};
+
+void named_crash_round(std::mt19937& random, CrashTally& tally) {
+    const std::size_t ring_slots = std::size_t{2} << std::uniform_int_distribution<int>(0, 3)(random);
+    const std::uint64_t seed = random() % 1000000;
+    const bool kill_sender = std::uniform_int_distribution<int>(0, 1)(random) == 1;
+    const auto delay = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 20000)(random));
+    const std::string round = "named round " + std::to_string(tally.rounds) + " (ring of " +
+                              std::to_string(ring_slots) + " slots, " + (kill_sender ? "sender" : "receiver") +
+                              " killed " + std::to_string(delay.count()) + " us after it opened)";
+    NamesUnlinked names;
+    const std::string name = names.add("named-crash");
+    Shared<NamedCrashBoard> board;
+    mproc::test::run_in_processes(
+        1,
+        [&](int) {
+            PipeConnection creator = mproc::Pipe::create(name, true, ring_slots);
+            auto peer = exec_peer(kill_sender ? "stream-send" : "stream-recv",
+                                  {{"NAME", name}, {"SEED", std::to_string(seed)}, {"SLOTS", std::to_string(ring_slots)}});
+            wait_for(
+                [&] {
+                    for (mproc::detail::PipeHolder& holder : creator.peer_end()->holders)
+                        // relaxed: a TID in a word says the opener took its hold; nothing else is read.
+                        if ((std::atomic_ref(holder.word).load(std::memory_order_relaxed) & FUTEX_TID_MASK) != 0)
+                            return true;
+                    return false;
+                },
+                round + ": the opener's hold");
+            std::atomic<std::int64_t> killed_at{0};
+            std::thread killer([&] {
+                std::this_thread::sleep_for(delay);
+                // relaxed: read after join().
+                killed_at.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+                peer->kill(SIGKILL);
+            });
+            StreamEnd end = StreamEnd::wrong;
+            std::string error;
+            std::uint64_t received = 0;
+            try {
+                if (kill_sender) {
+                    for (;; ++received) {
+                        error = stream_message_error(seed, received, ring_slots, creator.recv_bytes());
+                        if (!error.empty()) break;
+                    }
+                } else {
+                    for (std::uint64_t sequence = 0;; ++sequence)
+                        creator.send_bytes(bytes_of(stream_message(seed, sequence, ring_slots)));
+                }
+            } catch (const mproc::Closed&) {
+                end = kill_sender ? StreamEnd::closed : StreamEnd::wrong;
+            } catch (const mproc::BrokenPipe& broken) {
+                end = !kill_sender && broken.error_number() == EPIPE ? StreamEnd::broken_pipe : StreamEnd::wrong;
+            } catch (const mproc::SystemError& failure) {
+                end = kill_sender && failure.error_number() == EPROTO && !creator.readable() ? StreamEnd::cut_message
+                                                                                            : StreamEnd::wrong;
+                error = failure.what();
+            }
+            const auto ended_at = Clock::now();
+            killer.join();
+            peer->wait();
+            const auto took = ended_at - Clock::time_point(Clock::duration(killed_at.load(std::memory_order_relaxed)));
+            CPPUNIT_ASSERT_MESSAGE(round + ": " + error + " after " + std::to_string(received) + " messages",
+                                   end != StreamEnd::wrong);
+            CPPUNIT_ASSERT_MESSAGE(round + ": the creator took " +
+                                       std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(took).count()) +
+                                       " ms to see the death",
+                                   took < kSurvivorBound);
+            // relaxed: the parent reads these after the child ended (waitpid).
+            board->end.store(static_cast<int>(end), std::memory_order_relaxed);
+            board->received.store(received, std::memory_order_relaxed);
+        },
+        60s);
+    ++tally.rounds;
+    ++tally.ends[board->end.load(std::memory_order_relaxed)];  // relaxed: after waitpid, see above
+    tally.messages += board->received.load(std::memory_order_relaxed);
+}
+
 class PipeCrashTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(PipeCrashTest);
     CPPUNIT_TEST(testKilledSenderOrReceiverLeavesTheSurvivorAWholeStreamAndItsEnd);
+    CPPUNIT_TEST(testKilledNamedOpenerLeavesTheCreatorAWholeStreamAndItsEnd);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -826,10 +1451,26 @@ public:
         CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::cut_message)] > 0);
         CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::broken_pipe)] > 0);
     }
+
+    void testKilledNamedOpenerLeavesTheCreatorAWholeStreamAndItsEnd() {
+        std::mt19937 random(static_cast<unsigned>(::getpid()) * 31u);
+        CrashTally tally;
+        const auto start = Clock::now();
+        while (tally.rounds < 120 && Clock::now() - start < 15s) named_crash_round(random, tally);
+        std::printf("\n  named pipe crash: %d rounds, %llu messages checked; Closed %d, EPROTO %d, BrokenPipe %d\n",
+                    tally.rounds, static_cast<unsigned long long>(tally.messages),
+                    tally.ends[static_cast<int>(StreamEnd::closed)],
+                    tally.ends[static_cast<int>(StreamEnd::cut_message)],
+                    tally.ends[static_cast<int>(StreamEnd::broken_pipe)]);
+        CPPUNIT_ASSERT(tally.rounds >= 20);
+        CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::closed)] + tally.ends[static_cast<int>(StreamEnd::cut_message)] > 0);
+        CPPUNIT_ASSERT(tally.ends[static_cast<int>(StreamEnd::broken_pipe)] > 0);
+    }
 };
 
 }  // namespace
 
 CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(PipeUnitTest, "unit");
+CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(NamedPipeUnitTest, "unit");
 CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(PipeStressTest, "stress");
 CPPUNIT_TEST_SUITE_NAMED_REGISTRATION(PipeCrashTest, "crash");

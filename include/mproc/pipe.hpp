@@ -1,11 +1,14 @@
 // mproc/pipe.hpp — Python's multiprocessing.Pipe() on shared memory: two Connections joined by SPSC rings of
-// byte chunks in one anonymous segment, with futex wake-ups and robust-futex liveness of each end.
+// byte chunks in one segment (anonymous, or named in /dev/shm), with futex wake-ups and robust-futex
+// liveness of each end.
 //
-// Defines: Pipe() (the pair of ends), PipeConnection (one end; a Connection), detail::PipeControl and
-// detail::PipeHolder (the shared layout), detail::PipeChunkHeader and detail::PipeReader (the decoder the
-// receive path and fuzz/fuzz-pipe.cpp share).
+// Defines: Pipe() (the pair of ends of an anonymous pipe), Pipe::create()/Pipe::open() (a named pipe between
+// unrelated processes), PipeConnection (one end; a Connection; from_fd() re-attaches an anonymous pipe's
+// end), detail::PipeControl and detail::PipeHolder (the shared layout), detail::PipeChunkHeader and
+// detail::PipeReader (the decoder the receive path and fuzz/fuzz-pipe.cpp share), detail::validate_pipe_layout.
 //
-// Layout: [PipeControl: a header line and, per end, kPipeHolders robust holder words | ring 0 | ring 1].
+// Layout: an object of kind ObjectKind::pipe (object_header.hpp), whose payload is
+// [PipeControl: a header line and, per end, kPipeHolders robust holder words | ring 0 | ring 1].
 // Ring r (a RawSpscRing of kPipeSlotSize-byte slots) carries messages *to* end r. Each slot holds one
 // chunk: a 16-byte PipeChunkHeader (payload bytes, first/last flags, the whole message's size) and up to
 // kPipeChunkPayload bytes. A message longer than the ring streams through it: the sender fills the free
@@ -45,6 +48,37 @@
 //   child too. A child that never adopts uses the end on the parent's hold: its death is then not seen.
 // - At most kPipeHolders threads hold one end at a time (StateError beyond).
 //
+// Named pipes (Pipe::create / Pipe::open) — one creator, one opener, the same fast path and guarantees:
+// - The creator's end is end 0, the opener's end 1 (one-way: the creator reads, the opener writes). The
+//   creator's thread holds end 0 before the name is published, so an opener never finds it unheld.
+// - Exactly one open() succeeds per pipe: it makes its thread the holder of end 1. While end 1 is held, a
+//   second open() throws SystemError(EBUSY) and changes nothing; once end 1 was opened and is gone (closed,
+//   or its holders died), open() throws StateError: a named pipe joins one pair, never a third process.
+//   To hand end 1 to more threads or fork()ed children, use adopt() on the opener's handle.
+// - Before the opener arrives, end 1 is not gone but awaited: the creator's sends fill the ring and then
+//   block, its receives and poll() wait, peer_gone() is false. They wait for the opener as long as they
+//   would for a live peer (no timeout of their own); the creator can close() to give up.
+// - A creator that dies (or closes) before anyone opens: open() still succeeds, the opener receives what the
+//   creator sent, then Closed; its sends throw BrokenPipe. A creator killed before publishing leaves an
+//   object open() rejects after publish_timeout (InvalidObject), as every named object (shared_memory.hpp).
+// - The name outlives both ends, as every mproc name: unlink() it once (either end may), for instance right
+//   after open() returned, when no other opener is to come. The resource tracker (resource_tracker.hpp)
+//   unlinks a creator's leftover name as it does any other kind's.
+// - open() validates what it maps: the object header (kind pipe, layout version), then the pipe's own
+//   header (magic, version, ring count, ring offsets and sizes inside the segment) and each ring's
+//   constants, slot size kPipeSlotSize; anything else is InvalidObject naming the pipe. Sizes rewritten
+//   after open are never read again (the handle keeps the validated copies).
+//
+// Passing an end to another process by descriptor (the way a spawned child gets its end):
+// - fd() is the anonymous pipe's memfd (-1 for a named pipe's ends, which meet by name, and for a closed
+//   handle). PipeConnection::from_fd(fd, end) maps it in any process that has the descriptor (inherited
+//   across exec, or received over SCM_RIGHTS), validates it as open() does, and makes the calling thread a
+//   holder of `end` (adopt()): StateError when that end is gone, as adopt(). The giver keeps its own hold
+//   until it closes its handle; as with fork(), it closes only after the receiver attached (its first
+//   message arrived), or the end is gone before the receiver holds it. In a process that already holds the
+//   end, from_fd maps the segment again and takes a hold of its own: the two handles close independently
+//   (a hold is the word and the robust-list node of one mapping; close() of one does not release the other's).
+//
 // Threads: one thread may send while another receives on the same end; two concurrent senders or two
 // concurrent receivers on one end are invalid (the rings are single-producer, single-consumer).
 //
@@ -64,6 +98,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <sys/types.h>
 
 #include "mproc/connection.hpp"
 #include "mproc/spsc_ring.hpp"
@@ -100,7 +136,9 @@ struct alignas(128) PipeHeaderLine {
     std::uint32_t magic;           // kPipeMagic
     std::uint32_t layout_version;  // kPipeLayoutVersion
     std::uint32_t ring_count;      // 2 (duplex) or 1
-    std::uint32_t reserved[3];     // zero
+    std::uint32_t end1_opened;     // futex word: 0 while a named pipe's end 1 awaits its opener, then 1 for good
+                                   // (Pipe() hands both ends out at once: 1 from the start)
+    std::uint32_t reserved[2];     // zero
     std::uint64_t ring_offset[2];  // from the start of PipeControl
     std::uint64_t ring_size;       // bytes of each ring
     std::uint64_t total_size;
@@ -118,7 +156,7 @@ static_assert(std::is_standard_layout_v<PipeControl> && std::is_trivially_copyab
               "shared between processes: plain bytes only");
 
 inline constexpr std::uint32_t kPipeMagic = 0x5050504d;  // "MPPP"
-inline constexpr std::uint32_t kPipeLayoutVersion = 1;
+inline constexpr std::uint32_t kPipeLayoutVersion = 2;  // 2: end1_opened
 
 // The head of every slot.
 struct PipeChunkHeader {
@@ -168,10 +206,34 @@ private:
 
 struct PipeShared;  // the segment both ends of one pipe map in one process
 
+// What validate_pipe_layout() found: the shape a handle keeps and uses, never re-reading the shared header.
+struct PipeLayout {
+    std::uint32_t ring_count = 0;
+    std::uint64_t ring_offset[2] = {0, 0};
+    std::uint64_t ring_size = 0;
+};
+
+// Checks a pipe payload (the bytes after the object header) before anything else reads it: room for the
+// control block, magic, version, ring count, ring offsets and sizes exactly as a creator lays them out and
+// inside the payload. Throws InvalidObject naming `label`. Pure: reads only inside `payload`, one copy of the
+// header line. The rings' own constants are checked when they are attached. Not exported: the library's own
+// open paths and fuzz/fuzz-pipe.cpp (linked statically) call it.
+PipeLayout validate_pipe_layout(std::span<const std::byte> payload, std::string_view label);
+
 }  // namespace detail
+
+class Pipe;
 
 class MPROC_API PipeConnection final : public Connection {
 public:
+    // Re-attaches `end` (0 or 1) of an anonymous pipe from its segment's descriptor (fd() of either end, in
+    // this or another process), validated as Pipe::open() validates, and makes the calling thread a holder
+    // of that end (adopt()). fd is duplicated; the caller keeps its own. ValueError for an end other than 0
+    // or 1; SystemError(EBADF) for a bad descriptor; InvalidObject for a segment that is not a valid pipe;
+    // StateError when the end is gone or kPipeHolders threads hold it.
+    static PipeConnection from_fd(int fd, int end,
+                                  std::chrono::milliseconds publish_timeout = std::chrono::milliseconds(2000));
+
     PipeConnection(PipeConnection&& other) noexcept;
     PipeConnection& operator=(PipeConnection&& other) noexcept;
     ~PipeConnection() override;  // close()
@@ -199,6 +261,14 @@ public:
     bool peer_gone() const;
     // 0 or 1: which end of the pipe this is.
     int end_index() const noexcept { return end_; }
+    // The anonymous pipe's segment descriptor, for from_fd() in another process (close-on-exec: clear the
+    // flag on a copy, or pass it over SCM_RIGHTS). -1 for a named pipe's end and for a closed handle.
+    int fd() const noexcept;
+    // "/name" of a named pipe; empty for an anonymous one and for a closed handle.
+    const std::string& name() const noexcept;
+    // Removes a named pipe's name (shm_unlink); both ends keep working. SystemError(ENOENT) when it is
+    // already gone; StateError for an anonymous pipe or a closed handle.
+    void unlink();
 
     // For mproc::wait(): the ring this end reads (nullptr when write-only or closed), and the peer end
     // whose holder words say whether it is gone (nullptr when closed).
@@ -213,7 +283,11 @@ protected:
 
 private:
     friend std::pair<PipeConnection, PipeConnection> Pipe(bool duplex, std::size_t ring_slots);
+    friend class Pipe;
     PipeConnection(std::shared_ptr<detail::PipeShared> shared, int end, bool readable, bool writable);
+    // A new handle on `end` of a segment this process just mapped: the calling thread takes a hold (adopt);
+    // when it cannot, the handle is dropped without close() (which would revoke this process's other holds).
+    static PipeConnection attached(std::shared_ptr<detail::PipeShared> shared, int end);
 
     void require(const char* operation, bool want_read) const;
     std::size_t receive(const char* operation, std::span<std::byte> target, std::optional<std::size_t> maxlength,
@@ -226,9 +300,28 @@ private:
     RawSpscRing* out_ = nullptr;  // ring to the peer
 };
 
+// Named pipes (see "Named pipes" above). `Pipe` names both this class and the function below, as `stat`
+// does in C: `mproc::Pipe(...)` calls the function, `mproc::Pipe::create(...)` names the class's members.
+class MPROC_API Pipe {
+public:
+    Pipe() = delete;
+
+    // A new pipe named `name` (normalised as SharedMemory names are); the result is end 0, held by the
+    // calling thread. SystemError(EEXIST) when the name exists; ValueError for a bad name or ring_slots;
+    // mode is filtered by the umask.
+    static PipeConnection create(std::string_view name, bool duplex = true,
+                                 std::size_t ring_slots = detail::kPipeDefaultRingSlots, mode_t mode = 0600);
+    // End 1 of the pipe named `name`, held by the calling thread; waits up to publish_timeout for the creator
+    // to publish it. SystemError(ENOENT) for a missing name, InvalidObject for an object that is not a valid
+    // pipe, SystemError(EBUSY) while another opener holds end 1, StateError once end 1 is gone.
+    static PipeConnection open(std::string_view name,
+                               std::chrono::milliseconds publish_timeout = std::chrono::milliseconds(2000));
+};
+
 // Python's multiprocessing.Pipe(duplex) on shared memory: duplex → two ends, each readable and writable;
 // one-way → (read end, write end). ring_slots: slots of kPipeSlotSize bytes per direction (a power of two,
-// at least 2; ValueError otherwise). The segment is anonymous: fork()ed children inherit it.
+// at least 2; ValueError otherwise). The segment is anonymous: fork()ed children inherit it, and fd() with
+// PipeConnection::from_fd() hands an end to any other process.
 MPROC_API
 std::pair<PipeConnection, PipeConnection> Pipe(bool duplex = true,
                                                std::size_t ring_slots = detail::kPipeDefaultRingSlots);
