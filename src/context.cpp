@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 
+#include <climits>
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <poll.h>
@@ -118,14 +119,27 @@ std::vector<std::string> get_all_start_methods() { return {"fork", "spawn", "for
 
 void spawn_main() {
     if (const char* channel = std::getenv(detail::kSpawnChannelVariable)) {
-        const int fd = std::atoi(channel);
+        // Only a socket descriptor above the standard streams is taken for a start channel: a variable
+        // inherited by accident (or set by hand) must not make us read stdin or some other file.
+        char* end = nullptr;
+        const long fd = std::strtol(channel, &end, 10);
+        const bool valid = end != channel && *end == '\0' && fd >= 3 && fd <= INT_MAX &&
+                           detail::scm_rights::is_unix_stream_socket(static_cast<int>(fd));
+        std::string text = channel;
         ::unsetenv(detail::kSpawnChannelVariable);
-        detail::run_spawned_child(fd);
+        if (!valid) {
+            std::fprintf(stderr, "mproc spawned child (pid %d): %s=%s names no start channel\n",
+                         static_cast<int>(::getpid()), detail::kSpawnChannelVariable, text.c_str());
+            ::_exit(kBadRequestExitCode);
+        }
+        detail::run_spawned_child(static_cast<int>(fd));
     }
     if (const char* server = std::getenv(detail::kForkServerVariable)) {
         int listen_fd = -1;
         long owner = 0;
-        const bool parsed = std::sscanf(server, "%d:%ld", &listen_fd, &owner) == 2;
+        char rest = 0;
+        const bool parsed = std::sscanf(server, "%d:%ld%c", &listen_fd, &owner, &rest) == 2 && listen_fd >= 3 &&
+                            owner > 0 && detail::scm_rights::is_unix_stream_socket(listen_fd);
         ::unsetenv(detail::kForkServerVariable);
         if (!parsed) {
             std::fprintf(stderr, "mproc fork server: malformed %s\n", detail::kForkServerVariable);
@@ -297,9 +311,6 @@ int run_launched_child(void* raw_plan) {
 
 pid_t launch_fresh_image(const char* variable, const std::string& value, int keep_fd, std::span<const int> pass_fds,
                          bool daemon, const std::string& who) {
-    for (int fd : pass_fds)
-        if (fd < 0 || ::fcntl(fd, F_GETFD) < 0)
-            throw ValueError(who + ": start: pass_fds holds " + std::to_string(fd) + ", which is not an open descriptor");
     // Everything the child needs is built here, before the clone: it must not allocate.
     std::string marker = std::string(variable) + "=" + value;
     std::vector<char*> envp;

@@ -302,6 +302,12 @@ void Process::start() {
     if (context.start_method() != StartMethod::fork && entry_.empty())
         throw ValueError(describe() + ": start: a callable target cannot travel to a '" + context.name() +
                          "' child; register a function with MPROC_ENTRY and construct the Process from its Entry");
+    if (context.start_method() != StartMethod::fork) {
+        for (int fd : pass_fds_)
+            if (fd < 0 || ::fcntl(fd, F_GETFD) < 0)
+                throw ValueError(describe() + ": start: pass_fds holds " + std::to_string(fd) +
+                                 ", which is not an open descriptor");
+    }
     switch (context.start_method()) {
     case StartMethod::fork:
         start_forked();
@@ -381,10 +387,6 @@ void Process::start_spawned() {
 }
 
 void Process::start_from_fork_server() {
-    for (int fd : pass_fds_)
-        if (fd < 0 || ::fcntl(fd, F_GETFD) < 0)
-            throw ValueError(describe() + ": start: pass_fds holds " + std::to_string(fd) +
-                             ", which is not an open descriptor");
     std::vector<std::byte> frame(sizeof(std::uint64_t));
     std::vector<std::byte> request = detail::encode_start_request(
         detail::StartRequest{name_, entry_, entry_arguments_, static_cast<std::int32_t>(::getpid()), daemon_,

@@ -50,7 +50,8 @@ inline constexpr std::uint64_t kStartRequestLimit = std::uint64_t{1} << 30;
 // with `variable=value` added to its environment. It keeps descriptors 0-2, keep_fd and pass_fds at their
 // numbers; every other descriptor is closed by the exec. A daemon has its death signal armed before the
 // exec (and is killed when its parent process died before that). Returns the pid; SystemError on failure
-// (no child left behind). ValueError when a descriptor in pass_fds is not open.
+// (no child left behind). The caller checks that pass_fds are open (a closed one fails the launch with
+// EBADF).
 pid_t launch_fresh_image(const char* variable, const std::string& value, int keep_fd, std::span<const int> pass_fds,
                          bool daemon, const std::string& who);
 

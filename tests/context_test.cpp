@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,6 +31,7 @@
 #include "mproc/context.hpp"
 #include "mproc/error.hpp"
 #include "mproc/event.hpp"
+#include "mproc/pipe.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
 #include "mproc/value.hpp"
@@ -88,6 +90,11 @@ void answer_passed_events(int question_fd, int answer_fd) {
     if (!question.wait(20s)) throw std::runtime_error("the question never came");
     answer.set();
 }
+// Answers one message on end 1 of an anonymous Pipe that reached it as a descriptor.
+void echo_on_pipe_end(int pipe_fd) {
+    mproc::PipeConnection end = mproc::PipeConnection::from_fd(pipe_fd, 1);
+    end.send(end.recv<std::string>() + " pong");
+}
 // Stores its pid in the named value, then waits to be killed.
 void publish_pid_and_pause(std::string value_name) {
     mproc::Value<std::int32_t>::open(value_name).store(static_cast<std::int32_t>(::getpid()));
@@ -114,6 +121,7 @@ MPROC_ENTRY(report_identity_entry, report_identity);
 MPROC_ENTRY(report_descriptors_entry, report_descriptors);
 MPROC_ENTRY(publish_pid_and_pause_entry, publish_pid_and_pause);
 MPROC_ENTRY(answer_passed_events_entry, answer_passed_events);
+MPROC_ENTRY(echo_on_pipe_end_entry, echo_on_pipe_end);
 MPROC_ENTRY(allocate_and_lock_entry, allocate_and_lock);
 
 const char* method_name(StartMethod method) { return Context(method).name(); }
@@ -186,6 +194,7 @@ class StartMethodTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testDaemonIsKilledWhenItsProcessIsDestroyed);
     CPPUNIT_TEST(testManyChildrenInARowAllEndCleanly);
     CPPUNIT_TEST(testAnonymousObjectsReachTheChildAsPassedDescriptors);
+    CPPUNIT_TEST(testPipeEndReachesTheChildAsAPassedDescriptor);
     CPPUNIT_TEST_SUITE_END();
 
     ProcessOptions options(bool daemon = false) { return options_for(Method, daemon); }
@@ -319,6 +328,19 @@ public:
         CPPUNIT_ASSERT_EQUAL_MESSAGE(process.error(), 0, exit_code_of(process));
     }
 
+    void testPipeEndReachesTheChildAsAPassedDescriptor() {
+        auto [near, far] = mproc::Pipe();
+        ProcessOptions passing = options(true);
+        passing.pass_fds = {far.fd()};
+        Process process(passing, echo_on_pipe_end_entry, far.fd());
+        process.start();
+        near.send(std::string("ping"));
+        CPPUNIT_ASSERT(near.poll(20s));
+        CPPUNIT_ASSERT_EQUAL(std::string("ping pong"), near.recv<std::string>());
+        CPPUNIT_ASSERT(process.join(20s));
+        CPPUNIT_ASSERT_EQUAL_MESSAGE(process.error(), 0, exit_code_of(process));
+    }
+
     void testManyChildrenInARowAllEndCleanly() {
         for (int round = 0; round < 20; ++round) {
             Process process(options(), exit_with_entry, round);
@@ -344,6 +366,8 @@ class ContextTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testForkserverChildInheritsOnlyStandardStreamsAndPassedDescriptors);
     CPPUNIT_TEST(testPassFdsThatAreNotOpenIsAValueError);
     CPPUNIT_TEST(testPoolStillRunsWhenTheDefaultIsSpawn);
+    CPPUNIT_TEST(testLaunchedImageThatSkippedSpawnMainCannotStartChildren);
+    CPPUNIT_TEST(testBadStartChannelOrRequestEndsTheImageWithItsCode);
     CPPUNIT_TEST_SUITE_END();
 
 public:
@@ -410,12 +434,13 @@ public:
         mproc::register_entry("return_at_once", &return_at_once);  // the same function again: accepted
     }
 
-    void testSpawnChildInheritsOnlyStandardStreamsAndPassedDescriptors() {
-        // Descriptors without O_CLOEXEC (as a careless library leaves them) must not reach the child either.
+    // Descriptors without O_CLOEXEC (as a careless library leaves them) must not reach the child either:
+    // only 0-2, the passed one and the child's own channel (its error channel).
+    static void child_holds_only_standard_streams_and_passed_descriptors(StartMethod method) {
         const int leaky = ::open("/dev/null", O_RDONLY);
         const int passed = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
         CPPUNIT_ASSERT(leaky >= 0 && passed >= 0);
-        ProcessOptions options = options_for(StartMethod::spawn);
+        ProcessOptions options = options_for(method);
         options.pass_fds = {passed};
         Process process(options, report_descriptors_entry);
         process.start();
@@ -425,33 +450,82 @@ public:
         CPPUNIT_ASSERT_EQUAL(1, exit_code_of(process));
         CPPUNIT_ASSERT(descriptors_besides_channel(process.error(), {0, 1, 2, passed}) ==
                        (std::set<int>{0, 1, 2, passed}));
+    }
+
+    void testSpawnChildInheritsOnlyStandardStreamsAndPassedDescriptors() {
+        child_holds_only_standard_streams_and_passed_descriptors(StartMethod::spawn);
     }
 
     void testForkserverChildInheritsOnlyStandardStreamsAndPassedDescriptors() {
-        const int leaky = ::open("/dev/null", O_RDONLY);
-        const int passed = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        CPPUNIT_ASSERT(leaky >= 0 && passed >= 0);
-        ProcessOptions options = options_for(StartMethod::forkserver);
-        options.pass_fds = {passed};
-        Process process(options, report_descriptors_entry);
-        process.start();
-        process.join();
-        ::close(leaky);
-        ::close(passed);
-        CPPUNIT_ASSERT_EQUAL(1, exit_code_of(process));
-        // 0-2, the passed one and the child's own connection (its error channel), nothing else of this process.
-        CPPUNIT_ASSERT(descriptors_besides_channel(process.error(), {0, 1, 2, passed}) ==
-                       (std::set<int>{0, 1, 2, passed}));
+        child_holds_only_standard_streams_and_passed_descriptors(StartMethod::forkserver);
     }
 
     void testPassFdsThatAreNotOpenIsAValueError() {
-        ProcessOptions options = options_for(StartMethod::spawn);
-        options.name = "passer";
-        options.pass_fds = {1000000};
-        Process process(options, return_at_once_entry);
-        CPPUNIT_ASSERT_EQUAL(
-            std::string("process 'passer': start: pass_fds holds 1000000, which is not an open descriptor"),
-            message_of<mproc::ValueError>([&] { process.start(); }));
+        for (StartMethod method : {StartMethod::spawn, StartMethod::forkserver}) {
+            ProcessOptions options = options_for(method);
+            options.name = "passer";
+            options.pass_fds = {1000000};
+            Process process(options, return_at_once_entry);
+            CPPUNIT_ASSERT_EQUAL(
+                std::string("process 'passer': start: pass_fds holds 1000000, which is not an open descriptor"),
+                message_of<mproc::ValueError>([&] { process.start(); }));
+        }
+    }
+
+    void testLaunchedImageThatSkippedSpawnMainCannotStartChildren() {
+        // What a spawned image whose main() forgot spawn_main() looks like: the marker still set.
+        run_in_processes(1, [](int) {
+            ::setenv("MPROC_SPAWN_CHANNEL", "3", 1);
+            ProcessOptions options;
+            options.name = "recursive";
+            Process process(options, [] {});
+            CPPUNIT_ASSERT_EQUAL(std::string("process 'recursive': start: this process is a fresh image started by "
+                                             "mproc (spawn or forkserver) whose main() did not call "
+                                             "mproc::spawn_main() first"),
+                                 message_of<mproc::StateError>([&] { process.start(); }));
+        });
+    }
+
+    // Runs this test binary afresh with `variable=value` (and the descriptor `keep`, if >= 0, inherited),
+    // writes `request` into `feed` (if >= 0), and returns its exit status.
+    static int exit_status_of_image(const std::string& variable, int keep, int feed, const std::string& request) {
+        ForkedChild image([&] {
+            ::setenv(variable.c_str(), std::to_string(keep).c_str(), 1);
+            if (keep >= 0) ::fcntl(keep, F_SETFD, 0);
+            char name[] = "context_test";
+            char suite[] = "no-such-suite";
+            char* argv[] = {name, suite, nullptr};
+            ::execv("/proc/self/exe", argv);
+            ::_exit(99);
+        });
+        if (feed >= 0) {
+            ssize_t ignored = ::write(feed, request.data(), request.size());
+            (void)ignored;
+            ::close(feed);
+        }
+        const int status = image.wait(20s);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    }
+
+    void testBadStartChannelOrRequestEndsTheImageWithItsCode() {
+        // Standard input is no start channel, nor is a pipe.
+        CPPUNIT_ASSERT_EQUAL(mproc::kBadRequestExitCode, exit_status_of_image("MPROC_SPAWN_CHANNEL", 0, -1, ""));
+        int pipe_fds[2];
+        CPPUNIT_ASSERT_EQUAL(0, ::pipe2(pipe_fds, O_CLOEXEC));
+        CPPUNIT_ASSERT_EQUAL(mproc::kBadRequestExitCode,
+                             exit_status_of_image("MPROC_SPAWN_CHANNEL", pipe_fds[0], -1, ""));
+        ::close(pipe_fds[0]);
+        ::close(pipe_fds[1]);
+        // A socket that carries a frame of garbage, and one cut short.
+        for (const std::string& request : {std::string("\x05\0\0\0\0\0\0\0hello", 13), std::string("\x40\0\0", 3)}) {
+            int pair[2];
+            CPPUNIT_ASSERT_EQUAL(0, ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair));
+            const int status = exit_status_of_image("MPROC_SPAWN_CHANNEL", pair[1], pair[0], request);
+            ::close(pair[1]);
+            CPPUNIT_ASSERT_EQUAL(mproc::kBadRequestExitCode, status);
+        }
+        // A fork-server variable that names no listening socket.
+        CPPUNIT_ASSERT_EQUAL(mproc::kBadRequestExitCode, exit_status_of_image("MPROC_FORK_SERVER", 0, -1, ""));
     }
 
     void testPoolStillRunsWhenTheDefaultIsSpawn() {

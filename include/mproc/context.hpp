@@ -33,17 +33,30 @@
 //   kBadRequestExitCode.
 // - A spawn child inherits only descriptors 0, 1, 2 and ProcessOptions::pass_fds (at the same numbers):
 //   every other descriptor is closed across the exec, whether or not it had O_CLOEXEC.
-// - A fork-server child inherits only the server's standard streams: pass_fds is refused (ValueError) until
-//   descriptors travel over the server's socket.
-// - The fork server ends within about a second of its owner's death (it polls for it), and with the last
-//   holder of its socket; its own children that are daemons die with the thread that started them, as
-//   with fork.
+// - A fork-server child has the server's standard streams (the owner's, when the server started) and
+//   pass_fds, which travel to the server with SCM_RIGHTS and are put at the same numbers; nothing else of
+//   the requesting process. Besides those, each spawn or fork-server child holds one socket of its own,
+//   its error channel (close-on-exec).
+// - Anonymous objects reach such a child as descriptors: put `obj.fd()` in pass_fds, pass the number as an
+//   argument, and re-attach it there with `X::from_fd(fd)` (PipeConnection::from_fd(fd, end) for a Pipe end).
+// - The fork server ends within about a second of its owner's death (it polls getppid()). Only its owner
+//   process may use it (SO_PEERCRED); a forked child of the owner starts a server of its own.
+// - Daemons: a spawn daemon's death signal is armed before the exec, tied to the thread that called
+//   start(), as with fork. A fork-server daemon's parent is the owner process, but the kernel ties its
+//   death signal to the owner thread that started the fork server (the first forkserver start()): start
+//   that first one from a thread that lives as long as the daemons should (the main thread).
+// - A fork-server child is made by a raw clone(), not glibc's fork(): glibc's cached thread id of its
+//   first thread is the server's, so glibc's own robust pthread mutexes do not see that thread's death
+//   (mproc's Lock asks the kernel for the thread id and is not affected).
 // Costs: spawn, one clone+exec and the program's start-up (its static initialisers and dynamic loading),
-// plus one socket pair; forkserver, one round trip over the server's socket and one fork of the small
-// server image; the first forkserver start also spawns the server.
+// plus one socket pair; forkserver, one connection and round trip to the server and one clone of the small
+// server image; the first forkserver start also spawns the server. A forkserver start() waits at most
+// 30 s for the server's answer (then SystemError EPROTO), and the server at most 5 s for a request.
 // Misuse: an unknown method name → ValueError; set_start_method() a second time without force →
-// StateError; a callable target (not an entry) under spawn or forkserver → ValueError at start(); an entry
-// argument the codec cannot carry, or one not convertible to the parameter → compile error.
+// StateError; a callable target (not an entry) under spawn or forkserver → ValueError at start(); a
+// descriptor in pass_fds that is not open → ValueError at start(); an entry argument the codec cannot
+// carry, or one not convertible to the parameter → compile error. The fork server's state is guarded by a
+// mutex: a fork() while another thread holds it (inside a forkserver start()) leaves it held in the child.
 #pragma once
 
 #include <cstddef>

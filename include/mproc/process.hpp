@@ -82,8 +82,8 @@ struct ProcessOptions {
     bool daemon = false;  // killed when its parent dies; see above
     // The start method (mproc/context.hpp); empty: get_context() at start(), the process-wide default.
     std::optional<Context> context = std::nullopt;
-    // Descriptors a spawn child keeps, at the same numbers (fork children inherit every descriptor anyway;
-    // the fork server cannot take any yet: ValueError at start()).
+    // Descriptors a spawn or fork-server child gets, at the same numbers (fork children inherit every
+    // descriptor anyway). ValueError at start() for one that is not open.
     std::vector<int> pass_fds = {};
 };
 
