@@ -233,21 +233,18 @@ public:
         CPPUNIT_ASSERT_EQUAL(std::string(), process.error());
     }
 
-    void testTerminateGivesMinusSigterm() {
+    // terminate() or kill() on a running child: it ends by that signal, exit code -N.
+    void assert_signal_ends_child_with_minus(void (Process::*send)(), int signal_number) {
         Process process(options(true), pause_forever_entry);
         process.start();
-        process.terminate();
+        (process.*send)();
         CPPUNIT_ASSERT(process.join(20s));
-        CPPUNIT_ASSERT_EQUAL(-SIGTERM, exit_code_of(process));
+        CPPUNIT_ASSERT_EQUAL(-signal_number, exit_code_of(process));
     }
 
-    void testKillGivesMinusSigkill() {
-        Process process(options(true), pause_forever_entry);
-        process.start();
-        process.kill();
-        CPPUNIT_ASSERT(process.join(20s));
-        CPPUNIT_ASSERT_EQUAL(-SIGKILL, exit_code_of(process));
-    }
+    void testTerminateGivesMinusSigterm() { assert_signal_ends_child_with_minus(&Process::terminate, SIGTERM); }
+
+    void testKillGivesMinusSigkill() { assert_signal_ends_child_with_minus(&Process::kill, SIGKILL); }
 
     void testSegfaultGivesMinusSigsegv() {
         Process process(options(), raise_segfault_entry);
@@ -630,19 +627,31 @@ class StartMethodCrashTest : public CppUnit::TestFixture {
             grandchild.start();
             pause_forever();  // killed by the test; never reaches the destructor
         });
-        std::int32_t grandchild = 0;
-        for (int i = 0; i < 2000 && (grandchild = grandchild_pid.load()) == 0; ++i) std::this_thread::sleep_for(10ms);
-        grandchild_pid.unlink();
+        const std::int32_t grandchild = published_value(grandchild_pid);
         CPPUNIT_ASSERT_MESSAGE("the grandchild never reported its pid", grandchild != 0);
-        // While the middle lives, the grandchild cannot be reaped, so its pid is still its own.
-        const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, grandchild, 0));
+        CPPUNIT_ASSERT_MESSAGE(std::string("the ") + method_name(method) + " daemon outlived its killed parent",
+                               gone_once_parent_is_killed(middle, grandchild));
+    }
+
+    // The value once a child stored a non-zero one (0 after 20 s); the name is unlinked.
+    static std::int32_t published_value(mproc::Value<std::int32_t>& value) {
+        std::int32_t seen = 0;
+        for (int i = 0; i < 2000 && (seen = value.load()) == 0; ++i) std::this_thread::sleep_for(10ms);
+        value.unlink();
+        return seen;
+    }
+
+    // SIGKILLs parent and tells whether `watched`, a child of it, is gone within 10 s (it is killed if not).
+    static bool gone_once_parent_is_killed(ForkedChild& parent, pid_t watched) {
+        // While the parent lives, `watched` cannot be reaped, so its pid is still its own.
+        const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, watched, 0));
         CPPUNIT_ASSERT(pidfd >= 0);
-        middle.kill(SIGKILL);
-        middle.wait();
+        parent.kill(SIGKILL);
+        parent.wait();
         const bool gone = readable_within(pidfd, 10s);
         if (!gone) ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
         ::close(pidfd);
-        CPPUNIT_ASSERT_MESSAGE(std::string("the ") + method_name(method) + " daemon outlived its killed parent", gone);
+        return gone;
     }
 
     // The pids of the children of `parent` (its /proc task children lists).
@@ -675,18 +684,10 @@ public:
             else mproc::Value<std::int32_t>::open(pid_name).store(-static_cast<std::int32_t>(children.size()));
             pause_forever();
         });
-        std::int32_t server = 0;
-        for (int i = 0; i < 2000 && (server = server_pid.load()) == 0; ++i) std::this_thread::sleep_for(10ms);
-        server_pid.unlink();
+        const std::int32_t server = published_value(server_pid);
         CPPUNIT_ASSERT_MESSAGE("the owner saw " + std::to_string(-server) + " children, not its one server", server > 0);
-        const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, server, 0));
-        CPPUNIT_ASSERT(pidfd >= 0);
-        owner.kill(SIGKILL);
-        owner.wait();
-        const bool gone = readable_within(pidfd, 10s);
-        if (!gone) ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
-        ::close(pidfd);
-        CPPUNIT_ASSERT_MESSAGE("the fork server outlived its killed owner by 10 s", gone);
+        CPPUNIT_ASSERT_MESSAGE("the fork server outlived its killed owner by 10 s",
+                               gone_once_parent_is_killed(owner, server));
     }
 
     void testKilledForkServerIsReplacedOnNextStart() {
