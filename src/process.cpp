@@ -421,6 +421,10 @@ void Process::start_from_fork_server() {
         ::close(connection);
         throw_system_error(describe() + ": start: the fork server could not fork", value);
     }
+    if (value <= 0) {
+        ::close(connection);
+        throw_system_error(describe() + ": start: the fork server's child reported pid " + std::to_string(value), EPROTO);
+    }
     adopt_child(static_cast<pid_t>(value), connection);
     if (daemon_) wait_until_daemon_armed();
 }
