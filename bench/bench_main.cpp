@@ -8,8 +8,10 @@
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
+#include "mproc/context.hpp"
 
 int main(int argc, char** argv) {
+    mproc::spawn_main();  // a child of the spawn or forkserver start method runs its entry here
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();

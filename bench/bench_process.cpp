@@ -1,6 +1,9 @@
 // bench/bench_process.cpp — what starting and joining a child costs:
 //   BM_Process_ForkWaitFloor                     fork() + _exit(0) + waitpid(): the floor under any Process
 //   BM_Process_StartJoin                         mproc::Process running an empty function, start() + join()
+//   BM_Process_PosixSpawnWaitFloor               posix_spawn(/bin/true) + waitpid(): the floor under an exec
+//   BM_Process_StartJoinByMethod/<start method>  mproc::Process running an empty registered entry under
+//                                                fork, spawn or forkserver (the server started before timing)
 //   BM_Python_ProcessStartJoin/<start method>    multiprocessing.Process with an empty target, start() + join(),
 //                                                timed inside python3 by bench/peers/python_process.py
 // All report time per start+join, items_per_second (start+joins per second); the two C++ ones also report
@@ -12,6 +15,7 @@
 #include <exception>
 #include <string>
 
+#include <spawn.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,6 +23,7 @@
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
+#include "mproc/context.hpp"
 #include "mproc/error.hpp"
 #include "mproc/process.hpp"
 
@@ -71,6 +76,62 @@ void BM_Process_StartJoin(benchmark::State& state) {
     });
 }
 BENCHMARK(BM_Process_StartJoin)->UseRealTime();
+
+extern "C" char** environ;
+
+void BM_Process_PosixSpawnWaitFloor(benchmark::State& state) {
+    mproc::bench::run_guarded(state, [&] {
+        LatencySampler sampler(state);
+        sampler.start();
+        char program[] = "/bin/true";
+        char* argv[] = {program, nullptr};
+        for (auto _ : state) {
+            pid_t child = 0;
+            if (const int failed = ::posix_spawn(&child, program, nullptr, nullptr, argv, environ))
+                mproc::throw_system_error("posix_spawn/wait floor: posix_spawn /bin/true", failed);
+            int status = 0;
+            while (::waitpid(child, &status, 0) < 0) {
+                if (errno != EINTR) mproc::throw_system_error("posix_spawn/wait floor: waitpid");
+            }
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                throw BenchFailure("posix_spawn/wait floor: /bin/true ended with wait status " + std::to_string(status));
+            sampler.lap();
+        }
+        sampler.report(state);
+    });
+}
+BENCHMARK(BM_Process_PosixSpawnWaitFloor)->UseRealTime();
+
+void do_nothing() {}
+MPROC_ENTRY(do_nothing_entry, do_nothing);
+
+void BM_Process_StartJoinByMethod(benchmark::State& state, const char* start_method) {
+    mproc::bench::run_guarded(state, [&] {
+        mproc::ProcessOptions options;
+        options.context = mproc::get_context(start_method);
+        {
+            mproc::Process warm(options, do_nothing_entry);  // starts the fork server outside the timing
+            warm.start();
+            warm.join();
+        }
+        LatencySampler sampler(state);
+        sampler.start();
+        for (auto _ : state) {
+            mproc::Process child(options, do_nothing_entry);
+            child.start();
+            child.join();
+            if (child.exitcode() != 0) {
+                throw BenchFailure(std::string("mproc::Process (") + start_method + ") start+join: child exit code " +
+                                   std::to_string(child.exitcode().value_or(-1000)) + ", expected 0: " + child.error());
+            }
+            sampler.lap();
+        }
+        sampler.report(state);
+    });
+}
+BENCHMARK_CAPTURE(BM_Process_StartJoinByMethod, fork, "fork")->UseRealTime();
+BENCHMARK_CAPTURE(BM_Process_StartJoinByMethod, spawn, "spawn")->UseRealTime();
+BENCHMARK_CAPTURE(BM_Process_StartJoinByMethod, forkserver, "forkserver")->UseRealTime();
 
 std::string shell_quoted(const std::string& text) {
     std::string quoted = "'";

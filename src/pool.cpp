@@ -620,7 +620,11 @@ struct __attribute__((visibility("hidden"))) PoolCore::Impl {
             throw;
         }
         ++started_workers;
-        ProcessOptions process_options{"PoolWorker-" + std::to_string(started_workers), true};
+        // Always forked, whatever the default start method: tasks travel as function addresses, which only a
+        // forked image shares (mproc/pool.hpp).
+        ProcessOptions process_options{.name = "PoolWorker-" + std::to_string(started_workers),
+                                       .daemon = true,
+                                       .context = Context(StartMethod::fork)};
         worker.process = std::make_unique<Process>(process_options, [plan] { run_worker(plan); });
         try {
             worker.process->start();

@@ -27,6 +27,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -35,6 +36,8 @@
 #include "deadline.hpp"
 #include "mproc/error.hpp"
 #include "mproc_config.h"
+#include "scm_rights.hpp"
+#include "start_methods.hpp"
 
 // The system-call numbers are the same on every architecture since the unified table (Linux 5.1/5.3);
 // old libc headers may lack the names, the running kernel decides whether the calls exist.
@@ -142,6 +145,27 @@ void report_error_text(int error_fd, const char* text) noexcept {
     }
 }
 
+// Runs the child's target and leaves with its status: 0 when it returned, 1 when it threw (its text on the
+// error channel), kUnknownEntryExitCode when it named an entry this program does not register.
+[[noreturn]] void run_target_and_exit(const std::function<void()>& target, int error_write_fd) noexcept {
+    int status = 0;
+    try {
+        target();
+    } catch (const detail::UnknownEntry& unknown) {
+        std::fprintf(stderr, "%s\n", unknown.message.c_str());
+        report_error_text(error_write_fd, unknown.message.c_str());
+        status = kUnknownEntryExitCode;
+    } catch (const std::exception& escaped) {
+        report_error_text(error_write_fd, escaped.what());
+        status = 1;
+    } catch (...) {
+        report_error_text(error_write_fd, Process::kNonStandardExceptionText);
+        status = 1;
+    }
+    flush_all_output();
+    ::_exit(status);
+}
+
 // The child's whole life after fork(): never returns, never throws.
 [[noreturn]] void run_child(std::function<void()>& target, const std::string& name, bool daemon,
                             pid_t parent_pid, int error_read_fd, int error_write_fd) noexcept {
@@ -168,31 +192,28 @@ void report_error_text(int error_fd, const char* text) noexcept {
     current_process_name = &name;
     // relaxed: the child has one thread here; threads that fn starts are ordered after this store.
     created_process_count.store(0, std::memory_order_relaxed);
-
-    int status = 0;
-    try {
-        target();
-    } catch (const std::exception& escaped) {
-        report_error_text(error_write_fd, escaped.what());
-        status = 1;
-    } catch (...) {
-        report_error_text(error_write_fd, Process::kNonStandardExceptionText);
-        status = 1;
-    }
-    flush_all_output();
-    ::_exit(status);
+    run_target_and_exit(target, error_write_fd);
 }
 
 }  // namespace
 
 Process::Process(ProcessOptions options, std::function<void()> target)
     : target_(std::move(target)), name_(std::move(options.name)), daemon_(options.daemon),
-      owner_pid_(::getpid()) {
+      owner_pid_(::getpid()), context_(options.context), pass_fds_(std::move(options.pass_fds)) {
     // relaxed: only the count matters, no other memory is published through it.
     unsigned long number = created_process_count.fetch_add(1, std::memory_order_relaxed) + 1;
     // Python numbers every Process it creates, named or not; only unnamed ones show the number.
     if (name_.empty()) name_ = "Process-" + std::to_string(number);
     if (!target_) throw ValueError(describe() + ": construct: the target is an empty std::function");
+}
+
+Process::Process(ProcessOptions options, EntryCall call)
+    : Process(std::move(options), std::function<void()>([entry = call.entry, arguments = call.arguments] {
+                  detail::call_registered_entry(entry, arguments);
+              })) {
+    if (call.entry.empty()) throw ValueError(describe() + ": construct: the entry name is empty");
+    entry_ = std::move(call.entry);
+    entry_arguments_ = std::move(call.arguments);
 }
 
 Process::Process(Process&& other) noexcept { take_from(other); }
@@ -216,6 +237,10 @@ void Process::take_from(Process& other) noexcept {
     error_fd_ = other.error_fd_;
     exitcode_ = other.exitcode_;
     error_ = std::move(other.error_);
+    context_ = other.context_;
+    pass_fds_ = std::move(other.pass_fds_);
+    entry_ = std::move(other.entry_);
+    entry_arguments_ = std::move(other.entry_arguments_);
     // Inert from here on: no child, no fd, no target, so its destructor and start() do nothing harmful.
     other.target_ = nullptr;
     other.name_.clear();
@@ -270,7 +295,37 @@ void Process::start() {
     if (pid_ != 0) throw StateError(describe() + ": start() called twice");
     if (!target_) throw StateError("process: start() on a moved-from Process");
     require_owner("start");
+    if (detail::spawn_bootstrap_pending())
+        throw StateError(describe() + ": start: this process is a fresh image started by mproc (spawn or "
+                                      "forkserver) whose main() did not call mproc::spawn_main() first");
+    const Context context = context_ ? *context_ : get_context();
+    if (context.start_method() != StartMethod::fork && entry_.empty())
+        throw ValueError(describe() + ": start: a callable target cannot travel to a '" + context.name() +
+                         "' child; register a function with MPROC_ENTRY and construct the Process from its Entry");
+    if (context.start_method() != StartMethod::fork) {
+        for (int fd : pass_fds_)
+            if (fd < 0 || ::fcntl(fd, F_GETFD) < 0)
+                throw ValueError(describe() + ": start: pass_fds holds " + std::to_string(fd) +
+                                 ", which is not an open descriptor");
+    }
+    switch (context.start_method()) {
+    case StartMethod::fork:
+        start_forked();
+        break;
+    case StartMethod::spawn:
+        start_spawned();
+        break;
+    case StartMethod::forkserver:
+        start_from_fork_server();
+        break;
+    }
+    // Python drops target and arguments once the child has them; the parent's copies would only hold
+    // resources.
+    target_ = nullptr;
+    entry_arguments_.clear();
+}
 
+void Process::start_forked() {
     int error_pipe[2];
     if (::pipe2(error_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         int pipe_errno = errno;
@@ -292,11 +347,94 @@ void Process::start() {
     if (child == 0) run_child(target_, child_name, daemon_, parent_pid, error_pipe[0], error_pipe[1]);
 
     ::close(error_pipe[1]);
+    adopt_child(child, error_pipe[0]);
+    if (daemon_) wait_until_daemon_armed();
+}
+
+void Process::start_spawned() {
+    // One socket pair is the child's whole link: the start request goes down it, the error text comes back.
+    int channel[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+        int pair_errno = errno;
+        throw_system_error(describe() + ": start: socketpair", pair_errno);
+    }
+    std::vector<std::byte> frame(sizeof(std::uint64_t));
+    try {
+        std::vector<std::byte> request = detail::encode_start_request(
+            detail::StartRequest{name_, entry_, entry_arguments_, static_cast<std::int32_t>(::getpid()), daemon_});
+        const std::uint64_t size = request.size();
+        std::memcpy(frame.data(), &size, sizeof size);
+        frame.insert(frame.end(), request.begin(), request.end());
+    } catch (...) {
+        ::close(channel[0]);
+        ::close(channel[1]);
+        throw;
+    }
+    pid_t child;
+    try {
+        child = detail::launch_fresh_image(detail::kSpawnChannelVariable, std::to_string(channel[1]), channel[1],
+                                           pass_fds_, daemon_, describe());
+    } catch (...) {
+        ::close(channel[0]);
+        ::close(channel[1]);
+        throw;
+    }
+    ::close(channel[1]);
+    ::fcntl(channel[0], F_SETFL, O_NONBLOCK);
+    adopt_child(child, channel[0]);
+    // A child that ended before reading all of it ends with kBadRequestExitCode; exitcode() says so.
+    detail::write_all(channel[0], frame, pidfd_, -1);
+}
+
+void Process::start_from_fork_server() {
+    std::vector<std::byte> frame(sizeof(std::uint64_t));
+    std::vector<std::byte> request = detail::encode_start_request(
+        detail::StartRequest{name_, entry_, entry_arguments_, static_cast<std::int32_t>(::getpid()), daemon_,
+                             std::vector<std::int32_t>(pass_fds_.begin(), pass_fds_.end())});
+    const std::uint64_t size = request.size();
+    std::memcpy(frame.data(), &size, sizeof size);
+    frame.insert(frame.end(), request.begin(), request.end());
+
+    const int connection = detail::connect_fork_server(describe());
+    constexpr int kReplyTimeoutMs = 30000;
+    std::size_t sent_with_fds = 0;
+    try {
+        // The descriptors go with the frame's first bytes (the server reads them with recvmsg).
+        sent_with_fds = detail::scm_rights::send(connection, frame, pass_fds_, describe() + ": start: fork server");
+    } catch (...) {
+        ::close(connection);
+        throw;
+    }
+    ::fcntl(connection, F_SETFL, O_NONBLOCK);
+    char tag = 0;
+    std::int32_t value = 0;
+    if (!detail::write_all(connection, std::span<const std::byte>(frame).subspan(sent_with_fds), -1,
+                           kReplyTimeoutMs) ||
+        !detail::read_exact(connection, &tag, 1, kReplyTimeoutMs) ||
+        !detail::read_exact(connection, &value, sizeof value, kReplyTimeoutMs) || (tag != 'P' && tag != 'E')) {
+        ::close(connection);
+        throw_system_error(describe() + ": start: the fork server did not answer (it died, or its child died "
+                                        "before reporting its pid)",
+                           EPROTO);
+    }
+    if (tag == 'E') {
+        ::close(connection);
+        throw_system_error(describe() + ": start: the fork server could not fork", value);
+    }
+    if (value <= 0) {
+        ::close(connection);
+        throw_system_error(describe() + ": start: the fork server's child reported pid " + std::to_string(value), EPROTO);
+    }
+    adopt_child(static_cast<pid_t>(value), connection);
+    if (daemon_) wait_until_daemon_armed();
+}
+
+void Process::adopt_child(pid_t child, int error_fd) {
     bool is_pidfd = false;
     const int sentinel = open_exit_sentinel(child, is_pidfd);
     if (sentinel < 0) {
         int open_errno = errno;
-        ::close(error_pipe[0]);
+        ::close(error_fd);
         if (open_errno == ESRCH)
             throw_system_error(describe() + ": start: pidfd_open on pid " + std::to_string(child) +
                                    ": the child was reaped elsewhere (SIGCHLD ignored, or waitpid(-1) in the "
@@ -312,11 +450,7 @@ void Process::start() {
     pid_ = child;
     pidfd_ = sentinel;
     pidfd_is_process_fd_ = is_pidfd;
-    error_fd_ = error_pipe[0];
-    if (daemon_) wait_until_daemon_armed();
-    // Python drops target and arguments once the child has them; the parent's copies would only hold
-    // resources.
-    target_ = nullptr;
+    error_fd_ = error_fd;
 }
 
 void Process::wait_until_daemon_armed() noexcept {
@@ -458,6 +592,98 @@ void Process::set_daemon(bool daemon) {
     if (pid_ != 0) throw StateError(describe() + ": set_daemon after start()");
     daemon_ = daemon;
 }
+
+namespace detail {
+
+void run_spawned_child(int channel_fd) noexcept {
+    std::uint64_t size = 0;
+    std::optional<StartRequest> request;
+    std::string failure;
+    try {
+        if (!read_exact(channel_fd, &size, sizeof size, -1)) failure = "the start request was cut short";
+        else if (size > kStartRequestLimit) failure = "the start request claims " + std::to_string(size) + " bytes";
+        if (failure.empty()) {
+            std::vector<std::byte> frame(size);
+            if (!read_exact(channel_fd, frame.data(), frame.size(), -1)) failure = "the start request was cut short";
+            else request = decode_start_request(frame);
+        }
+    } catch (const std::exception& error) {
+        failure = error.what();
+    }
+    if (!request) {
+        std::fprintf(stderr, "mproc spawned child (pid %d): %s\n", static_cast<int>(::getpid()), failure.c_str());
+        ::_exit(kBadRequestExitCode);
+    }
+    ::fcntl(channel_fd, F_SETFL, O_NONBLOCK);  // the error text must never block the child
+    // A fresh image: nothing to share with a parent, so the name may simply live for ever.
+    current_process_name = new std::string(request->name);
+    const std::function<void()> target = [&request] { call_registered_entry(request->entry, request->arguments); };
+    run_target_and_exit(target, channel_fd);
+}
+
+namespace {
+
+// Puts each received descriptor at the number its parent had for it (request.pass_fds), whatever numbers
+// the server's recvmsg and our own connection got: first everything moves above every wanted number, then
+// each goes to its place. Returns the connection's new number, or -1 (errno set) when a dup failed.
+int place_passed_descriptors(int connection_fd, const StartRequest& request, std::span<const int> received_fds) {
+    int above = 3;
+    for (std::int32_t wanted : request.pass_fds) above = std::max(above, static_cast<int>(wanted) + 1);
+    const int connection = ::fcntl(connection_fd, F_DUPFD_CLOEXEC, above);
+    if (connection < 0) return -1;
+    ::close(connection_fd);
+    std::vector<int> moved;
+    for (int fd : received_fds) {
+        const int high = ::fcntl(fd, F_DUPFD_CLOEXEC, above);
+        if (high < 0) return -1;
+        ::close(fd);
+        moved.push_back(high);
+    }
+    for (std::size_t i = 0; i < moved.size(); ++i) {
+        if (::dup2(moved[i], request.pass_fds[i]) < 0) return -1;  // the copy is not close-on-exec, as spawn's
+        ::close(moved[i]);
+    }
+    return connection;
+}
+
+}  // namespace
+
+void run_fork_server_child(int connection_fd, const StartRequest& request, std::span<const int> received_fds) noexcept {
+    if (!received_fds.empty()) {
+        connection_fd = place_passed_descriptors(connection_fd, request, received_fds);
+        if (connection_fd < 0) {
+            std::fprintf(stderr, "mproc fork-server child (pid %d): placing pass_fds: %s\n",
+                         static_cast<int>(::getpid()), std::strerror(errno));
+            ::_exit(kBadRequestExitCode);  // the requester sees no pid, and start() fails
+        }
+    }
+    // One writer for everything the requester reads: the pid first, then a daemon's armed byte, then (at
+    // the end) the error text.
+    char reply[1 + sizeof(std::int32_t)] = {'P'};
+    const std::int32_t self = static_cast<std::int32_t>(::getpid());
+    std::memcpy(reply + 1, &self, sizeof self);
+    while (::send(connection_fd, reply, sizeof reply, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    }
+    if (request.daemon) {
+        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+            ssize_t ignored = ::write(connection_fd, &kDaemonSetupDoneByte, 1);
+            (void)ignored;
+            report_error_text(connection_fd, "daemon child: prctl(PR_SET_PDEATHSIG) failed");
+            ::_exit(1);
+        }
+        // Our parent is the requester (CLONE_PARENT); had it died before the signal was armed, we would have
+        // been re-parented already.
+        if (::getppid() != request.parent_pid) ::kill(::getpid(), SIGKILL);
+        while (::write(connection_fd, &kDaemonSetupDoneByte, 1) < 0 && errno == EINTR) {
+        }
+    }
+    ::fcntl(connection_fd, F_SETFL, O_NONBLOCK);
+    current_process_name = &request.name;  // the server's copy, which this child keeps until it ends
+    const std::function<void()> target = [&request] { call_registered_entry(request.entry, request.arguments); };
+    run_target_and_exit(target, connection_fd);
+}
+
+}  // namespace detail
 
 CurrentProcess current_process() {
     return CurrentProcess{current_process_name ? *current_process_name : std::string("MainProcess"),

@@ -17,6 +17,7 @@
 #include <cppunit/extensions/TestFactoryRegistry.h>
 
 #include "harness.hpp"
+#include "mproc/context.hpp"
 
 namespace {
 
@@ -77,6 +78,7 @@ void collect_matching(CppUnit::Test* test, const std::string& filter, CppUnit::T
 }  // namespace
 
 int main(int argc, char** argv) {
+    mproc::spawn_main();  // a child of the spawn or forkserver start method runs its entry here and never returns
     if (argc < 2) {
         std::cerr << "usage: " << argv[0] << " unit|stress|crash [FILTER]\n";
         return 1;

@@ -17,6 +17,7 @@
 #include "mproc/pickle.hpp"
 #include "mproc/pipe.hpp"
 #include "mproc/pool.hpp"
+#include "mproc/context.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/resource_tracker.hpp"

@@ -1,4 +1,5 @@
-// mproc/process.hpp — Python's multiprocessing.Process for C++: run a callable in a forked child.
+// mproc/process.hpp — Python's multiprocessing.Process for C++: run a callable in a forked child, or a
+// registered entry in a child of any start method (fork, spawn, forkserver: mproc/context.hpp).
 //
 // Defines: ProcessOptions, Process, CurrentProcess, current_process().
 //
@@ -52,8 +53,11 @@
 // stays held forever in the child, so only async-signal-safe work is strictly safe in fn then, as with any
 // fork().
 //
-// The child is not a Python "spawn" child: it shares the parent's memory image at the fork, including
-// every open fd (pipes, sockets) that is not closed explicitly.
+// Under the fork method the child is not a Python "spawn" child: it shares the parent's memory image at
+// the fork, including every open fd (pipes, sockets) that is not closed explicitly. The spawn and
+// forkserver methods (mproc/context.hpp) give a fresh image instead; every guarantee above holds for them
+// too, with the differences context.hpp states (entries instead of callables, descriptors passed only by
+// pass_fds, start() costs).
 #pragma once
 
 #include <chrono>
@@ -64,9 +68,11 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <sys/types.h>
 
+#include "mproc/context.hpp"
 #include "mproc/export.hpp"
 
 namespace mproc {
@@ -74,7 +80,19 @@ namespace mproc {
 struct ProcessOptions {
     std::string name;     // empty: "Process-N", N counting the Processes this process created
     bool daemon = false;  // killed when its parent dies; see above
+    // The start method (mproc/context.hpp); empty: get_context() at start(), the process-wide default.
+    std::optional<Context> context = std::nullopt;
+    // Descriptors a spawn or fork-server child gets, at the same numbers (fork children inherit every
+    // descriptor anyway). ValueError at start() for one that is not open.
+    std::vector<int> pass_fds = {};
 };
+
+namespace detail {
+template <class T>
+inline constexpr bool is_entry = false;
+template <class... Params>
+inline constexpr bool is_entry<Entry<Params...>> = true;
+}  // namespace detail
 
 class MPROC_API Process {
 public:
@@ -86,12 +104,15 @@ public:
     template <class Fn, class... Args>
         requires(!std::is_same_v<std::remove_cvref_t<Fn>, ProcessOptions> &&
                  !std::is_same_v<std::remove_cvref_t<Fn>, Process> &&
+                 !detail::is_entry<std::remove_cvref_t<Fn>> &&
                  std::is_invocable_v<std::decay_t<Fn>&, std::unwrap_ref_decay_t<Args>&...>)
     explicit Process(Fn&& fn, Args&&... args)
         : Process(ProcessOptions{}, std::forward<Fn>(fn), std::forward<Args>(args)...) {}
 
+    // A callable target: fork only (it cannot cross an exec); start() under another method throws ValueError.
     template <class Fn, class... Args>
-        requires std::is_invocable_v<std::decay_t<Fn>&, std::unwrap_ref_decay_t<Args>&...>
+        requires(!detail::is_entry<std::remove_cvref_t<Fn>> &&
+                 std::is_invocable_v<std::decay_t<Fn>&, std::unwrap_ref_decay_t<Args>&...>)
     Process(ProcessOptions options, Fn&& fn, Args&&... args)
         : Process(std::move(options), std::function<void()>(
               [fn = std::forward<Fn>(fn), bound = std::make_tuple(std::forward<Args>(args)...)]() mutable {
@@ -100,6 +121,16 @@ public:
 
     // Throws ValueError when target is empty.
     Process(ProcessOptions options, std::function<void()> target);
+
+    // A registered entry (mproc/context.hpp) called on copies of args sent through the codec: runs under
+    // every start method. Throws ValueError when the entry name is empty.
+    Process(ProcessOptions options, EntryCall call);
+    template <class... Params, class... Args>
+    Process(ProcessOptions options, const Entry<Params...>& entry, Args&&... args)
+        : Process(std::move(options), entry(std::forward<Args>(args)...)) {}
+    template <class... Params, class... Args>
+    explicit Process(const Entry<Params...>& entry, Args&&... args)
+        : Process(ProcessOptions{}, entry(std::forward<Args>(args)...)) {}
     Process(Process&& other) noexcept;
     // A running child held by *this is first handled as the destructor would handle it.
     Process& operator=(Process&& other) noexcept;
@@ -140,6 +171,11 @@ private:
     void release_child() noexcept;  // the destructor's rule for a running child
     void close_fds() noexcept;
     std::string describe() const;
+    void start_forked();
+    void start_spawned();
+    void start_from_fork_server();
+    void adopt_child(pid_t child, int error_fd);  // opens the sentinel; on failure kills and reaps child
+
 
     std::function<void()> target_;  // released in the parent once the child has its copy
     std::string name_;
@@ -151,6 +187,10 @@ private:
     int error_fd_ = -1;  // read end of the child's error pipe (O_CLOEXEC | O_NONBLOCK)
     std::optional<int> exitcode_;
     std::string error_;
+    std::optional<Context> context_;
+    std::vector<int> pass_fds_;
+    std::string entry_;  // the registered entry; empty for a callable target
+    std::vector<std::byte> entry_arguments_;
 };
 
 struct CurrentProcess {
