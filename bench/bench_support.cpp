@@ -532,14 +532,21 @@ void LatencySampler::mark_sleeps() noexcept {
     children_at_start_ = {children.slept, children.preempted, children.user_ns};
 }
 
+namespace {
+
+// A counter LatencySampler::report() set; BenchFailure naming `what` when it is missing.
+double counter_of(const benchmark::State& state, const std::string& what, const char* name) {
+    const auto found = state.counters.find(name);
+    if (found == state.counters.end())
+        throw BenchFailure(what + ": no counter " + name + " (LatencySampler::report() first)");
+    return found->second.value;
+}
+
+}  // namespace
+
 void require_sleeping_round_trips(const benchmark::State& state, const std::string& what) {
     if (state.iterations() < kLeastJudgedRoundTrips) return;
-    const auto counter = [&](const char* name) {
-        const auto found = state.counters.find(name);
-        if (found == state.counters.end())
-            throw BenchFailure(what + ": no counter " + name + " (LatencySampler::report() first)");
-        return found->second.value;
-    };
+    const auto counter = [&](const char* name) { return counter_of(state, what, name); };
     const double mine_sleeps = counter("sleeps_per_rt");
     const double peer_sleeps = counter("peer_sleeps_per_rt");
     // A side preempted while it had the reply to hand over finds the next request waiting when it runs
@@ -557,12 +564,7 @@ void require_sleeping_round_trips(const benchmark::State& state, const std::stri
 void require_waits_in_kernel(const benchmark::State& state, const LatencySampler& sampler,
                              const std::string& what) {
     if (state.iterations() < kLeastJudgedRoundTrips) return;
-    const auto counter = [&](const char* name) {
-        const auto found = state.counters.find(name);
-        if (found == state.counters.end())
-            throw BenchFailure(what + ": no counter " + name + " (LatencySampler::report() first)");
-        return found->second.value;
-    };
+    const auto counter = [&](const char* name) { return counter_of(state, what, name); };
     const double user_ns = counter("user_ns_per_rt") + counter("peer_user_ns_per_rt");
     const double wall_ns = sampler.wall_ns_per_iteration(state);
     if (user_ns >= kMostUserTimePerRoundTrip * wall_ns) {

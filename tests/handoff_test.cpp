@@ -41,6 +41,9 @@
 namespace {
 
 using namespace std::chrono_literals;
+
+// Connection pairs are taken as `ends` and named by reference, not by a structured binding: lambdas
+// capture them, and clang 14 refuses to capture structured bindings.
 using mproc::FdConnection;
 using mproc::InvalidObject;
 using mproc::UniqueFd;
@@ -378,7 +381,9 @@ public:
         mproc::Queue<int> queue = mproc::Queue<int>::create(name, 4);
         CPPUNIT_ASSERT_EQUAL(-1, queue.fd());
         queue.unlink();
-        auto [left, right] = mproc::fd_pipe(true);
+        auto ends = mproc::fd_pipe(true);
+        [[maybe_unused]] mproc::FdConnection& left = ends.first;
+        [[maybe_unused]] mproc::FdConnection& right = ends.second;
         assert_contains(message_of<mproc::ValueError>([&] { mproc::send_object(left, queue); }), "open it by name");
     }
 
@@ -419,7 +424,9 @@ public:
             const PipeEnds pipe = make_pipe();
             assert_contains(message_of<InvalidObject>([&] { (void)mproc::Lock::from_fd(pipe.read.get()); }),
                             "not a memory file");
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             assert_contains(message_of<InvalidObject>([&] { (void)mproc::Queue<int>::from_fd(left.fileno()); }),
                             "not a memory file");
             const auto error = [] {
@@ -455,7 +462,9 @@ class HandleTest : public CppUnit::TestFixture {
 public:
     void testHandleArrivesAsANewCloseOnExecDescriptor() {
         assert_no_descriptor_leak([&] {
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             PipeEnds pipe = make_pipe();
             left.send_handle(pipe.write.get());
             UniqueFd received = right.recv_handle();
@@ -472,7 +481,9 @@ public:
     void testMessagesAndHandlesInterleaveWithReadAheadOnBothBackends() {
         for (const bool io_uring : {true, false}) {
             assert_no_descriptor_leak([&] {
-                auto [left, right] = socket_pair(io_uring);
+                auto ends = socket_pair(io_uring);
+                [[maybe_unused]] mproc::FdConnection& left = ends.first;
+                [[maybe_unused]] mproc::FdConnection& right = ends.second;
                 mproc::Event event;  // its memfd is the descriptor passed around
                 std::mt19937 random(io_uring ? 17 : 18);
                 std::vector<int> order;  // 0: a message, 1: a handle, 2: a large message (past the read-ahead)
@@ -530,7 +541,9 @@ public:
 
     void testHandleWhereMessageExpectedIsRefusedAndClosed() {
         assert_no_descriptor_leak([&] {
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             PipeEnds pipe = make_pipe();
             left.send_handle(pipe.write.get());
             left.send_bytes(bytes_of("next"));
@@ -558,7 +571,9 @@ public:
 
     void testMessageWhereHandleExpectedIsLeftInPlace() {
         assert_no_descriptor_leak([&] {
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             mproc::Event event;
             left.send_bytes(bytes_of("a message"));
             left.send_handle(event.fd());
@@ -638,7 +653,9 @@ public:
 
     void testPeerClosingMidWayEndsWithClosed() {
         assert_no_descriptor_leak([&] {
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             mproc::Event event;
             left.send_bytes(bytes_of("first"));
             left.send_handle(event.fd());
@@ -650,7 +667,9 @@ public:
         });
         {
             // A peer process that dies after sending a handle: the receiver still gets it, then Closed.
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             ForkedChild child([&] {
                 mproc::Event event;
                 event.set();
@@ -666,7 +685,9 @@ public:
 
     // A receiver at its descriptor limit: the kernel installs none and reports MSG_CTRUNC.
     void testDescriptorsThatCannotBeInstalledAreAClearError() {
-        auto [left, right] = mproc::fd_pipe(true);
+        auto ends = mproc::fd_pipe(true);
+        [[maybe_unused]] mproc::FdConnection& left = ends.first;
+        [[maybe_unused]] mproc::FdConnection& right = ends.second;
         mproc::Event event;
         left.send_bytes(bytes_of("first"));
         left.send_handle(event.fd());
@@ -696,7 +717,9 @@ public:
 
     void testUnreadHandlesAreClosedWithTheConnection() {
         assert_no_descriptor_leak([&] {
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             PipeEnds pipe = make_pipe();
             for (int i = 0; i < 5; ++i) {
                 left.send_handle(pipe.write.get());
@@ -711,7 +734,9 @@ public:
         });
         assert_no_descriptor_leak([&] {
             // A moved connection carries its buffered handles; the destructor closes them.
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             mproc::Event event;
             left.send_bytes(bytes_of("x"));
             left.send_handle(event.fd());
@@ -723,7 +748,9 @@ public:
 
     void testPipesAndTcpRefuseHandles() {
         assert_no_descriptor_leak([&] {
-            auto [reading, writing] = mproc::fd_pipe(false);
+            auto ends = mproc::fd_pipe(false);
+            mproc::FdConnection& reading = ends.first;
+            mproc::FdConnection& writing = ends.second;
             mproc::Event event;
             assert_contains(message_of<mproc::StateError>([&] { writing.send_handle(event.fd()); }),
                             "send_handle: descriptors travel only over AF_UNIX stream sockets (SCM_RIGHTS); this "
@@ -739,13 +766,17 @@ public:
             // The TCP path is unchanged: messages still flow.
             client.send_bytes(bytes_of("tcp"));
             CPPUNIT_ASSERT_EQUAL(std::string("tcp"), text_of(server.recv_bytes()));
-            auto [left, right] = mproc::fd_pipe(true);
+            auto socket_ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = socket_ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = socket_ends.second;
             assert_contains(message_of<mproc::ValueError>([&] { left.send_handle(-1); }), "invalid file descriptor");
         });
     }
 
     void testPythonReceivesAHandle() {
-        auto [left, right] = mproc::fd_pipe(true);
+        auto ends = mproc::fd_pipe(true);
+        [[maybe_unused]] mproc::FdConnection& left = ends.first;
+        [[maybe_unused]] mproc::FdConnection& right = ends.second;
         PythonPeer peer("receive", right.fileno());
         right.close();
         PipeEnds pipe = make_pipe();
@@ -761,7 +792,9 @@ public:
     void testPythonSendsAHandle() {
         for (const bool io_uring : {true, false}) {
             assert_no_descriptor_leak([&] {
-                auto [left, right] = socket_pair(io_uring);
+                auto ends = socket_pair(io_uring);
+                [[maybe_unused]] mproc::FdConnection& left = ends.first;
+                [[maybe_unused]] mproc::FdConnection& right = ends.second;
                 PythonPeer peer("send", right.fileno());
                 right.close();
                 CPPUNIT_ASSERT_EQUAL(std::string("before"), text_of(left.recv_bytes()));
@@ -791,7 +824,9 @@ class HandoffTest : public CppUnit::TestFixture {
 public:
     void testRecvObjectGivesAValidatedHandleOnTheSameObject() {
         assert_no_descriptor_leak([&] {
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             mproc::Queue<std::int64_t> queue(16);
             mproc::Lock lock;
             mproc::Value<double> value(1.5);
@@ -820,7 +855,9 @@ public:
 
     void testWrongKindIsRefusedAndItsDescriptorClosed() {
         assert_no_descriptor_leak([&] {
-            auto [left, right] = mproc::fd_pipe(true);
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
             mproc::Lock lock;
             mproc::Queue<int> queue(4);
             mproc::send_object(left, lock);
@@ -838,7 +875,9 @@ public:
     }
 
     void testAMessageThatIsNotAHandoffIsRefused() {
-        auto [left, right] = mproc::fd_pipe(true);
+        auto ends = mproc::fd_pipe(true);
+        [[maybe_unused]] mproc::FdConnection& left = ends.first;
+        [[maybe_unused]] mproc::FdConnection& right = ends.second;
         left.send_bytes(bytes_of("hello"));
         assert_contains(message_of<InvalidObject>([&] { (void)mproc::recv_object<mproc::Lock>(right); }),
                         "not an object hand-off");
