@@ -502,6 +502,20 @@ struct __attribute__((visibility("hidden"))) PoolCore::Impl {
         progress = new (memory) WorkerProgress[process_count]();
         workers.resize(process_count);
         for (std::size_t i = 0; i < process_count; ++i) workers[i].slot = i;
+        // The first workers are forked here, by the caller's thread, before the pool's thread exists: a fork
+        // from the pool's thread copies whatever lock another thread holds at that instant (the fork hazard,
+        // mproc/context.hpp), and the caller's thread is not allocating while it forks. clang 14's ASan
+        // allocator, which fork() does not lock, hung a worker forked from the pool's thread in about one
+        // run of pool_test in two. Replacements still come from the pool's thread, as in Python's Pool.
+        try {
+            for (Worker& worker : workers) start_worker(worker);
+        } catch (...) {
+            workers.clear();  // daemons: their Process handles kill and reap them
+            ::munmap(progress, process_count * sizeof(WorkerProgress));
+            ::close(wake_fd);
+            throw;
+        }
+        publish_pids();
         // A plain function and a void*: the thread's state is then no instantiation over a library-internal
         // type, which the shared library would have to export (tests/export_test.sh).
         thread = std::thread(&run_pool_thread, static_cast<void*>(this));

@@ -300,7 +300,9 @@ public:
     void testTaskTimeoutKillsTheTaskAndTheOthersGoOn() {
         PoolOptions options;
         options.processes = 2;
-        options.task_timeout = 300ms;
+        // Long enough for a trivial task in a sanitized build on a loaded machine (300 ms once killed task 1
+        // there), far below the sleeper's 30 s.
+        options.task_timeout = 3s;
         Pool pool(options);
         auto results = pool.imap(sleeps_on_two, std::vector<int>{0, 1, 2, 3, 4});
         const auto took = mproc::test::elapsed_of([&] {
