@@ -546,6 +546,7 @@ class ForkHazardTest : public CppUnit::TestFixture {
     CPPUNIT_TEST(testSpawnChildrenOfABusyMultiThreadedParentNeverHang);
     CPPUNIT_TEST(testForkserverChildrenOfABusyMultiThreadedParentNeverHang);
     CPPUNIT_TEST(testForkChildrenOfABusyMultiThreadedParentCanHang);
+    CPPUNIT_TEST(testThreadsStartSpawnAndForkserverChildrenAtOnceThreads);
     CPPUNIT_TEST_SUITE_END();
 
     // Starts up to `rounds` children with the method while 8 threads allocate and take busy_mutex; returns
@@ -595,6 +596,34 @@ public:
 
     void testForkserverChildrenOfABusyMultiThreadedParentNeverHang() {
         CPPUNIT_ASSERT_EQUAL(0, hung_children(StartMethod::forkserver, kAddressSanitizer ? 60 : 300, 10s, true).hung);
+    }
+
+    // The thread variant: threads start and join spawn and fork-server children at once, through the one
+    // launcher and the one fork-server connection the process has. Under ThreadSanitizer the children are
+    // forked instead: spawn's launcher runs instrumented code between clone(CLONE_VM) and exec, and the fork
+    // server is started the same way, which TSan's runtime cannot follow (it dies on a CHECK in the clone
+    // child); the starts from many threads, the context's shared state and the joins are still checked.
+    void testThreadsStartSpawnAndForkserverChildrenAtOnceThreads() {
+        const std::vector<StartMethod> methods = mproc::test::kThreadSanitizer
+                                                     ? std::vector<StartMethod>{StartMethod::fork}
+                                                     : std::vector<StartMethod>{StartMethod::spawn, StartMethod::forkserver};
+        for (const StartMethod method : methods) {
+            std::atomic<int> joined{0};
+            mproc::test::run_in_threads(4, [&](int) {
+                for (int round = 0; round < 5; ++round) {
+                    Process process = method == StartMethod::fork
+                                          ? Process(options_for(method, true), [] { return_at_once(); })
+                                          : Process(options_for(method, true), return_at_once_entry);
+                    process.start();
+                    CPPUNIT_ASSERT(process.join(30s));
+                    CPPUNIT_ASSERT_EQUAL_MESSAGE(process.error(), 0, exit_code_of(process));
+                    // relaxed: a count read after run_in_threads joined the threads.
+                    joined.fetch_add(1, std::memory_order_relaxed);
+                }
+            });
+            // relaxed: see above.
+            CPPUNIT_ASSERT_EQUAL(20, joined.load(std::memory_order_relaxed));
+        }
     }
 
     void testForkChildrenOfABusyMultiThreadedParentCanHang() {
