@@ -35,6 +35,7 @@
 #include "mproc/connection.hpp"
 #include "mproc/error.hpp"
 #include "mproc/handoff.hpp"
+#include "mproc/pipe.hpp"
 #include "mproc/listener.hpp"
 #include "scm_rights.hpp"
 
@@ -817,6 +818,7 @@ class HandoffTest : public CppUnit::TestFixture {
     CPPUNIT_TEST_SUITE(HandoffTest);
     CPPUNIT_TEST(testRecvObjectGivesAValidatedHandleOnTheSameObject);
     CPPUNIT_TEST(testWrongKindIsRefusedAndItsDescriptorClosed);
+    CPPUNIT_TEST(testPipeEndTravelsAndItsReceiverHoldsIt);
     CPPUNIT_TEST(testAMessageThatIsNotAHandoffIsRefused);
     CPPUNIT_TEST(testUnrelatedProcessUsesTheQueueAndLockItReceived);
     CPPUNIT_TEST_SUITE_END();
@@ -872,6 +874,39 @@ public:
             mproc::send_object(left, queue);
             CPPUNIT_ASSERT_THROW((void)mproc::recv_object<mproc::Queue<std::int64_t>>(right), InvalidObject);
         });
+    }
+
+    // The receiver of end 1 holds it: it gets what end 0 sends, and end 0 sees end 1 gone only once the
+    // received handle closes too (the sender's own handle closed first). Not under assert_no_descriptor_leak:
+    // received in the process that still holds the pipe's ends, the second mapping stays mapped (and its
+    // descriptor open) for the life of the process, as src/pipe.cpp keeps any pipe segment that a thread of
+    // the process may still hold (unmap_unless_still_listed); a receiver in another process has no such copy.
+    void testPipeEndTravelsAndItsReceiverHoldsIt() {
+        {
+            auto ends = mproc::fd_pipe(true);
+            [[maybe_unused]] mproc::FdConnection& left = ends.first;
+            [[maybe_unused]] mproc::FdConnection& right = ends.second;
+            auto [pipe_end0, pipe_end1] = mproc::Pipe();
+            mproc::Lock lock;
+            mproc::send_object(left, lock);
+            mproc::send_object(left, pipe_end1);
+            assert_contains(message_of<InvalidObject>([&] { (void)mproc::recv_object<mproc::PipeConnection>(right); }),
+                            "recv_object<pipe end>: the peer handed over a lock, expected a pipe end 0 or 1");
+            mproc::PipeConnection received = mproc::recv_object<mproc::PipeConnection>(right);
+            CPPUNIT_ASSERT_EQUAL(1, received.end_index());
+            pipe_end1.close();
+            CPPUNIT_ASSERT(!pipe_end0.peer_gone());
+            pipe_end0.send_bytes(bytes_of("to the receiver"));
+            CPPUNIT_ASSERT_EQUAL(std::string("to the receiver"), text_of(received.recv_bytes()));
+            received.send_bytes(bytes_of("back"));
+            CPPUNIT_ASSERT_EQUAL(std::string("back"), text_of(pipe_end0.recv_bytes()));
+            received.close();
+            CPPUNIT_ASSERT(pipe_end0.peer_gone());
+            // A pipe end where another kind is expected: refused, its descriptor closed.
+            auto [other_end0, other_end1] = mproc::Pipe();
+            mproc::send_object(left, other_end0);
+            CPPUNIT_ASSERT_THROW((void)mproc::recv_object<mproc::Lock>(right), InvalidObject);
+        }
     }
 
     void testAMessageThatIsNotAHandoffIsRefused() {

@@ -2,7 +2,8 @@
 // lock) in one process, recv_object<Lock>(conn) in the other, over an FdConnection on an AF_UNIX stream
 // socket (a Listener/Client connection over a Unix address, fd_pipe(), a socketpair).
 //
-// Defines: send_object, recv_object, and HandoffName<H> (the name each handle type travels under).
+// Defines: send_object, recv_object, and HandoffName<H> (the name each handle type travels under). A Pipe
+// end (PipeConnection of an anonymous Pipe) travels too, as "pipe end 0|1": the receiver holds that end.
 //
 // Wire: one framed message "mproc.handoff/1 <name>" (name: "lock", "queue", ...: HandoffName<H>), then the
 // object's memfd as a handle (FdConnection::send_handle). The receiver duplicates nothing: it maps the
@@ -28,6 +29,7 @@
 // Condition: only a Condition holding its own lock can be handed over (see Condition::from_fd).
 #pragma once
 
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -38,6 +40,7 @@
 #include "mproc/event.hpp"
 #include "mproc/joinable_queue.hpp"
 #include "mproc/lock.hpp"
+#include "mproc/pipe.hpp"
 #include "mproc/queue.hpp"
 #include "mproc/rlock.hpp"
 #include "mproc/semaphore.hpp"
@@ -66,27 +69,37 @@ template <SharedElement T, Locking L> struct HandoffName<Array<T, L>> { static c
 template <class T> struct HandoffName<Queue<T>> { static constexpr std::string_view value = "queue"; };
 template <class T> struct HandoffName<SimpleQueue<T>> { static constexpr std::string_view value = "simple queue"; };
 template <class T> struct HandoffName<JoinableQueue<T>> { static constexpr std::string_view value = "joinable queue"; };
+// An anonymous Pipe's end travels as "pipe end 0" or "pipe end 1": the receiver becomes a holder of that end
+// (PipeConnection::from_fd), the sender keeps its own hold until it closes its handle.
+template <> struct HandoffName<PipeConnection> { static constexpr std::string_view value = "pipe end"; };
 
 namespace detail {
 // The two halves of the wire above (src/handoff.cpp).
 MPROC_API void send_handoff(FdConnection& connection, std::string_view name, int fd);
 MPROC_API UniqueFd receive_handoff(FdConnection& connection, std::string_view name);
+MPROC_API PipeConnection receive_pipe_end_handoff(FdConnection& connection);
 }  // namespace detail
 
 // Sends the object's descriptor and name; the sender keeps its handle.
 template <class Handle>
 void send_object(FdConnection& connection, const Handle& object) {
-    detail::send_handoff(connection, HandoffName<Handle>::value, object.fd());
+    if constexpr (std::is_same_v<Handle, PipeConnection>) {
+        const std::string name = std::string(HandoffName<Handle>::value) + (object.end_index() == 0 ? " 0" : " 1");
+        detail::send_handoff(connection, name, object.fd());
+    } else {
+        detail::send_handoff(connection, HandoffName<Handle>::value, object.fd());
+    }
 }
 
 // Receives an object sent by send_object<Handle>, validated by Handle::from_fd.
 template <class Handle>
 Handle recv_object(FdConnection& connection) {
-    const UniqueFd fd = detail::receive_handoff(connection, HandoffName<Handle>::value);
-    if constexpr (std::is_same_v<Handle, SharedMemory>) {
-        return SharedMemory::attach(fd.get());
+    if constexpr (std::is_same_v<Handle, PipeConnection>) {
+        return detail::receive_pipe_end_handoff(connection);
     } else {
-        return Handle::from_fd(fd.get());
+        const UniqueFd fd = detail::receive_handoff(connection, HandoffName<Handle>::value);
+        if constexpr (std::is_same_v<Handle, SharedMemory>) return SharedMemory::attach(fd.get());
+        else return Handle::from_fd(fd.get());
     }
 }
 
