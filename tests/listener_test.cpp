@@ -17,6 +17,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -1119,6 +1120,31 @@ public:
         constexpr std::uint64_t kStreamed = 20000;
         Listener listener(SocketAddress::tcp("127.0.0.1", 0), 64, kKey, kPatientHandshake);
         const SocketAddress address = listener.address();
+        // Every client process is forked before this process has a second thread: a child forked while the
+        // acceptor or a server thread held an allocator lock could hang in its first allocation (clang 14's
+        // ASan allocator is not locked around fork(); a streamer stuck so stalled its handshake for 60 s).
+        ForkedChild streamer([address] {
+            FdConnection connection = Client(address, kKey, kPatientHandshake.timeout, kPatientHandshake);
+            std::thread reader([&] {
+                for (std::uint64_t i = 0; i < kStreamed; ++i)
+                    if (connection.recv<std::uint64_t>() != i) std::_Exit(2);
+            });
+            for (std::uint64_t i = 0; i < kStreamed; ++i) connection.send(i);
+            reader.join();
+            std::_Exit(0);
+        });
+        std::vector<std::unique_ptr<ForkedChild>> churners;
+        for (int index = 0; index < kChurners; ++index) {
+            churners.push_back(std::make_unique<ForkedChild>([address, index] {
+                for (int round = 0; round < per_churner; ++round) {
+                    FdConnection connection = Client(address, kKey, kPatientHandshake.timeout, kPatientHandshake);
+                    const std::string message = std::to_string(index) + "/" + std::to_string(round);
+                    connection.send_bytes(bytes_of(message));
+                    if (text_of(connection.recv_bytes()) != message) std::_Exit(3);
+                }
+                std::_Exit(0);
+            }));
+        }
         std::atomic<int> served{0};
         std::vector<std::thread> servers;
         std::exception_ptr acceptor_failure;
@@ -1144,25 +1170,18 @@ public:
                 });
             }
         });
-        ForkedChild streamer([address] {
-            FdConnection connection = Client(address, kKey, kPatientHandshake.timeout, kPatientHandshake);
-            std::thread reader([&] {
-                for (std::uint64_t i = 0; i < kStreamed; ++i)
-                    if (connection.recv<std::uint64_t>() != i) std::_Exit(2);
-            });
-            for (std::uint64_t i = 0; i < kStreamed; ++i) connection.send(i);
-            reader.join();
-            std::_Exit(0);
-        });
-        mproc::test::run_in_processes(kChurners, [&](int index) {
-            for (int round = 0; round < per_churner; ++round) {
-                FdConnection connection = Client(address, kKey, kPatientHandshake.timeout, kPatientHandshake);
-                const std::string message = std::to_string(index) + "/" + std::to_string(round);
-                connection.send_bytes(bytes_of(message));
-                CPPUNIT_ASSERT_EQUAL(message, text_of(connection.recv_bytes()));
-            }
-        });
-        mproc::test::assert_exited_cleanly(streamer.wait());
+        try {
+            for (auto& churner : churners) mproc::test::assert_exited_cleanly(churner->wait(120s));
+            mproc::test::assert_exited_cleanly(streamer.wait(120s));
+        } catch (...) {
+            // The threads end before the failure is reported (a joinable std::thread destroyed would
+            // std::terminate and hide it): the acceptor's wait ends with the listener.
+            listener.close();
+            acceptor.join();
+            for (std::thread& server : servers) server.join();
+            if (acceptor_failure) std::rethrow_exception(acceptor_failure);
+            throw;
+        }
         acceptor.join();
         for (std::thread& server : servers) server.join();
         if (acceptor_failure) std::rethrow_exception(acceptor_failure);
